@@ -1,0 +1,44 @@
+//! vmigrate's provider-neutral core.
+//!
+//! It holds the migration model ([`model`]), plans ([`plan`]), validation ([`validate`]), the
+//! deterministic renaming of VMs ([`naming`]), plan status ([`status`]), the provider traits
+//! ([`SourceProvider`], [`TargetProvider`]) and the block transport seam ([`BlockTransport`]).
+//! It knows nothing of vSphere or Kubernetes: those live in `vmigrate-vsphere` and
+//! `vmigrate-kubevirt`, which depend on this crate and never the other way round.
+//!
+//! ```no_run
+//! use vmigrate_core::{validate, Inventory, Plan, SourceCapabilities};
+//!
+//! let plan = Plan::from_file("plan.yaml")?;
+//! let inventory: Inventory = serde_json::from_str(&std::fs::read_to_string("inventory.json")?)?;
+//! let ctx = validate::ValidationContext {
+//!     plan: &plan,
+//!     inventory: &inventory,
+//!     existing: &[],
+//!     capabilities: SourceCapabilities::default(),
+//! };
+//! for vm in validate::validate_plan(&ctx).vms {
+//!     println!("{} -> {}: {} concern(s)", vm.name, vm.target_name, vm.concerns.len());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod model;
+pub mod naming;
+pub mod plan;
+pub mod provider;
+pub mod status;
+pub mod transport;
+pub mod validate;
+
+pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
+pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
+pub use plan::{Credentials, Plan};
+pub use provider::{
+    ChangedAreas, ExistingVm, PreparedVolume, SnapshotRef, SourceCapabilities, SourceProvider, TargetProvider,
+    TargetVm, VolumeSink,
+};
+pub use status::{Phase, PlanStatus, VmStatus};
+pub use transport::{BlockTransport, Extent, ExtentKind, ExtentState};
+pub use validate::{Concern, Severity};

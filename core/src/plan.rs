@@ -1,0 +1,817 @@
+//! The migration plan: which VMs go where, and how.
+//!
+//! Shaped like Forklift's `Plan`, `NetworkMap` and `StorageMap` so that MTV users read it at a
+//! glance, but as one self-contained document. Every struct rejects unknown fields: a typo in a
+//! plan must fail loudly with its line, not be silently ignored. Credentials are never stored in
+//! the plan; it names the environment variables that hold them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::naming::{is_dns1123_label, is_dns1123_subdomain};
+
+/// The API version this crate reads and writes.
+pub const API_VERSION: &str = "vmigrate.dev/v1alpha1";
+
+/// A migration plan document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    /// Must be [`API_VERSION`].
+    pub api_version: String,
+    /// Must be `Plan`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: PlanMetadata,
+    /// What to migrate and how.
+    pub spec: PlanSpec,
+}
+
+/// Plan metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanMetadata {
+    /// Plan name; becomes a label value on every object created, so a DNS-1123 label.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The plan body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanSpec {
+    /// Where VMs come from.
+    pub source: SourceSpec,
+    /// Where VMs go.
+    pub target: TargetSpec,
+    /// Namespace the VMs land in.
+    pub target_namespace: String,
+    /// Warm migration (copy while running, short cutover) instead of cold.
+    #[serde(default)]
+    pub warm: bool,
+    /// VMs to migrate.
+    pub vms: Vec<VmSelector>,
+    /// Source network to target network.
+    #[serde(default)]
+    pub network_map: Vec<NetworkMapping>,
+    /// Source datastore to target storage.
+    #[serde(default)]
+    pub storage_map: Vec<StorageMapping>,
+    /// Services (and routes) to create once the VMs are in place.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// Plan-wide hooks.
+    #[serde(default)]
+    pub hooks: Vec<HookSpec>,
+    /// Execution tunables.
+    #[serde(default)]
+    pub options: PlanOptions,
+}
+
+/// Source provider connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `https://vcenter/sdk` or `vmx:///path/to/datastore-folder`.
+    pub url: String,
+    /// SHA-256 fingerprint of the server certificate, `AB:CD:...`; pins the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbprint: Option<String>,
+    /// PEM CA bundle to verify the server with instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Skip TLS verification. Only when asked, and logged as a warning.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Where the credentials come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+    /// Directory holding the VMware VDDK library; when set, disks are read through `nbdkit vddk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vddk_lib_dir: Option<String>,
+}
+
+/// Names of environment variables holding credentials; the values never enter the plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsRef {
+    /// Variable holding the user name.
+    pub username_env: String,
+    /// Variable holding the password.
+    pub password_env: String,
+}
+
+/// Resolved credentials. `Debug` redacts the password so it never reaches logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+impl CredentialsRef {
+    /// Read the variables. Missing or empty variables are a typed error naming the variable,
+    /// never its value.
+    pub fn resolve(&self) -> Result<Credentials> {
+        let get = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                Error::new(ErrorCode::CredentialsMissing, format!("environment variable {name} is not set"))
+            })
+        };
+        Ok(Credentials { username: get(&self.username_env)?, password: get(&self.password_env)? })
+    }
+}
+
+/// Target provider connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetSpec {
+    /// `kubevirt://` (current kubeconfig context), `kubevirt://CONTEXT`, or `dir:///path`.
+    pub url: String,
+}
+
+/// One VM of the plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmSelector {
+    /// Source VM name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Source VM moref or BIOS UUID, when names are ambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Target name, overriding the automatic DNS-1123 rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
+    /// Labels added to the VM template (what Services select on).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Per-VM hooks, in addition to the plan's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookSpec>,
+    /// Disk bus at the target, overriding the choice by guest OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bus: Option<TargetDiskBus>,
+    /// Replace an existing VM of the same name in the target namespace.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+impl VmSelector {
+    /// What the user called this VM, for messages.
+    pub fn display(&self) -> &str {
+        self.name.as_deref().or(self.id.as_deref()).unwrap_or("<unnamed>")
+    }
+}
+
+/// Disk bus on the KubeVirt side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetDiskBus {
+    /// virtio-blk: fastest, needs guest drivers.
+    Virtio,
+    /// SATA: works without virtio drivers (fresh Windows guests).
+    Sata,
+    /// virtio-scsi.
+    Scsi,
+}
+
+/// A reference to a source network or datastore, by name or id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceRef {
+    /// Name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Moref or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl SourceRef {
+    /// Whether this reference designates the object with this name and id.
+    pub fn matches(&self, name: &str, id: Option<&str>) -> bool {
+        match (&self.name, &self.id) {
+            (Some(n), _) if n == name => true,
+            (_, Some(i)) => Some(i.as_str()) == id,
+            _ => false,
+        }
+    }
+}
+
+/// One network mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkMapping {
+    /// Source network.
+    pub source: SourceRef,
+    /// Target network.
+    pub destination: NetworkDestination,
+}
+
+/// Where a source network lands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+pub enum NetworkDestination {
+    /// The pod network (masquerade).
+    Pod,
+    /// A Multus NetworkAttachmentDefinition `namespace/name` (bridge binding).
+    Multus {
+        /// `namespace/name`, or `name` for the target namespace.
+        name: String,
+    },
+    /// Drop NICs on this network.
+    Ignored,
+}
+
+/// One storage mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageMapping {
+    /// Source datastore.
+    pub source: SourceRef,
+    /// Target storage.
+    pub destination: StorageDestination,
+}
+
+/// Target storage for the disks of one datastore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageDestination {
+    /// Storage class name.
+    pub storage_class: String,
+    /// `Block` or `Filesystem`; the storage profile decides when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<VolumeMode>,
+    /// Access mode; the storage profile decides when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_mode: Option<AccessMode>,
+}
+
+/// PVC volume mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeMode {
+    /// Raw block device.
+    Block,
+    /// A filesystem holding `disk.img`.
+    Filesystem,
+}
+
+/// PVC access mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessMode {
+    /// RWO.
+    ReadWriteOnce,
+    /// RWX (needed for live migration).
+    ReadWriteMany,
+    /// ROX.
+    ReadOnlyMany,
+    /// RWOP.
+    ReadWriteOncePod,
+}
+
+/// A Service to create after migration, optionally with a Route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Service name (becomes a DNS name in the namespace).
+    pub name: String,
+    /// Label selector on the VM pods.
+    pub selector: BTreeMap<String, String>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Expose outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
+}
+
+/// A service port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Port name (needed when a service has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `TCP`, `UDP` or `SCTP`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Service port.
+    pub port: u16,
+    /// Port on the VM; defaults to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
+}
+
+fn tcp() -> String {
+    "TCP".to_string()
+}
+
+/// An OpenShift Route (or Ingress where there is no Route API) for a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Route name.
+    pub name: String,
+    /// Host name; the router assigns one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Target port on the service; the first port when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
+    /// TLS termination (`edge`, `passthrough`, `reencrypt`); none unless asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HookStep {
+    /// Before the VM is touched (after validation).
+    Pre,
+    /// After the target VM exists.
+    Post,
+}
+
+/// A hook: a local command, or a Kubernetes Job image on cluster targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HookSpec {
+    /// Name, for status and logs.
+    pub name: String,
+    /// Pre or post.
+    pub step: HookStep,
+    /// Local command and arguments; receives the VM as JSON on stdin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Container image run as a Job in the target namespace (cluster targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Deadline, e.g. `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// How disk data reaches a cluster target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TransferMethod {
+    /// vmigrate streams the disk to the CDI upload proxy.
+    #[default]
+    Upload,
+    /// CDI imports by itself (VDDK or HTTP DataVolume source), like MTV.
+    Import,
+    /// One in-cluster Job per disk runs `vmigrate transfer`.
+    Job,
+}
+
+/// Execution tunables, all optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanOptions {
+    /// VMs migrated at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Warm: time between precopies, e.g. `60m` (MTV's default), `30s` for tests.
+    #[serde(default = "default_precopy_interval")]
+    pub precopy_interval: String,
+    /// Warm: RFC 3339 time to cut over at; waits for `--cutover now` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<String>,
+    /// Graceful guest shutdown timeout before a hard power-off, e.g. `5m`.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+    /// Warm: enable CBT on VMs that lack it (changes the source config).
+    #[serde(default)]
+    pub enable_cbt: bool,
+    /// How disks reach a cluster target.
+    #[serde(default)]
+    pub transfer: TransferMethod,
+    /// Compress uploads with zstd.
+    #[serde(default = "yes")]
+    pub compression: bool,
+    /// Verify every disk by digest after copying.
+    #[serde(default)]
+    pub verify: bool,
+    /// `runStrategy` of the VMs once migrated (`Always`, `Halted`, `Manual`, `RerunOnFailure`).
+    #[serde(default = "default_run_strategy")]
+    pub run_strategy: String,
+    /// Power the source VM back on after a successful cold migration? (MTV: keep off.)
+    #[serde(default)]
+    pub restore_power_state: bool,
+}
+
+fn default_max_in_flight() -> usize {
+    2
+}
+fn default_precopy_interval() -> String {
+    "60m".into()
+}
+fn default_shutdown_timeout() -> String {
+    "5m".into()
+}
+fn default_run_strategy() -> String {
+    "Halted".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            max_in_flight: default_max_in_flight(),
+            precopy_interval: default_precopy_interval(),
+            cutover: None,
+            shutdown_timeout: default_shutdown_timeout(),
+            enable_cbt: false,
+            transfer: TransferMethod::default(),
+            compression: true,
+            verify: false,
+            run_strategy: default_run_strategy(),
+            restore_power_state: false,
+        }
+    }
+}
+
+/// Parse `90`, `90s`, `15m`, `1h`, `1h30m`, `500ms` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let bad = || Error::new(ErrorCode::PlanInvalid, format!("invalid duration {text:?} (use e.g. 30s, 15m, 1h)"));
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                Duration::from_millis(n)
+            }
+            ('s', _) => Duration::from_secs(n),
+            ('m', _) => Duration::from_secs(n * 60),
+            ('h', _) => Duration::from_secs(n * 3600),
+            ('d', _) => Duration::from_secs(n * 86400),
+            _ => return Err(bad()),
+        };
+        total += unit;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+impl Plan {
+    /// Parse a plan from YAML (JSON is valid YAML too). Errors name the field and the line.
+    pub fn from_yaml_str(text: &str) -> Result<Plan> {
+        let plan: Plan = serde_yaml_ng::from_str(text)
+            .map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// Parse a plan from JSON. Errors name the field, line and column.
+    pub fn from_json_str(text: &str) -> Result<Plan> {
+        let plan: Plan =
+            serde_json::from_str(text).map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// Read a plan file: `.json` as JSON, anything else as YAML.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Plan> {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading plan {}", path.display()), e))?;
+        let res = if path.extension().is_some_and(|e| e == "json") {
+            Plan::from_json_str(&text)
+        } else {
+            Plan::from_yaml_str(&text)
+        };
+        res.map_err(|e| {
+            let msg = format!("{}: {}", path.display(), e.message());
+            Error::new(e.code(), msg)
+        })
+    }
+
+    /// The plan as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a plan always serializes")
+    }
+
+    /// Semantic checks that the schema cannot express. Runs on every parse.
+    pub fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::new(ErrorCode::PlanInvalid, msg));
+        if self.api_version != API_VERSION {
+            return bad(format!("apiVersion must be {API_VERSION}, not {:?}", self.api_version));
+        }
+        if self.kind != "Plan" {
+            return bad(format!("kind must be Plan, not {:?}", self.kind));
+        }
+        if !is_dns1123_label(&self.metadata.name) {
+            return bad(format!(
+                "metadata.name {:?} must be a DNS-1123 label (lower-case a-z, 0-9, '-', at most 63)",
+                self.metadata.name
+            ));
+        }
+        let spec = &self.spec;
+        if !is_dns1123_label(&spec.target_namespace) {
+            return bad(format!("spec.targetNamespace {:?} must be a DNS-1123 label", spec.target_namespace));
+        }
+        if spec.source.url.trim().is_empty() {
+            return bad("spec.source.url is empty".into());
+        }
+        if spec.target.url.trim().is_empty() {
+            return bad("spec.target.url is empty".into());
+        }
+        if spec.vms.is_empty() {
+            return bad("spec.vms is empty: name at least one VM".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, vm) in spec.vms.iter().enumerate() {
+            if vm.name.is_none() && vm.id.is_none() {
+                return bad(format!("spec.vms[{i}] needs a name or an id"));
+            }
+            if !seen.insert(vm.display().to_string()) {
+                return bad(format!("spec.vms[{i}]: VM {:?} is listed twice", vm.display()));
+            }
+            if let Some(t) = &vm.target_name {
+                if !is_dns1123_label(t) {
+                    return bad(format!("spec.vms[{i}].targetName {t:?} must be a DNS-1123 label"));
+                }
+            }
+            for hook in &vm.hooks {
+                check_hook(hook, &format!("spec.vms[{i}].hooks"))?;
+            }
+        }
+        for (i, m) in spec.network_map.iter().enumerate() {
+            if m.source.name.is_none() && m.source.id.is_none() {
+                return bad(format!("spec.networkMap[{i}].source needs a name or an id"));
+            }
+            if let NetworkDestination::Multus { name } = &m.destination {
+                let ok = match name.split_once('/') {
+                    Some((ns, n)) => is_dns1123_label(ns) && is_dns1123_subdomain(n),
+                    None => is_dns1123_subdomain(name),
+                };
+                if !ok {
+                    return bad(format!(
+                        "spec.networkMap[{i}].destination.name {name:?} must be namespace/name of a NetworkAttachmentDefinition"
+                    ));
+                }
+            }
+        }
+        let pods = spec.network_map.iter().filter(|m| m.destination == NetworkDestination::Pod).count();
+        if pods > 1 {
+            // Several source networks may map to the pod network, but a VM can only have one
+            // pod interface: this is reported per VM by validation, not here.
+        }
+        for (i, m) in spec.storage_map.iter().enumerate() {
+            if m.source.name.is_none() && m.source.id.is_none() {
+                return bad(format!("spec.storageMap[{i}].source needs a name or an id"));
+            }
+            if !is_dns1123_subdomain(&m.destination.storage_class) {
+                return bad(format!(
+                    "spec.storageMap[{i}].destination.storageClass {:?} is not a valid name",
+                    m.destination.storage_class
+                ));
+            }
+        }
+        let mut svc_names = HashSet::new();
+        for (i, s) in spec.services.iter().enumerate() {
+            if !is_dns1123_label(&s.name) {
+                return bad(format!("spec.services[{i}].name {:?} must be a DNS-1123 label", s.name));
+            }
+            if !svc_names.insert(&s.name) {
+                return bad(format!("spec.services[{i}]: service {:?} is listed twice", s.name));
+            }
+            if s.selector.is_empty() {
+                return bad(format!("spec.services[{i}].selector is empty: it would select nothing"));
+            }
+            if s.ports.is_empty() {
+                return bad(format!("spec.services[{i}].ports is empty"));
+            }
+            for (j, p) in s.ports.iter().enumerate() {
+                if p.port == 0 || p.target_port == Some(0) {
+                    return bad(format!("spec.services[{i}].ports[{j}]: port 0 is not valid"));
+                }
+                if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+                    return bad(format!("spec.services[{i}].ports[{j}].protocol must be TCP, UDP or SCTP"));
+                }
+            }
+            if s.ports.len() > 1 && s.ports.iter().any(|p| p.name.is_none()) {
+                return bad(format!("spec.services[{i}]: every port needs a name when there are several"));
+            }
+            if let Some(r) = &s.route {
+                if !is_dns1123_subdomain(&r.name) {
+                    return bad(format!("spec.services[{i}].route.name {:?} is not a valid name", r.name));
+                }
+                if let Some(t) = &r.tls {
+                    if !matches!(t.as_str(), "edge" | "passthrough" | "reencrypt") {
+                        return bad(format!("spec.services[{i}].route.tls must be edge, passthrough or reencrypt"));
+                    }
+                }
+            }
+        }
+        for hook in &spec.hooks {
+            check_hook(hook, "spec.hooks")?;
+        }
+        let o = &spec.options;
+        if o.max_in_flight == 0 {
+            return bad("spec.options.maxInFlight must be at least 1".into());
+        }
+        parse_duration(&o.precopy_interval)?;
+        parse_duration(&o.shutdown_timeout)?;
+        if !matches!(o.run_strategy.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
+            return bad(format!("spec.options.runStrategy {:?} is not a KubeVirt run strategy", o.run_strategy));
+        }
+        Ok(())
+    }
+
+    /// The target storage for a datastore, if mapped.
+    pub fn storage_for(&self, datastore: &str, id: Option<&str>) -> Option<&StorageDestination> {
+        self.spec.storage_map.iter().find(|m| m.source.matches(datastore, id)).map(|m| &m.destination)
+    }
+
+    /// The target network for a source network, if mapped.
+    pub fn network_for(&self, network: &str, id: Option<&str>) -> Option<&NetworkDestination> {
+        self.spec.network_map.iter().find(|m| m.source.matches(network, id)).map(|m| &m.destination)
+    }
+}
+
+fn check_hook(hook: &HookSpec, at: &str) -> Result<()> {
+    let bad = |msg: String| Err(Error::new(ErrorCode::PlanInvalid, msg));
+    match (hook.command.is_empty(), &hook.image) {
+        (true, None) => return bad(format!("{at}: hook {:?} needs a command or an image", hook.name)),
+        (false, Some(_)) => return bad(format!("{at}: hook {:?} has both a command and an image", hook.name)),
+        _ => {}
+    }
+    if let Some(t) = &hook.timeout {
+        parse_duration(t)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the foundation issue, verbatim.
+    pub(crate) const LAB_PLAN: &str = r#"apiVersion: vmigrate.dev/v1alpha1
+kind: Plan
+metadata:
+  name: move-webapp-vmware
+spec:
+  source:
+    url: https://vcenter.example.com/sdk      # or vmx:///path/to/datastore-folder
+    thumbprint: "AB:CD:..."                     # SHA-256 of the server certificate (optional)
+    insecure: false
+    credentials: { usernameEnv: VMIGRATE_SOURCE_USERNAME, passwordEnv: VMIGRATE_SOURCE_PASSWORD }
+  target:
+    url: kubevirt://                            # current kubeconfig context; or dir:///path/to/output
+  targetNamespace: vmexamples
+  warm: false
+  vms:
+    - name: database
+    - name: winweb01
+      labels: { env: webapp }                   # added to the VM template's labels
+    - name: winweb02
+      targetName: winweb02                      # optional override
+      labels: { env: webapp }
+  networkMap:
+    - source: { name: "segment-migrating-to-ocpvirt" }
+      destination: { type: pod }                # or { type: multus, name: ns/nad-name }
+  storageMap:
+    - source: { name: WorkloadDatastore }
+      destination: { storageClass: ocs-storagecluster-ceph-rbd-virtualization, volumeMode: Block, accessMode: ReadWriteMany }
+  services:                                     # exposure after the move (lab section 3.4)
+    - name: webapp
+      selector: { env: webapp }
+      ports: [{ protocol: TCP, port: 80, targetPort: 80 }]
+      route: { name: route-webapp }             # optional: reachable from outside the cluster
+    - name: database
+      selector: { vm.kubevirt.io/name: database }
+      ports: [{ protocol: TCP, port: 3306, targetPort: 3306 }]
+  hooks: []
+"#;
+
+    #[test]
+    fn lab_plan_parses_as_written() {
+        let plan = Plan::from_yaml_str(LAB_PLAN).expect("lab plan parses");
+        assert_eq!(plan.metadata.name, "move-webapp-vmware");
+        assert_eq!(plan.spec.target_namespace, "vmexamples");
+        assert_eq!(plan.spec.vms.len(), 3);
+        assert_eq!(plan.spec.vms[1].labels.get("env").map(String::as_str), Some("webapp"));
+        assert_eq!(plan.spec.network_map[0].destination, NetworkDestination::Pod);
+        let st = plan.storage_for("WorkloadDatastore", None).expect("mapped");
+        assert_eq!(st.volume_mode, Some(VolumeMode::Block));
+        assert_eq!(st.access_mode, Some(AccessMode::ReadWriteMany));
+        assert_eq!(plan.spec.services[0].route.as_ref().map(|r| r.name.as_str()), Some("route-webapp"));
+        assert_eq!(plan.spec.services[1].selector.get("vm.kubevirt.io/name").map(String::as_str), Some("database"));
+        assert_eq!(plan.spec.options, PlanOptions::default());
+        // Round trip through YAML and JSON.
+        let again = Plan::from_yaml_str(&plan.to_yaml()).expect("round trip yaml");
+        assert_eq!(again, plan);
+        let json = serde_json::to_string(&plan).expect("json");
+        assert_eq!(Plan::from_json_str(&json).expect("round trip json"), plan);
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let text = LAB_PLAN.replace("  warm: false\n", "  warm: false\n  wram: true\n");
+        let err = Plan::from_yaml_str(&text).expect_err("unknown field");
+        assert_eq!(err.code(), ErrorCode::PlanParse);
+        let msg = err.to_string();
+        assert!(msg.contains("wram"), "{msg}");
+        assert!(msg.contains("line 15"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_nested_field_and_password_rejected() {
+        let text = LAB_PLAN.replace("passwordEnv: VMIGRATE_SOURCE_PASSWORD", "password: hunter2");
+        let err = Plan::from_yaml_str(&text).expect_err("password in plan");
+        let msg = err.to_string();
+        assert!(msg.contains("password"), "{msg}");
+        assert!(msg.contains("line 10"), "{msg}");
+        assert!(!msg.contains("hunter2"), "secret leaked: {msg}");
+    }
+
+    #[test]
+    fn json_errors_carry_line_and_column() {
+        let err = Plan::from_json_str("{\n \"apiVersion\": \"vmigrate.dev/v1alpha1\",\n \"kind\": 3\n}")
+            .expect_err("bad type");
+        assert_eq!(err.code(), ErrorCode::PlanParse);
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("name: move-webapp-vmware", "name: Move_Webapp", "metadata.name"),
+            ("targetNamespace: vmexamples", "targetNamespace: VM Examples", "targetNamespace"),
+            (
+                "    - name: winweb02\n      targetName: winweb02",
+                "    - name: database\n      targetName: winweb02",
+                "listed twice",
+            ),
+            ("targetName: winweb02", "targetName: Win_Web", "targetName"),
+            ("{ type: pod }", "{ type: multus, name: \"bad/ns/x\" }", "NetworkAttachmentDefinition"),
+            ("port: 3306, targetPort", "port: 0, targetPort", "port 0"),
+            ("selector: { env: webapp }", "selector: {}", "selector is empty"),
+            ("route: { name: route-webapp }", "route: { name: route-webapp, tls: strange }", "tls"),
+            ("apiVersion: vmigrate.dev/v1alpha1", "apiVersion: forklift.konveyor.io/v1beta1", "apiVersion"),
+            ("hooks: []", "hooks: [{ name: h, step: pre }]", "needs a command"),
+        ];
+        for (from, to, want) in cases {
+            assert!(LAB_PLAN.contains(from), "fixture lacks {from}");
+            let err = Plan::from_yaml_str(&LAB_PLAN.replacen(from, to, 1)).expect_err(want);
+            assert_eq!(err.code(), ErrorCode::PlanInvalid, "{want}: {err}");
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60m").expect("ok"), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").expect("ok"), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").expect("ok"), Duration::from_secs(45));
+        assert_eq!(parse_duration("250ms").expect("ok"), Duration::from_millis(250));
+        for bad in ["", "m", "5x", "1h5", "-3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_resolve_and_redact() {
+        let r = CredentialsRef { username_env: "VMIGRATE_TEST_U_1".into(), password_env: "VMIGRATE_TEST_P_1".into() };
+        let err = r.resolve().expect_err("unset");
+        assert_eq!(err.code(), ErrorCode::CredentialsMissing);
+        assert!(err.to_string().contains("VMIGRATE_TEST_U_1"));
+        let c = Credentials { username: "u".into(), password: "s3cret".into() };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

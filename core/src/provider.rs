@@ -1,0 +1,236 @@
+//! The provider traits: what a source (vSphere, a local VMX folder) and a target (KubeVirt, a
+//! local output folder) must do for the executor to migrate a VM.
+//!
+//! Optional capabilities (power control, snapshots, changed blocks) default to
+//! [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported), so a read-only source such as a
+//! copied datastore folder implements only inventory and disk access, and validation tells the
+//! user when a plan (a warm one, say) needs more than the source can do.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{Disk, Inventory, Vm, VmId};
+use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
+use crate::transport::{BlockTransport, Extent};
+use crate::validate::Concern;
+
+/// What a source can do beyond reading, so the executor and validation can decide up front.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceCapabilities {
+    /// Power off / on.
+    pub power: bool,
+    /// Create and remove snapshots.
+    pub snapshots: bool,
+    /// Changed block tracking queries (warm migration).
+    pub changed_blocks: bool,
+}
+
+/// A snapshot we created, as the source names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRef {
+    /// Snapshot moref / id.
+    pub id: String,
+    /// Name we gave it.
+    pub name: String,
+    /// Per disk key, the CBT change id at this snapshot.
+    #[serde(default)]
+    pub change_ids: BTreeMap<i32, String>,
+}
+
+/// Changed areas of one disk since a change id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedAreas {
+    /// Changed (or, for change id `*`, allocated) extents, all `Data`.
+    pub extents: Vec<Extent>,
+    /// Where the query ended; callers ask again from here while it is below the disk size.
+    pub end: u64,
+}
+
+/// A virtualization source.
+///
+/// # Cancel safety
+/// Futures may be dropped; a dropped task-starting call (power, snapshot) may still complete at
+/// the source, which is why the executor records what it asked for and undoes it on cleanup.
+#[async_trait]
+pub trait SourceProvider: Send + Sync + Debug {
+    /// Short kind name for logs and status (`vsphere`, `vmx`).
+    fn kind(&self) -> &'static str;
+
+    /// What this source can do beyond reading.
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities::default()
+    }
+
+    /// VMs, networks, datastores and hosts, in as few round trips as the source allows.
+    async fn inventory(&self) -> Result<Inventory>;
+
+    /// Fresh detail of one VM (by moref/id), e.g. after a power change.
+    async fn vm(&self, id: &VmId) -> Result<Vm>;
+
+    /// Shut the guest down; after `graceful` without success (or at once when `None`), hard
+    /// power-off. Already off is success.
+    async fn power_off(&self, vm: &VmId, graceful: Option<Duration>) -> Result<()> {
+        let _ = (vm, graceful);
+        Err(Error::unsupported(format!("{} sources cannot change power state", self.kind())))
+    }
+
+    /// Power on. Already on is success.
+    async fn power_on(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported(format!("{} sources cannot change power state", self.kind())))
+    }
+
+    /// Turn on changed block tracking (takes effect at the next snapshot).
+    async fn enable_cbt(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported(format!("{} sources have no changed block tracking", self.kind())))
+    }
+
+    /// Create a snapshot without memory and without quiescing.
+    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
+        let _ = (vm, name);
+        Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
+    }
+
+    /// Remove a snapshot we created (consolidating its delta into the base). Missing is success.
+    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
+        let _ = (vm, snapshot);
+        Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
+    }
+
+    /// Areas of `disk` changed between `change_id` and `snapshot`, starting at `offset`.
+    /// `change_id` `*` asks for all allocated areas.
+    async fn changed_areas(
+        &self,
+        vm: &VmId,
+        disk: &Disk,
+        snapshot: &SnapshotRef,
+        change_id: &str,
+        offset: u64,
+    ) -> Result<ChangedAreas> {
+        let _ = (vm, disk, snapshot, change_id, offset);
+        Err(Error::unsupported(format!("{} sources have no changed block tracking", self.kind())))
+    }
+
+    /// Open a disk for reading, at a snapshot if given (warm), else its current state (cold,
+    /// VM powered off).
+    async fn open_disk(
+        &self,
+        vm: &VmId,
+        disk: &Disk,
+        snapshot: Option<&SnapshotRef>,
+    ) -> Result<Box<dyn BlockTransport>>;
+}
+
+/// A VM that already exists in the target namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistingVm {
+    /// Name.
+    pub name: String,
+    /// MAC addresses of its interfaces.
+    #[serde(default)]
+    pub macs: Vec<String>,
+    /// The plan that created it, when vmigrate did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The source VM moref it was migrated from, when vmigrate did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+}
+
+/// Everything the target needs to know about one VM being migrated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetVm {
+    /// Plan name (labels every object).
+    pub plan: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Target VM name (DNS-1123).
+    pub name: String,
+    /// The source VM.
+    pub source: Vm,
+    /// Extra template labels from the plan.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Per source NIC key, the destination network (`None`: dropped).
+    pub networks: BTreeMap<i32, NetworkDestination>,
+    /// Per source disk key, the target storage.
+    pub storage: BTreeMap<i32, StorageDestination>,
+    /// Disk bus override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bus: Option<TargetDiskBus>,
+    /// KubeVirt `runStrategy` after the migration.
+    pub run_strategy: String,
+    /// Replace an existing VM of the same name.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// A target volume prepared for one source disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparedVolume {
+    /// Source disk key.
+    pub disk_key: i32,
+    /// Volume (DataVolume / file) name.
+    pub name: String,
+    /// Size in bytes, at least the source capacity.
+    pub size: u64,
+}
+
+/// How the bytes of a disk reach a prepared volume.
+#[derive(Debug)]
+pub enum VolumeSink {
+    /// Write through this transport with the copy engine.
+    Transport(Box<dyn BlockTransport>),
+    /// The target imports by itself (CDI importer); the executor follows its progress.
+    SelfImport,
+}
+
+/// A migration target.
+#[async_trait]
+pub trait TargetProvider: Send + Sync + Debug {
+    /// Short kind name (`kubevirt`, `dir`).
+    fn kind(&self) -> &'static str;
+
+    /// VMs that already exist in `namespace` (names and MACs feed validation).
+    async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>>;
+
+    /// Problems of the target itself for this plan (missing namespace, storage class,
+    /// NetworkAttachmentDefinition, CRDs), reported before anything is created.
+    async fn preflight(&self, plan: &Plan) -> Result<Vec<Concern>> {
+        let _ = plan;
+        Ok(Vec::new())
+    }
+
+    /// Create (or find, on a re-run) the volume for one disk. Idempotent.
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume>;
+
+    /// Open a prepared volume for writing, or say the target imports it by itself.
+    async fn open_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<VolumeSink>;
+
+    /// Called once the copy into a volume has completed and been flushed (e.g. finish an upload).
+    async fn finish_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<()> {
+        let _ = (vm, volume);
+        Ok(())
+    }
+
+    /// Create (or update, on a re-run) the target VM over its prepared volumes. Idempotent.
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()>;
+
+    /// Create the Services (and Routes) of the plan in `namespace`. Idempotent.
+    async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()>;
+
+    /// Remove everything created for this VM by this plan (after failure or cancel).
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()>;
+}

@@ -1,0 +1,295 @@
+//! Plan status: what has happened to each VM, persisted so a re-run resumes.
+//!
+//! The executor writes this after every phase change and checkpoint (atomically: write to a
+//! temporary file, then rename), and `vmigrate status` reads it. It never holds secrets.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::validate::Concern;
+
+/// Where a VM is in its pipeline. Cold and warm plans use different subsets, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Not started.
+    Pending,
+    /// Reading the VM and preparing.
+    Initialize,
+    /// Running validation.
+    Validate,
+    /// Running pre hooks.
+    PreHook,
+    /// Warm: enabling CBT.
+    EnableCbt,
+    /// Warm: first snapshot.
+    CreateInitialSnapshot,
+    /// Cold: stopping the source.
+    PowerOff,
+    /// Creating target volumes.
+    AllocateDisks,
+    /// Copying disk data (full copy).
+    CopyDisks,
+    /// Warm: delta copies between snapshots.
+    Precopy,
+    /// Warm: final shutdown, snapshot and delta.
+    Cutover,
+    /// Creating the target VM.
+    CreateVm,
+    /// Running post hooks.
+    PostHook,
+    /// Creating services and routes.
+    Expose,
+    /// Done.
+    Completed,
+    /// Failed (see `error`).
+    Failed,
+    /// Cancelled by the user.
+    Canceled,
+}
+
+impl Phase {
+    /// Whether the VM is finished, one way or another.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Canceled)
+    }
+}
+
+/// A typed error as stored in status (code + message, no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusError {
+    /// Numeric [`ErrorCode`].
+    pub code: u32,
+    /// Symbolic name.
+    pub name: String,
+    /// Message with its cause chain.
+    pub message: String,
+}
+
+impl From<&Error> for StatusError {
+    fn from(e: &Error) -> Self {
+        StatusError { code: e.code() as u32, name: e.code().name().to_string(), message: e.report() }
+    }
+}
+
+/// One phase that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseRecord {
+    /// Phase.
+    pub phase: Phase,
+    /// Start, RFC 3339.
+    pub started: String,
+    /// End, RFC 3339, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+}
+
+/// Progress of one disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskStatus {
+    /// Source disk key.
+    pub key: i32,
+    /// Target volume name.
+    #[serde(default)]
+    pub volume: String,
+    /// Virtual size.
+    pub total_bytes: u64,
+    /// Bytes accounted for (copied, zeroed or skipped) in the current pass.
+    pub copied_bytes: u64,
+    /// Bytes actually transferred over all passes.
+    #[serde(default)]
+    pub transferred_bytes: u64,
+    /// Completed.
+    #[serde(default)]
+    pub done: bool,
+    /// Engine checkpoint (opaque JSON) for resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<serde_json::Value>,
+    /// Warm: CBT change id the target is in sync with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
+}
+
+/// Status of one VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmStatus {
+    /// Source name.
+    pub name: String,
+    /// Source moref.
+    #[serde(default)]
+    pub source_id: String,
+    /// Target name.
+    pub target_name: String,
+    /// Current phase.
+    pub phase: Phase,
+    /// Phases that ran.
+    #[serde(default)]
+    pub history: Vec<PhaseRecord>,
+    /// Validation findings.
+    #[serde(default)]
+    pub concerns: Vec<Concern>,
+    /// Per-disk progress.
+    #[serde(default)]
+    pub disks: Vec<DiskStatus>,
+    /// What we changed at the source and must undo on failure (snapshot ids, power).
+    #[serde(default)]
+    pub source_changes: SourceChanges,
+    /// Measured downtime: source stopped to target ready, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<f64>,
+    /// Warm: precopies done.
+    #[serde(default)]
+    pub precopies: u32,
+    /// Failure cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StatusError>,
+}
+
+/// Source-side changes the executor made, recorded so cleanup can undo exactly those.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceChanges {
+    /// We powered the VM off (and should power it back on after a failure).
+    #[serde(default)]
+    pub powered_off: bool,
+    /// We enabled CBT.
+    #[serde(default)]
+    pub enabled_cbt: bool,
+    /// Snapshots we created and have not removed yet.
+    #[serde(default)]
+    pub snapshots: Vec<crate::provider::SnapshotRef>,
+}
+
+/// Status of a whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// Plan name.
+    pub plan: String,
+    /// Warm or cold.
+    #[serde(default)]
+    pub warm: bool,
+    /// Start, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// End, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    /// Per VM.
+    pub vms: Vec<VmStatus>,
+}
+
+impl PlanStatus {
+    /// VMs that completed.
+    pub fn migrated(&self) -> usize {
+        self.vms.iter().filter(|v| v.phase == Phase::Completed).count()
+    }
+
+    /// "N of M VMs migrated", as the MTV console says it.
+    pub fn summary(&self) -> String {
+        format!("{} of {} VMs migrated", self.migrated(), self.vms.len())
+    }
+
+    /// Whether every VM reached a terminal phase.
+    pub fn is_finished(&self) -> bool {
+        self.vms.iter().all(|v| v.phase.is_terminal())
+    }
+
+    /// Read a status file.
+    pub fn load(path: &Path) -> Result<PlanStatus> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading status {}", path.display()), e).recode(ErrorCode::StatusFile))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::new(ErrorCode::StatusFile, format!("status file {} is corrupt", path.display())).with_source(e)
+        })
+    }
+
+    /// Write a status file atomically: a crash leaves either the old or the new file, never half.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |e: std::io::Error| {
+            Error::io(format!("writing status {}", path.display()), e).recode(ErrorCode::StatusFile)
+        };
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).expect("status always serializes");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&text).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)?;
+        Ok(())
+    }
+}
+
+impl Error {
+    /// Keep message and cause, change the code (for I/O inside a specific subsystem).
+    pub fn recode(mut self, code: ErrorCode) -> Self {
+        if self.code() != ErrorCode::NoSpace {
+            self.set_code(code);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> PlanStatus {
+        PlanStatus {
+            plan: "move-webapp-vmware".into(),
+            warm: false,
+            started: None,
+            completed: None,
+            vms: ["database", "winweb01", "winweb02"]
+                .iter()
+                .map(|n| VmStatus {
+                    name: n.to_string(),
+                    source_id: format!("vm-{n}"),
+                    target_name: n.to_string(),
+                    phase: Phase::Pending,
+                    history: vec![],
+                    concerns: vec![],
+                    disks: vec![DiskStatus { key: 2000, total_bytes: 100, ..Default::default() }],
+                    source_changes: SourceChanges::default(),
+                    downtime_seconds: None,
+                    precopies: 0,
+                    error: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn summary_counts_completed() {
+        let mut s = status();
+        assert_eq!(s.summary(), "0 of 3 VMs migrated");
+        s.vms[0].phase = Phase::Completed;
+        s.vms[1].phase = Phase::Failed;
+        assert_eq!(s.summary(), "1 of 3 VMs migrated");
+        assert!(!s.is_finished());
+        s.vms[2].phase = Phase::Canceled;
+        assert!(s.is_finished());
+    }
+
+    #[test]
+    fn save_load_round_trip_atomic() {
+        let dir = std::env::temp_dir().join(format!("vmigrate-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("status.json");
+        let s = status();
+        s.save(&path).expect("save");
+        assert_eq!(PlanStatus::load(&path).expect("load"), s);
+        assert!(!path.with_extension("json.tmp").exists());
+        std::fs::write(&path, b"{not json").expect("write");
+        assert_eq!(PlanStatus::load(&path).expect_err("corrupt").code(), ErrorCode::StatusFile);
+        let missing = PlanStatus::load(&dir.join("nope.json")).expect_err("missing");
+        assert_eq!(missing.code(), ErrorCode::StatusFile);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,189 @@
+//! The block transport seam: everything the copy engine reads from or writes to.
+//!
+//! ```text
+//!   local file ─┐                  ┌─ local file / block device
+//!   NBD ────────┤   BlockTransport ├─ NBD (qemu-nbd, nbdkit)
+//!   HTTP range ─┤ ──── engine ───> ├─ CDI upload stream
+//!   VMDK ───────┘                  └─ memory (tests, examples)
+//! ```
+//!
+//! The engine only knows this trait. Capabilities a transport lacks have defaults that mean
+//! "not supported" (one connection, no extents = all data, zeroing declined) so a minimal
+//! transport is four methods.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// What a range of a disk holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExtentState {
+    /// Allocated, may hold non-zero bytes: must be read.
+    Data,
+    /// Allocated but known to read as zeroes: never read, written as a zero request.
+    Zero,
+    /// Not allocated: reads as zeroes; the target should stay sparse here.
+    Hole,
+}
+
+impl ExtentState {
+    /// Whether the range reads as zeroes without being read.
+    pub fn is_zero(self) -> bool {
+        !matches!(self, ExtentState::Data)
+    }
+}
+
+/// A contiguous range with one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Extent {
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes (never 0 in a well-formed map).
+    pub length: u64,
+    /// State.
+    pub state: ExtentState,
+}
+
+impl Extent {
+    /// A data extent.
+    pub fn data(offset: u64, length: u64) -> Self {
+        Extent { offset, length, state: ExtentState::Data }
+    }
+
+    /// A hole.
+    pub fn hole(offset: u64, length: u64) -> Self {
+        Extent { offset, length, state: ExtentState::Hole }
+    }
+
+    /// An allocated-zero extent.
+    pub fn zero(offset: u64, length: u64) -> Self {
+        Extent { offset, length, state: ExtentState::Zero }
+    }
+
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+}
+
+/// Which map [`BlockTransport::extents`] answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExtentKind {
+    /// Allocation: data, zero and hole extents (NBD `base:allocation`, SEEK_DATA, grain tables).
+    Allocation,
+    /// Changed since a reference point (CBT, `qemu:dirty-bitmap`): `Data` means changed.
+    Changed,
+}
+
+/// A disk-like object the copy engine can read and write at byte offsets.
+///
+/// # Contract
+/// - Offsets and lengths are bytes; requests never cross [`size`](Self::size). Transports with
+///   alignment needs (O_DIRECT, 512-byte NBD minimum block) handle unaligned edges themselves.
+/// - Requests on one handle may be issued concurrently and complete in any order; the engine never
+///   issues overlapping writes at the same time. For more parallelism the engine opens further
+///   handles with [`try_clone`](Self::try_clone), up to [`max_connections`](Self::max_connections).
+/// - Writes are durable only after [`flush`](Self::flush) returns: a copy that reports success has
+///   flushed.
+/// - Reads and writes are idempotent: retrying after a transient error is always safe, which is
+///   what makes resume work.
+/// - Cancellation: every method is cancel-safe in the sense that dropping its future leaves the
+///   transport usable, but a dropped write may or may not have reached the target.
+#[async_trait]
+pub trait BlockTransport: Send + Sync + Debug {
+    /// Virtual size in bytes.
+    fn size(&self) -> u64;
+
+    /// How many handles may be used in parallel with consistent results (NBD `can_multi_conn`).
+    fn max_connections(&self) -> usize {
+        1
+    }
+
+    /// Whether the whole device is known to read as zeroes before we write (a new sparse file, a
+    /// freshly created volume). The engine then skips zeroing holes, like
+    /// `nbdcopy --destination-is-zero`.
+    fn is_zero_initialized(&self) -> bool {
+        false
+    }
+
+    /// Largest request the transport accepts in one call; the engine splits larger ones.
+    fn max_request(&self) -> usize {
+        32 << 20
+    }
+
+    /// Open another independent handle on the same object for a parallel worker.
+    ///
+    /// # Errors
+    /// [`ErrorCode::TransportUnsupported`](crate::ErrorCode::TransportUnsupported) when the
+    /// transport cannot have a second handle; the engine then uses one.
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>>;
+
+    /// Read exactly `len` bytes at `offset`.
+    ///
+    /// # Errors
+    /// A short read is an error ([`ErrorCode::ShortRead`](crate::ErrorCode::ShortRead)), never a
+    /// shorter buffer.
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes>;
+
+    /// Write `data` at `offset`.
+    ///
+    /// # Errors
+    /// Read-only transports answer
+    /// [`ErrorCode::TransportUnsupported`](crate::ErrorCode::TransportUnsupported).
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()>;
+
+    /// Make `len` bytes at `offset` read as zeroes, deallocating them if the transport can.
+    /// Returns `false` when the transport declines; the engine then writes zero bytes.
+    async fn zero(&self, offset: u64, len: u64) -> Result<bool> {
+        let _ = (offset, len);
+        Ok(false)
+    }
+
+    /// The extents of `kind` covering `[offset, offset + len)`, in order and without gaps. The
+    /// answer may stop short of `offset + len` (the engine asks again from where it ended) but
+    /// must cover at least one byte. The default says "all data".
+    async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
+        let _ = kind;
+        Ok(vec![Extent::data(offset, len)])
+    }
+
+    /// Make every completed write durable.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// Normalise an extent list: drop empty extents and merge neighbours of the same state.
+pub fn coalesce(extents: impl IntoIterator<Item = Extent>) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::new();
+    for e in extents.into_iter().filter(|e| e.length > 0) {
+        match out.last_mut() {
+            Some(last) if last.state == e.state && last.end() == e.offset => last.length += e.length,
+            _ => out.push(e),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_merges_adjacent_same_state() {
+        let v = coalesce([
+            Extent::data(0, 10),
+            Extent::data(10, 5),
+            Extent::hole(15, 0),
+            Extent::hole(15, 5),
+            Extent::zero(20, 5),
+            Extent::data(30, 1),
+        ]);
+        assert_eq!(v, vec![Extent::data(0, 15), Extent::hole(15, 5), Extent::zero(20, 5), Extent::data(30, 1)]);
+        assert!(ExtentState::Hole.is_zero() && !ExtentState::Data.is_zero());
+    }
+}

@@ -1,0 +1,1 @@
+//! C ABI for vmigrate. Filled by the bindings issue.

@@ -1,0 +1,1 @@
+//! Python bindings for vmigrate. Filled by the bindings issue.

@@ -1,0 +1,43 @@
+//! `vmigrate validate`.
+
+use std::process::ExitCode;
+
+use vmigrate::core::validate::PlanValidation;
+use vmigrate::core::{Error, Inventory, Plan};
+
+use super::{Output, EXIT_BLOCKED};
+
+pub async fn run(plan: &Plan, inventory: Option<&Inventory>, output: Output) -> Result<ExitCode, Error> {
+    let result = vmigrate::validate_plan(plan, inventory).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&result).expect("validation serializes")),
+        Output::Table => print!("{}", table(&result)),
+    }
+    Ok(if result.blocked() { ExitCode::from(EXIT_BLOCKED) } else { ExitCode::SUCCESS })
+}
+
+/// A plain table: one block per VM, one line per concern.
+pub fn table(v: &PlanValidation) -> String {
+    let mut out = String::new();
+    let w = v.vms.iter().map(|vm| vm.name.chars().count()).max().unwrap_or(2).max(2);
+    let tw = v.vms.iter().map(|vm| vm.target_name.len()).max().unwrap_or(6).max(6);
+    out.push_str(&format!("{:<w$}  {:<tw$}  {:<8}  CONCERNS\n", "VM", "TARGET", "STATUS"));
+    for vm in &v.vms {
+        let status = if vm.blocked() { "BLOCKED" } else { "ok" };
+        let pad = w.saturating_sub(vm.name.chars().count());
+        out.push_str(&format!(
+            "{}{}  {:<tw$}  {:<8}  {}\n",
+            vm.name,
+            " ".repeat(pad),
+            vm.target_name,
+            status,
+            vm.concerns.len()
+        ));
+        for c in &vm.concerns {
+            out.push_str(&format!("    {:<8} {:<26} {}\n", c.severity.to_string(), c.id, c.message));
+        }
+    }
+    let blocked = v.vms.iter().filter(|vm| vm.blocked()).count();
+    out.push_str(&format!("{} VM(s), {} blocked\n", v.vms.len(), blocked));
+    out
+}
