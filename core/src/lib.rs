@@ -23,9 +23,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod engine;
 pub mod error;
+pub mod executor;
+pub mod file;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod memory;
 pub mod model;
 pub mod naming;
+#[cfg(feature = "nbd")]
+pub mod nbd;
 pub mod plan;
 pub mod provider;
 pub mod status;

@@ -1,0 +1,1 @@
+//! Local raw files and block devices as block transports.

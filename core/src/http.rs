@@ -1,0 +1,1 @@
+//! HTTP(S) range reader transport.

@@ -1,0 +1,1 @@
+//! NBD client transport (fixed newstyle, structured replies, block status, multi-conn).

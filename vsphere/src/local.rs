@@ -1,0 +1,1 @@
+//! The local VMware datastore folder source (`vmx:///path`).

@@ -1,0 +1,1 @@
+//! VMDK: descriptor parser, flat / sparse / streamOptimized readers, sparse writer.

@@ -1,0 +1,1 @@
+//! Parser for VMware `.vmx` configuration files.
