@@ -94,6 +94,13 @@ pub trait SourceProvider: Send + Sync + Debug {
         Err(Error::unsupported(format!("{} sources have no changed block tracking", self.kind())))
     }
 
+    /// Turn changed block tracking off again (undoing [`enable_cbt`](Self::enable_cbt) after a
+    /// failed or cancelled warm migration).
+    async fn disable_cbt(&self, vm: &VmId) -> Result<()> {
+        let _ = vm;
+        Err(Error::unsupported(format!("{} sources have no changed block tracking", self.kind())))
+    }
+
     /// Create a snapshot without memory and without quiescing.
     async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
         let _ = (vm, name);
@@ -230,6 +237,13 @@ pub trait TargetProvider: Send + Sync + Debug {
 
     /// Create the Services (and Routes) of the plan in `namespace`. Idempotent.
     async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()>;
+
+    /// Run a container-image hook (e.g. an Ansible playbook image) as a Job next to the VM and
+    /// return its log. Targets without a cluster cannot.
+    async fn run_hook(&self, vm: &TargetVm, hook: &crate::plan::HookSpec, input: &serde_json::Value) -> Result<String> {
+        let _ = (vm, input);
+        Err(Error::unsupported(format!("the {} target cannot run image hooks ({})", self.kind(), hook.name)))
+    }
 
     /// Remove everything created for this VM by this plan (after failure or cancel).
     async fn cleanup(&self, vm: &TargetVm) -> Result<()>;
