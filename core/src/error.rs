@@ -106,6 +106,8 @@ error_codes! {
     StatusFile = 1006 => Io,
     /// A URL or option given by the user is malformed or unsupported.
     BadUrl = 1007 => InvalidInput,
+    /// A required argument was missing (NULL) or malformed (not UTF-8, not JSON) at a C or Python call.
+    InvalidArgument = 1008 => InvalidInput,
     /// Could not connect to the vSphere endpoint.
     VsphereConnect = 2001 => Connection,
     /// The vSphere certificate did not verify or did not match the pinned thumbprint.

@@ -1,1 +1,0 @@
-//! VMDK: descriptor parser, flat / sparse / streamOptimized readers, sparse writer.
