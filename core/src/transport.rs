@@ -155,6 +155,13 @@ pub trait BlockTransport: Send + Sync + Debug {
 
     /// Make every completed write durable.
     async fn flush(&self) -> Result<()>;
+
+    /// The local file behind this transport, if it is one: lets the engine take the
+    /// `copy_file_range` fast path and start write-behind for durable copies. Wrappers that change
+    /// what is read or written must keep the default (`None`).
+    fn as_file(&self) -> Option<&crate::file::FileTransport> {
+        None
+    }
 }
 
 /// Normalise an extent list: drop empty extents and merge neighbours of the same state.
