@@ -1,1 +1,0 @@
-//! NBD client transport (fixed newstyle, structured replies, block status, multi-conn).

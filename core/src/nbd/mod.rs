@@ -1,0 +1,904 @@
+//! NBD client transport: fixed newstyle handshake, structured replies, `base:allocation` (and
+//! optionally `qemu:dirty-bitmap:*`) block status, write zeroes and multi-connection.
+//!
+//! ```text
+//!   read_at / write_at / zero / extents / flush
+//!        │  insert cookie → oneshot in the pending map
+//!        ▼
+//!   ┌──────────┐  request headers + payloads   ┌────────────┐
+//!   │ writer   │ ─────────────────────────────>│ NBD server │
+//!   │ task     │                               │ (qemu-nbd, │
+//!   └──────────┘  simple / structured replies  │  nbdkit)   │
+//!   ┌──────────┐ <─────────────────────────────└────────────┘
+//!   │ reader   │  cookie → pending entry: data lands straight in the request's buffer
+//!   │ task     │  DONE → oneshot completes the caller's future
+//!   └──────────┘
+//! ```
+//!
+//! Many requests are in flight on one connection; [`NbdTransport::try_clone`] opens another
+//! connection, and [`max_connections`](BlockTransport::max_connections) allows several only when
+//! the server advertises `NBD_FLAG_CAN_MULTI_CONN`. Every byte from the server goes through the
+//! pure parsers in [`proto`], which are fuzzed. A lost connection fails every pending request
+//! with [`ErrorCode::NbdConnect`] (transient: the engine retries on a new connection); a server
+//! that breaks the protocol fails them with [`ErrorCode::NbdProtocol`].
+//!
+//! ```no_run
+//! use vmigrate_core::nbd::NbdTransport;
+//! use vmigrate_core::BlockTransport;
+//! # async fn demo() -> vmigrate_core::Result<()> {
+//! let disk = NbdTransport::connect("nbd+unix:///disk0?socket=/run/nbd.sock").await?;
+//! let first = disk.read_at(0, 4096).await?;
+//! assert_eq!(first.len(), 4096);
+//! # Ok(()) }
+//! ```
+
+pub mod proto;
+mod uri;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
+use proto::*;
+pub use uri::{parse_uri, NbdAddr, DEFAULT_PORT};
+
+/// How to connect and what to negotiate.
+#[derive(Debug, Clone)]
+pub struct NbdOptions {
+    /// Connections the engine may open when the server allows multi-conn (default 4).
+    pub connections: usize,
+    /// Also negotiate `qemu:dirty-bitmap:<name>` so [`ExtentKind::Changed`] works (qemu-nbd
+    /// `--bitmap`); connecting fails if the server does not offer it.
+    pub dirty_bitmap: Option<String>,
+    /// Ask for structured replies (sparse reads, block status). Off only to test old servers.
+    pub structured_replies: bool,
+    /// Limit for connecting plus the handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NbdOptions {
+    fn default() -> Self {
+        NbdOptions {
+            connections: 4,
+            dirty_bitmap: None,
+            structured_replies: true,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the handshake negotiated for one export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// Export size in bytes.
+    pub size: u64,
+    /// `NBD_FLAG_*` transmission flags.
+    pub flags: u16,
+    /// Block size constraints, when the server sent them.
+    pub block_size: Option<BlockSize>,
+    /// Whether structured replies are on.
+    pub structured: bool,
+    /// Context id of `base:allocation`, if granted.
+    pub allocation_context: Option<u32>,
+    /// Context id of the requested dirty bitmap, if granted.
+    pub dirty_context: Option<u32>,
+    /// Whether the export was selected with `NBD_OPT_GO` (else the old `EXPORT_NAME`).
+    pub used_go: bool,
+}
+
+impl ExportInfo {
+    /// Whether a transmission flag is set.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & TF_HAS_FLAGS != 0 && self.flags & flag != 0
+    }
+
+    /// Required alignment of offsets and lengths.
+    pub fn min_block(&self) -> u64 {
+        self.block_size.map_or(1, |b| u64::from(b.minimum))
+    }
+
+    /// Largest payload of one read or write request.
+    pub fn max_payload(&self) -> u32 {
+        let max = self.block_size.map_or(DEFAULT_MAX_PAYLOAD, |b| b.maximum.min(DEFAULT_MAX_PAYLOAD));
+        let min = self.min_block() as u32;
+        (max / min * min).max(min)
+    }
+}
+
+fn io_connect(context: String, e: std::io::Error) -> Error {
+    Error::new(ErrorCode::NbdConnect, context).with_source(e)
+}
+
+fn protocol(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::NbdProtocol, msg)
+}
+
+async fn read_option_reply<S: AsyncRead + Unpin>(s: &mut S, option: u32) -> Result<(OptionReplyHeader, Vec<u8>)> {
+    let mut h = [0u8; 20];
+    s.read_exact(&mut h).await.map_err(|e| io_connect("reading nbd option reply".into(), e))?;
+    let h = parse_option_reply(&h, option)?;
+    let mut data = vec![0u8; h.len as usize];
+    s.read_exact(&mut data).await.map_err(|e| io_connect("reading nbd option reply".into(), e))?;
+    Ok((h, data))
+}
+
+async fn send_option<S: AsyncWrite + Unpin>(s: &mut S, option: u32, data: &[u8]) -> Result<()> {
+    s.write_all(&encode_option(option, data)).await.map_err(|e| io_connect("sending nbd option".into(), e))?;
+    s.flush().await.map_err(|e| io_connect("sending nbd option".into(), e))
+}
+
+fn option_refused(what: &str, reply_type: u32, data: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(&data[..data.len().min(256)]).into_owned();
+    let mut msg = format!("nbd server refused {what}: {}", option_error_name(reply_type));
+    if !text.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&text);
+    }
+    Error::new(ErrorCode::NbdRequest, msg)
+}
+
+/// Run the fixed newstyle handshake on `s` up to the transmission phase.
+///
+/// Asks for structured replies and the `base:allocation` context (plus the dirty bitmap from
+/// `opts`), then selects `export` with `NBD_OPT_GO`, falling back to `NBD_OPT_EXPORT_NAME` only
+/// when the server answers GO with `NBD_REP_ERR_UNSUP`.
+///
+/// # Errors
+/// [`ErrorCode::NbdProtocol`] for a malformed or non-newstyle server, [`ErrorCode::NbdRequest`]
+/// when the server refuses the export or the dirty bitmap, [`ErrorCode::NbdConnect`] when the
+/// connection drops, [`ErrorCode::BadUrl`] for an export name over 4096 bytes.
+///
+/// # Cancel safety
+/// Not cancel safe: a dropped handshake leaves the stream mid-negotiation; discard it.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    export: &str,
+    opts: &NbdOptions,
+) -> Result<ExportInfo> {
+    if export.len() > 4096 {
+        return Err(Error::new(ErrorCode::BadUrl, "nbd export name longer than 4096 bytes"));
+    }
+    let mut greeting = [0u8; 18];
+    s.read_exact(&mut greeting).await.map_err(|e| io_connect("reading nbd greeting".into(), e))?;
+    let server_flags = parse_greeting(&greeting)?;
+    let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
+    let client_flags = u32::from(FLAG_FIXED_NEWSTYLE) | if no_zeroes { u32::from(FLAG_NO_ZEROES) } else { 0 };
+    s.write_all(&client_flags.to_be_bytes()).await.map_err(|e| io_connect("sending nbd client flags".into(), e))?;
+
+    let mut structured = false;
+    if opts.structured_replies {
+        send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
+        let (h, _) = read_option_reply(s, OPT_STRUCTURED_REPLY).await?;
+        match h.reply_type {
+            REP_ACK => structured = true,
+            t if t & REP_FLAG_ERROR != 0 => tracing::debug!("nbd server declined structured replies"),
+            t => return Err(protocol(format!("unexpected reply {t} to NBD_OPT_STRUCTURED_REPLY"))),
+        }
+    }
+
+    let mut allocation_context = None;
+    let mut dirty_context = None;
+    let dirty_query = opts.dirty_bitmap.as_ref().map(|b| format!("qemu:dirty-bitmap:{b}"));
+    if structured {
+        let mut queries = vec!["base:allocation"];
+        if let Some(q) = &dirty_query {
+            queries.push(q);
+        }
+        send_option(s, OPT_SET_META_CONTEXT, &encode_set_meta_context(export, &queries)).await?;
+        loop {
+            let (h, data) = read_option_reply(s, OPT_SET_META_CONTEXT).await?;
+            match h.reply_type {
+                REP_META_CONTEXT => {
+                    let (id, name) = parse_meta_context(&data)?;
+                    if name == "base:allocation" {
+                        allocation_context = Some(id);
+                    } else if Some(&name) == dirty_query.as_ref() {
+                        dirty_context = Some(id);
+                    } else {
+                        tracing::debug!(context = %name, "nbd server granted a context we did not ask for");
+                    }
+                }
+                REP_ACK => break,
+                t if t & REP_FLAG_ERROR != 0 => {
+                    tracing::debug!(reply = option_error_name(t), "nbd server declined meta contexts");
+                    break;
+                }
+                t => return Err(protocol(format!("unexpected reply {t} to NBD_OPT_SET_META_CONTEXT"))),
+            }
+        }
+    }
+    if let (Some(q), None) = (&dirty_query, dirty_context) {
+        return Err(Error::new(ErrorCode::NbdRequest, format!("nbd server does not offer meta context {q}")));
+    }
+
+    send_option(s, OPT_GO, &encode_go(export)).await?;
+    let mut export_info = None;
+    let mut block_size = None;
+    loop {
+        let (h, data) = read_option_reply(s, OPT_GO).await?;
+        match h.reply_type {
+            REP_INFO => match parse_info(&data)? {
+                Info::Export { size, flags } => export_info = Some((size, flags)),
+                Info::BlockSize(b) => block_size = Some(b),
+                Info::Other(_) => {}
+            },
+            REP_ACK => break,
+            REP_ERR_UNSUP => {
+                tracing::debug!("nbd server lacks NBD_OPT_GO, falling back to NBD_OPT_EXPORT_NAME");
+                send_option(s, OPT_EXPORT_NAME, export.as_bytes()).await?;
+                let mut b = [0u8; 10 + 124];
+                let n = if no_zeroes { 10 } else { 134 };
+                s.read_exact(&mut b[..n])
+                    .await
+                    .map_err(|e| io_connect(format!("nbd server closed the connection on export {export:?}"), e))?;
+                let (size, flags) = parse_export_name_reply(&b[..10])?;
+                return Ok(ExportInfo {
+                    size,
+                    flags,
+                    block_size: None,
+                    structured,
+                    allocation_context,
+                    dirty_context,
+                    used_go: false,
+                });
+            }
+            t if t & REP_FLAG_ERROR != 0 => return Err(option_refused(&format!("export {export:?}"), t, &data)),
+            t => return Err(protocol(format!("unexpected reply {t} to NBD_OPT_GO"))),
+        }
+    }
+    let (size, flags) = export_info.ok_or_else(|| protocol("nbd server acknowledged GO without export info"))?;
+    Ok(ExportInfo { size, flags, block_size, structured, allocation_context, dirty_context, used_go: true })
+}
+
+/// What a completed request hands back.
+enum Completion {
+    Unit,
+    Data(Bytes),
+    Extents(Vec<(u32, u32)>),
+}
+
+/// Per-request state the reader task fills in.
+enum Kind {
+    Read { offset: u64, buf: BytesMut, covered: Vec<(usize, usize)>, simple_ok: bool },
+    BlockStatus { context: u32, extents: Option<Vec<(u32, u32)>> },
+    Other,
+}
+
+struct Pending {
+    what: &'static str,
+    kind: Kind,
+    error: Option<Error>,
+    tx: oneshot::Sender<Result<Completion>>,
+}
+
+#[derive(Default)]
+struct State {
+    dead: Option<(ErrorCode, String)>,
+    map: HashMap<u64, Pending>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+    // removes), so a poisoned lock is still usable.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fail every pending request (and the one being processed) with the connection's fatal error.
+fn fail_all(state: &Mutex<State>, current: Option<Pending>, err: &Error) {
+    let pending: Vec<Pending> = {
+        let mut st = lock(state);
+        if st.dead.is_none() {
+            st.dead = Some((err.code(), err.report()));
+        }
+        st.map.drain().map(|(_, p)| p).collect()
+    };
+    for p in current.into_iter().chain(pending) {
+        let _ = p.tx.send(Err(Error::new(err.code(), format!("nbd {} aborted: {}", p.what, err.report()))));
+    }
+}
+
+/// Complete a request whose last chunk arrived. A reply that breaks the protocol fails the
+/// request and is returned so the connection is torn down too.
+fn finish(p: Pending) -> Result<()> {
+    let mut fatal = None;
+    let result = match p.error {
+        Some(e) => Err(e),
+        None => match p.kind {
+            Kind::Read { buf, mut covered, simple_ok, .. } => {
+                match if simple_ok { Ok(()) } else { check_coverage(&mut covered, buf.len()) } {
+                    Ok(()) => Ok(Completion::Data(buf.freeze())),
+                    Err(e) => {
+                        fatal = Some(protocol(e.message()));
+                        Err(e)
+                    }
+                }
+            }
+            Kind::BlockStatus { extents: Some(e), .. } => Ok(Completion::Extents(e)),
+            Kind::BlockStatus { extents: None, .. } => {
+                let msg = "nbd block status reply without extents for the requested context";
+                fatal = Some(protocol(msg));
+                Err(protocol(msg))
+            }
+            Kind::Other => Ok(Completion::Unit),
+        },
+    };
+    let _ = p.tx.send(result);
+    fatal.map_or(Ok(()), Err)
+}
+
+fn read_err(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::new(ErrorCode::NbdConnect, "nbd server closed the connection")
+    } else {
+        Error::new(ErrorCode::NbdConnect, "lost the nbd connection").with_source(e)
+    }
+}
+
+/// Read replies until the connection fails; returns the error that ended it. `current` holds the
+/// request whose reply is being read, so the caller can fail it too.
+async fn read_replies<R: AsyncRead + Unpin>(
+    r: &mut R,
+    state: &Mutex<State>,
+    structured: bool,
+    contexts: &[u32],
+    current: &mut Option<Pending>,
+) -> Error {
+    match read_replies_inner(r, state, structured, contexts, current).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn read_replies_inner<R: AsyncRead + Unpin>(
+    r: &mut R,
+    state: &Mutex<State>,
+    structured: bool,
+    contexts: &[u32],
+    current: &mut Option<Pending>,
+) -> Result<std::convert::Infallible> {
+    let mut hdr = [0u8; STRUCTURED_REPLY_LEN];
+    loop {
+        r.read_exact(&mut hdr[..4]).await.map_err(read_err)?;
+        let magic = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let n = reply_header_len(magic, structured)?;
+        r.read_exact(&mut hdr[4..n]).await.map_err(read_err)?;
+        let h = parse_reply_header(&hdr[..n], structured)?;
+        let cookie = h.cookie();
+        let p = lock(state).map.remove(&cookie);
+        let p = current.insert(p.ok_or_else(|| protocol(format!("nbd reply for unknown cookie {cookie}")))?);
+        match h {
+            ReplyHeader::Simple { error, .. } => {
+                if error != 0 {
+                    p.error = Some(request_error(error, p.what, ""));
+                } else {
+                    match &mut p.kind {
+                        Kind::Read { buf, covered, simple_ok, .. } => {
+                            if !covered.is_empty() {
+                                return Err(protocol("nbd simple reply after structured chunks"));
+                            }
+                            r.read_exact(&mut buf[..]).await.map_err(read_err)?;
+                            *simple_ok = true;
+                        }
+                        Kind::BlockStatus { .. } => return Err(protocol("nbd simple reply to block status")),
+                        Kind::Other => {}
+                    }
+                }
+                if let Some(p) = current.take() {
+                    finish(p)?;
+                }
+            }
+            ReplyHeader::Structured { flags, typ, len, .. } => {
+                if typ == REPLY_TYPE_OFFSET_DATA {
+                    let Kind::Read { offset, buf, covered, .. } = &mut p.kind else {
+                        return Err(protocol(format!("nbd data chunk in reply to {}", p.what)));
+                    };
+                    if len <= 8 {
+                        return Err(protocol("nbd data chunk without data"));
+                    }
+                    let mut off = [0u8; 8];
+                    r.read_exact(&mut off).await.map_err(read_err)?;
+                    let Chunk::Data { offset: at, len: n } = parse_chunk(flags, typ, len, &off)? else {
+                        return Err(protocol("nbd data chunk misparsed"));
+                    };
+                    let req_len = u32::try_from(buf.len()).map_err(|_| protocol("read too large"))?;
+                    let start = chunk_range(*offset, req_len, at, n)?;
+                    r.read_exact(&mut buf[start..start + n as usize]).await.map_err(read_err)?;
+                    covered.push((start, n as usize));
+                } else {
+                    let mut payload = vec![0u8; len as usize];
+                    r.read_exact(&mut payload).await.map_err(read_err)?;
+                    match parse_chunk(flags, typ, len, &payload)? {
+                        Chunk::None | Chunk::Data { .. } => {}
+                        Chunk::Hole { offset: at, len: n } => {
+                            let Kind::Read { offset, buf, covered, .. } = &mut p.kind else {
+                                return Err(protocol(format!("nbd hole chunk in reply to {}", p.what)));
+                            };
+                            let req_len = u32::try_from(buf.len()).map_err(|_| protocol("read too large"))?;
+                            let start = chunk_range(*offset, req_len, at, n)?;
+                            // The buffer starts zeroed, so a hole needs no copy.
+                            covered.push((start, n as usize));
+                        }
+                        Chunk::BlockStatus { context, extents: got } => {
+                            if !contexts.contains(&context) {
+                                return Err(protocol(format!("nbd block status for unknown context {context}")));
+                            }
+                            let Kind::BlockStatus { context: want, extents } = &mut p.kind else {
+                                return Err(protocol(format!("nbd block status chunk in reply to {}", p.what)));
+                            };
+                            if context == *want {
+                                if extents.is_some() {
+                                    return Err(protocol("nbd block status repeated for one context"));
+                                }
+                                *extents = Some(got);
+                            }
+                        }
+                        Chunk::Error { errno, message, offset } => {
+                            let detail = match offset {
+                                Some(o) => format!("{message} (at offset {o})"),
+                                None => message,
+                            };
+                            if p.error.is_none() {
+                                p.error = Some(request_error(errno, p.what, &detail));
+                            }
+                        }
+                    }
+                }
+                if flags & REPLY_FLAG_DONE != 0 {
+                    if let Some(p) = current.take() {
+                        finish(p)?;
+                    }
+                } else if let Some(p) = current.take() {
+                    lock(state).map.insert(cookie, p);
+                }
+            }
+        }
+    }
+}
+
+struct Outgoing {
+    header: [u8; REQUEST_LEN],
+    payload: Option<Bytes>,
+}
+
+async fn write_one<W: AsyncWrite + Unpin>(w: &mut W, m: Outgoing) -> std::io::Result<()> {
+    w.write_all(&m.header).await?;
+    if let Some(p) = m.payload {
+        w.write_all(&p).await?;
+    }
+    Ok(())
+}
+
+async fn writer_task<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::UnboundedReceiver<Outgoing>, state: Arc<Mutex<State>>) {
+    let mut w = BufWriter::with_capacity(64 << 10, w);
+    while let Some(m) = rx.recv().await {
+        let mut res = write_one(&mut w, m).await;
+        // Batch whatever else is queued before one flush.
+        while res.is_ok() {
+            match rx.try_recv() {
+                Ok(m) => res = write_one(&mut w, m).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = res.and(w.flush().await) {
+            let err = Error::new(ErrorCode::NbdConnect, "lost the nbd connection while sending").with_source(e);
+            fail_all(&state, None, &err);
+            return;
+        }
+    }
+    // Every handle is gone: say goodbye so the server does not log an abrupt disconnect.
+    let disc = encode_request(0, CMD_DISC, 0, 0, 0);
+    let _ = w.write_all(&disc).await;
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+/// One connection: a writer task, a reader task and the pending map between them.
+struct Conn {
+    state: Arc<Mutex<State>>,
+    tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    next_cookie: AtomicU64,
+    writer: Option<JoinHandle<()>>,
+    reader: JoinHandle<()>,
+}
+
+impl Conn {
+    fn spawn<R, W>(r: R, w: W, info: &ExportInfo) -> Conn
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(writer_task(w, rx, state.clone()));
+        let contexts: Vec<u32> = info.allocation_context.into_iter().chain(info.dirty_context).collect();
+        let structured = info.structured;
+        let rstate = state.clone();
+        let reader = tokio::spawn(async move {
+            let mut r = BufReader::with_capacity(256 << 10, r);
+            let mut current = None;
+            let err = read_replies(&mut r, &rstate, structured, &contexts, &mut current).await;
+            tracing::debug!(error = %err.report(), "nbd reader stopped");
+            fail_all(&rstate, current, &err);
+        });
+        Conn { state, tx: Some(tx), next_cookie: AtomicU64::new(1), writer: Some(writer), reader }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one field per NBD request header field
+    async fn request(
+        &self,
+        what: &'static str,
+        typ: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: Option<Bytes>,
+        kind: Kind,
+    ) -> Result<Completion> {
+        let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.state);
+            if let Some((code, msg)) = &st.dead {
+                return Err(Error::new(*code, format!("nbd {what} refused: connection is dead: {msg}")));
+            }
+            st.map.insert(cookie, Pending { what, kind, error: None, tx });
+        }
+        let header = encode_request(flags, typ, cookie, offset, len);
+        let sent = self.tx.as_ref().map(|tx| tx.send(Outgoing { header, payload }).is_ok()).unwrap_or(false);
+        if !sent {
+            lock(&self.state).map.remove(&cookie);
+            return Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what} refused: connection closed")));
+        }
+        rx.await.unwrap_or_else(|_| Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what}: connection lost"))))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The writer sends NBD_CMD_DISC once `tx` is dropped; the reader would otherwise wait for
+        // the server to hang up.
+        self.reader.abort();
+    }
+}
+
+struct Shared {
+    addr: NbdAddr,
+    export: String,
+    opts: NbdOptions,
+    info: ExportInfo,
+}
+
+/// A [`BlockTransport`] over one NBD connection.
+pub struct NbdTransport {
+    shared: Arc<Shared>,
+    conn: Conn,
+}
+
+impl std::fmt::Debug for NbdTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NbdTransport")
+            .field("addr", &self.shared.addr)
+            .field("export", &self.shared.export)
+            .field("size", &self.shared.info.size)
+            .field("flags", &format_args!("{:#06x}", self.shared.info.flags))
+            .finish()
+    }
+}
+
+async fn open(addr: &NbdAddr, export: &str, opts: &NbdOptions) -> Result<(ExportInfo, Conn)> {
+    match addr {
+        NbdAddr::Tcp { host, port } => {
+            let mut s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|e| io_connect(format!("connecting to nbd server {addr}"), e))?;
+            let _ = s.set_nodelay(true);
+            let info = handshake(&mut s, export, opts).await?;
+            let (r, w) = s.into_split();
+            let conn = Conn::spawn(r, w, &info);
+            Ok((info, conn))
+        }
+        NbdAddr::Unix(path) => {
+            let mut s = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| io_connect(format!("connecting to nbd server {addr}"), e))?;
+            let info = handshake(&mut s, export, opts).await?;
+            let (r, w) = s.into_split();
+            let conn = Conn::spawn(r, w, &info);
+            Ok((info, conn))
+        }
+    }
+}
+
+fn out_of_bounds(what: &str, offset: u64, len: u64, size: u64) -> Error {
+    Error::new(ErrorCode::OutOfBounds, format!("nbd {what} [{offset}, +{len}) beyond export size {size}"))
+}
+
+impl NbdTransport {
+    /// Connect to an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=/path`) with
+    /// default options.
+    ///
+    /// # Errors
+    /// [`ErrorCode::BadUrl`] for a malformed URI, otherwise as [`connect_with`](Self::connect_with).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped connect closes its socket.
+    pub async fn connect(uri: &str) -> Result<NbdTransport> {
+        let (addr, export) = parse_uri(uri)?;
+        Self::connect_with(addr, &export, NbdOptions::default()).await
+    }
+
+    /// Connect to `export` at `addr` and negotiate as `opts` says.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NbdConnect`] when the server cannot be reached or hangs up (also on timeout),
+    /// [`ErrorCode::NbdRequest`] when it refuses the export, [`ErrorCode::NbdProtocol`] when it
+    /// breaks the handshake.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped connect closes its socket.
+    pub async fn connect_with(addr: NbdAddr, export: &str, opts: NbdOptions) -> Result<NbdTransport> {
+        let (info, conn) = tokio::time::timeout(opts.connect_timeout, open(&addr, export, &opts))
+            .await
+            .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {addr} timed out")))??;
+        tracing::debug!(%addr, export, size = info.size, flags = info.flags, structured = info.structured,
+            go = info.used_go, "nbd connected");
+        Ok(NbdTransport { shared: Arc::new(Shared { addr, export: export.to_owned(), opts, info }), conn })
+    }
+
+    /// What the handshake negotiated.
+    pub fn info(&self) -> &ExportInfo {
+        &self.shared.info
+    }
+
+    /// Send `NBD_CMD_DISC` after all queued requests and close the connection. Dropping the
+    /// transport does the same without waiting.
+    pub async fn close(mut self) {
+        self.conn.tx = None;
+        if let Some(w) = self.conn.writer.take() {
+            let _ = w.await;
+        }
+    }
+
+    fn check_writable(&self, what: &str) -> Result<()> {
+        if self.shared.info.has(TF_READ_ONLY) {
+            return Err(Error::new(
+                ErrorCode::TransportUnsupported,
+                format!("nbd {what} refused: export {:?} is read-only", self.shared.export),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self, what: &str, offset: u64, len: u64) -> Result<()> {
+        let size = self.shared.info.size;
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(out_of_bounds(what, offset, len, size)),
+        }
+    }
+
+    /// Read an aligned range that fits one request.
+    async fn read_one(&self, offset: u64, len: u32) -> Result<Bytes> {
+        let kind = Kind::Read { offset, buf: BytesMut::zeroed(len as usize), covered: Vec::new(), simple_ok: false };
+        match self.conn.request("read", CMD_READ, 0, offset, len, None, kind).await? {
+            Completion::Data(b) => Ok(b),
+            _ => Err(Error::new(ErrorCode::Internal, "nbd read completed without data")),
+        }
+    }
+
+    /// Read an aligned range of any length, in parallel pieces.
+    async fn read_aligned(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let max = u64::from(self.shared.info.max_payload());
+        if len <= max {
+            return self.read_one(offset, len as u32).await;
+        }
+        let pieces = (0..len).step_by(max as usize).map(|at| self.read_one(offset + at, (len - at).min(max) as u32));
+        let parts = futures::future::try_join_all(pieces).await?;
+        let mut out = BytesMut::with_capacity(len as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Write an aligned range in pieces of at most the maximum payload, all in flight at once.
+    async fn write_aligned(&self, offset: u64, data: Bytes) -> Result<()> {
+        let max = self.shared.info.max_payload() as usize;
+        let pieces = (0..data.len()).step_by(max).map(|at| {
+            let piece = data.slice(at..(at + max).min(data.len()));
+            let len = piece.len() as u32;
+            self.conn.request("write", CMD_WRITE, 0, offset + at as u64, len, Some(piece), Kind::Other)
+        });
+        futures::future::try_join_all(pieces).await?;
+        Ok(())
+    }
+
+    /// Read-modify-write so an unaligned write becomes aligned (servers with a minimum block).
+    async fn write_unaligned(&self, offset: u64, data: Bytes) -> Result<()> {
+        let min = self.shared.info.min_block();
+        let start = offset / min * min;
+        let end = (offset + data.len() as u64).div_ceil(min) * min;
+        let end = end.min(self.shared.info.size);
+        let mut buf = BytesMut::from(&self.read_aligned(start, min.min(end - start)).await?[..]);
+        buf.resize((end - start) as usize, 0);
+        if end - start > min {
+            let tail_start = end - min;
+            let tail = self.read_aligned(tail_start, min).await?;
+            buf[(tail_start - start) as usize..].copy_from_slice(&tail);
+        }
+        let at = (offset - start) as usize;
+        buf[at..at + data.len()].copy_from_slice(&data);
+        self.write_aligned(start, buf.freeze()).await
+    }
+}
+
+#[async_trait]
+impl BlockTransport for NbdTransport {
+    fn size(&self) -> u64 {
+        self.shared.info.size
+    }
+
+    fn max_connections(&self) -> usize {
+        if self.shared.info.has(TF_CAN_MULTI_CONN) {
+            self.shared.opts.connections.max(1)
+        } else {
+            1
+        }
+    }
+
+    fn max_request(&self) -> usize {
+        self.shared.info.max_payload() as usize
+    }
+
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        let s = &self.shared;
+        let (info, conn) = tokio::time::timeout(s.opts.connect_timeout, open(&s.addr, &s.export, &s.opts))
+            .await
+            .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {} timed out", s.addr)))??;
+        if info.size != s.info.size {
+            return Err(protocol(format!("nbd export size changed from {} to {}", s.info.size, info.size)));
+        }
+        Ok(Box::new(NbdTransport { shared: self.shared.clone(), conn }))
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.check_bounds("read", offset, len as u64)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let min = self.shared.info.min_block();
+        let start = offset / min * min;
+        let end = ((offset + len as u64).div_ceil(min) * min).min(self.shared.info.size);
+        let data = self.read_aligned(start, end - start).await?;
+        let at = (offset - start) as usize;
+        Ok(data.slice(at..at + len))
+    }
+
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        self.check_writable("write")?;
+        self.check_bounds("write", offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let min = self.shared.info.min_block();
+        let end = offset + data.len() as u64;
+        // `min` is a power of two (checked when parsed).
+        if offset & (min - 1) != 0 || (end & (min - 1) != 0 && end != self.shared.info.size) {
+            return self.write_unaligned(offset, data).await;
+        }
+        self.write_aligned(offset, data).await
+    }
+
+    async fn zero(&self, offset: u64, len: u64) -> Result<bool> {
+        self.check_writable("write zeroes")?;
+        self.check_bounds("write zeroes", offset, len)?;
+        if !self.shared.info.has(TF_SEND_WRITE_ZEROES) {
+            return Ok(false);
+        }
+        if len == 0 {
+            return Ok(true);
+        }
+        let min = self.shared.info.min_block();
+        let end = offset + len;
+        let a_start = offset.div_ceil(min) * min;
+        let a_end = if end == self.shared.info.size { end } else { end / min * min };
+        if a_start >= a_end {
+            return Ok(false);
+        }
+        // Unaligned edges become zero-byte writes; the aligned middle may be punched.
+        if a_start > offset {
+            self.write_unaligned(offset, Bytes::from(vec![0u8; (a_start - offset) as usize])).await?;
+        }
+        if end > a_end {
+            self.write_unaligned(a_end, Bytes::from(vec![0u8; (end - a_end) as usize])).await?;
+        }
+        // NO_HOLE stays unset so the server may deallocate. Lengths are u32; keep pieces aligned.
+        let max = (1u64 << 30) / min * min;
+        let pieces = (a_start..a_end).step_by(max as usize).map(|at| {
+            let n = (a_end - at).min(max) as u32;
+            self.conn.request("write zeroes", CMD_WRITE_ZEROES, 0, at, n, None, Kind::Other)
+        });
+        futures::future::try_join_all(pieces).await?;
+        Ok(true)
+    }
+
+    async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
+        self.check_bounds("block status", offset, len)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let info = &self.shared.info;
+        let context = match kind {
+            ExtentKind::Allocation => match info.allocation_context {
+                Some(c) => c,
+                None => return Ok(vec![Extent::data(offset, len)]),
+            },
+            ExtentKind::Changed => info.dirty_context.ok_or_else(|| {
+                Error::new(ErrorCode::TransportUnsupported, "nbd changed extents need NbdOptions::dirty_bitmap")
+            })?,
+        };
+        let min = info.min_block();
+        let start = offset / min * min;
+        let max = u64::from(u32::MAX) / min * min;
+        let end = ((offset + len).div_ceil(min) * min).min(info.size).min(start + max);
+        let req_len = (end - start) as u32;
+        let k = Kind::BlockStatus { context, extents: None };
+        let Completion::Extents(descs) =
+            self.conn.request("block status", CMD_BLOCK_STATUS, 0, start, req_len, None, k).await?
+        else {
+            return Err(Error::new(ErrorCode::Internal, "nbd block status completed without extents"));
+        };
+        let want_end = offset + len;
+        let mut out = Vec::with_capacity(descs.len());
+        let mut at = start;
+        for (n, flags) in descs {
+            if n == 0 {
+                return Err(protocol("nbd block status extent of length 0"));
+            }
+            let e_end = (at + u64::from(n)).min(want_end);
+            let s = at.max(offset);
+            if e_end > s {
+                let state = match kind {
+                    ExtentKind::Allocation => match flags & (STATE_HOLE | STATE_ZERO) {
+                        f if f == STATE_HOLE | STATE_ZERO => crate::ExtentState::Hole,
+                        STATE_ZERO => crate::ExtentState::Zero,
+                        _ => crate::ExtentState::Data,
+                    },
+                    // Unchanged ranges are reported as holes: "nothing to copy here".
+                    ExtentKind::Changed if flags & STATE_DIRTY != 0 => crate::ExtentState::Data,
+                    ExtentKind::Changed => crate::ExtentState::Hole,
+                };
+                out.push(Extent { offset: s, length: e_end - s, state });
+            }
+            at += u64::from(n);
+            if at >= want_end {
+                break;
+            }
+        }
+        if out.is_empty() {
+            return Err(protocol("nbd block status covered none of the requested range"));
+        }
+        Ok(coalesce(out))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        if !self.shared.info.has(TF_SEND_FLUSH) {
+            return Ok(());
+        }
+        self.conn.request("flush", CMD_FLUSH, 0, 0, 0, None, Kind::Other).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,122 @@
+//! Shared helpers for the NBD integration tests: real servers (qemu-nbd, nbdkit) on Unix sockets
+//! in temporary directories, killed when the guard drops.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether `prog` is installed. Under `CI` a missing program fails the test instead of skipping.
+pub fn have(prog: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI but is not installed");
+        eprintln!("skipping: {prog} is not installed");
+    }
+    found
+}
+
+/// A running NBD server; killed (and reaped) on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// Unix socket the server listens on.
+    pub sock: PathBuf,
+    /// Export name.
+    pub export: String,
+}
+
+impl Server {
+    /// Start `cmd`, which writes `pid` once it listens (qemu-nbd and nbdkit both do).
+    fn start(mut cmd: Command, sock: PathBuf, pid: PathBuf, export: &str) -> Server {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start nbd server");
+        let mut s = Server { child: Some(child), sock, export: export.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pid.exists() || std::fs::read_to_string(&pid).map(|p| p.trim().is_empty()).unwrap_or(true) {
+            if let Some(c) = s.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("nbd server exited early: {status}");
+                }
+            }
+            assert!(Instant::now() < deadline, "nbd server did not start on {}", s.sock.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// The standard URI of this export.
+    pub fn uri(&self) -> String {
+        format!("nbd+unix:///{}?socket={}", self.export, self.sock.display())
+    }
+
+    /// Kill the server now (SIGKILL) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `qemu-nbd -f FMT` exporting `file` as `disk` on a socket in `dir`.
+pub fn qemu_nbd(dir: &Path, file: &Path, fmt: &str, extra: &[&str]) -> Server {
+    let sock = dir.join(format!("qemu-nbd-{}.sock", std::process::id()));
+    let pid = dir.join("qemu-nbd.pid");
+    let _ = std::fs::remove_file(&pid);
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args(["-f", fmt, "--persistent", "--shared=8", "-x", "disk"])
+        .arg(format!("--socket={}", sock.display()))
+        .arg(format!("--pid-file={}", pid.display()))
+        .args(extra)
+        .arg(file);
+    Server::start(cmd, sock, pid, "disk")
+}
+
+/// `nbdkit --foreground --unix SOCK ARGS...` (plugin and filters in `args`).
+pub fn nbdkit(dir: &Path, args: &[&str]) -> Server {
+    let sock = dir.join(format!("nbdkit-{}.sock", std::process::id()));
+    let pid = dir.join("nbdkit.pid");
+    let _ = std::fs::remove_file(&pid);
+    let mut cmd = Command::new("nbdkit");
+    cmd.args(["--foreground", "--exit-with-parent", "--unix"]).arg(&sock).arg("-P").arg(&pid).args(args);
+    Server::start(cmd, sock, pid, "")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Run a command and assert it succeeded; returns stdout.
+pub fn run(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("run {prog}: {e}"));
+    assert!(out.status.success(), "{prog} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Allocated bytes of a file (st_blocks * 512).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").blocks() * 512
+}
