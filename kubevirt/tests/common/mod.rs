@@ -1,0 +1,216 @@
+//! Shared test fixtures: lab-shaped VMs and the official OpenAPI schemas as JSON Schema.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use vmigrate_core::model::{Disk, Firmware, Nic, Vm, VmId};
+use vmigrate_core::plan::{
+    AccessMode, NetworkDestination, RouteSpec, ServicePort, ServiceSpec, StorageDestination, VolumeMode,
+};
+use vmigrate_core::TargetVm;
+
+pub const GIB: i64 = 1 << 30;
+
+pub fn disk(key: i32, cap: i64, file: &str) -> Disk {
+    Disk {
+        key,
+        capacity_bytes: cap,
+        file: file.into(),
+        datastore: Some("WorkloadDatastore".into()),
+        ..Default::default()
+    }
+}
+
+pub fn nic(key: i32, mac: &str, net: &str) -> Nic {
+    Nic { key, mac: mac.into(), network: Some(net.into()), connected: true, ..Default::default() }
+}
+
+/// A target VM shaped like the lab's: the given guest, disks and NICs.
+pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, NetworkDestination)>) -> TargetVm {
+    let storage = disks
+        .iter()
+        .map(|d| {
+            (
+                d.key,
+                StorageDestination {
+                    storage_class: "ocs-storagecluster-ceph-rbd-virtualization".into(),
+                    volume_mode: Some(VolumeMode::Block),
+                    access_mode: Some(AccessMode::ReadWriteMany),
+                },
+            )
+        })
+        .collect();
+    let networks = nics.iter().map(|(n, d)| (n.key, d.clone())).collect();
+    TargetVm {
+        plan: "move-webapp-vmware".into(),
+        namespace: "vmexamples".into(),
+        name: name.into(),
+        source: Vm {
+            id: VmId {
+                moref: format!("vm-{name}"),
+                bios_uuid: Some(format!("4211{:04}-aaaa-bbbb-cccc-0123456789ab", name.len())),
+                instance_uuid: None,
+            },
+            name: name.to_string(),
+            guest_id: guest.into(),
+            cpu_sockets: 2,
+            cores_per_socket: 2,
+            memory_mib: 4096,
+            disks,
+            nics: nics.into_iter().map(|(n, _)| n).collect(),
+            ..Default::default()
+        },
+        labels: BTreeMap::new(),
+        networks,
+        storage,
+        disk_bus: None,
+        run_strategy: "Halted".into(),
+        overwrite: false,
+    }
+}
+
+/// The lab's `database` VM: RHEL 9, BIOS, one disk, pod network.
+pub fn database() -> TargetVm {
+    target(
+        "database",
+        "rhel9_64Guest",
+        vec![disk(2000, 20 * GIB, "[WorkloadDatastore] database/database.vmdk")],
+        vec![(nic(4000, "00:50:56:AA:00:01", "segment-migrating-to-ocpvirt"), NetworkDestination::Pod)],
+    )
+}
+
+/// The lab's `winweb01`: Windows Server 2019, EFI with secure boot, two disks, pod + Multus.
+pub fn winweb01() -> TargetVm {
+    let mut t = target(
+        "winweb01",
+        "windows2019srv_64Guest",
+        vec![
+            disk(2000, 40 * GIB, "[WorkloadDatastore] winweb01/winweb01.vmdk"),
+            disk(2001, 10 * GIB + 512, "[WorkloadDatastore] winweb01/winweb01_1.vmdk"),
+        ],
+        vec![
+            (nic(4000, "00:50:56:aa:00:02", "segment-migrating-to-ocpvirt"), NetworkDestination::Pod),
+            (
+                nic(4001, "00:50:56:aa:00:03", "backend"),
+                NetworkDestination::Multus { name: "vmexamples/backend".into() },
+            ),
+        ],
+    );
+    t.source.firmware = Firmware::Efi;
+    t.source.secure_boot = true;
+    t.labels.insert("env".into(), "webapp".into());
+    t
+}
+
+/// The lab's services: `webapp` with a route, `database` without.
+pub fn lab_services(tls: Option<&str>, host: Option<&str>) -> Vec<ServiceSpec> {
+    vec![
+        ServiceSpec {
+            name: "webapp".into(),
+            selector: BTreeMap::from([("env".into(), "webapp".into())]),
+            ports: vec![ServicePort { name: None, protocol: "TCP".into(), port: 80, target_port: Some(80) }],
+            route: Some(RouteSpec {
+                name: "route-webapp".into(),
+                host: host.map(str::to_string),
+                target_port: None,
+                tls: tls.map(str::to_string),
+            }),
+        },
+        ServiceSpec {
+            name: "database".into(),
+            selector: BTreeMap::from([("vm.kubevirt.io/name".into(), "database".into())]),
+            ports: vec![ServicePort { name: None, protocol: "TCP".into(), port: 3306, target_port: Some(3306) }],
+            route: None,
+        },
+    ]
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openapi")
+}
+
+/// Make a schema strict: drop `null` keywords (the Route CRD has `anyOf: null`) and forbid
+/// properties an object definition (`type: object` with `properties`) does not list; partial
+/// schemas inside `anyOf`/`not` stay open.
+fn strict(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            let lists_props =
+                m.get("properties").is_some_and(Value::is_object) && m.get("type").is_some_and(|t| t == "object");
+            if lists_props
+                && !m.contains_key("additionalProperties")
+                && !m.contains_key("x-kubernetes-preserve-unknown-fields")
+            {
+                m.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (_, x) in m.iter_mut() {
+                strict(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strict),
+        _ => {}
+    }
+}
+
+/// A JSON Schema (draft 7) for `root` in a swagger 2.0 document, refs `#/definitions/...` kept.
+pub fn swagger_schema(file: &str, root: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join(file)).expect("openapi fixture present");
+    let doc: Value = serde_json::from_str(&text).expect("swagger json");
+    let mut defs = doc["definitions"].clone();
+    assert!(defs.get(root).is_some(), "{root} not in {file}");
+    strict(&mut defs);
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "definitions": defs,
+        "allOf": [{ "$ref": format!("#/definitions/{root}") }],
+    })
+}
+
+/// The Route CRD's `openAPIV3Schema`, made strict.
+pub fn route_schema() -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("openshift-route-crd.yaml")).expect("route crd present");
+    let crd: Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
+    let v1 = crd["spec"]["versions"].as_array().expect("versions").iter().find(|v| v["name"] == "v1").expect("v1");
+    let mut s = v1["schema"]["openAPIV3Schema"].clone();
+    strict(&mut s);
+    s
+}
+
+pub struct Schemas {
+    pub vm: jsonschema::Validator,
+    pub dv: jsonschema::Validator,
+    pub utr: jsonschema::Validator,
+    pub route: jsonschema::Validator,
+}
+
+impl Schemas {
+    pub fn load() -> Schemas {
+        let build = |s: Value| jsonschema::draft7::new(&s).expect("schema compiles");
+        Schemas {
+            vm: build(swagger_schema("kubevirt-swagger.json", "v1.VirtualMachine")),
+            dv: build(swagger_schema("cdi-swagger.json", "v1beta1.DataVolume")),
+            utr: build(swagger_schema("cdi-swagger.json", "v1beta1.UploadTokenRequest")),
+            route: build(route_schema()),
+        }
+    }
+
+    /// Validate by kind; the error lists every violation with its path.
+    pub fn check(&self, doc: &Value) -> Result<(), String> {
+        let v = match doc["kind"].as_str() {
+            Some("VirtualMachine") => &self.vm,
+            Some("DataVolume") => &self.dv,
+            Some("UploadTokenRequest") => &self.utr,
+            Some("Route") => &self.route,
+            other => return Err(format!("no schema for kind {other:?}")),
+        };
+        let errs: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+}
