@@ -1,0 +1,151 @@
+//! Helpers shared by the VMDK and local-source tests: deterministic raw images, qemu-img, and a
+//! small extent-aware copy through our reader.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use vmigrate_core::{BlockTransport, ExtentKind, ExtentState};
+
+/// Grain size qemu-img and our writer use.
+pub const GRAIN: u64 = 64 << 10;
+
+/// Whether qemu-img can be run; under CI its absence fails the test.
+pub fn have_qemu_img() -> bool {
+    let ok = Command::new("qemu-img").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "qemu-img is required in CI");
+        eprintln!("skipping: qemu-img is not installed");
+    }
+    ok
+}
+
+/// Run qemu-img and assert success.
+pub fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `qemu-img compare` exit status: 0 identical, 1 different.
+pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> (bool, String) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", fmt_a, "-F", fmt_b])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run qemu-img compare");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A tiny deterministic generator (xorshift) so images are the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Write a raw image of `size` bytes: scattered random data runs, an allocated all-zero region,
+/// holes everywhere else, and data in the last sector. Returns the data runs written.
+pub fn make_raw(path: &Path, size: u64, seed: u64, runs: usize) -> Vec<(u64, Vec<u8>)> {
+    let f = File::create(path).expect("create raw");
+    f.set_len(size).expect("size raw");
+    let mut rng = Rng::new(seed);
+    let mut written = Vec::new();
+    for _ in 0..runs {
+        let len = 512 + rng.below(300 << 10) as usize;
+        let off = rng.below(size - len as u64) & !511;
+        let data: Vec<u8> = (0..len).map(|_| (rng.next() >> 24) as u8 | 1).collect();
+        f.write_all_at(&data, off).expect("write data");
+        written.push((off, data));
+    }
+    // Allocated zeroes (the raw file has them on disk; readers must still see zeroes).
+    let zoff = (size / 3) & !(GRAIN - 1);
+    f.write_all_at(&vec![0u8; 3 * GRAIN as usize], zoff).expect("write zeroes");
+    let tail = vec![0xabu8; 512];
+    f.write_all_at(&tail, size - 512).expect("write tail");
+    written.push((size - 512, tail));
+    f.sync_all().expect("sync raw");
+    written
+}
+
+/// Copy a transport into a new sparse raw file the way the engine does: ask for extents per
+/// range, read only data, skip zero chunks.
+pub async fn copy_to_raw(src: &dyn BlockTransport, out: &Path) {
+    let f = File::create(out).expect("create out");
+    let size = src.size();
+    f.set_len(size).expect("size out");
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(64 << 20);
+        let exts = src.extents(pos, want, ExtentKind::Allocation).await.expect("extents");
+        assert!(!exts.is_empty(), "extents answered nothing at {pos}");
+        assert_eq!(exts[0].offset, pos, "extents start where asked");
+        for e in &exts {
+            assert!(e.length > 0 && e.end() <= size);
+            if e.state == ExtentState::Data {
+                let mut at = e.offset;
+                while at < e.end() {
+                    let n = (e.end() - at).min(4 << 20) as usize;
+                    let data = src.read_at(at, n).await.expect("read");
+                    assert_eq!(data.len(), n, "short read at {at}");
+                    if data.iter().any(|b| *b != 0) {
+                        f.write_all_at(&data, at).expect("write out");
+                    }
+                    at += n as u64;
+                }
+            } else {
+                // Zero/hole ranges must really read as zeroes.
+                let n = e.length.min(1 << 20) as usize;
+                let data = src.read_at(e.offset, n).await.expect("read hole");
+                assert!(data.iter().all(|b| *b == 0), "{:?} at {} reads non-zero", e.state, e.offset);
+            }
+        }
+        pos = exts.last().map(|e| e.end()).expect("non-empty");
+    }
+    f.sync_all().expect("sync out");
+}
+
+/// Per grain of `raw`, whether it holds a non-zero byte.
+pub fn grain_has_data(raw: &Path) -> Vec<bool> {
+    let data = std::fs::read(raw).expect("read raw");
+    data.chunks(GRAIN as usize).map(|c| c.iter().any(|b| *b != 0)).collect()
+}
+
+/// Per grain, whether `extents()` says Data.
+pub async fn grain_is_data(src: &dyn BlockTransport) -> Vec<bool> {
+    let size = src.size();
+    let mut out = vec![false; size.div_ceil(GRAIN) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let exts = src.extents(pos, size - pos, ExtentKind::Allocation).await.expect("extents");
+        for e in &exts {
+            if e.state == ExtentState::Data {
+                for g in e.offset / GRAIN..e.end().div_ceil(GRAIN) {
+                    out[g as usize] = true;
+                }
+            }
+        }
+        pos = exts.last().map(|e| e.end()).expect("non-empty");
+    }
+    out
+}
