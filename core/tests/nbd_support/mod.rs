@@ -5,7 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A socket or pid file name unique within this test process.
+fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{stem}-{}-{}.{ext}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
 
 /// Whether `prog` is installed. Under `CI` a missing program fails the test instead of skipping.
 pub fn have(prog: &str) -> bool {
@@ -72,9 +80,8 @@ impl Drop for Server {
 
 /// `qemu-nbd -f FMT` exporting `file` as `disk` on a socket in `dir`.
 pub fn qemu_nbd(dir: &Path, file: &Path, fmt: &str, extra: &[&str]) -> Server {
-    let sock = dir.join(format!("qemu-nbd-{}.sock", std::process::id()));
-    let pid = dir.join("qemu-nbd.pid");
-    let _ = std::fs::remove_file(&pid);
+    let sock = unique(dir, "qemu-nbd", "sock");
+    let pid = unique(dir, "qemu-nbd", "pid");
     let mut cmd = Command::new("qemu-nbd");
     cmd.args(["-f", fmt, "--persistent", "--shared=8", "-x", "disk"])
         .arg(format!("--socket={}", sock.display()))
@@ -86,9 +93,8 @@ pub fn qemu_nbd(dir: &Path, file: &Path, fmt: &str, extra: &[&str]) -> Server {
 
 /// `nbdkit --foreground --unix SOCK ARGS...` (plugin and filters in `args`).
 pub fn nbdkit(dir: &Path, args: &[&str]) -> Server {
-    let sock = dir.join(format!("nbdkit-{}.sock", std::process::id()));
-    let pid = dir.join("nbdkit.pid");
-    let _ = std::fs::remove_file(&pid);
+    let sock = unique(dir, "nbdkit", "sock");
+    let pid = unique(dir, "nbdkit", "pid");
     let mut cmd = Command::new("nbdkit");
     cmd.args(["--foreground", "--exit-with-parent", "--unix"]).arg(&sock).arg("-P").arg(&pid).args(args);
     Server::start(cmd, sock, pid, "")
