@@ -1,0 +1,538 @@
+//! Executor tests over in-memory providers: real trait implementations backed by
+//! [`MemoryTransport`], recording what the executor asked of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::memory::MemoryTransport;
+use crate::model::{Datastore, Inventory, Network, Nic, ToolsStatus, VmId};
+use crate::provider::{ChangedAreas, ExistingVm, SourceCapabilities};
+use crate::transport::BlockTransport;
+
+const MIB: u64 = 1 << 20;
+const BLOCK: u64 = 64 << 10;
+
+#[derive(Debug, Default)]
+struct MemSource {
+    vms: Mutex<Vec<Vm>>,
+    disks: HashMap<(String, i32), MemoryTransport>,
+    /// snapshot id -> disk key -> content
+    snaps: Mutex<HashMap<String, HashMap<i32, Vec<u8>>>>,
+    calls: Mutex<Vec<String>>,
+    next_snap: AtomicUsize,
+    slow_reads: AtomicBool,
+}
+
+impl MemSource {
+    fn new(vms: Vec<(Vm, Vec<Vec<u8>>)>) -> Self {
+        let mut disks = HashMap::new();
+        let mut list = Vec::new();
+        for (vm, contents) in vms {
+            for (d, c) in vm.disks.iter().zip(contents) {
+                disks.insert((vm.id.moref.clone(), d.key), MemoryTransport::from_bytes(c));
+            }
+            list.push(vm);
+        }
+        MemSource { vms: Mutex::new(list), disks, ..Default::default() }
+    }
+    fn call(&self, s: String) {
+        self.calls.lock().expect("lock").push(s);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+    fn disk(&self, moref: &str, key: i32) -> &MemoryTransport {
+        &self.disks[&(moref.to_string(), key)]
+    }
+    fn power(&self, moref: &str) -> PowerState {
+        self.vms.lock().expect("lock").iter().find(|v| v.id.moref == moref).expect("vm").power_state
+    }
+}
+
+/// A transport wrapper that sleeps on every read, so tests can cancel mid-copy.
+#[derive(Debug)]
+struct Slow(Box<dyn BlockTransport>);
+
+#[async_trait]
+impl BlockTransport for Slow {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(Slow(self.0.try_clone().await?)))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.0.read_at(offset, len).await
+    }
+    async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+        self.0.write_at(offset, data).await
+    }
+    async fn extents(&self, offset: u64, len: u64, kind: crate::ExtentKind) -> Result<Vec<Extent>> {
+        self.0.extents(offset, len, kind).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.0.flush().await
+    }
+}
+
+#[async_trait]
+impl SourceProvider for MemSource {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities { power: true, snapshots: true, changed_blocks: true }
+    }
+    async fn inventory(&self) -> Result<Inventory> {
+        Ok(Inventory {
+            vms: self.vms.lock().expect("lock").clone(),
+            networks: vec![Network { id: "net-1".into(), name: "lan".into(), ..Default::default() }],
+            datastores: vec![Datastore { id: "ds-1".into(), name: "ds".into(), ..Default::default() }],
+            hosts: vec![],
+        })
+    }
+    async fn vm(&self, id: &VmId) -> Result<Vm> {
+        let vms = self.vms.lock().expect("lock");
+        vms.iter()
+            .find(|v| v.id == *id)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorCode::VsphereNotFound, format!("no vm {}", id.moref)))
+    }
+    async fn power_off(&self, vm: &VmId, _graceful: Option<Duration>) -> Result<()> {
+        self.call(format!("power_off {}", vm.moref));
+        for v in self.vms.lock().expect("lock").iter_mut().filter(|v| v.id == *vm) {
+            v.power_state = PowerState::PoweredOff;
+        }
+        Ok(())
+    }
+    async fn power_on(&self, vm: &VmId) -> Result<()> {
+        self.call(format!("power_on {}", vm.moref));
+        for v in self.vms.lock().expect("lock").iter_mut().filter(|v| v.id == *vm) {
+            v.power_state = PowerState::PoweredOn;
+        }
+        Ok(())
+    }
+    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
+        let n = self.next_snap.fetch_add(1, Ordering::SeqCst);
+        let id = format!("snap-{n}");
+        self.call(format!("create_snapshot {} {name}", vm.moref));
+        let mut content = HashMap::new();
+        let mut change_ids = BTreeMap::new();
+        for ((m, key), t) in &self.disks {
+            if *m == vm.moref {
+                content.insert(*key, t.contents());
+                change_ids.insert(*key, id.clone());
+            }
+        }
+        self.snaps.lock().expect("lock").insert(id.clone(), content);
+        Ok(SnapshotRef { id, name: name.to_string(), change_ids })
+    }
+    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
+        self.call(format!("remove_snapshot {} {}", vm.moref, snapshot.id));
+        Ok(())
+    }
+    async fn changed_areas(
+        &self,
+        _vm: &VmId,
+        disk: &Disk,
+        snapshot: &SnapshotRef,
+        change_id: &str,
+        offset: u64,
+    ) -> Result<ChangedAreas> {
+        let snaps = self.snaps.lock().expect("lock");
+        let now = &snaps[&snapshot.id][&disk.key];
+        let base = if change_id == "*" { None } else { Some(&snaps[change_id][&disk.key]) };
+        let mut extents = Vec::new();
+        let mut off = offset;
+        while off < now.len() as u64 {
+            let r = off as usize..((off + BLOCK) as usize).min(now.len());
+            let changed = match base {
+                None => now[r.clone()].iter().any(|b| *b != 0),
+                Some(b) => now[r.clone()] != b[r.clone()],
+            };
+            if changed {
+                extents.push(Extent::data(off, (r.end - r.start) as u64));
+            }
+            off += BLOCK;
+        }
+        Ok(ChangedAreas { extents: crate::transport::coalesce(extents), end: now.len() as u64 })
+    }
+    async fn open_disk(
+        &self,
+        vm: &VmId,
+        disk: &Disk,
+        snapshot: Option<&SnapshotRef>,
+    ) -> Result<Box<dyn BlockTransport>> {
+        let t: Box<dyn BlockTransport> = match snapshot {
+            Some(s) => {
+                Box::new(MemoryTransport::from_bytes(self.snaps.lock().expect("lock")[&s.id][&disk.key].clone()))
+            }
+            None => self.disk(&vm.moref, disk.key).try_clone().await?,
+        };
+        if self.slow_reads.load(Ordering::SeqCst) {
+            return Ok(Box::new(Slow(t)));
+        }
+        Ok(t)
+    }
+}
+
+#[derive(Debug, Default)]
+struct MemTarget {
+    volumes: Mutex<HashMap<String, MemoryTransport>>,
+    vms: Mutex<Vec<String>>,
+    calls: Mutex<Vec<String>>,
+    fail_create: AtomicUsize,
+    existing: Vec<ExistingVm>,
+}
+
+impl MemTarget {
+    fn call(&self, s: String) {
+        self.calls.lock().expect("lock").push(s);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+    fn volume(&self, name: &str) -> Vec<u8> {
+        self.volumes.lock().expect("lock")[name].contents()
+    }
+}
+
+#[async_trait]
+impl TargetProvider for MemTarget {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    async fn existing_vms(&self, _ns: &str) -> Result<Vec<ExistingVm>> {
+        Ok(self.existing.clone())
+    }
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
+        let name = format!("{}-disk{}", vm.name, disk.key);
+        self.call(format!("prepare {name}"));
+        let size = disk.capacity_bytes as u64;
+        self.volumes.lock().expect("lock").entry(name.clone()).or_insert_with(|| MemoryTransport::new(size));
+        Ok(PreparedVolume { disk_key: disk.key, name, size })
+    }
+    async fn open_volume(&self, _vm: &TargetVm, v: &PreparedVolume) -> Result<VolumeSink> {
+        let vol = self.volumes.lock().expect("lock")[&v.name].clone();
+        Ok(VolumeSink::Transport(Box::new(vol)))
+    }
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        if self.fail_create.load(Ordering::SeqCst) > 0 {
+            self.fail_create.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::new(ErrorCode::KubeInvalid, format!("virtualmachine {} rejected", vm.name)));
+        }
+        self.call(format!("create_vm {} {}", vm.name, volumes.len()));
+        self.vms.lock().expect("lock").push(vm.name.clone());
+        Ok(())
+    }
+    async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
+        self.call(format!("expose {plan} {ns} {}", services.len()));
+        Ok(())
+    }
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        self.call(format!("cleanup {}", vm.name));
+        self.volumes.lock().expect("lock").retain(|k, _| !k.starts_with(&format!("{}-disk", vm.name)));
+        self.vms.lock().expect("lock").retain(|v| v != &vm.name);
+        Ok(())
+    }
+}
+
+fn content(seed: u8, size: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size as usize];
+    // Data in a few scattered blocks, holes elsewhere.
+    for (i, chunk) in v.chunks_mut(BLOCK as usize).enumerate() {
+        if i % 5 == 0 || i % 7 == 3 {
+            for (j, b) in chunk.iter_mut().enumerate() {
+                *b = seed.wrapping_add((i * 31 + j) as u8) | 1;
+            }
+        }
+    }
+    v
+}
+
+fn vm(n: u32, power: PowerState, disks: &[u64]) -> Vm {
+    Vm {
+        id: VmId { moref: format!("vm-{n}"), ..Default::default() },
+        name: format!("vm{n}"),
+        power_state: power,
+        guest_id: "rhel9_64Guest".into(),
+        disks: disks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Disk {
+                key: 2000 + i as i32,
+                capacity_bytes: *s as i64,
+                datastore: Some("ds".into()),
+                file: format!("[ds] vm{n}/disk{i}.vmdk"),
+                ..Default::default()
+            })
+            .collect(),
+        nics: vec![Nic {
+            key: 4000,
+            mac: format!("00:50:56:00:00:{n:02x}"),
+            network: Some("lan".into()),
+            ..Default::default()
+        }],
+        cbt_enabled: true,
+        tools_status: ToolsStatus::Running,
+        ..Default::default()
+    }
+}
+
+fn plan(vms: &[&str], warm: bool) -> Plan {
+    let list: String = vms.iter().map(|v| format!("    - name: {v}\n")).collect();
+    Plan::from_yaml_str(&format!(
+        r#"apiVersion: vmigrate.dev/v1alpha1
+kind: Plan
+metadata: {{ name: p }}
+spec:
+  source: {{ url: "mem://" }}
+  target: {{ url: "mem://" }}
+  targetNamespace: ns
+  warm: {warm}
+  vms:
+{list}  networkMap: [{{ source: {{ name: lan }}, destination: {{ type: pod }} }}]
+  storageMap: [{{ source: {{ name: ds }}, destination: {{ storageClass: sc }} }}]
+  services: [{{ name: web, selector: {{ app: web }}, ports: [{{ port: 80 }}] }}]
+  options: {{ precopyInterval: 100ms, shutdownTimeout: 1s }}
+"#
+    ))
+    .expect("test plan")
+}
+
+fn events() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
+    let store = Arc::new(Mutex::new(Vec::new()));
+    let s = store.clone();
+    (Arc::new(move |e: &Event| s.lock().expect("lock").push(e.clone())), store)
+}
+
+#[tokio::test]
+async fn cold_migration_copies_powers_off_and_exposes() {
+    let c1 = content(1, 2 * MIB);
+    let c2a = content(2, 3 * MIB);
+    let c2b = content(3, MIB);
+    let src = Arc::new(MemSource::new(vec![
+        (vm(1, PowerState::PoweredOn, &[2 * MIB]), vec![c1.clone()]),
+        (vm(2, PowerState::PoweredOff, &[3 * MIB, MIB]), vec![c2a.clone(), c2b.clone()]),
+    ]));
+    let tgt = Arc::new(MemTarget::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("status.json");
+    let (sink, evs) = events();
+    let opts = ExecutorOptions { status_path: Some(status_path.clone()), events: Some(sink), ..Default::default() };
+    let exec = Executor::new(plan(&["vm1", "vm2"], false), src.clone(), tgt.clone(), opts);
+    let st = exec.run().await.expect("plan runs");
+    assert_eq!(st.summary(), "2 of 2 VMs migrated");
+    assert_eq!(tgt.volume("vm1-disk2000"), c1);
+    assert_eq!(tgt.volume("vm2-disk2000"), c2a);
+    assert_eq!(tgt.volume("vm2-disk2001"), c2b);
+    assert_eq!(src.power("vm-1"), PowerState::PoweredOff, "cold migration leaves the source off");
+    assert_eq!(src.calls(), vec!["power_off vm-1".to_string()], "only vm1 needed a power-off");
+    let calls = tgt.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("expose")).count(), 1, "{calls:?}");
+    assert!(calls.contains(&"create_vm vm2 2".to_string()));
+    assert!(st.vms[0].downtime_seconds.is_some() && st.vms[1].downtime_seconds.is_none());
+    let saved = PlanStatus::load(&status_path).expect("status saved");
+    assert_eq!(saved.summary(), "2 of 2 VMs migrated");
+    assert!(saved.completed.is_some());
+    let phases: Vec<Phase> = saved.vms[0].history.iter().map(|r| r.phase).collect();
+    assert_eq!(
+        phases,
+        vec![
+            Phase::Validate,
+            Phase::Initialize,
+            Phase::PreHook,
+            Phase::PowerOff,
+            Phase::AllocateDisks,
+            Phase::CopyDisks,
+            Phase::CreateVm,
+            Phase::PostHook,
+            Phase::Expose,
+            Phase::Completed
+        ]
+    );
+    let evs = evs.lock().expect("lock");
+    assert!(evs.iter().any(|e| matches!(e, Event::Plan { migrated: 2, total: 2, .. })));
+    assert!(evs
+        .iter()
+        .any(|e| matches!(e, Event::Disk { vm, progress, .. } if vm == "vm2" && progress.done == progress.total)));
+}
+
+#[tokio::test]
+async fn failure_cleans_up_and_restores_power_other_vms_go_on() {
+    let src = Arc::new(MemSource::new(vec![
+        (vm(1, PowerState::PoweredOn, &[MIB]), vec![content(1, MIB)]),
+        (vm(2, PowerState::PoweredOn, &[MIB]), vec![content(2, MIB)]),
+    ]));
+    let tgt = Arc::new(MemTarget { fail_create: AtomicUsize::new(1), ..Default::default() });
+    let mut p = plan(&["vm1", "vm2"], false);
+    p.spec.options.max_in_flight = 1;
+    let exec = Executor::new(p, src.clone(), tgt.clone(), ExecutorOptions::default());
+    let st = exec.run().await.expect("plan runs");
+    assert_eq!(st.summary(), "1 of 2 VMs migrated");
+    let failed = st.vms.iter().find(|v| v.phase == Phase::Failed).expect("one failed");
+    let err = failed.error.as_ref().expect("error recorded");
+    assert_eq!(err.code, ErrorCode::KubeInvalid as u32);
+    let moref = failed.source_id.clone();
+    assert_eq!(src.power(&moref), PowerState::PoweredOn, "source powered back on after failure");
+    assert!(tgt.calls().contains(&format!("cleanup {}", failed.target_name)));
+    assert!(
+        !tgt.volumes.lock().expect("lock").keys().any(|k| k.starts_with(&failed.target_name)),
+        "target volumes removed"
+    );
+}
+
+#[tokio::test]
+async fn cancel_mid_copy_cleans_up() {
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[64 * MIB]), vec![content(9, 64 * MIB)])]));
+    src.slow_reads.store(true, Ordering::SeqCst);
+    let tgt = Arc::new(MemTarget::default());
+    let mut opts = ExecutorOptions::default();
+    opts.copy.connections = 1;
+    opts.copy.request_size = 256 << 10;
+    let exec = Arc::new(Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    ctl.cancel_vm("vm1");
+    let st = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("cancel is prompt")
+        .expect("join")
+        .expect("run");
+    assert_eq!(st.vms[0].phase, Phase::Canceled);
+    assert_eq!(st.vms[0].error.as_ref().map(|e| e.code), Some(ErrorCode::Cancelled as u32));
+    assert_eq!(src.power("vm-1"), PowerState::PoweredOn, "source back as it was");
+    assert!(tgt.volumes.lock().expect("lock").is_empty(), "target has nothing left");
+    assert!(tgt.vms.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn blocked_plan_changes_nothing() {
+    let mut v = vm(1, PowerState::PoweredOn, &[MIB]);
+    v.disks[0].rdm = true;
+    let src = Arc::new(MemSource::new(vec![(v, vec![content(1, MIB)])]));
+    let tgt = Arc::new(MemTarget::default());
+    let exec = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), ExecutorOptions::default());
+    let err = exec.run().await.expect_err("blocked");
+    assert_eq!(err.code(), ErrorCode::ValidationBlocked);
+    assert!(src.calls().is_empty(), "source untouched");
+    assert!(tgt.calls().is_empty(), "target untouched");
+    assert!(exec.status().vms[0].concerns.iter().any(|c| c.id == "disk.rdm"));
+}
+
+#[tokio::test]
+async fn resume_skips_completed_phases_and_copies() {
+    let c = content(5, 4 * MIB);
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[4 * MIB]), vec![c.clone()])]));
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("s.json");
+    // First run: the copy completes, then the process "dies" before CreateVm: simulate by a
+    // status file that records phases up to CopyDisks as done.
+    let tgt = Arc::new(MemTarget::default());
+    let opts = ExecutorOptions { status_path: Some(status_path.clone()), ..Default::default() };
+    let first = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts.clone());
+    first.run().await.expect("first run");
+    let mut st = PlanStatus::load(&status_path).expect("status");
+    let cut = st.vms[0].history.iter().position(|r| r.phase == Phase::CreateVm).expect("create vm phase");
+    st.vms[0].history.truncate(cut);
+    st.vms[0].phase = Phase::CopyDisks;
+    st.completed = None;
+    st.save(&status_path).expect("rewrite");
+    // Second run on the same target: nothing is copied again, the VM is created.
+    let copies_before = tgt.calls().iter().filter(|c| c.starts_with("prepare")).count();
+    let second = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts);
+    let st2 = second.run().await.expect("resume");
+    assert_eq!(st2.summary(), "1 of 1 VMs migrated");
+    assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("prepare")).count(), copies_before, "no re-allocation");
+    assert_eq!(st2.vms[0].disks[0].transferred_bytes, st.vms[0].disks[0].transferred_bytes, "no bytes copied again");
+    assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("create_vm")).count(), 2);
+    assert_eq!(tgt.volume("vm1-disk2000"), c);
+}
+
+#[tokio::test]
+async fn status_of_another_plan_is_refused() {
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[MIB]), vec![content(1, MIB)])]));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("s.json");
+    let mut other = new_status(&plan(&["vm1"], false));
+    other.plan = "other".into();
+    other.save(&path).expect("save");
+    let opts = ExecutorOptions { status_path: Some(path), ..Default::default() };
+    let exec = Executor::new(plan(&["vm1"], false), src, Arc::new(MemTarget::default()), opts);
+    assert_eq!(exec.run().await.expect_err("refused").code(), ErrorCode::StatusFile);
+}
+
+#[tokio::test]
+async fn warm_migration_copies_deltas_and_ends_equal() {
+    let size = 8 * MIB;
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(7, size)])]));
+    let tgt = Arc::new(MemTarget::default());
+    let (sink, evs) = events();
+    let exec = Arc::new(Executor::new(
+        plan(&["vm1"], true),
+        src.clone(),
+        tgt.clone(),
+        ExecutorOptions { events: Some(sink), ..Default::default() },
+    ));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    // Let the initial copy and at least one precopy happen, writing new data in between.
+    let disk = src.disk("vm-1", 2000).try_clone().await.expect("clone");
+    for round in 0..3u8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let off = (round as u64 + 1) * MIB + 4096;
+        disk.write_at(off, bytes::Bytes::from(vec![0xA0 + round; 10_000])).await.expect("guest write");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ctl.cutover_now();
+    let st = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("cutover finishes")
+        .expect("join")
+        .expect("run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    assert!(st.vms[0].precopies >= 1, "at least one precopy ran");
+    assert_eq!(tgt.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents(), "target equals final source");
+    let calls = src.calls();
+    let created = calls.iter().filter(|c| c.starts_with("create_snapshot")).count();
+    let removed = calls.iter().filter(|c| c.starts_with("remove_snapshot")).count();
+    assert_eq!(created, removed, "every snapshot we made is removed: {calls:?}");
+    assert!(calls.contains(&"power_off vm-1".to_string()));
+    assert!(st.vms[0].downtime_seconds.is_some());
+    // Deltas only moved changed blocks: each delta pass copied at most a few 64 KiB blocks.
+    let evs = evs.lock().expect("lock");
+    for e in evs.iter() {
+        if let Event::Disk { pass, progress, .. } = e {
+            if pass != "full" {
+                assert!(progress.bytes_read <= 4 * BLOCK, "{pass} read {} bytes", progress.bytes_read);
+            }
+        }
+    }
+    assert!(evs.iter().any(|e| matches!(e, Event::Disk { pass, .. } if pass == "cutover")));
+}
+
+#[tokio::test]
+async fn failing_pre_hook_fails_vm_with_output() {
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[MIB]), vec![content(1, MIB)])]));
+    let mut p = plan(&["vm1"], false);
+    p.spec.hooks.push(HookSpec {
+        name: "drain".into(),
+        step: HookStep::Pre,
+        command: vec!["sh".into(), "-c".into(), "echo cannot drain $VMIGRATE_VM >&2; exit 3".into()],
+        image: None,
+        timeout: None,
+    });
+    let tgt = Arc::new(MemTarget::default());
+    let st = Executor::new(p, src.clone(), tgt, ExecutorOptions::default()).run().await.expect("runs");
+    let err = st.vms[0].error.as_ref().expect("failed");
+    assert_eq!(err.code, ErrorCode::HookFailed as u32);
+    assert!(err.message.contains("cannot drain vm1"), "{}", err.message);
+    assert!(src.calls().is_empty(), "the pre hook failed before the source was touched");
+}
