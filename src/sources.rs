@@ -10,5 +10,63 @@ use vmigrate_core::{Error, ErrorCode, Result, SourceProvider};
 /// [`ErrorCode::BadUrl`] for an unknown scheme; connection and credential errors of the provider.
 pub async fn open_source(spec: &SourceSpec) -> Result<Box<dyn SourceProvider>> {
     let scheme = spec.url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    Err(Error::new(ErrorCode::BadUrl, format!("source scheme {scheme:?} is not supported yet (url {})", spec.url)))
+    match scheme {
+        "vmx" => Ok(Box::new(vmigrate_vsphere::local::LocalSource::from_url(&spec.url)?)),
+        "https" | "http" => {
+            let creds = source_credentials(spec)?;
+            Ok(Box::new(open_vsphere(spec, creds).await?))
+        }
+        _ => Err(Error::new(
+            ErrorCode::BadUrl,
+            format!("source scheme {scheme:?} is not supported yet (url {})", spec.url),
+        )),
+    }
+}
+
+/// Credentials for a vSphere source: the plan's `credentials` variables, else
+/// `VMIGRATE_SOURCE_USERNAME` / `VMIGRATE_SOURCE_PASSWORD`, else govc's `GOVC_USERNAME` /
+/// `GOVC_PASSWORD`.
+///
+/// # Errors
+/// [`ErrorCode::CredentialsMissing`] naming the variables (never their values).
+pub fn source_credentials(spec: &SourceSpec) -> Result<vmigrate_core::Credentials> {
+    if let Some(r) = &spec.credentials {
+        return r.resolve();
+    }
+    let get = |a: &str, b: &str| {
+        std::env::var(a).ok().filter(|v| !v.is_empty()).or_else(|| std::env::var(b).ok().filter(|v| !v.is_empty()))
+    };
+    match (get("VMIGRATE_SOURCE_USERNAME", "GOVC_USERNAME"), get("VMIGRATE_SOURCE_PASSWORD", "GOVC_PASSWORD")) {
+        (Some(username), Some(password)) => Ok(vmigrate_core::Credentials { username, password }),
+        _ => Err(Error::new(
+            ErrorCode::CredentialsMissing,
+            "vsphere credentials missing: set VMIGRATE_SOURCE_USERNAME and VMIGRATE_SOURCE_PASSWORD (or GOVC_USERNAME/GOVC_PASSWORD)",
+        )),
+    }
+}
+
+/// Connect to a vSphere source with explicit credentials (TLS options from the spec; the CA
+/// file is read here).
+///
+/// # Errors
+/// Reading the CA file; the connection and login errors of
+/// [`VsphereSource::connect`](vmigrate_vsphere::VsphereSource::connect).
+pub async fn open_vsphere(
+    spec: &SourceSpec,
+    creds: vmigrate_core::Credentials,
+) -> Result<vmigrate_vsphere::VsphereSource> {
+    let ca_pem = match &spec.ca_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(format!("reading CA file {p}"), e))?),
+        None => None,
+    };
+    vmigrate_vsphere::VsphereSource::connect(vmigrate_vsphere::ConnectOptions {
+        url: spec.url.clone(),
+        username: creds.username,
+        password: creds.password,
+        thumbprint: spec.thumbprint.clone(),
+        ca_pem,
+        insecure: spec.insecure,
+        vddk_lib_dir: spec.vddk_lib_dir.clone(),
+    })
+    .await
 }

@@ -1,1 +1,325 @@
 //! The local VMware datastore folder source (`vmx:///path`).
+//!
+//! A folder as it sits on a datastore, or was copied from one: `<vm>/<vm>.vmx` plus the `.vmdk`
+//! descriptors and extents. It needs no server, so the demo and many tests use it. The source
+//! is read-only: no power control, snapshots or changed-block tracking
+//! ([`SourceCapabilities`] all false).
+//!
+//! ```no_run
+//! # async fn demo() -> vmigrate_core::Result<()> {
+//! use vmigrate_core::SourceProvider;
+//! let src = vmigrate_vsphere::local::LocalSource::from_url("vmx:///srv/datastore1?datastore=WorkloadDatastore")?;
+//! for vm in src.inventory().await?.vms {
+//!     println!("{} ({} disks)", vm.name, vm.disks.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use vmigrate_core::model::{Datastore, Network, NetworkKind, PowerState};
+use vmigrate_core::{
+    BlockTransport, Disk, Error, ErrorCode, Inventory, Result, SnapshotRef, SourceCapabilities, SourceProvider, Vm,
+    VmId,
+};
+
+use crate::vmdk::{inspect_vmdk, open_vmdk};
+use crate::vmx::{
+    nic_is_distributed, nic_network, parse_vmx, vmsd_snapshots, vmx_devices, vmx_to_vm, DiskFileInfo, VmxLocation,
+    MAX_VMX_BYTES,
+};
+
+/// File in the root folder whose first line names the datastore.
+pub const DATASTORE_NAME_FILE: &str = ".vmigrate-datastore";
+
+/// A local datastore folder as a read-only [`SourceProvider`].
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    root: PathBuf,
+    datastore: String,
+}
+
+impl LocalSource {
+    /// Use the folder `root`. The datastore is named by a `.vmigrate-datastore` file in it, or
+    /// else after the folder.
+    ///
+    /// # Errors
+    /// [`ErrorCode::BadUrl`] when `root` is not a readable directory.
+    pub fn open(root: &Path) -> Result<LocalSource> {
+        let meta = std::fs::metadata(root).map_err(|e| {
+            Error::new(ErrorCode::BadUrl, format!("datastore folder {} is not readable", root.display())).with_source(e)
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::new(ErrorCode::BadUrl, format!("{} is not a directory", root.display())));
+        }
+        let from_file = std::fs::read_to_string(root.join(DATASTORE_NAME_FILE))
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+            .filter(|s| !s.is_empty());
+        let datastore = from_file.unwrap_or_else(|| {
+            root.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "datastore".to_owned())
+        });
+        Ok(LocalSource { root: root.to_path_buf(), datastore })
+    }
+
+    /// Parse `vmx:///absolute/path[?datastore=NAME]` (`datastore.name=` is accepted too).
+    ///
+    /// # Errors
+    /// [`ErrorCode::BadUrl`] for another scheme, a host part, or a folder that is not readable.
+    pub fn from_url(url: &str) -> Result<LocalSource> {
+        let bad = |why: &str| Error::new(ErrorCode::BadUrl, format!("bad vmx url {url:?}: {why}"));
+        let u = url::Url::parse(url).map_err(|e| bad("not a url").with_source(e))?;
+        if u.scheme() != "vmx" {
+            return Err(bad("scheme must be vmx"));
+        }
+        let root = u.to_file_path().map_err(|_| bad("expected vmx:///absolute/path (no host)"))?;
+        let mut src = LocalSource::open(&root)?;
+        for (k, v) in u.query_pairs() {
+            match k.as_ref() {
+                "datastore" | "datastore.name" if !v.is_empty() => src.datastore = v.into_owned(),
+                other => return Err(bad(&format!("unknown query parameter {other:?}"))),
+            }
+        }
+        Ok(src)
+    }
+
+    /// Override the datastore name.
+    pub fn with_datastore(mut self, name: impl Into<String>) -> Self {
+        self.datastore = name.into();
+        self
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The datastore name used in `[name] path` file names.
+    pub fn datastore_name(&self) -> &str {
+        &self.datastore
+    }
+
+    /// VMX (and template `.vmtx`) files zero, one or two folders down, relative to the root.
+    async fn scan(&self) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut dirs = vec![(root.clone(), 0usize)];
+            while let Some((dir, depth)) = dirs.pop() {
+                let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+                for entry in rd {
+                    let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let ft = entry.file_type().map_err(|e| Error::io(format!("stat {name}"), e))?;
+                    let path = entry.path();
+                    if ft.is_dir() && depth < 2 && !name.ends_with(".lck") {
+                        dirs.push((path, depth + 1));
+                    } else if ft.is_file() && (name.ends_with(".vmx") || name.ends_with(".vmtx")) {
+                        if let Ok(rel) = path.strip_prefix(&root) {
+                            found.push(rel.to_string_lossy().replace('\\', "/"));
+                        }
+                    }
+                }
+            }
+            found.sort();
+            Ok(found)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, "scan task failed").with_source(e))?
+    }
+
+    /// A path below the root from a relative name, refusing `..` and absolute names.
+    fn below_root(&self, rel: &str) -> Option<PathBuf> {
+        let p = Path::new(rel);
+        if p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            Some(self.root.join(p))
+        } else {
+            None
+        }
+    }
+
+    /// Resolve a file a VMX names: relative to the VM folder; an absolute datastore path
+    /// falls back to its file name in the VM folder (folders copied off a datastore).
+    fn resolve_in_vm_dir(vm_dir: &Path, name: &str) -> PathBuf {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            if p.exists() {
+                return p.to_path_buf();
+            }
+            return vm_dir.join(p.file_name().unwrap_or_default());
+        }
+        vm_dir.join(p)
+    }
+
+    async fn load_vm(&self, rel: &str) -> Result<Vm> {
+        let path = self.below_root(rel).ok_or_else(|| {
+            Error::new(ErrorCode::VmNotFound, format!("vm id {rel:?} is not a path inside the datastore"))
+        })?;
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::new(ErrorCode::VmNotFound, format!("no vmx file {rel}")).with_source(e))
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        if bytes.len() > MAX_VMX_BYTES {
+            return Err(Error::new(ErrorCode::VmxParse, format!("{rel} is too large for a vmx file")));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let vmx =
+            parse_vmx(&text).map_err(|e| Error::new(ErrorCode::VmxParse, format!("parsing {rel}")).with_source(e))?;
+        let vm_dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let folder = Path::new(rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+
+        let mut infos: HashMap<String, DiskFileInfo> = HashMap::new();
+        for dev in vmx_devices(&vmx).into_iter().filter(|d| !d.cdrom && !d.file_name.is_empty()) {
+            let disk_path = Self::resolve_in_vm_dir(&vm_dir, &dev.file_name);
+            match inspect_vmdk(&disk_path).await {
+                Ok(info) => {
+                    let rdm = info.is_rdm();
+                    let thin = info.descriptor.is_thin();
+                    infos
+                        .insert(dev.file_name.clone(), DiskFileInfo { capacity_bytes: info.capacity_bytes, rdm, thin });
+                }
+                Err(e) => {
+                    tracing::warn!(vm = rel, disk = %disk_path.display(), error = %e.report(), "cannot read disk descriptor")
+                }
+            }
+        }
+        let loc = VmxLocation { datastore: &self.datastore, folder: &folder };
+        let mut vm = vmx_to_vm(&vmx, rel, loc, &|name| infos.get(name).copied());
+        if rel.ends_with(".vmtx") {
+            vm.template = true;
+        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let vmsd = vm_dir.join(format!("{stem}.vmsd"));
+        if let Ok(text) = tokio::fs::read_to_string(&vmsd).await {
+            match parse_vmx(&text) {
+                Ok(v) => vm.snapshots = vmsd_snapshots(&v),
+                Err(e) => tracing::warn!(vm = rel, error = %e, "ignoring unreadable snapshot list"),
+            }
+        }
+        vm.power_state = power_state(&path, &vm_dir, &stem).await;
+        Ok(vm)
+    }
+}
+
+/// Running VMs hold lock files (`x.vmx.lck`, `disk.vmdk.lck`); a `.vmss` without locks is a
+/// suspended VM.
+async fn power_state(vmx: &Path, vm_dir: &Path, stem: &str) -> PowerState {
+    let mut lck = vmx.as_os_str().to_owned();
+    lck.push(".lck");
+    if tokio::fs::try_exists(Path::new(&lck)).await.unwrap_or(false) {
+        return PowerState::PoweredOn;
+    }
+    let mut suspended = false;
+    if let Ok(mut rd) = tokio::fs::read_dir(vm_dir).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".lck") || n.starts_with(".lck-") {
+                return PowerState::PoweredOn;
+            }
+            if n == format!("{stem}.vmss") {
+                suspended = true;
+            }
+        }
+    }
+    if suspended {
+        PowerState::Suspended
+    } else {
+        PowerState::PoweredOff
+    }
+}
+
+#[async_trait]
+impl SourceProvider for LocalSource {
+    fn kind(&self) -> &'static str {
+        "vmx"
+    }
+
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities::default()
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
+        let mut networks: BTreeMap<String, NetworkKind> = BTreeMap::new();
+        for rel in self.scan().await? {
+            let vm = match self.load_vm(&rel).await {
+                Ok(vm) => vm,
+                Err(e) if e.code() == ErrorCode::VmxParse => {
+                    tracing::warn!(vmx = rel, error = %e.report(), "skipping unparsable vmx");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Network kinds need the raw keys; re-derive from the NIC names we mapped.
+            let text = tokio::fs::read_to_string(self.root.join(&rel)).await.unwrap_or_default();
+            let vmx = parse_vmx(&text).unwrap_or_default();
+            for n in crate::vmx::ethernet_indices(&vmx) {
+                let p = format!("ethernet{n}");
+                if let Some(name) = nic_network(&vmx, &p) {
+                    let kind =
+                        if nic_is_distributed(&vmx, &p) { NetworkKind::Distributed } else { NetworkKind::Standard };
+                    networks.entry(name).or_insert(kind);
+                }
+            }
+            inv.vms.push(vm);
+        }
+        inv.networks = networks.into_iter().map(|(name, kind)| Network { id: name.clone(), name, kind }).collect();
+        inv.datastores = vec![Datastore {
+            id: self.datastore.clone(),
+            name: self.datastore.clone(),
+            kind: "local".into(),
+            capacity_bytes: 0,
+            free_bytes: 0,
+        }];
+        tracing::debug!(root = %self.root.display(), vms = inv.vms.len(), "scanned local datastore");
+        Ok(inv)
+    }
+
+    async fn vm(&self, id: &VmId) -> Result<Vm> {
+        self.load_vm(&id.moref).await
+    }
+
+    async fn open_disk(
+        &self,
+        vm: &VmId,
+        disk: &Disk,
+        snapshot: Option<&SnapshotRef>,
+    ) -> Result<Box<dyn BlockTransport>> {
+        if snapshot.is_some() {
+            return Err(Error::unsupported("vmx sources have no snapshots"));
+        }
+        let vm_dir = self.below_root(&vm.moref).and_then(|p| p.parent().map(Path::to_path_buf)).ok_or_else(|| {
+            Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref))
+        })?;
+        let path = match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            Some((ds, rel)) if ds == self.datastore => self.below_root(rel).ok_or_else(|| {
+                Error::new(ErrorCode::DatastoreFileMissing, format!("disk file {:?} escapes the datastore", disk.file))
+            })?,
+            Some((ds, _)) => {
+                return Err(Error::new(
+                    ErrorCode::DatastoreFileMissing,
+                    format!("disk {:?} is on datastore {ds:?}, not {:?}", disk.file, self.datastore),
+                ))
+            }
+            None => Self::resolve_in_vm_dir(&vm_dir, &disk.file),
+        };
+        if disk.rdm {
+            return Err(Error::new(
+                ErrorCode::VmdkFormat,
+                format!("{} is a raw device mapping: its LUN is not in the datastore folder", disk.file),
+            ));
+        }
+        open_vmdk(&path).await
+    }
+}

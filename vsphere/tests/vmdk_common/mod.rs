@@ -65,7 +65,7 @@ impl Rng {
 }
 
 /// Write a raw image of `size` bytes: scattered random data runs, an allocated all-zero region,
-/// holes everywhere else, and data in the last sector. Returns the data runs written.
+/// holes everywhere else, and data in the last sector. Returns every write, in order.
 pub fn make_raw(path: &Path, size: u64, seed: u64, runs: usize) -> Vec<(u64, Vec<u8>)> {
     let f = File::create(path).expect("create raw");
     f.set_len(size).expect("size raw");
@@ -80,7 +80,9 @@ pub fn make_raw(path: &Path, size: u64, seed: u64, runs: usize) -> Vec<(u64, Vec
     }
     // Allocated zeroes (the raw file has them on disk; readers must still see zeroes).
     let zoff = (size / 3) & !(GRAIN - 1);
-    f.write_all_at(&vec![0u8; 3 * GRAIN as usize], zoff).expect("write zeroes");
+    let zeroes = vec![0u8; 3 * GRAIN as usize];
+    f.write_all_at(&zeroes, zoff).expect("write zeroes");
+    written.push((zoff, zeroes));
     let tail = vec![0xabu8; 512];
     f.write_all_at(&tail, size - 512).expect("write tail");
     written.push((size - 512, tail));
