@@ -6,8 +6,7 @@
 //! use vmigrate_kubevirt::DirTarget;
 //!
 //! # async fn demo() -> vmigrate_core::Result<()> {
-//! // A cluster, through the current kubeconfig context (or in-cluster config) ...
-//! // ... or a folder of manifests and raw disks for `kubectl apply` and `virtctl image-upload`.
+//! // A folder of manifests and raw disks for `kubectl apply` and `virtctl image-upload`.
 //! let folder = DirTarget::open("/tmp/vmigrate-out")?;
 //! println!("{:?}", folder.existing_vms("vmexamples").await?);
 //! # Ok(()) }
@@ -25,14 +24,22 @@
 //! ```
 
 pub mod builder;
+
 pub mod dir;
 pub mod error;
+#[cfg(feature = "fake-api")]
+pub mod fake;
+
 pub mod objects;
+pub mod upload;
+pub mod wait;
 
 pub use builder::{
     build_datavolume, build_ingress, build_route, build_service, build_vm, guest_os, volume_name, GuestOs,
     VolumeSource, FIELD_MANAGER, LABEL_PLAN, LABEL_SOURCE_VM,
 };
+
 pub use dir::{DirOptions, DirTarget};
 pub use error::KubevirtError;
 pub use objects::{DataVolume, Route, UploadTokenRequest, VirtualMachine};
+pub use upload::{UploadSink, UploadStats};
