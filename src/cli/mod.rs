@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use vmigrate::core::{Error, Inventory, Plan};
 
+mod inventory;
 mod validate;
 
 /// Exit code when validation blocks at least one VM.
@@ -47,6 +48,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// List the VMs (disks, NICs, guest, firmware), networks and datastores of a source.
+    Inventory(inventory::InventoryArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn init_tracing(filter: &str) {
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        Command::Inventory(args) => inventory::run(args).await,
         Command::Validate { plan, inventory, output } => {
             let plan = Plan::from_file(&plan)?;
             let inventory = inventory.map(|p| read_inventory(&p)).transpose()?;
