@@ -16,7 +16,10 @@ pub use vmigrate_core as core;
 pub use vmigrate_kubevirt as kubevirt;
 pub use vmigrate_vsphere as vsphere;
 
+pub mod demo;
 pub mod sources;
+pub mod targets;
+pub mod transport_url;
 
 use vmigrate_core::validate::{validate_plan as run_rules, PlanValidation, ValidationContext};
 use vmigrate_core::{Inventory, Plan, Result};

@@ -6,11 +6,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use vmigrate::core::{Error, Inventory, Plan};
 
+mod copy;
+mod demo;
 mod inventory;
+mod migrate;
+mod progress;
 mod validate;
 
 /// Exit code when validation blocks at least one VM.
 pub const EXIT_BLOCKED: u8 = 3;
+/// Exit code when at least one VM failed.
+pub const EXIT_VM_FAILED: u8 = 4;
+/// Exit code when the plan (or a VM) was cancelled and none failed.
+pub const EXIT_CANCELED: u8 = 5;
 
 /// Move VMware vSphere virtual machines to KubeVirt.
 #[derive(Debug, Parser)]
@@ -36,6 +44,68 @@ pub enum Output {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the lab's migration locally (no vCenter, no cluster): datastore, plan, progress,
+    /// manifests, byte-for-byte verification.
+    Demo(demo::DemoArgs),
+    /// Run a plan: validate, then migrate every VM (resumes from the status file after a crash).
+    Migrate {
+        /// Plan file (YAML or JSON).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Status file (default: <plan name>.status.json next to the plan).
+        #[arg(long)]
+        status: Option<PathBuf>,
+        /// Insist on resuming an earlier run (fails when there is no status file).
+        #[arg(long)]
+        resume: bool,
+        /// Warm plans: `now` cuts over right after the copy, or tells a running plan to cut over.
+        #[arg(long, value_parser = ["now"])]
+        cutover: Option<String>,
+        /// Verify every disk by digest after copying.
+        #[arg(long)]
+        verify: bool,
+        /// Parallel connections per disk.
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Output: progress bars and a table, or JSON lines (events, then the final status).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show a plan's status file.
+    Status {
+        /// Plan file (the status file is found next to it).
+        #[arg(long, required_unless_present = "status")]
+        plan: Option<PathBuf>,
+        /// Status file.
+        #[arg(long)]
+        status: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Ask a running `vmigrate migrate` to cancel the plan or one VM (it cleans up).
+    Cancel {
+        /// Plan file.
+        #[arg(long, required_unless_present = "status")]
+        plan: Option<PathBuf>,
+        /// Status file.
+        #[arg(long)]
+        status: Option<PathBuf>,
+        /// Only this VM (source name).
+        #[arg(long)]
+        vm: Option<String>,
+    },
+    /// Create the plan's Services and Routes at the target (again).
+    Expose {
+        /// Plan file.
+        #[arg(long)]
+        plan: PathBuf,
+    },
+    /// Print shell completions.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
     /// Check every VM of a plan and print the concerns (exit 3 when any VM is blocked).
     Validate {
         /// Plan file (YAML or JSON).
@@ -48,6 +118,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Copy one disk image to another with the copy engine (paths, .vmdk, nbd://, http(s)://).
+    Copy(copy::CopyArgs),
     /// List the VMs (disks, NICs, guest, firmware), networks and datastores of a source.
     Inventory(inventory::InventoryArgs),
 }
@@ -79,6 +151,28 @@ fn init_tracing(filter: &str) {
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Migrate { plan, status, resume, cutover, verify, connections, output } => {
+            migrate::migrate(migrate::MigrateArgs {
+                plan_file: plan,
+                status,
+                resume,
+                cutover_now: cutover.is_some(),
+                verify,
+                connections,
+                output,
+            })
+            .await
+        }
+        Command::Status { plan, status, output } => migrate::status(plan.as_deref(), status.as_deref(), output),
+        Command::Cancel { plan, status, vm } => migrate::cancel(plan.as_deref(), status.as_deref(), vm.as_deref()),
+        Command::Expose { plan } => migrate::expose(&plan).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vmigrate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Copy(args) => copy::run(args).await,
         Command::Inventory(args) => inventory::run(args).await,
         Command::Validate { plan, inventory, output } => {
             let plan = Plan::from_file(&plan)?;

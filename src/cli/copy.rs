@@ -1,0 +1,230 @@
+//! `vmigrate copy SRC DST`: the copy engine on its own.
+//!
+//! Progress goes to stderr (a bar on a terminal, a line every few seconds otherwise); the summary
+//! goes to stdout, as a table or as one JSON object with `--output json`. People script this:
+//! the JSON field names are stable.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+use vmigrate::core::engine::{self, Checkpoint, CopyControl, CopyOptions, Progress};
+use vmigrate::core::{Error, ErrorCode};
+use vmigrate::transport_url::{open_transport, spec_kind, Role, SpecKind};
+
+use super::Output;
+
+/// Arguments of `vmigrate copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: a raw file or block device, a `.vmdk`, `nbd://host:port/export`,
+    /// `nbd+unix:///export?socket=/path`, or an `http(s)://` URL.
+    pub src: String,
+    /// Target: a raw file (created sparse) or block device, or an NBD URI.
+    pub dst: String,
+    /// Compare digests of source and target after the copy.
+    #[arg(long)]
+    pub verify: bool,
+    /// Parallel connections (handle pairs).
+    #[arg(long, default_value_t = CopyOptions::default().connections)]
+    pub connections: usize,
+    /// Largest single request in bytes.
+    #[arg(long, default_value_t = CopyOptions::default().request_size)]
+    pub request_size: usize,
+    /// Persist resume checkpoints in FILE, and resume from it when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Do not flush the target at the end (the copy is then not durable).
+    #[arg(long)]
+    pub no_flush: bool,
+    /// Between two local files, use copy_file_range (reflinks where the filesystem can) instead
+    /// of reading and scanning for zeroes.
+    #[arg(long)]
+    pub copy_file_range: bool,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// The summary printed at the end (`--output json` prints exactly this object).
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    source: &'a str,
+    target: &'a str,
+    size: u64,
+    bytes_read: u64,
+    bytes_written: u64,
+    bytes_zeroed: u64,
+    bytes_skipped: u64,
+    seconds: f64,
+    /// Virtual bytes processed per second, in MB (10^6).
+    mb_per_sec: f64,
+    resumed: bool,
+    source_digest: Option<String>,
+    target_digest: Option<String>,
+}
+
+fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, Error> {
+    match std::fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(None),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            Error::new(ErrorCode::Checkpoint, format!("checkpoint {} is unreadable", path.display())).with_source(e)
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
+    }
+}
+
+/// Write the checkpoint next to its final name, fsync, then rename: a crash leaves the old or
+/// the new one, never half of one.
+fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// Report progress until `done` is cancelled.
+async fn report(progress: Progress, done: tokio_util::sync::CancellationToken, quiet: bool) {
+    if std::io::stderr().is_terminal() && !quiet {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        loop {
+            let s = progress.snapshot();
+            bar.set_length(s.total);
+            bar.set_position(s.done);
+            bar.set_message(format!("data {:.0} MiB", mib(s.copied)));
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        bar.finish_and_clear();
+    } else {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            let s = progress.snapshot();
+            if !quiet {
+                eprintln!(
+                    "progress: {:.1}/{:.1} MiB ({:.0}%), {:.1} MiB/s",
+                    mib(s.done),
+                    mib(s.total),
+                    if s.total > 0 { s.done as f64 * 100.0 / s.total as f64 } else { 100.0 },
+                    s.rate_bytes_per_sec / (1u64 << 20) as f64
+                );
+            }
+        }
+    }
+}
+
+/// Run `vmigrate copy`.
+pub async fn run(args: CopyArgs) -> Result<ExitCode, Error> {
+    let src = open_transport(&args.src, Role::Source).await?;
+    let resume = match &args.checkpoint {
+        Some(p) => load_checkpoint(p)?,
+        None => None,
+    };
+    // Resuming writes into the existing target; a fresh copy creates it sparse.
+    let existing_file = spec_kind(&args.dst) == SpecKind::File && Path::new(&args.dst).exists();
+    let create_size = if resume.is_some() && existing_file { None } else { Some(src.size()) };
+    if resume.is_some() && !existing_file && spec_kind(&args.dst) == SpecKind::File {
+        return Err(Error::new(
+            ErrorCode::Checkpoint,
+            format!("checkpoint given but target {} does not exist; remove the checkpoint to start over", args.dst),
+        ));
+    }
+    let dst = open_transport(&args.dst, Role::Target { create_size }).await?;
+
+    let opts = CopyOptions {
+        connections: args.connections.max(1),
+        request_size: args.request_size,
+        verify: args.verify,
+        flush: !args.no_flush,
+        resume: resume.clone(),
+        copy_file_range: args.copy_file_range,
+        ..Default::default()
+    };
+    let mut ctl = CopyControl::new();
+    if let Some(path) = args.checkpoint.clone() {
+        ctl.on_checkpoint = Some(Arc::new(move |cp: &Checkpoint| {
+            if let Err(e) = save_checkpoint(&path, cp) {
+                tracing::warn!(path = %path.display(), error = %e, "could not save checkpoint");
+            }
+        }));
+    }
+    // Ctrl-C cancels the copy cleanly (and leaves a checkpoint when asked for one).
+    let cancel = ctl.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let reporter_done = tokio_util::sync::CancellationToken::new();
+    let reporter = tokio::spawn(report(ctl.progress.clone(), reporter_done.clone(), args.output == Output::Json));
+    let res = engine::copy(src.as_ref(), dst.as_ref(), &opts, &ctl).await;
+    reporter_done.cancel();
+    let _ = reporter.await;
+    let stats = res?;
+
+    let secs = stats.elapsed.as_secs_f64();
+    let summary = Summary {
+        source: &args.src,
+        target: &args.dst,
+        size: src.size(),
+        bytes_read: stats.bytes_read,
+        bytes_written: stats.bytes_written,
+        bytes_zeroed: stats.bytes_zeroed,
+        bytes_skipped: stats.bytes_skipped,
+        seconds: secs,
+        mb_per_sec: if secs > 0.0 { src.size() as f64 / secs / 1e6 } else { 0.0 },
+        resumed: resume.is_some(),
+        source_digest: stats.source_digest.clone(),
+        target_digest: stats.target_digest.clone(),
+    };
+    match args.output {
+        Output::Json => {
+            let text = serde_json::to_string(&summary)
+                .map_err(|e| Error::new(ErrorCode::Internal, "serializing summary").with_source(e))?;
+            println!("{text}");
+        }
+        Output::Table => {
+            println!("copied {} -> {}", summary.source, summary.target);
+            println!("  size           {:>12.1} MiB", mib(summary.size));
+            println!("  read           {:>12.1} MiB", mib(summary.bytes_read));
+            println!("  written        {:>12.1} MiB", mib(summary.bytes_written));
+            println!("  zeroed         {:>12.1} MiB", mib(summary.bytes_zeroed));
+            println!("  skipped        {:>12.1} MiB", mib(summary.bytes_skipped));
+            println!("  seconds        {:>12.3}", summary.seconds);
+            println!("  MB/s           {:>12.1}", summary.mb_per_sec);
+            if let Some(d) = &summary.target_digest {
+                println!("  verified       sha256 {d}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,95 @@
+//! `vmigrate copy` run as a program on local files: summary, JSON output, exit codes, resume.
+
+use std::path::Path;
+use std::process::Command;
+
+use std::io::{Seek, SeekFrom, Write};
+
+fn vmigrate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+}
+
+/// A sparse 16 MiB source with data at a few places.
+fn make_source(path: &Path) -> Vec<u8> {
+    let size = 16 << 20;
+    let mut f = std::fs::File::create(path).expect("create source");
+    f.set_len(size).expect("size");
+    let mut want = vec![0u8; size as usize];
+    for (i, off) in [0u64, 5 << 20, (9 << 20) + 123, size - 4096].iter().enumerate() {
+        let data: Vec<u8> = (0..4096u32).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8 + 1) | 1).collect();
+        f.seek(SeekFrom::Start(*off)).expect("seek");
+        f.write_all(&data).expect("write");
+        want[*off as usize..*off as usize + 4096].copy_from_slice(&data);
+    }
+    want
+}
+
+#[test]
+fn copy_file_to_file_json_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src.raw"), dir.path().join("dst.raw"));
+    let want = make_source(&src);
+    let out = vmigrate()
+        .args(["copy", "--verify", "--output", "json", "--connections", "2"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .expect("run vmigrate");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(v["size"], 16 << 20);
+    assert_eq!(v["bytes_read"], 4 * 4096 + 4096, "unaligned extent reads a block more: {v}");
+    assert!(v["seconds"].as_f64().expect("seconds") >= 0.0);
+    assert!(v["mb_per_sec"].is_number() && v["bytes_zeroed"].is_number() && v["bytes_skipped"].is_number());
+    assert_eq!(v["source_digest"], v["target_digest"]);
+    assert_eq!(std::fs::read(&dst).expect("read target"), want);
+}
+
+#[test]
+fn copy_table_summary_and_checkpoint_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst, cp) = (dir.path().join("s.raw"), dir.path().join("d.raw"), dir.path().join("cp.json"));
+    let want = make_source(&src);
+    let out = vmigrate().arg("copy").arg(&src).arg(&dst).arg("--checkpoint").arg(&cp).output().expect("run");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["read", "written", "zeroed", "skipped", "seconds", "MB/s"] {
+        assert!(text.contains(word), "summary lacks {word}: {text}");
+    }
+    // The final checkpoint says everything is done: a re-run resumes and reads nothing.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cp).expect("checkpoint written")).expect("json");
+    assert_eq!(saved["done"], serde_json::json!([[0, 1]]));
+    let out = vmigrate()
+        .arg("copy")
+        .arg(&src)
+        .arg(&dst)
+        .arg("--checkpoint")
+        .arg(&cp)
+        .args(["--output", "json"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["bytes_read"], 0);
+    assert_eq!(v["resumed"], true);
+    assert_eq!(std::fs::read(&dst).expect("read target"), want);
+
+    // A corrupt checkpoint is a typed failure with a non-zero exit.
+    std::fs::write(&cp, b"{not json").expect("write");
+    let out = vmigrate().arg("copy").arg(&src).arg(&dst).arg("--checkpoint").arg(&cp).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Checkpoint"));
+}
+
+#[test]
+fn copy_missing_source_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out =
+        vmigrate().arg("copy").arg(dir.path().join("nope.raw")).arg(dir.path().join("out.raw")).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[Io]"));
+    let out = vmigrate().args(["copy", "ftp://x/y", "/dev/null"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BadUrl"));
+}
