@@ -1,0 +1,207 @@
+//! `vmigrate migrate`, `status`, `cancel`, `expose`: run and steer a plan.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vmigrate::core::executor::{ControlRequests, Executor, ExecutorOptions};
+use vmigrate::core::{Error, ErrorCode, Phase, Plan, PlanStatus};
+
+use super::progress::{self, Mode};
+use super::{Output, EXIT_BLOCKED, EXIT_CANCELED, EXIT_VM_FAILED};
+
+/// Where a plan's status, control and lock files live unless `--status` says otherwise.
+pub fn default_status_path(plan_file: &Path, plan: &Plan) -> PathBuf {
+    let dir = plan_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    dir.join(format!("{}.status.json", plan.metadata.name))
+}
+
+fn control_path(status: &Path) -> PathBuf {
+    status.with_extension("control.json")
+}
+
+fn lock_path(status: &Path) -> PathBuf {
+    status.with_extension("lock")
+}
+
+/// Options of `vmigrate migrate`.
+#[derive(Debug)]
+pub struct MigrateArgs {
+    pub plan_file: PathBuf,
+    pub status: Option<PathBuf>,
+    pub resume: bool,
+    pub cutover_now: bool,
+    pub verify: bool,
+    pub connections: Option<usize>,
+    pub output: Output,
+}
+
+pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
+    let plan = Plan::from_file(&args.plan_file)?;
+    let status_path = args.status.clone().unwrap_or_else(|| default_status_path(&args.plan_file, &plan));
+    if args.resume && !status_path.exists() {
+        return Err(Error::new(
+            ErrorCode::StatusFile,
+            format!("--resume: no status file at {}", status_path.display()),
+        ));
+    }
+    // One executor per plan: a second `migrate` only forwards a cutover request.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(&status_path))
+        .map_err(|e| Error::io(format!("opening lock file {}", lock_path(&status_path).display()), e))?;
+    if lock_file.try_lock().is_err() {
+        if args.cutover_now {
+            ControlRequests::append(&control_path(&status_path), None, true)?;
+            eprintln!("cutover requested for the running plan {}", plan.metadata.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(Error::new(
+            ErrorCode::StatusFile,
+            format!("plan {} is already running (lock {} held)", plan.metadata.name, lock_path(&status_path).display()),
+        ));
+    }
+    // Requests left from an earlier run are stale.
+    let _ = std::fs::remove_file(control_path(&status_path));
+
+    let source = vmigrate::sources::open_source(&plan.spec.source).await?;
+    let target = vmigrate::targets::open_target(&plan.spec.target).await?;
+    let mode = Mode::pick(args.output);
+    let mut opts = ExecutorOptions {
+        status_path: Some(status_path.clone()),
+        control_path: Some(control_path(&status_path)),
+        events: Some(progress::sink(mode, plan.spec.vms.len())),
+        cutover_now: args.cutover_now,
+        ..Default::default()
+    };
+    opts.copy.verify = args.verify || plan.spec.options.verify;
+    if let Some(n) = args.connections {
+        opts.copy.connections = n.max(1);
+    }
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts));
+    let ctl = exec.controller();
+    let ctrlc = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupt: cancelling the plan and cleaning up (Ctrl-C again to abort at once)");
+            ctl.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let res = exec.run().await;
+    ctrlc.abort();
+    drop(lock_file);
+    let status = match res {
+        Ok(s) => s,
+        Err(e) if e.code() == ErrorCode::ValidationBlocked => {
+            let st = exec.status();
+            print_blocked(&st, args.output);
+            eprintln!("vmigrate: {}", e.report());
+            return Ok(ExitCode::from(EXIT_BLOCKED));
+        }
+        Err(e) => return Err(e),
+    };
+    print_status(&status, args.output, mode == Mode::Json);
+    Ok(exit_for(&status))
+}
+
+fn exit_for(st: &PlanStatus) -> ExitCode {
+    if st.vms.iter().all(|v| v.phase == Phase::Completed) {
+        ExitCode::SUCCESS
+    } else if st.vms.iter().any(|v| v.phase == Phase::Failed) {
+        ExitCode::from(EXIT_VM_FAILED)
+    } else {
+        ExitCode::from(EXIT_CANCELED)
+    }
+}
+
+fn print_blocked(st: &PlanStatus, output: Output) {
+    if output == Output::Json {
+        println!("{}", serde_json::json!({"event": "blocked", "status": st}));
+        return;
+    }
+    for vm in &st.vms {
+        for c in &vm.concerns {
+            if c.severity == vmigrate::core::Severity::Critical {
+                eprintln!("{}: {} {}: {}", vm.name, c.severity, c.id, c.message);
+            }
+        }
+    }
+}
+
+/// The final status: a table, or one JSON document (a final JSON line in event-stream mode).
+pub fn print_status(st: &PlanStatus, output: Output, stream: bool) {
+    match output {
+        Output::Json if stream => println!("{}", serde_json::json!({"event": "status", "status": st})),
+        Output::Json => println!("{}", serde_json::to_string_pretty(st).expect("status serializes")),
+        Output::Table => print!("{}", status_table(st)),
+    }
+}
+
+pub fn status_table(st: &PlanStatus) -> String {
+    let mut out = format!("plan {}: {}\n", st.plan, st.summary());
+    let w = st.vms.iter().map(|v| v.name.len()).max().unwrap_or(2).max(2);
+    let tw = st.vms.iter().map(|v| v.target_name.len()).max().unwrap_or(6).max(6);
+    out.push_str(&format!(
+        "{:<w$}  {:<tw$}  {:<14}  {:>7}  {:>9}  DETAIL\n",
+        "VM", "TARGET", "PHASE", "COPIED", "DOWNTIME"
+    ));
+    for v in &st.vms {
+        let total: u64 = v.disks.iter().map(|d| d.total_bytes).sum();
+        let done: u64 = v.disks.iter().map(|d| d.copied_bytes.min(d.total_bytes)).sum();
+        let pct = (done * 100).checked_div(total).map(|p| format!("{p}%")).unwrap_or_else(|| "-".into());
+        let down = v.downtime_seconds.map(|d| format!("{d:.1}s")).unwrap_or_else(|| "-".into());
+        let detail = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        out.push_str(&format!(
+            "{:<w$}  {:<tw$}  {:<14}  {:>7}  {:>9}  {}\n",
+            v.name,
+            v.target_name,
+            format!("{:?}", v.phase),
+            pct,
+            down,
+            detail
+        ));
+    }
+    out
+}
+
+pub fn status(plan_file: Option<&Path>, status: Option<&Path>, output: Output) -> Result<ExitCode, Error> {
+    let path = resolve_status(plan_file, status)?;
+    let st = PlanStatus::load(&path)?;
+    print_status(&st, output, false);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve_status(plan_file: Option<&Path>, status: Option<&Path>) -> Result<PathBuf, Error> {
+    match (status, plan_file) {
+        (Some(s), _) => Ok(s.to_path_buf()),
+        (None, Some(p)) => Ok(default_status_path(p, &Plan::from_file(p)?)),
+        (None, None) => Err(Error::new(ErrorCode::PlanInvalid, "give --plan or --status")),
+    }
+}
+
+pub fn cancel(plan_file: Option<&Path>, status: Option<&Path>, vm: Option<&str>) -> Result<ExitCode, Error> {
+    let path = resolve_status(plan_file, status)?;
+    ControlRequests::append(&control_path(&path), Some(vm.unwrap_or("*")), false)?;
+    eprintln!(
+        "cancel requested for {} (the running `vmigrate migrate` cleans up and records Canceled)",
+        vm.unwrap_or("the whole plan")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn expose(plan_file: &Path) -> Result<ExitCode, Error> {
+    let plan = Plan::from_file(plan_file)?;
+    let target = vmigrate::targets::open_target(&plan.spec.target).await?;
+    target.expose(&plan.metadata.name, &plan.spec.target_namespace, &plan.spec.services).await?;
+    for s in &plan.spec.services {
+        match &s.route {
+            Some(r) => eprintln!("service {} (route {})", s.name, r.name),
+            None => eprintln!("service {}", s.name),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
