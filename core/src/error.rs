@@ -180,6 +180,8 @@ error_codes! {
     TransportUnsupported = 4012 => Unsupported,
     /// The source returned fewer bytes than asked.
     ShortRead = 4013 => Protocol,
+    /// An HTTPS server's certificate did not verify or did not match the pinned thumbprint.
+    HttpTls = 4014 => Tls,
     /// The operation was cancelled.
     Cancelled = 5001 => Cancelled,
     /// A deadline passed.

@@ -2,6 +2,7 @@
 //! after the handshake, oversized chunks, a hang-up mid-request, refused exports and a server
 //! without `NBD_OPT_GO`. Every case ends in a typed error (or works, for the fallback), never a
 //! panic or a hang.
+#![cfg(feature = "nbd")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

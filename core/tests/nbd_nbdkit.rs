@@ -1,6 +1,7 @@
 //! The NBD client against real `nbdkit` servers: memory (sparse, multi-conn), the error filter
 //! (typed request errors), pattern and sparse-random data, a 512-byte minimum block size and a
 //! server without structured replies.
+#![cfg(feature = "nbd")]
 #![allow(clippy::unwrap_used)]
 
 mod nbd_support;

@@ -1,5 +1,6 @@
 //! Property tests of the pure NBD parsers (the CI stand-in for cargo-fuzz): random and mutated
 //! server bytes give typed errors, never panics, and valid messages round-trip.
+#![cfg(feature = "nbd")]
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;

@@ -1,6 +1,7 @@
 //! The NBD client against a real `qemu-nbd`: handshake, byte-equal round trips, block status on
 //! sparse raw and qcow2 images (checked against `qemu-img map`), write zeroes keeping the target
 //! sparse, read-only exports, multi-conn clones and a server killed mid-copy.
+#![cfg(feature = "nbd")]
 #![allow(clippy::unwrap_used)]
 
 mod nbd_support;
