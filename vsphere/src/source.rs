@@ -521,6 +521,106 @@ impl VsphereSource {
     }
 }
 
+impl VsphereSource {
+    async fn open_disk_vddk(
+        &self,
+        libdir: &Path,
+        vm: &VmId,
+        disk: &Disk,
+        snapshot: Option<&SnapshotRef>,
+    ) -> Result<Box<dyn BlockTransport>> {
+        let sha1 = match (self.client.peer_certificate(), &self.opts.thumbprint) {
+            (Some(der), _) => crate::soap::tls::sha1_thumbprint(&der),
+            (None, Some(t)) if crate::soap::tls::parse_thumbprint(t).map(|b| b.len() == 20).unwrap_or(false) => {
+                t.clone()
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorCode::VsphereTls,
+                    "VDDK needs the server certificate's SHA-1 thumbprint, which is unknown",
+                ))
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("vmigrate-vddk-{}-{}-{}", std::process::id(), vm.moref, disk.key));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let pw = dir.join("password");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&pw)
+                .map_err(|e| Error::io("writing the vddk password file", e))?;
+            f.write_all(self.opts.password.as_bytes()).map_err(|e| Error::io("writing the vddk password file", e))?;
+        }
+        let socket = dir.join("nbd.sock");
+        let server = self.client.url().host_str().unwrap_or("").to_string();
+        let file = self.disk_file_at(disk, snapshot).await?;
+        let argv = vddk_command(
+            libdir,
+            &server,
+            &self.opts.username,
+            &pw,
+            &sha1,
+            &vm.moref,
+            &file,
+            snapshot.map(|s| s.id.as_str()),
+            &socket,
+        );
+        open_nbdkit_disk(&argv, &socket).await
+    }
+}
+
+/// Start an nbdkit command line serving on `socket` and open it with the NBD client. The
+/// returned transport keeps nbdkit running until it and all its clones are dropped.
+///
+/// # Errors
+/// nbdkit failing to start; NBD connection errors.
+pub async fn open_nbdkit_disk(argv: &[String], socket: &Path) -> Result<Box<dyn BlockTransport>> {
+    let proc = Arc::new(NbdkitProcess::spawn(argv, socket).await?);
+    let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let nbd = vmigrate_core::nbd::NbdTransport::connect(&uri).await?;
+    Ok(Box::new(NbdkitDisk { inner: Box::new(nbd), _proc: proc }))
+}
+
+/// An NBD transport whose server is a child nbdkit we own.
+#[derive(Debug)]
+struct NbdkitDisk {
+    inner: Box<dyn BlockTransport>,
+    _proc: Arc<NbdkitProcess>,
+}
+
+#[async_trait]
+impl BlockTransport for NbdkitDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn max_connections(&self) -> usize {
+        self.inner.max_connections()
+    }
+    fn max_request(&self) -> usize {
+        self.inner.max_request()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(NbdkitDisk { inner: self.inner.try_clone().await?, _proc: self._proc.clone() }))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.inner.read_at(offset, len).await
+    }
+    async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {
+        Err(Error::new(ErrorCode::TransportUnsupported, "vddk disks are read-only"))
+    }
+    async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
+        self.inner.extents(offset, len, kind).await
+    }
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// A datastore file's flat extents read with HTTP Range requests over the session.
 #[derive(Debug, Clone)]
 pub struct DatastoreDisk {
@@ -941,9 +1041,7 @@ impl SourceProvider for VsphereSource {
         snapshot: Option<&SnapshotRef>,
     ) -> Result<Box<dyn BlockTransport>> {
         if let Some(libdir) = &self.opts.vddk_lib_dir {
-            return Err(Error::unsupported(format!(
-                "reading through VDDK ({libdir}) needs the NBD transport, which this build lacks; unset vddkLibDir to read over HTTPS"
-            )));
+            return self.open_disk_vddk(Path::new(libdir), vm, disk, snapshot).await;
         }
         // The VM must still exist: a deleted VM is a typed NotFound, not a 404 later.
         let _ = self.client.object_properties(&vm_ref(vm), &["name"]).await?;
