@@ -246,3 +246,33 @@ async fn server_killed_mid_copy_fails_pending_requests_with_nbd_connect() {
     let e = t.read_at(0, 512).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NbdConnect, "{}", e.report());
 }
+
+#[tokio::test]
+async fn dirty_bitmap_gives_changed_extents() {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("cbt.qcow2");
+    let p = img.to_str().unwrap();
+    run("qemu-img", &["create", "-q", "-f", "qcow2", p, "16M"]);
+    run("qemu-io", &["-f", "qcow2", "-c", "write -P 1 0 4M", p]);
+    run("qemu-img", &["bitmap", "--add", "-f", "qcow2", p, "b0"]);
+    run("qemu-io", &["-f", "qcow2", "-c", "write -P 2 8M 1M", p]);
+    let server = qemu_nbd(dir.path(), &img, "qcow2", &["-B", "b0"]);
+    let opts = NbdOptions { dirty_bitmap: Some("b0".into()), ..NbdOptions::default() };
+    let t = NbdTransport::connect_with(NbdAddr::Unix(server.sock.clone()), "disk", opts).await.unwrap();
+    assert!(t.info().dirty_context.is_some());
+    let changed = t.extents(0, 16 * MIB, ExtentKind::Changed).await.unwrap();
+    let dirty: Vec<_> = changed.iter().filter(|e| e.state == ExtentState::Data).collect();
+    assert_eq!(dirty.len(), 1, "{changed:?}");
+    assert_eq!((dirty[0].offset, dirty[0].length), (8 * MIB, MIB), "{changed:?}");
+    // The allocation map still sees both writes.
+    let alloc = t.extents(0, 16 * MIB, ExtentKind::Allocation).await.unwrap();
+    let data: u64 = alloc.iter().filter(|e| e.state == ExtentState::Data).map(|e| e.length).sum();
+    assert_eq!(data, 5 * MIB, "{alloc:?}");
+    // Asking for a bitmap the server does not export fails at connect.
+    let opts = NbdOptions { dirty_bitmap: Some("nope".into()), ..NbdOptions::default() };
+    let e = NbdTransport::connect_with(NbdAddr::Unix(server.sock.clone()), "disk", opts).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NbdRequest, "{}", e.report());
+}
