@@ -145,6 +145,12 @@ async fn report(progress: Progress, done: tokio_util::sync::CancellationToken, q
 /// Run `vmigrate copy`.
 pub async fn run(args: CopyArgs) -> Result<ExitCode, Error> {
     let src = open_transport(&args.src, Role::Source).await?;
+    run_from(src, args).await
+}
+
+/// Copy from an already opened source (`vmigrate transfer` opens it through a source provider)
+/// to `args.dst`, with the same progress, checkpoint and summary as `vmigrate copy`.
+pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyArgs) -> Result<ExitCode, Error> {
     let resume = match &args.checkpoint {
         Some(p) => load_checkpoint(p)?,
         None => None,

@@ -11,6 +11,7 @@ mod demo;
 mod inventory;
 mod migrate;
 mod progress;
+mod transfer;
 mod validate;
 
 /// Exit code when validation blocks at least one VM.
@@ -101,6 +102,8 @@ pub enum Command {
         #[arg(long)]
         plan: PathBuf,
     },
+    /// Copy one source VM disk into a device or file: the worker of in-cluster transfer Jobs.
+    Transfer(transfer::TransferArgs),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -167,6 +170,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Status { plan, status, output } => migrate::status(plan.as_deref(), status.as_deref(), output),
         Command::Cancel { plan, status, vm } => migrate::cancel(plan.as_deref(), status.as_deref(), vm.as_deref()),
         Command::Expose { plan } => migrate::expose(&plan).await,
+        Command::Transfer(args) => transfer::run(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "vmigrate", &mut std::io::stdout());

@@ -1,0 +1,42 @@
+//! `vmigrate transfer`, the in-cluster worker, run locally against a datastore folder.
+
+use std::process::Command;
+
+use vmigrate::core::plan::SourceSpec;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_copies_one_vm_disk_byte_equal() {
+    let work = tempfile::tempdir().expect("tmp");
+    let ds = vmigrate::demo::create_lab_datastore(work.path()).await.expect("lab datastore");
+    let url = format!("vmx://{}", ds.display());
+    let source =
+        vmigrate::sources::open_source(&SourceSpec { url: url.clone(), ..Default::default() }).await.expect("source");
+    let inv = source.inventory().await.expect("inventory");
+    let db = inv.vms.iter().find(|v| v.name == "database").expect("database");
+    let disk = &db.disks[1];
+    let out = work.path().join("disk.img");
+    let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["transfer", "--output", "json", "--source-url", &url, "--vm-id", &db.id.moref, "--disk-key"])
+        .arg(disk.key.to_string())
+        .arg("--target-file")
+        .arg(&out)
+        .output()
+        .expect("run transfer");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json summary");
+    assert_eq!(summary["size"].as_u64(), Some(disk.capacity_bytes as u64));
+    let vmdk = ds.join("database/database_1.vmdk");
+    let cmp = Command::new("qemu-img").arg("compare").arg(&vmdk).arg(&out).output().expect("qemu-img");
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+
+    // A disk key the VM does not have is a clear error, and nothing is written.
+    let bad = work.path().join("bad.img");
+    let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--disk-key", "9999", "--target-file"])
+        .arg(&bad)
+        .output()
+        .expect("run transfer");
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no disk with key 9999"));
+    assert!(!bad.exists());
+}
