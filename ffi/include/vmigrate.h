@@ -232,6 +232,12 @@ typedef uint32_t vmigrate_result;
 #endif // __cplusplus
 
 /*
+ A plan ready to run against its opened source and target: opaque; create with
+ `vmigrate_migration_new`, release with `vmigrate_migration_free`.
+ */
+typedef struct vmigrate_migration vmigrate_migration;
+
+/*
  A migration plan: opaque; create with `vmigrate_plan_new_from_file` or
  `vmigrate_plan_new_from_str`, release with `vmigrate_plan_free`.
  */
@@ -306,6 +312,76 @@ const char *vmigrate_error_name(uint32_t code);
  `buf` is valid for `len` bytes; `out_n` is a valid pointer.
  */
 vmigrate_result vmigrate_last_error(char *buf, size_t len, size_t *out_n);
+
+/*
+ Prepare a run of `plan`: open its source (credentials from the environment variables the plan
+ names, else `VMIGRATE_SOURCE_USERNAME`/`_PASSWORD`) and its target (`dir:///path` or
+ `kubevirt://[context]`). `status_path` (may be NULL) is where the status is written after
+ every phase; an existing status of the same plan is resumed. The plan is copied: `plan` may be
+ freed afterwards.
+
+ # Safety
+ `plan` is a live handle; `status_path` NULL or a NUL-terminated string; `out` a valid pointer.
+ */
+vmigrate_result vmigrate_migration_new(const vmigrate_plan *plan,
+                                       const char *status_path,
+                                       vmigrate_migration **out);
+
+/*
+ Run the migration to its end, blocking: validation, then every VM through its pipeline.
+
+ `cb` (may be NULL) receives each event on the calling thread: `{"event": "plan", "migrated",
+ "total", "summary"}`, `{"event": "phase", "vm", "phase"}`, `{"event": "disk", "vm", "disk",
+ "pass", "progress": {...counters as in vmigrate_copy_disk}}` and `{"event": "vmDone", "vm",
+ "phase", "error"?, "downtimeSeconds"?}`. On success `*out_status_json` (may be NULL) receives the
+ final status (as `vmigrate_status_load` returns it). Failures of single VMs are in the status,
+ not the result; `VMIGRATE_RESULT_VALIDATION_BLOCKED` means nothing was changed;
+ `VMIGRATE_RESULT_CANCELLED` means `vmigrate_migration_cancel` was called (the status stays
+ readable with `vmigrate_migration_status`). A migration runs once at a time.
+
+ # Safety
+ `migration` is a live handle; `cb`/`userdata` usable during the call; `out_status_json` NULL or
+ a valid pointer.
+ */
+vmigrate_result vmigrate_migration_run(vmigrate_migration *migration,
+                                       vmigrate_progress_cb cb,
+                                       void *userdata,
+                                       char **out_status_json);
+
+/*
+ Cancel the whole migration: safe from any thread (and from the progress callback), before or
+ during `vmigrate_migration_run`. VMs in flight are cleaned up (target objects removed, source
+ restored), then the run returns `VMIGRATE_RESULT_CANCELLED`.
+
+ # Safety
+ `migration` is a live handle.
+ */
+vmigrate_result vmigrate_migration_cancel(const vmigrate_migration *migration);
+
+/*
+ Cancel one VM (by source name) of a running migration; the others go on. Thread-safe.
+
+ # Safety
+ `migration` is a live handle; `vm` a NUL-terminated string.
+ */
+vmigrate_result vmigrate_migration_cancel_vm(const vmigrate_migration *migration, const char *vm);
+
+/*
+ The migration's current status as JSON (during or after a run; from any thread). Free
+ `*out_json` with `vmigrate_string_free`.
+
+ # Safety
+ `migration` is a live handle; `out_json` a valid pointer.
+ */
+vmigrate_result vmigrate_migration_status(const vmigrate_migration *migration, char **out_json);
+
+/*
+ Release a migration. NULL is ignored. Must not be called while `vmigrate_migration_run` runs.
+
+ # Safety
+ `migration` is NULL or a live handle, not used again afterwards.
+ */
+void vmigrate_migration_free(vmigrate_migration *migration);
 
 /*
  Read a plan file (`.json` as JSON, anything else as YAML) and check it. Parse errors are

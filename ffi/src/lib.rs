@@ -26,6 +26,7 @@ mod codes;
 mod copy;
 mod error;
 mod json;
+mod migration;
 mod plan;
 mod runtime;
 mod source;
@@ -35,6 +36,10 @@ mod util;
 pub use codes::vmigrate_result;
 pub use copy::vmigrate_copy_disk;
 pub use error::{vmigrate_error_message, vmigrate_error_name, vmigrate_last_error};
+pub use migration::{
+    vmigrate_migration, vmigrate_migration_cancel, vmigrate_migration_cancel_vm, vmigrate_migration_free,
+    vmigrate_migration_new, vmigrate_migration_run, vmigrate_migration_status,
+};
 pub use plan::{
     vmigrate_plan, vmigrate_plan_free, vmigrate_plan_new_from_file, vmigrate_plan_new_from_str, vmigrate_plan_to_json,
     vmigrate_plan_validate,

@@ -1,11 +1,10 @@
 //! `vmigrate_source`: a connected source (vSphere or a local VMX folder) and its inventory.
 
 use std::ffi::c_char;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use vmigrate_core::plan::{CredentialsRef, SourceSpec};
-use vmigrate_core::{Error, Result, SourceProvider};
+use vmigrate_core::plan::SourceSpec;
+use vmigrate_core::{Credentials, Error, Result, SourceProvider};
 
 use crate::codes::vmigrate_result;
 use crate::runtime::block_on;
@@ -20,54 +19,17 @@ pub struct vmigrate_source {
 /// What a `vmigrate_source` handle points to.
 pub(crate) struct Source {
     pub(crate) provider: Arc<dyn SourceProvider>,
-    _credentials: EnvCredentials,
 }
 
-/// Credentials given as values, handed to a provider that reads them through a [`CredentialsRef`]:
-/// stored under environment variable names private to one handle (so concurrent handles never see
-/// each other's) and removed when the handle is freed or opening fails.
-pub(crate) struct EnvCredentials(Option<CredentialsRef>);
-
-impl EnvCredentials {
-    /// Stash `username`/`password` when given.
-    pub(crate) fn new(credentials: Option<(&str, &str)>) -> EnvCredentials {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        EnvCredentials(credentials.map(|(username, password)| {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let pid = std::process::id();
-            let r = CredentialsRef {
-                username_env: format!("VMIGRATE_FFI_{pid}_{n}_USERNAME"),
-                password_env: format!("VMIGRATE_FFI_{pid}_{n}_PASSWORD"),
-            };
-            std::env::set_var(&r.username_env, username);
-            std::env::set_var(&r.password_env, password);
-            r
-        }))
-    }
-
-    /// The reference to put into a [`SourceSpec`].
-    pub(crate) fn reference(&self) -> Option<CredentialsRef> {
-        self.0.clone()
-    }
-}
-
-impl Drop for EnvCredentials {
-    fn drop(&mut self) {
-        if let Some(r) = self.0.take() {
-            std::env::remove_var(&r.username_env);
-            std::env::remove_var(&r.password_env);
-        }
-    }
-}
-
-/// Open a source; credentials given as values override the spec's.
-pub(crate) async fn open(mut spec: SourceSpec, credentials: Option<(&str, &str)>) -> Result<Source> {
-    let env = EnvCredentials::new(credentials);
-    if let Some(r) = env.reference() {
-        spec.credentials = Some(r);
-    }
-    let provider = vmigrate_facade::sources::open_source(&spec).await?;
-    Ok(Source { provider: Arc::from(provider), _credentials: env })
+/// Open a source; credentials given as values are used for vSphere instead of the environment
+/// variables the spec (or `VMIGRATE_SOURCE_USERNAME`/`_PASSWORD`) names.
+pub(crate) async fn open(spec: SourceSpec, credentials: Option<Credentials>) -> Result<Source> {
+    let is_vsphere = spec.url.starts_with("https://") || spec.url.starts_with("http://");
+    let provider: Arc<dyn SourceProvider> = match credentials {
+        Some(creds) if is_vsphere => Arc::new(vmigrate_facade::sources::open_vsphere(&spec, creds).await?),
+        _ => Arc::from(vmigrate_facade::sources::open_source(&spec).await?),
+    };
+    Ok(Source { provider })
 }
 
 /// Connect to a source.
@@ -104,7 +66,7 @@ pub unsafe extern "C" fn vmigrate_source_new(
             )
         };
         let credentials = match (username, password) {
-            (Some(u), Some(p)) => Some((u, p)),
+            (Some(u), Some(p)) => Some(Credentials { username: u.to_string(), password: p.to_string() }),
             (None, None) => None,
             _ => return Err(invalid("username and password must be given together")),
         };

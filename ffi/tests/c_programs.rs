@@ -83,7 +83,8 @@ fn run(mut cmd: Command, what: &str) -> String {
     stdout
 }
 
-/// Build `program` both ways, run both, and run the shared build under valgrind.
+/// Build `program` both ways, run both, and run the shared build under valgrind (in that order:
+/// shared, valgrind, static). Returns the output of the first run.
 fn check_program(source: &Path, args: &[&str]) -> Option<String> {
     check_program_with(source, args, args)
 }
@@ -94,12 +95,13 @@ fn check_program_with(source: &Path, args: &[&str], valgrind_args: &[&str]) -> O
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut last = String::new();
+    let mut first = None;
     for link in [Link::Shared, Link::Static] {
         let exe = compile(source, dir.path(), link);
         let mut cmd = Command::new(&exe);
         cmd.args(args);
-        last = run(cmd, &format!("{} ({link:?})", source.display()));
+        let stdout = run(cmd, &format!("{} ({link:?})", source.display()));
+        first.get_or_insert(stdout);
         if let Link::Shared = link {
             if have("valgrind") {
                 let mut vg = Command::new("valgrind");
@@ -116,7 +118,7 @@ fn check_program_with(source: &Path, args: &[&str], valgrind_args: &[&str]) -> O
             }
         }
     }
-    Some(last)
+    first
 }
 
 fn c_test(name: &str) -> PathBuf {
@@ -179,4 +181,126 @@ fn copy_sparse_raw_with_progress() {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&dst).expect("stat target");
     assert!(meta.blocks() * 512 < meta.len() / 4, "target is not sparse: {} blocks", meta.blocks());
+}
+
+/// The lab datastore (as the demo writes it) and a one-VM plan from it into a `dir://` target.
+struct Lab {
+    dir: tempfile::TempDir,
+    datastore: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let datastore = rt.block_on(vmigrate_facade::demo::create_lab_datastore(dir.path())).expect("lab datastore");
+        Lab { dir, datastore }
+    }
+
+    fn source_url(&self) -> String {
+        format!("vmx://{}", self.datastore.display())
+    }
+
+    /// Write a plan moving `haproxy` into `dir://<out>`; returns the plan path.
+    fn plan(&self, name: &str, out: &Path) -> PathBuf {
+        let text = format!(
+            "apiVersion: vmigrate.dev/v1alpha1\nkind: Plan\nmetadata: {{ name: {name} }}\nspec:\n  \
+             source: {{ url: \"{}\" }}\n  target: {{ url: \"dir://{}\" }}\n  targetNamespace: demo\n  \
+             vms: [ {{ name: haproxy }} ]\n  networkMap:\n    - source: {{ name: segment-migrating-to-ocpvirt }}\n      \
+             destination: {{ type: pod }}\n  storageMap:\n    - source: {{ name: WorkloadDatastore }}\n      \
+             destination: {{ storageClass: standard }}\n",
+            self.source_url(),
+            out.display()
+        );
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write plan");
+        path
+    }
+
+    /// The source disk of haproxy.
+    fn haproxy_vmdk(&self) -> PathBuf {
+        let dir = self.datastore.join("haproxy");
+        let mut vmdks: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("haproxy folder")
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "vmdk"))
+            .collect();
+        vmdks.sort();
+        vmdks.into_iter().next().expect("haproxy has a vmdk")
+    }
+}
+
+/// The single raw image a dir:// target wrote.
+fn target_image(out: &Path) -> PathBuf {
+    let imgs: Vec<PathBuf> = std::fs::read_dir(out.join("disks"))
+        .expect("disks folder")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "img"))
+        .collect();
+    assert_eq!(imgs.len(), 1, "expected one disk image in {}", out.display());
+    imgs.into_iter().next().expect("one image")
+}
+
+#[test]
+fn inventory_of_local_vmx_source() {
+    let lab = Lab::new();
+    check_program(&c_test("inventory.c"), &[&lab.source_url()]);
+}
+
+/// examples/c/migrate.c, built with the flags of vmigrate.pc, migrates haproxy byte-equal.
+#[test]
+fn example_migration_into_dir_target() {
+    if !have("gcc") {
+        return;
+    }
+    let lab = Lab::new();
+    let example = crate_dir().join("../examples/c/migrate.c");
+    // The example compiles with nothing but what pkg-config says.
+    if have("pkg-config") {
+        let out = Command::new("pkg-config")
+            .env("PKG_CONFIG_PATH", crate_dir())
+            .arg(format!("--define-variable=libdir={}", lib_dir().display()))
+            .arg(format!("--define-variable=includedir={}", crate_dir().join("include").display()))
+            .args(["--cflags", "--libs", "vmigrate"])
+            .output()
+            .expect("run pkg-config");
+        assert!(out.status.success(), "pkg-config: {}", String::from_utf8_lossy(&out.stderr));
+        let flags = String::from_utf8_lossy(&out.stdout).to_string();
+        let exe = lab.dir.path().join("migrate-pkgconfig");
+        let mut cmd = Command::new("gcc");
+        cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror"]).arg(&example).arg("-o").arg(&exe);
+        cmd.args(flags.split_whitespace()).arg(format!("-Wl,-rpath,{}", lib_dir().display()));
+        run(cmd, "gcc examples/c/migrate.c with pkg-config flags");
+        let out_dir = lab.dir.path().join("out-pkgconfig");
+        let mut cmd = Command::new(&exe);
+        cmd.arg(lab.plan("pkgconfig", &out_dir));
+        let stdout = run(cmd, "migrate (pkg-config build)");
+        assert!(stdout.contains("\"phase\":\"Completed\""), "{stdout}");
+    }
+    let out = lab.dir.path().join("out");
+    let status = lab.dir.path().join("status.json");
+    let plan = lab.plan("c-migrate", &out);
+    let (plan_s, status_s) = (plan.to_string_lossy().to_string(), status.to_string_lossy().to_string());
+    // The first run migrates; the valgrind and static runs find the status file and resume a
+    // finished plan.
+    let stdout = check_program(&example, &[&plan_s, &status_s]).expect("gcc present");
+    assert!(stdout.contains("\"event\":\"phase\""), "no phase events: {stdout}");
+    assert!(stdout.contains("\"phase\":\"Completed\""), "{stdout}");
+    // The status file says the same, and the disk arrived byte for byte.
+    let saved = std::fs::read_to_string(&status).expect("status file");
+    assert!(saved.contains("\"Completed\""), "{saved}");
+    let img = target_image(&out);
+    if have("qemu-img") {
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["compare", "-f", "vmdk", "-F", "raw"]).arg(lab.haproxy_vmdk()).arg(&img);
+        run(cmd, "qemu-img compare source vmdk with migrated image");
+    }
+}
+
+#[test]
+fn cancel_migration_from_another_thread() {
+    let lab = Lab::new();
+    let out = lab.dir.path().join("out");
+    let plan = lab.plan("c-cancel", &out);
+    check_program(&c_test("cancel.c"), &[&plan.to_string_lossy()]);
 }
