@@ -92,7 +92,7 @@ impl Default for CopyOptions {
         CopyOptions {
             connections: 4,
             request_size: 4 << 20,
-            max_buffer_bytes: 64 << 20,
+            max_buffer_bytes: 32 << 20,
             zero_detect: true,
             verify: false,
             flush: true,
