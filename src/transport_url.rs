@@ -65,9 +65,9 @@ pub fn spec_kind(spec: &str) -> SpecKind {
 pub async fn open_transport(spec: &str, role: Role) -> Result<Box<dyn BlockTransport>> {
     let target = matches!(role, Role::Target { .. });
     match spec_kind(spec) {
-        SpecKind::Nbd => open_nbd(spec),
+        SpecKind::Nbd => open_nbd(spec).await,
         SpecKind::Http if target => Err(Error::new(ErrorCode::BadUrl, "an http(s) url can only be a source")),
-        SpecKind::Http => open_http(spec),
+        SpecKind::Http => open_http(spec).await,
         SpecKind::Vmdk if target => {
             Err(Error::new(ErrorCode::BadUrl, format!("{spec}: writing vmdk is not supported; use a raw target")))
         }
@@ -85,12 +85,13 @@ pub async fn open_transport(spec: &str, role: Role) -> Result<Box<dyn BlockTrans
     }
 }
 
-fn open_nbd(spec: &str) -> Result<Box<dyn BlockTransport>> {
-    Err(Error::new(ErrorCode::BadUrl, format!("{spec}: nbd support not built")))
+async fn open_nbd(spec: &str) -> Result<Box<dyn BlockTransport>> {
+    Ok(Box::new(vmigrate_core::nbd::NbdTransport::connect(spec).await?))
 }
 
-fn open_http(spec: &str) -> Result<Box<dyn BlockTransport>> {
-    Err(Error::new(ErrorCode::BadUrl, format!("{spec}: http support not built")))
+async fn open_http(spec: &str) -> Result<Box<dyn BlockTransport>> {
+    let opts = vmigrate_core::http::HttpOptions::default();
+    Ok(Box::new(vmigrate_core::http::HttpTransport::open(spec, opts).await?))
 }
 
 #[cfg(test)]
