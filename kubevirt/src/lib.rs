@@ -24,11 +24,13 @@
 //! ```
 
 pub mod builder;
+pub mod cluster;
 
 pub mod dir;
 pub mod error;
 #[cfg(feature = "fake-api")]
 pub mod fake;
+pub mod job;
 
 pub mod objects;
 pub mod upload;
@@ -39,6 +41,7 @@ pub use builder::{
     VolumeSource, FIELD_MANAGER, LABEL_PLAN, LABEL_SOURCE_VM,
 };
 
+pub use cluster::{KubevirtOptions, KubevirtTarget};
 pub use dir::{DirOptions, DirTarget};
 pub use error::KubevirtError;
 pub use objects::{DataVolume, Route, UploadTokenRequest, VirtualMachine};

@@ -455,8 +455,10 @@ async fn pump(
                 let text: String = text.chars().take(300).collect();
                 return Err(fail(format!("proxy answered {status}: {}", text.trim())));
             }
-            Err(e) if replayable && attempt < cfg.max_attempts && e.is_connect() => {
-                tracing::debug!(volume = %cfg.volume, attempt, "upload proxy unreachable, retrying");
+            // A proxy that answers 503 early and closes may surface as a broken pipe while we
+            // still write the body: while everything sent can be replayed, any failure is retried.
+            Err(e) if replayable && attempt < cfg.max_attempts => {
+                tracing::debug!(volume = %cfg.volume, attempt, error = %e, "upload request failed, retrying");
             }
             Err(e) => return Err(fail(format!("connection failed: {}", without_url(&e)))),
         }

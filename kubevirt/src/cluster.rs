@@ -1,0 +1,585 @@
+//! The cluster target: KubeVirt and CDI through kube-rs, every write a server-side apply by the
+//! field manager `vmigrate`, every object labelled with the plan and the source VM.
+//!
+//! Which path fills the disks (the plan's `options.transfer`):
+//! - `upload` (default): a DataVolume with `source.upload`; we stream the disk through the copy
+//!   engine to the CDI upload proxy. Works from anywhere that reaches the API and the proxy;
+//!   the right choice for the demo, VMX folders and modest numbers of disks.
+//! - `import`: CDI imports by itself (DataVolume `source.vddk`, or `source.http` when an URL
+//!   template is configured), like MTV: data flows vCenter/ESXi -> cluster directly. Best when
+//!   the cluster reaches vSphere and the VDDK image is available.
+//! - `job`: one `batch/v1` Job per disk runs `vmigrate transfer` next to the PVC: many disks in
+//!   parallel on many nodes, no traffic through the machine running vmigrate.
+//!
+//! Concern ids of [`TargetProvider::preflight`]: `target.kubevirt-missing`,
+//! `target.cdi-missing`, `target.namespace-missing`, `target.storage-class-missing`,
+//! `target.nad-missing`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vmigrate_core::model::Disk;
+use vmigrate_core::plan::{NetworkDestination, ServiceSpec, SourceSpec, TransferMethod};
+use vmigrate_core::{
+    Concern, ExistingVm, Plan, PreparedVolume, Result, Severity, TargetProvider, TargetVm, VolumeSink,
+};
+
+use crate::builder::{self, VolumeSource, ANNOTATION_SOURCE_ID, FIELD_MANAGER};
+use crate::error::KubevirtError;
+use crate::job::{build_transfer_job, JobSource};
+use crate::objects::{DataVolume, HttpSource, UploadTokenRequest, UploadTokenRequestSpec, VirtualMachine};
+use crate::upload::{UploadConfig, UploadSink, UploadStats};
+use crate::wait::{await_condition, is_datavolume_succeeded, is_datavolume_upload_ready, is_job_complete};
+
+/// Tunables of the cluster target. [`TargetProvider::preflight`] adopts the plan's transfer
+/// method and compression unless [`KubevirtOptions::adopt_plan_options`] is off.
+#[derive(Debug, Clone)]
+pub struct KubevirtOptions {
+    /// How disks get into the cluster.
+    pub transfer: TransferMethod,
+    /// zstd-compress uploads.
+    pub compression: bool,
+    /// Take `transfer` and `compression` from the plan at preflight.
+    pub adopt_plan_options: bool,
+    /// Upload proxy base URL; when unset, CDIConfig's `status.uploadProxyURL` (https).
+    pub upload_proxy_url: Option<String>,
+    /// Longest wait for a DataVolume phase or a Job.
+    pub timeout: Duration,
+    /// Poll interval while waiting.
+    pub poll_interval: Duration,
+    /// Transfer Jobs running at once.
+    pub max_jobs: usize,
+    /// Image of the transfer worker.
+    pub job_image: String,
+    /// VDDK init image for `import` through VDDK.
+    pub vddk_init_image: Option<String>,
+    /// For `import` over HTTP: URL with `{file}` (the disk's datastore path, URL-encoded).
+    pub http_url_template: Option<String>,
+}
+
+impl Default for KubevirtOptions {
+    fn default() -> Self {
+        KubevirtOptions {
+            transfer: TransferMethod::Upload,
+            compression: true,
+            adopt_plan_options: true,
+            upload_proxy_url: None,
+            timeout: Duration::from_secs(30 * 60),
+            poll_interval: Duration::from_secs(2),
+            max_jobs: 4,
+            job_image: "localhost/vmigrate-transfer:latest".into(),
+            vddk_init_image: None,
+            http_url_template: None,
+        }
+    }
+}
+
+/// A KubeVirt cluster as a migration target.
+pub struct KubevirtTarget {
+    client: kube::Client,
+    options: RwLock<KubevirtOptions>,
+    source: RwLock<Option<SourceSpec>>,
+    http: reqwest::Client,
+    jobs: Arc<Semaphore>,
+    permits: Mutex<HashMap<String, OwnedSemaphorePermit>>,
+    uploads: Mutex<BTreeMap<String, Arc<UploadStats>>>,
+    progress: Mutex<BTreeMap<String, f64>>,
+}
+
+impl std::fmt::Debug for KubevirtTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubevirtTarget").field("options", &self.opts()).finish_non_exhaustive()
+    }
+}
+
+fn ns_api<K>(client: &kube::Client, ns: &str) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(client.clone(), ns)
+}
+
+impl KubevirtTarget {
+    /// Connect through a kubeconfig context (`None`: the current context, or the in-cluster
+    /// service account when there is no kubeconfig).
+    ///
+    /// # Errors
+    /// [`KubevirtError::Config`] when no configuration can be loaded.
+    pub async fn connect(context: Option<&str>) -> Result<KubevirtTarget> {
+        let cfg_err = |source| KubevirtError::Config { context: context.map(str::to_string), source };
+        let config = match context {
+            Some(c) => {
+                let opts = kube::config::KubeConfigOptions { context: Some(c.to_string()), ..Default::default() };
+                kube::Config::from_kubeconfig(&opts).await.map_err(|e| cfg_err(kube::Error::InferKubeconfig(e)))?
+            }
+            None => kube::Config::infer().await.map_err(|e| cfg_err(kube::Error::InferConfig(e)))?,
+        };
+        let client = kube::Client::try_from(config).map_err(cfg_err)?;
+        Ok(KubevirtTarget::from_client(client))
+    }
+
+    /// Use an existing client (tests, callers with their own configuration).
+    pub fn from_client(client: kube::Client) -> KubevirtTarget {
+        let options = KubevirtOptions::default();
+        KubevirtTarget {
+            client,
+            jobs: Arc::new(Semaphore::new(options.max_jobs.max(1))),
+            options: RwLock::new(options),
+            source: RwLock::new(None),
+            http: reqwest::Client::new(),
+            permits: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(BTreeMap::new()),
+            progress: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Replace the options.
+    pub fn with_options(mut self, options: KubevirtOptions) -> Self {
+        self.jobs = Arc::new(Semaphore::new(options.max_jobs.max(1)));
+        self.options = RwLock::new(options);
+        self
+    }
+
+    /// Tell the target how to reach the source (import and job paths); preflight does this from
+    /// the plan.
+    pub fn set_source(&self, source: SourceSpec) {
+        *self.source.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The kube client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Bytes copied and sent of the upload into a volume, once it started.
+    pub fn upload_stats(&self, volume: &str) -> Option<Arc<UploadStats>> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).get(volume).cloned()
+    }
+
+    /// Last import progress (0..=1) CDI reported for a volume.
+    pub fn import_progress(&self, volume: &str) -> Option<f64> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).get(volume).copied()
+    }
+
+    fn opts(&self) -> KubevirtOptions {
+        self.options.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the API server serves a group/version (`kubevirt.io/v1`, `v1`).
+    ///
+    /// # Errors
+    /// API errors other than 404.
+    pub async fn has_api(&self, group_version: &str) -> Result<bool, KubevirtError> {
+        let res = if group_version == "v1" {
+            self.client.list_core_api_resources("v1").await.map(|_| ())
+        } else {
+            self.client.list_api_group_resources(group_version).await.map(|_| ())
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(KubevirtError::from_kube("discover", group_version.to_string(), e)),
+        }
+    }
+
+    async fn apply<K>(&self, api: &Api<K>, name: &str, what: &str, obj: &K) -> Result<K, KubevirtError>
+    where
+        K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(obj))
+            .await
+            .map_err(|e| self.classify("apply", what, e))
+    }
+
+    fn classify(&self, verb: &'static str, what: &str, e: kube::Error) -> KubevirtError {
+        if let kube::Error::Api(resp) = &e {
+            if resp.code == 404 && resp.message.contains("could not find the requested resource") {
+                return KubevirtError::MissingCrd { group: what.to_string() };
+            }
+        }
+        KubevirtError::from_kube(verb, what.to_string(), e)
+    }
+
+    async fn get_opt<K>(&self, api: &Api<K>, name: &str) -> Result<Option<K>, KubevirtError>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        api.get_opt(name).await.map_err(|e| self.classify("get", name, e))
+    }
+
+    async fn wait_dv(
+        &self,
+        ns: &str,
+        name: &str,
+        cond: fn(&DataVolume) -> crate::wait::Check,
+    ) -> Result<DataVolume, KubevirtError> {
+        let o = self.opts();
+        let api: Api<DataVolume> = ns_api(&self.client, ns);
+        await_condition(&api, name, &format!("DataVolume {ns}/{name}"), cond, o.timeout, o.poll_interval, |dv| {
+            if let Some(p) = dv.progress() {
+                self.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), p);
+                tracing::debug!(volume = name, phase = dv.phase(), progress = p, "datavolume progress");
+            }
+        })
+        .await
+    }
+
+    /// The Secret holding source credentials for CDI (`accessKeyId`/`secretKey`), created from
+    /// the plan's credential variables. Returns its name.
+    async fn ensure_source_secret(&self, t: &TargetVm) -> Result<Option<String>> {
+        let creds = self.source.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.credentials.clone());
+        let Some(creds) = creds else { return Ok(None) };
+        let c = creds.resolve()?;
+        let name = format!("vmigrate-{}-source", t.plan);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(t.namespace.clone()),
+                labels: Some(BTreeMap::from([(builder::LABEL_PLAN.to_string(), builder::label_value(&t.plan))])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("accessKeyId".to_string(), ByteString(c.username.into_bytes())),
+                ("secretKey".to_string(), ByteString(c.password.into_bytes())),
+            ])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let api: Api<Secret> = ns_api(&self.client, &t.namespace);
+        self.apply(&api, &name, &format!("Secret {}/{name}", t.namespace), &secret).await?;
+        Ok(Some(name))
+    }
+
+    async fn import_source(&self, t: &TargetVm, disk: &Disk) -> Result<VolumeSource> {
+        let o = self.opts();
+        let src = self.source.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        if let Some(tpl) = &o.http_url_template {
+            let file: String = url::form_urlencoded::byte_serialize(disk.file.as_bytes()).collect();
+            return Ok(VolumeSource::Http(HttpSource {
+                url: tpl.replace("{file}", &file),
+                secret_ref: self.ensure_source_secret(t).await?,
+                cert_config_map: None,
+            }));
+        }
+        if !src.url.starts_with("https://") {
+            return Err(KubevirtError::BadOption(format!(
+                "import needs a vSphere https:// source or an HTTP URL template, not {:?}",
+                src.url
+            ))
+            .into());
+        }
+        let secret = self
+            .ensure_source_secret(t)
+            .await?
+            .ok_or_else(|| KubevirtError::BadOption("VDDK import needs source credentials in the plan".into()))?;
+        Ok(VolumeSource::Vddk(builder::vddk_source(
+            t,
+            disk,
+            &src.url,
+            src.thumbprint.as_deref(),
+            &secret,
+            o.vddk_init_image.as_deref(),
+        )))
+    }
+
+    async fn upload_base(&self) -> Result<String, KubevirtError> {
+        if let Some(u) = self.opts().upload_proxy_url {
+            return Ok(u.trim_end_matches('/').to_string());
+        }
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("cdi.kubevirt.io", "v1beta1", "CDIConfig"),
+            "cdiconfigs",
+        );
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let cfg = api.get("config").await.map_err(|e| self.classify("get", "CDIConfig config", e))?;
+        let url = cfg.data.pointer("/status/uploadProxyURL").and_then(|v| v.as_str()).ok_or_else(|| {
+            KubevirtError::BadOption("CDIConfig has no status.uploadProxyURL: set upload_proxy_url".into())
+        })?;
+        Ok(if url.contains("://") { url.to_string() } else { format!("https://{url}") })
+    }
+
+    async fn get_object(&self, ar: &ApiResource, ns: Option<&str>, name: &str) -> Result<bool, KubevirtError> {
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        };
+        match api.get_opt(name).await {
+            Ok(o) => Ok(o.is_some()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(KubevirtError::from_kube("get", name.to_string(), e)),
+        }
+    }
+}
+
+#[async_trait]
+impl TargetProvider for KubevirtTarget {
+    fn kind(&self) -> &'static str {
+        "kubevirt"
+    }
+
+    async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>> {
+        let api: Api<VirtualMachine> = ns_api(&self.client, namespace);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.classify("list", &format!("VirtualMachines in {namespace} (kubevirt.io/v1)"), e))?;
+        Ok(list.items.iter().map(builder::existing_from_vm).collect())
+    }
+
+    async fn preflight(&self, plan: &Plan) -> Result<Vec<Concern>> {
+        {
+            let mut o = self.options.write().unwrap_or_else(|p| p.into_inner());
+            if o.adopt_plan_options {
+                o.transfer = plan.spec.options.transfer;
+                o.compression = plan.spec.options.compression;
+            }
+        }
+        self.set_source(plan.spec.source.clone());
+        let ns = &plan.spec.target_namespace;
+        let mut c = Vec::new();
+        if !self.has_api("kubevirt.io/v1").await? {
+            c.push(Concern::new(
+                "target.kubevirt-missing",
+                Severity::Critical,
+                "KubeVirt (kubevirt.io/v1) is not installed on the target cluster",
+            ));
+        }
+        if !self.has_api("cdi.kubevirt.io/v1beta1").await? {
+            c.push(Concern::new(
+                "target.cdi-missing",
+                Severity::Critical,
+                "CDI (cdi.kubevirt.io/v1beta1) is not installed: DataVolumes cannot be created",
+            ));
+        }
+        let nsapi: Api<Namespace> = Api::all(self.client.clone());
+        if self.get_opt(&nsapi, ns).await?.is_none() {
+            c.push(Concern::new(
+                "target.namespace-missing",
+                Severity::Critical,
+                format!("namespace {ns} does not exist: create it first"),
+            ));
+        }
+        let scapi: Api<StorageClass> = Api::all(self.client.clone());
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &plan.spec.storage_map {
+            let sc = &m.destination.storage_class;
+            if seen.insert(sc.clone()) && self.get_opt(&scapi, sc).await?.is_none() {
+                c.push(Concern::new(
+                    "target.storage-class-missing",
+                    Severity::Critical,
+                    format!("storage class {sc} does not exist on the target cluster"),
+                ));
+            }
+        }
+        let nad = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+            "network-attachment-definitions",
+        );
+        let multus = self.has_api("k8s.cni.cncf.io/v1").await?;
+        for m in &plan.spec.network_map {
+            if let NetworkDestination::Multus { name } = &m.destination {
+                let (nns, n) = name.split_once('/').unwrap_or((ns.as_str(), name.as_str()));
+                if !multus || !self.get_object(&nad, Some(nns), n).await? {
+                    c.push(Concern::new(
+                        "target.nad-missing",
+                        Severity::Critical,
+                        format!("NetworkAttachmentDefinition {nns}/{n} does not exist"),
+                    ));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
+        let o = self.opts();
+        let source = match o.transfer {
+            TransferMethod::Upload => VolumeSource::Upload,
+            TransferMethod::Import => self.import_source(vm, disk).await?,
+            TransferMethod::Job => VolumeSource::Blank,
+        };
+        let dv = builder::build_datavolume(vm, disk, &source);
+        let name = dv.metadata.name.clone().unwrap_or_default();
+        let what = format!("DataVolume {}/{name}", vm.namespace);
+        let api: Api<DataVolume> = ns_api(&self.client, &vm.namespace);
+        if o.transfer == TransferMethod::Upload {
+            if let Some(old) = self.get_opt(&api, &name).await? {
+                if old.phase() == "Succeeded" || old.phase() == "Failed" {
+                    // A re-run copies again: an upload DataVolume takes data only once.
+                    tracing::info!(volume = %name, phase = old.phase(), "recreating upload DataVolume");
+                    api.delete(&name, &DeleteParams::foreground())
+                        .await
+                        .map_err(|e| self.classify("delete", &what, e))?;
+                }
+            }
+        }
+        self.apply(&api, &name, &what, &dv).await?;
+        match o.transfer {
+            TransferMethod::Upload => {
+                self.wait_dv(&vm.namespace, &name, is_datavolume_upload_ready).await?;
+            }
+            TransferMethod::Job => {
+                self.wait_dv(&vm.namespace, &name, is_datavolume_succeeded).await?;
+            }
+            TransferMethod::Import => {}
+        }
+        Ok(PreparedVolume { disk_key: disk.key, name, size: builder::volume_size(disk) })
+    }
+
+    async fn open_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<VolumeSink> {
+        let o = self.opts();
+        match o.transfer {
+            TransferMethod::Upload => {
+                let api: Api<UploadTokenRequest> = ns_api(&self.client, &vm.namespace);
+                let req = UploadTokenRequest {
+                    api_version: UploadTokenRequest::API_VERSION.into(),
+                    kind: UploadTokenRequest::KIND.into(),
+                    metadata: ObjectMeta {
+                        name: Some(volume.name.clone()),
+                        namespace: Some(vm.namespace.clone()),
+                        ..Default::default()
+                    },
+                    spec: UploadTokenRequestSpec { pvc_name: volume.name.clone() },
+                    status: Default::default(),
+                };
+                let what = format!("UploadTokenRequest for {}/{}", vm.namespace, volume.name);
+                let resp =
+                    api.create(&PostParams::default(), &req).await.map_err(|e| self.classify("create", &what, e))?;
+                let token = resp.status.token.filter(|t| !t.is_empty()).ok_or_else(|| KubevirtError::Upload {
+                    volume: volume.name.clone(),
+                    reason: "the token request returned no token".into(),
+                })?;
+                let url = format!("{}/v1beta1/upload", self.upload_base().await?);
+                let sink = UploadSink::start(
+                    self.http.clone(),
+                    volume.size,
+                    UploadConfig::new(url, token, volume.name.clone(), o.compression),
+                );
+                self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(volume.name.clone(), sink.stats());
+                Ok(VolumeSink::Transport(Box::new(sink)))
+            }
+            TransferMethod::Import => Ok(VolumeSink::SelfImport),
+            TransferMethod::Job => {
+                let disk = vm.source.disks.iter().find(|d| d.key == volume.disk_key).ok_or_else(|| {
+                    vmigrate_core::Error::new(
+                        vmigrate_core::ErrorCode::Internal,
+                        format!("no source disk {}", volume.disk_key),
+                    )
+                })?;
+                let permit = self.jobs.clone().acquire_owned().await.map_err(|_| vmigrate_core::Error::cancelled())?;
+                let secret = self.ensure_source_secret(vm).await?;
+                let src = self.source.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                let job = build_transfer_job(
+                    vm,
+                    disk,
+                    &volume.name,
+                    &o.job_image,
+                    &JobSource { url: &src.url, thumbprint: src.thumbprint.as_deref(), secret: secret.as_deref() },
+                );
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let api: Api<Job> = ns_api(&self.client, &vm.namespace);
+                self.apply(&api, &name, &format!("Job {}/{name}", vm.namespace), &job).await?;
+                self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(volume.name.clone(), permit);
+                Ok(VolumeSink::SelfImport)
+            }
+        }
+    }
+
+    async fn finish_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<()> {
+        let o = self.opts();
+        if o.transfer == TransferMethod::Job {
+            let name = format!("{}-transfer", volume.name);
+            let api: Api<Job> = ns_api(&self.client, &vm.namespace);
+            let res = await_condition(
+                &api,
+                &name,
+                &format!("Job {}/{name}", vm.namespace),
+                is_job_complete,
+                o.timeout,
+                o.poll_interval,
+                |_| {},
+            )
+            .await;
+            self.permits.lock().unwrap_or_else(|p| p.into_inner()).remove(&volume.name);
+            res?;
+            return Ok(());
+        }
+        self.wait_dv(&vm.namespace, &volume.name, is_datavolume_succeeded).await?;
+        Ok(())
+    }
+
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        let api: Api<VirtualMachine> = ns_api(&self.client, &vm.namespace);
+        let what = format!("VirtualMachine {}/{}", vm.namespace, vm.name);
+        if let Some(old) = self.get_opt(&api, &vm.name).await? {
+            let ours = old.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
+                == Some(&vm.source.id.moref);
+            if !ours && !vm.overwrite {
+                return Err(KubevirtError::Conflict {
+                    what: format!("{what} exists and was not migrated from this source VM"),
+                }
+                .into());
+            }
+        }
+        self.apply(&api, &vm.name, &what, &builder::build_vm(vm, volumes)).await?;
+        Ok(())
+    }
+
+    async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()> {
+        let routes = self.has_api("route.openshift.io/v1").await?;
+        for s in services {
+            let svc = builder::build_service(plan, namespace, s);
+            let api: Api<Service> = ns_api(&self.client, namespace);
+            self.apply(&api, &s.name, &format!("Service {namespace}/{}", s.name), &svc).await?;
+            if routes {
+                if let Some(r) = builder::build_route(plan, namespace, s) {
+                    let name = r.metadata.name.clone().unwrap_or_default();
+                    let api: Api<crate::objects::Route> = ns_api(&self.client, namespace);
+                    self.apply(&api, &name, &format!("Route {namespace}/{name}"), &r).await?;
+                }
+            } else if let Some(i) = builder::build_ingress(plan, namespace, s) {
+                let name = i.metadata.name.clone().unwrap_or_default();
+                let api: Api<Ingress> = ns_api(&self.client, namespace);
+                self.apply(&api, &name, &format!("Ingress {namespace}/{name}"), &i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        let lp = ListParams::default().labels(&builder::vm_selector(vm));
+        let dp = DeleteParams::background();
+        let ns = &vm.namespace;
+        macro_rules! wipe {
+            ($ty:ty, $what:literal) => {{
+                let api: Api<$ty> = ns_api(&self.client, ns);
+                match api.delete_collection(&dp, &lp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(KubevirtError::from_kube("delete", format!("{} in {ns}", $what), e).into()),
+                }
+            }};
+        }
+        wipe!(VirtualMachine, "VirtualMachines");
+        wipe!(DataVolume, "DataVolumes");
+        wipe!(PersistentVolumeClaim, "PersistentVolumeClaims");
+        wipe!(Job, "Jobs");
+        let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
+        permits.retain(|k, _| !k.starts_with(&format!("{}-disk", vm.name)));
+        Ok(())
+    }
+}
