@@ -89,15 +89,19 @@ impl BufPool {
 
     fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let held: usize = free.iter().map(|b| b.len()).sum();
-        if held + buf.len() <= POOL_MAX_BYTES {
+        // Keep the most recently used buffers: size classes follow the extents being copied.
+        let mut held: usize = free.iter().map(|b| b.len()).sum();
+        while held + buf.len() > POOL_MAX_BYTES && !free.is_empty() {
+            held -= free.remove(0).len();
+        }
+        if buf.len() <= POOL_MAX_BYTES {
             free.push(buf);
         }
     }
 }
 
 /// Reads at least this large use pooled buffers; smaller ones a plain allocation.
-const POOL_MIN_READ: usize = 512 << 10;
+const POOL_MIN_READ: usize = 64 << 10;
 
 /// A read buffer that goes back to its pool when the last `Bytes` slice of it is dropped.
 struct Pooled {
