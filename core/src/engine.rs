@@ -181,7 +181,7 @@ pub struct Progress {
 }
 
 /// A point-in-time view of [`Progress`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ProgressSnapshot {
     /// Bytes to process (the source size, or the delta's size).
     pub total: u64,
