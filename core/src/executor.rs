@@ -895,12 +895,7 @@ impl Executor {
             let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
             let dst = match self.target.open_volume(tvm, vol).await? {
                 VolumeSink::Transport(t) => t,
-                VolumeSink::SelfImport => {
-                    return Err(Error::unsupported(format!(
-                        "the {} target imports disks by itself; following its progress is not supported by this executor yet",
-                        self.target.kind()
-                    )))
-                }
+                VolumeSink::SelfImport => return self.follow_import(idx, vm, tvm, disk, vol, pass, cancel).await,
             };
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();
@@ -940,7 +935,11 @@ impl Executor {
                     }
                 }) as Arc<dyn Fn(&Checkpoint) + Send + Sync>
             };
-            let ctl = CopyControl { progress: engine::Progress::default(), cancel: cancel.child_token(), on_checkpoint: Some(saver) };
+            let ctl = CopyControl {
+                progress: engine::Progress::default(),
+                cancel: cancel.child_token(),
+                on_checkpoint: Some(saver),
+            };
             let reporter = {
                 let progress = ctl.progress.clone();
                 let events = self.opts.events.clone();
@@ -985,6 +984,58 @@ impl Executor {
         }
         .instrument(span)
         .await
+    }
+
+    /// The target copies by itself (CDI importer, transfer Job): wait for it, reporting its
+    /// progress as ours.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow_import(
+        &self,
+        idx: usize,
+        vm: &Vm,
+        tvm: &TargetVm,
+        disk: &Disk,
+        vol: &PreparedVolume,
+        pass: &str,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let snapshot = |fraction: f64| {
+            let done = (vol.size as f64 * fraction.clamp(0.0, 1.0)) as u64;
+            let elapsed = started.elapsed();
+            let rate = if elapsed.as_secs_f64() > 0.0 { done as f64 / elapsed.as_secs_f64() } else { 0.0 };
+            ProgressSnapshot {
+                total: vol.size,
+                done,
+                elapsed,
+                rate_bytes_per_sec: rate,
+                eta: (rate > 0.0).then(|| Duration::from_secs_f64((vol.size - done) as f64 / rate)),
+                ..Default::default()
+            }
+        };
+        let finish = self.target.finish_volume(tvm, vol);
+        tokio::pin!(finish);
+        loop {
+            tokio::select! {
+                r = &mut finish => { r?; break; }
+                _ = cancel.cancelled() => return Err(Error::cancelled()),
+                _ = tokio::time::sleep(self.opts.progress_interval.max(Duration::from_millis(500))) => {
+                    if let Some(f) = self.target.import_progress(tvm, vol).await {
+                        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress: snapshot(f) });
+                    }
+                }
+            }
+        }
+        {
+            let mut st = self.lock();
+            if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == disk.key) {
+                d.copied_bytes = vol.size;
+                d.done = true;
+            }
+        }
+        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress: snapshot(1.0) });
+        self.save(true)?;
+        Ok(())
     }
 
     async fn hooks(&self, idx: usize, step: HookStep, tvm: &TargetVm, cancel: &CancellationToken) -> Result<()> {

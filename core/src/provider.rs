@@ -232,6 +232,14 @@ pub trait TargetProvider: Send + Sync + Debug {
         Ok(())
     }
 
+    /// For a volume the target imports by itself ([`VolumeSink::SelfImport`]): the fraction done
+    /// (0.0 to 1.0), when the target reports one. The executor polls it for progress while
+    /// [`finish_volume`](Self::finish_volume) waits for the import to end.
+    async fn import_progress(&self, vm: &TargetVm, volume: &PreparedVolume) -> Option<f64> {
+        let _ = (vm, volume);
+        None
+    }
+
     /// Create (or update, on a re-run) the target VM over its prepared volumes. Idempotent.
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()>;
 

@@ -581,6 +581,11 @@ pub const CONCERN_IDS: &[&str] = &[
     "tools.not-running",
     "vm.fault-tolerance",
     "vm.drs-affinity",
+    "target.kubevirt-missing",
+    "target.cdi-missing",
+    "target.namespace-missing",
+    "target.storage-class-missing",
+    "target.nad-missing",
 ];
 
 /// Counts of concerns per severity, for summaries.

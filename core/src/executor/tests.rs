@@ -187,6 +187,8 @@ struct MemTarget {
     calls: Mutex<Vec<String>>,
     fail_create: AtomicUsize,
     existing: Vec<ExistingVm>,
+    /// When set, the target "imports by itself" from this source, like CDI's importer.
+    importer: Option<Arc<MemSource>>,
 }
 
 impl MemTarget {
@@ -217,8 +219,24 @@ impl TargetProvider for MemTarget {
         Ok(PreparedVolume { disk_key: disk.key, name, size })
     }
     async fn open_volume(&self, _vm: &TargetVm, v: &PreparedVolume) -> Result<VolumeSink> {
+        if self.importer.is_some() {
+            return Ok(VolumeSink::SelfImport);
+        }
         let vol = self.volumes.lock().expect("lock")[&v.name].clone();
         Ok(VolumeSink::Transport(Box::new(vol)))
+    }
+    async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
+        if let Some(src) = &self.importer {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let data = src.disk(&vm.source.id.moref, v.disk_key).contents();
+            let dst = self.volumes.lock().expect("lock")[&v.name].clone();
+            dst.write_at(0, bytes::Bytes::from(data)).await?;
+            self.call(format!("imported {}", v.name));
+        }
+        Ok(())
+    }
+    async fn import_progress(&self, _vm: &TargetVm, _v: &PreparedVolume) -> Option<f64> {
+        Some(0.5)
     }
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         if self.fail_create.load(Ordering::SeqCst) > 0 {
@@ -392,8 +410,11 @@ async fn cancel_mid_copy_cleans_up() {
     src.slow_reads.store(true, Ordering::SeqCst);
     let tgt = Arc::new(MemTarget::default());
     let mut opts = ExecutorOptions::default();
+    // Few requests in flight over a slow source: the copy takes seconds, so the cancel lands mid-way.
     opts.copy.connections = 1;
     opts.copy.request_size = 256 << 10;
+    opts.copy.max_buffer_bytes = 512 << 10;
+    opts.copy.buffer_budget = Some(crate::engine::BufferBudget::new(512 << 10));
     let exec = Arc::new(Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts));
     let ctl = exec.controller();
     let e2 = exec.clone();
@@ -535,4 +556,24 @@ async fn failing_pre_hook_fails_vm_with_output() {
     assert_eq!(err.code, ErrorCode::HookFailed as u32);
     assert!(err.message.contains("cannot drain vm1"), "{}", err.message);
     assert!(src.calls().is_empty(), "the pre hook failed before the source was touched");
+}
+
+#[tokio::test]
+async fn self_importing_target_is_followed_to_the_end() {
+    let c = content(4, 2 * MIB);
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[2 * MIB]), vec![c.clone()])]));
+    let tgt = Arc::new(MemTarget { importer: Some(src.clone()), ..Default::default() });
+    let (sink, evs) = events();
+    let opts =
+        ExecutorOptions { events: Some(sink), progress_interval: Duration::from_millis(100), ..Default::default() };
+    let st = Executor::new(plan(&["vm1"], false), src, tgt.clone(), opts).run().await.expect("runs");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    assert_eq!(tgt.volume("vm1-disk2000"), c);
+    assert!(tgt.calls().contains(&"imported vm1-disk2000".to_string()));
+    let evs = evs.lock().expect("lock");
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::Disk { progress, .. } if progress.done == progress.total / 2)),
+        "import progress reported"
+    );
+    assert!(evs.iter().any(|e| matches!(e, Event::Disk { progress, .. } if progress.done == progress.total)));
 }
