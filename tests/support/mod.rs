@@ -1,0 +1,331 @@
+//! Shared helpers of the end-to-end tests (`tests/e2e_*.rs`): the lab simulator, plan text,
+//! the `vmigrate` binary, independent checks (qemu-img, the official OpenAPI schemas) and
+//! read-backs through the vSphere API.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vmigrate::core::model::{PowerState, Vm};
+use vmigrate::core::{PlanStatus, SourceProvider};
+use vmigrate::vsphere::soap::{method, MoRef};
+use vmigrate::vsphere::vcsim::{Vcsim, VcsimOptions};
+use vmigrate::vsphere::VsphereSource;
+
+/// The lab's network and datastore, as the simulator names them.
+pub const NETWORK: &str = "segment-migrating-to-ocpvirt";
+/// The lab's datastore.
+pub const DATASTORE: &str = "WorkloadDatastore";
+
+/// Start the lab simulator with disks of `disk_size` bytes.
+pub fn start_vcsim(disk_size: u64) -> Vcsim {
+    Vcsim::start(VcsimOptions { disk_size, ..Default::default() })
+}
+
+/// Names of the environment variables a plan reads its credentials from, unique per test so
+/// tests running in parallel threads of one binary never see each other's values.
+pub struct CredEnv {
+    /// Variable holding the user name.
+    pub user: String,
+    /// Variable holding the password.
+    pub pass: String,
+}
+
+impl CredEnv {
+    /// Fresh variable names for `tag`.
+    pub fn new(tag: &str) -> CredEnv {
+        let tag = tag.to_uppercase().replace('-', "_");
+        CredEnv { user: format!("VMIGRATE_E2E_{tag}_USER"), pass: format!("VMIGRATE_E2E_{tag}_PASSWORD") }
+    }
+
+    /// Export the simulator's credentials in this process (library runs).
+    pub fn export(&self, sim: &Vcsim) {
+        std::env::set_var(&self.user, &sim.username);
+        std::env::set_var(&self.pass, &sim.password);
+    }
+
+    /// Give the credentials to a child process (CLI runs).
+    pub fn apply(&self, cmd: &mut Command, sim: &Vcsim) {
+        cmd.env(&self.user, &sim.username).env(&self.pass, &sim.password);
+    }
+}
+
+/// Plan text for `vms` of the simulator: TLS with the thumbprint pinned, credentials from `env`,
+/// the lab's maps and services. `options` is extra YAML under `spec.options` (indented 4).
+pub fn vcsim_plan(
+    name: &str,
+    sim: &Vcsim,
+    env: &CredEnv,
+    target_url: &str,
+    vms: &[&str],
+    warm: bool,
+    options: &str,
+) -> String {
+    let mut vm_list = String::new();
+    for vm in vms {
+        vm_list.push_str(&format!("    - name: {vm}\n"));
+        if vm.starts_with("winweb") {
+            vm_list.push_str("      labels: { env: webapp }\n");
+        }
+    }
+    format!(
+        r#"apiVersion: vmigrate.dev/v1alpha1
+kind: Plan
+metadata:
+  name: {name}
+spec:
+  source:
+    url: "{url}"
+    thumbprint: "{thumb}"
+    credentials: {{ usernameEnv: {user}, passwordEnv: {pass} }}
+  target:
+    url: "{target_url}"
+  targetNamespace: vmexamples
+  warm: {warm}
+  vms:
+{vm_list}  networkMap:
+    - source: {{ name: {NETWORK} }}
+      destination: {{ type: pod }}
+  storageMap:
+    - source: {{ name: {DATASTORE} }}
+      destination: {{ storageClass: ocs-storagecluster-ceph-rbd-virtualization, volumeMode: Block, accessMode: ReadWriteMany }}
+  services:
+    - name: webapp
+      selector: {{ env: webapp }}
+      ports: [{{ protocol: TCP, port: 80, targetPort: 80 }}]
+      route: {{ name: route-webapp }}
+    - name: database
+      selector: {{ vm.kubevirt.io/name: database }}
+      ports: [{{ protocol: TCP, port: 3306, targetPort: 3306 }}]
+  options:
+    maxInFlight: 3
+    shutdownTimeout: 5s
+{options}"#,
+        url = sim.url,
+        thumb = sim.thumbprint,
+        user = env.user,
+        pass = env.pass,
+    )
+}
+
+/// Connect to the simulator (CA-verified) for read-backs and lab preparation.
+pub async fn connect(sim: &Vcsim) -> VsphereSource {
+    VsphereSource::connect(sim.connect_options()).await.expect("connect to vcsim")
+}
+
+/// Look a VM up by name.
+pub async fn find_vm(src: &VsphereSource, name: &str) -> Vm {
+    let inv = src.inventory().await.expect("inventory");
+    inv.find_vm(name).unwrap_or_else(|| panic!("{name} not in the simulator")).clone()
+}
+
+/// The lab's first step for the Windows VMs: disconnect the installation ISO from the CD-ROM
+/// (otherwise validation blocks them with `cdrom.iso-connected`), through `ReconfigVM_Task`.
+pub async fn unmount_iso(src: &VsphereSource, vm: &Vm) {
+    for cd in &vm.cdroms {
+        let args = format!(
+            concat!(
+                "<spec><deviceChange><operation>edit</operation>",
+                "<device xsi:type=\"VirtualCdrom\"><key>{key}</key><deviceInfo><label>CD/DVD drive 1</label><summary>ISO</summary></deviceInfo>",
+                "<controllerKey>200</controllerKey><unitNumber>0</unitNumber>",
+                "<backing xsi:type=\"VirtualCdromIsoBackingInfo\"><fileName>{iso}</fileName></backing>",
+                "<connectable><startConnected>false</startConnected><allowGuestControl>false</allowGuestControl><connected>false</connected></connectable>",
+                "</device></deviceChange></spec>"
+            ),
+            key = cd.key,
+            iso = vmigrate::vsphere::soap::esc(cd.iso.as_deref().unwrap_or(""))
+        );
+        let this = MoRef::new("VirtualMachine", vm.id.moref.clone());
+        let reply = src
+            .client()
+            .call("ReconfigVM_Task", &method("ReconfigVM_Task", &this, &args))
+            .await
+            .expect("ReconfigVM_Task");
+        let task = find_child(&reply, "returnval").and_then(MoRef::from_element).expect("task reference");
+        src.client().wait_task(&task, Duration::from_secs(30)).await.expect("reconfigure task");
+    }
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(
+        after.cdroms.iter().all(|c| c.iso.is_none() || !(c.connected || c.start_connected)),
+        "ISO still connected on {}: {:?}",
+        vm.name,
+        after.cdroms
+    );
+}
+
+fn find_child<'a>(
+    e: &'a vmigrate::vsphere::soap::xml::Element,
+    name: &str,
+) -> Option<&'a vmigrate::vsphere::soap::xml::Element> {
+    if e.name == name {
+        return Some(e);
+    }
+    e.children.iter().find_map(|c| find_child(c, name))
+}
+
+/// Power state as vSphere reports it now.
+pub async fn power_state(src: &VsphereSource, vm: &Vm) -> PowerState {
+    src.vm(&vm.id).await.expect("vm").power_state
+}
+
+/// Number of snapshots the VM has now, from its `snapshot` property.
+pub async fn snapshot_count(src: &VsphereSource, vm: &Vm) -> usize {
+    src.vm(&vm.id).await.expect("vm").snapshots.len()
+}
+
+/// Path of the `vmigrate` binary under test.
+pub fn vmigrate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vmigrate")
+}
+
+/// `vmigrate <args>` with extra environment, waited for.
+pub fn run_cli(args: &[&str], prepare: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = Command::new(vmigrate_bin());
+    cmd.args(args).env_remove("VMIGRATE_LOG");
+    prepare(&mut cmd);
+    cmd.output().expect("run vmigrate")
+}
+
+/// Every stdout line as JSON (`--output json` prints nothing else there).
+pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// `qemu-img compare` (an independent VMDK reader) of two images; Err with its output.
+pub fn qemu_img_compare(a: &Path, b: &Path) -> Result<(), String> {
+    let out =
+        Command::new("qemu-img").arg("compare").arg(a).arg(b).output().expect("qemu-img is installed (qemu-utils)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} vs {}: {}{}",
+            a.display(),
+            b.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The descriptor of a simulator VM's disk (`<ds>/<vm>/<vm>.vmdk`).
+pub fn vcsim_descriptor(sim: &Vcsim, vm: &str) -> PathBuf {
+    sim.datastore_dir.join(vm).join(format!("{vm}.vmdk"))
+}
+
+/// The documents of a `manifests.yaml`.
+pub fn manifests(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("each document is YAML"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Read a status file if it exists and parses (it is replaced atomically, so it always does).
+pub fn read_status(path: &Path) -> Option<PlanStatus> {
+    PlanStatus::load(path).ok()
+}
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/openapi")
+}
+
+/// Make a schema strict: drop `null` keywords and forbid properties an object definition does
+/// not list, so misspelled fields fail validation instead of passing silently.
+fn strict(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            let lists_props =
+                m.get("properties").is_some_and(Value::is_object) && m.get("type").is_some_and(|t| t == "object");
+            if lists_props
+                && !m.contains_key("additionalProperties")
+                && !m.contains_key("x-kubernetes-preserve-unknown-fields")
+            {
+                m.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (_, x) in m.iter_mut() {
+                strict(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strict),
+        _ => {}
+    }
+}
+
+fn swagger_schema(file: &str, root: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join(file)).expect("openapi fixture present");
+    let doc: Value = serde_json::from_str(&text).expect("swagger json");
+    let mut defs = doc["definitions"].clone();
+    assert!(defs.get(root).is_some(), "{root} not in {file}");
+    strict(&mut defs);
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "definitions": defs,
+        "allOf": [{ "$ref": format!("#/definitions/{root}") }],
+    })
+}
+
+fn route_schema() -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("openshift-route-crd.yaml")).expect("route crd present");
+    let crd: Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
+    let v1 = crd["spec"]["versions"].as_array().expect("versions").iter().find(|v| v["name"] == "v1").expect("v1");
+    let mut s = v1["schema"]["openAPIV3Schema"].clone();
+    strict(&mut s);
+    s
+}
+
+/// The official schemas of the objects vmigrate writes (KubeVirt, CDI, OpenShift Route; Services
+/// are typed by k8s-openapi already).
+pub struct Schemas {
+    vm: jsonschema::Validator,
+    dv: jsonschema::Validator,
+    route: jsonschema::Validator,
+}
+
+impl Schemas {
+    /// Load and compile the fixtures.
+    pub fn load() -> Schemas {
+        let build = |s: Value| jsonschema::draft7::new(&s).expect("schema compiles");
+        Schemas {
+            vm: build(swagger_schema("kubevirt-swagger.json", "v1.VirtualMachine")),
+            dv: build(swagger_schema("cdi-swagger.json", "v1beta1.DataVolume")),
+            route: build(route_schema()),
+        }
+    }
+
+    /// Validate one document by kind; `Ok(false)` for kinds without a schema here.
+    pub fn check(&self, doc: &Value) -> Result<bool, String> {
+        let v = match doc["kind"].as_str() {
+            Some("VirtualMachine") => &self.vm,
+            Some("DataVolume") => &self.dv,
+            Some("Route") => &self.route,
+            _ => return Ok(false),
+        };
+        let errs: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        if errs.is_empty() {
+            Ok(true)
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+}
