@@ -1,1 +1,503 @@
-//! Python bindings for vmigrate. Filled by the bindings issue.
+//! The native half of the `vmigrate` Python package, imported as `vmigrate._native`.
+//!
+//! It stays thin: plans, sources, migrations and the copy engine exchange JSON text with the
+//! pure-Python layer (`vmigrate/__init__.py`), which builds the dataclasses users see. Every
+//! call that touches the network or disks releases the GIL (`Python::detach`) and re-attaches only
+//! to deliver progress and to check for signals, so Ctrl-C cancels the work cleanly and then
+//! raises `KeyboardInterrupt`. Errors are raised as one exception class per range of the shared
+//! error-code table, each instance carrying `.code`, `.name` and `.kind`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use serde_json::{json, Value};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use vmigrate_core::engine::{self, CopyControl, CopyOptions, CopyStats, ProgressSnapshot};
+use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
+use vmigrate_core::plan::SourceSpec;
+use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
+use vmigrate_facade::transport_url::{open_transport, Role};
+
+create_exception!(
+    vmigrate,
+    MigrationError,
+    PyException,
+    "Base class of every vmigrate error; carries .code, .name and .kind."
+);
+create_exception!(vmigrate, PlanError, MigrationError, "Plan and validation errors (codes 1000-1999).");
+create_exception!(vmigrate, VsphereError, MigrationError, "vSphere and VMX/VMDK source errors (codes 2000-2999).");
+create_exception!(vmigrate, KubevirtError, MigrationError, "KubeVirt / Kubernetes target errors (codes 3000-3999).");
+create_exception!(vmigrate, TransportError, MigrationError, "Transport and copy errors (codes 4000-4999).");
+create_exception!(vmigrate, ExecutionError, MigrationError, "Plan execution errors (codes 5000-5999).");
+create_exception!(vmigrate, CancelledError, ExecutionError, "The operation was cancelled (code 5001).");
+create_exception!(
+    vmigrate,
+    InternalError,
+    MigrationError,
+    "Bugs: broken invariants and caught panics (codes 9000-9999)."
+);
+
+/// How often progress is delivered to Python, and signals checked, while work runs.
+const TICK: Duration = Duration::from_millis(100);
+
+fn runtime() -> PyResult<&'static Runtime> {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vmigrate-worker")
+        .build()
+        .map_err(|e| to_py_err(Error::io("starting the vmigrate runtime", e)))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// Run a future on the library runtime with the GIL released.
+fn block_on<T: Send, F: Future<Output = T> + Send>(py: Python<'_>, fut: F) -> PyResult<T> {
+    let rt = runtime()?;
+    Ok(py.detach(|| rt.block_on(fut)))
+}
+
+fn kind_name(code: ErrorCode) -> String {
+    serde_json::to_value(code.kind()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The exception for a vmigrate error: the class of its range, with `.code`, `.name`, `.kind`.
+fn to_py_err(e: Error) -> PyErr {
+    let code = e.code();
+    let message = e.report();
+    let err = match code.range() {
+        "plan" => PlanError::new_err(message),
+        "vsphere" => VsphereError::new_err(message),
+        "kubevirt" => KubevirtError::new_err(message),
+        "transport" => TransportError::new_err(message),
+        "execution" if code == ErrorCode::Cancelled => CancelledError::new_err(message),
+        "execution" => ExecutionError::new_err(message),
+        _ => InternalError::new_err(message),
+    };
+    Python::attach(|py| {
+        let value = err.value(py);
+        // Setting attributes on a fresh exception instance cannot fail short of memory exhaustion;
+        // the exception is still raised without them if it does.
+        let _ = value.setattr("code", code as u32);
+        let _ = value.setattr("name", code.name());
+        let _ = value.setattr("kind", kind_name(code));
+    });
+    err
+}
+
+fn json_err(what: &str, e: serde_json::Error) -> PyErr {
+    to_py_err(Error::new(ErrorCode::Internal, format!("serializing {what}")).with_source(e))
+}
+
+fn to_json<T: serde::Serialize>(value: &T, what: &str) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| json_err(what, e))
+}
+
+fn progress_value(p: &ProgressSnapshot) -> Value {
+    json!({
+        "total": p.total,
+        "done": p.done,
+        "copied": p.copied,
+        "zeroed": p.zeroed,
+        "skipped": p.skipped,
+        "resumed": p.resumed,
+        "bytesRead": p.bytes_read,
+        "bytesWritten": p.bytes_written,
+        "elapsedSeconds": p.elapsed.as_secs_f64(),
+        "rateBytesPerSec": p.rate_bytes_per_sec,
+        "etaSeconds": p.eta.map(|d| d.as_secs_f64()),
+    })
+}
+
+fn stats_value(s: &CopyStats) -> Value {
+    json!({
+        "bytesRead": s.bytes_read,
+        "bytesWritten": s.bytes_written,
+        "bytesZeroed": s.bytes_zeroed,
+        "bytesSkipped": s.bytes_skipped,
+        "elapsedSeconds": s.elapsed.as_secs_f64(),
+        "sourceDigest": s.source_digest,
+        "targetDigest": s.target_digest,
+    })
+}
+
+fn event_value(event: &Event) -> Value {
+    let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let (Event::Disk { progress, .. }, Some(map)) = (event, v.as_object_mut()) {
+        map.insert("progress".to_string(), progress_value(progress));
+    }
+    v
+}
+
+/// Deliver progress to Python from inside a detached section: re-attach, check for signals
+/// (Ctrl-C), call the callback. The first failure (KeyboardInterrupt or an exception raised by
+/// the callback) is kept and `cancel` is called; later deliveries are skipped.
+struct Deliver<'a> {
+    callback: Option<&'a Py<PyAny>>,
+    pending: Option<PyErr>,
+    cancel: &'a (dyn Fn() + Sync),
+}
+
+impl Deliver<'_> {
+    fn send(&mut self, payload: Option<String>) {
+        if self.pending.is_some() {
+            return;
+        }
+        let outcome = Python::attach(|py| -> PyResult<()> {
+            py.check_signals()?;
+            if let (Some(cb), Some(text)) = (self.callback, payload) {
+                cb.call1(py, (text,))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            self.pending = Some(e);
+            (self.cancel)();
+        }
+    }
+}
+
+/// The stable error-code table: `(code, name, range, kind, description)` for every code.
+#[pyfunction]
+fn error_codes() -> Vec<(u32, &'static str, &'static str, String, &'static str)> {
+    ErrorCode::ALL.iter().map(|c| (*c as u32, c.name(), c.range(), kind_name(*c), c.description())).collect()
+}
+
+/// Raise the exception of `code` with `message` (for tests of the exception mapping).
+#[pyfunction]
+fn raise_error(code: u32, message: &str) -> PyResult<()> {
+    let code = ErrorCode::from_u32(code)
+        .ok_or_else(|| to_py_err(Error::new(ErrorCode::InvalidArgument, format!("{code} is not an error code"))))?;
+    Err(to_py_err(Error::new(code, message)))
+}
+
+/// Read a status file written by a plan run; JSON text.
+#[pyfunction]
+fn load_status(path: PathBuf) -> PyResult<String> {
+    let status = PlanStatus::load(&path).map_err(to_py_err)?;
+    to_json(&status, "the status")
+}
+
+/// Copy one disk between transports with the engine alone; returns the statistics as JSON text.
+/// `progress` is called with one JSON text per tick (and once at the end).
+#[pyfunction]
+#[pyo3(signature = (src, dst, progress=None, verify=false))]
+fn copy_disk(py: Python<'_>, src: String, dst: String, progress: Option<Py<PyAny>>, verify: bool) -> PyResult<String> {
+    let ctl = CopyControl::new();
+    let opts = CopyOptions { verify, ..CopyOptions::default() };
+    let cancel_token = ctl.cancel.clone();
+    let cancel = move || cancel_token.cancel();
+    let mut deliver = Deliver { callback: progress.as_ref(), pending: None, cancel: &cancel };
+    let rt = runtime()?;
+    let result = py.detach(|| {
+        rt.block_on(async {
+            let source = open_transport(&src, Role::Source).await?;
+            let target = open_transport(&dst, Role::Target { create_size: Some(source.size()) }).await?;
+            let copy = engine::copy(&*source, &*target, &opts, &ctl);
+            tokio::pin!(copy);
+            let mut tick = tokio::time::interval(TICK * 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let result = loop {
+                tokio::select! {
+                    r = &mut copy => break r,
+                    _ = tick.tick() => {
+                        let mut v = progress_value(&ctl.progress.snapshot());
+                        v["event"] = Value::from("copy");
+                        deliver.send(Some(v.to_string()));
+                    }
+                }
+            };
+            if result.is_ok() {
+                let mut v = progress_value(&ctl.progress.snapshot());
+                v["event"] = Value::from("copy");
+                deliver.send(Some(v.to_string()));
+            }
+            result
+        })
+    });
+    // Ctrl-C or a failing callback wins over the Cancelled error it caused.
+    if let Some(e) = deliver.pending {
+        return Err(e);
+    }
+    let stats = result.map_err(to_py_err)?;
+    Ok(stats_value(&stats).to_string())
+}
+
+/// Write the lab's VMware datastore (haproxy, database, winweb01, winweb02 with sparse VMDKs)
+/// under `root` and return its folder, for `vmx://` demos and tests.
+#[pyfunction]
+fn create_lab_datastore(py: Python<'_>, root: PathBuf) -> PyResult<String> {
+    let ds =
+        block_on(py, async move { vmigrate_facade::demo::create_lab_datastore(&root).await })?.map_err(to_py_err)?;
+    Ok(ds.to_string_lossy().into_owned())
+}
+
+/// A parsed and checked migration plan.
+#[pyclass(module = "vmigrate._native", frozen)]
+struct Plan {
+    inner: vmigrate_core::Plan,
+}
+
+#[pymethods]
+impl Plan {
+    /// Read a plan file (`.json` as JSON, anything else as YAML).
+    #[staticmethod]
+    fn from_file(path: PathBuf) -> PyResult<Plan> {
+        Ok(Plan { inner: vmigrate_core::Plan::from_file(path).map_err(to_py_err)? })
+    }
+
+    /// Parse a plan from YAML text.
+    #[staticmethod]
+    fn from_yaml(text: &str) -> PyResult<Plan> {
+        Ok(Plan { inner: vmigrate_core::Plan::from_yaml_str(text).map_err(to_py_err)? })
+    }
+
+    /// Parse a plan from JSON text.
+    #[staticmethod]
+    fn from_json(text: &str) -> PyResult<Plan> {
+        Ok(Plan { inner: vmigrate_core::Plan::from_json_str(text).map_err(to_py_err)? })
+    }
+
+    /// The plan's name (`metadata.name`).
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.metadata.name.clone()
+    }
+
+    /// The plan as JSON text, defaults filled in.
+    fn to_json(&self) -> PyResult<String> {
+        to_json(&self.inner, "the plan")
+    }
+
+    /// Validate against an inventory (JSON text) or, when None, the plan's own source; returns
+    /// `{"blocked": bool, "vms": [...]}` as JSON text. The GIL is released meanwhile.
+    #[pyo3(signature = (inventory_json=None))]
+    fn validate(&self, py: Python<'_>, inventory_json: Option<&str>) -> PyResult<String> {
+        let inventory: Option<Inventory> = inventory_json
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| {
+                    to_py_err(Error::new(ErrorCode::InvalidArgument, format!("inventory is not an inventory: {e}")))
+                })
+            })
+            .transpose()?;
+        let plan = &self.inner;
+        let validation = block_on(py, vmigrate_facade::validate_plan(plan, inventory.as_ref()))?.map_err(to_py_err)?;
+        let mut v = serde_json::to_value(&validation).map_err(|e| json_err("the validation", e))?;
+        v["blocked"] = Value::Bool(validation.blocked());
+        Ok(v.to_string())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Plan({:?})", self.inner.metadata.name)
+    }
+}
+
+/// A connected source (vSphere or a local VMX datastore folder).
+#[pyclass(module = "vmigrate._native", frozen)]
+struct Source {
+    provider: Arc<dyn SourceProvider>,
+    url: String,
+}
+
+#[pymethods]
+impl Source {
+    /// Connect (GIL released). Credentials given here are used for vSphere instead of the
+    /// environment variables; they are not kept in the object's repr.
+    #[new]
+    #[pyo3(signature = (url, username=None, password=None, thumbprint=None, ca_file=None, insecure=false))]
+    fn new(
+        py: Python<'_>,
+        url: String,
+        username: Option<String>,
+        password: Option<String>,
+        thumbprint: Option<String>,
+        ca_file: Option<String>,
+        insecure: bool,
+    ) -> PyResult<Source> {
+        let credentials = match (username, password) {
+            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (None, None) => None,
+            _ => {
+                return Err(to_py_err(Error::new(
+                    ErrorCode::InvalidArgument,
+                    "username and password must be given together",
+                )))
+            }
+        };
+        let spec =
+            SourceSpec { url: url.clone(), thumbprint, ca_file, insecure, credentials: None, vddk_lib_dir: None };
+        let is_vsphere = url.starts_with("https://") || url.starts_with("http://");
+        let provider = block_on(py, async move {
+            let provider: Arc<dyn SourceProvider> = match credentials {
+                Some(creds) if is_vsphere => Arc::new(vmigrate_facade::sources::open_vsphere(&spec, creds).await?),
+                _ => Arc::from(vmigrate_facade::sources::open_source(&spec).await?),
+            };
+            Ok::<_, Error>(provider)
+        })?
+        .map_err(to_py_err)?;
+        Ok(Source { provider, url })
+    }
+
+    /// The URL given.
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The inventory (VMs, networks, datastores, hosts) as JSON text; GIL released.
+    fn inventory_json(&self, py: Python<'_>) -> PyResult<String> {
+        let provider = self.provider.clone();
+        let inventory = block_on(py, async move { provider.inventory().await })?.map_err(to_py_err)?;
+        to_json(&inventory, "the inventory")
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Source({:?})", self.url)
+    }
+}
+
+type EventSlot = Arc<Mutex<Option<mpsc::UnboundedSender<Event>>>>;
+
+/// One run of a plan against its opened source and target.
+#[pyclass(module = "vmigrate._native", frozen)]
+struct Migration {
+    executor: Arc<Executor>,
+    controller: Controller,
+    events: EventSlot,
+    running: AtomicBool,
+}
+
+#[pymethods]
+impl Migration {
+    /// Open the plan's source and target (GIL released). `status_path` is written after every
+    /// phase and resumed from when it holds an earlier run of the same plan.
+    #[new]
+    #[pyo3(signature = (plan, status_path=None))]
+    fn new(py: Python<'_>, plan: &Plan, status_path: Option<PathBuf>) -> PyResult<Migration> {
+        let plan = plan.inner.clone();
+        let slot: EventSlot = Arc::new(Mutex::new(None));
+        let sink_slot = slot.clone();
+        let executor = block_on(py, async move {
+            let source = vmigrate_facade::sources::open_source(&plan.spec.source).await?;
+            let target = vmigrate_facade::targets::open_target(&plan.spec.target).await?;
+            let mut opts = ExecutorOptions {
+                status_path,
+                events: Some(Arc::new(move |e: &Event| {
+                    if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        let _ = tx.send(e.clone());
+                    }
+                })),
+                ..ExecutorOptions::default()
+            };
+            opts.copy.verify = plan.spec.options.verify;
+            Ok::<_, Error>(Executor::new(plan, Arc::from(source), Arc::from(target), opts))
+        })?
+        .map_err(to_py_err)?;
+        let controller = executor.controller();
+        Ok(Migration { executor: Arc::new(executor), controller, events: slot, running: AtomicBool::new(false) })
+    }
+
+    /// Run to the end with the GIL released; `progress` gets each event as JSON text. Returns the
+    /// final status as JSON text. Raises CancelledError after `cancel()`, and KeyboardInterrupt
+    /// (after the cancellation's cleanup) on Ctrl-C.
+    #[pyo3(signature = (progress=None))]
+    fn run(&self, py: Python<'_>, progress: Option<Py<PyAny>>) -> PyResult<String> {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return Err(to_py_err(Error::new(ErrorCode::Unsupported, "this migration is already running")));
+        }
+        let controller = self.controller.clone();
+        let cancel = move || controller.cancel();
+        let mut deliver = Deliver { callback: progress.as_ref(), pending: None, cancel: &cancel };
+        let (executor, slot) = (self.executor.clone(), self.events.clone());
+        let rt = runtime()?;
+        let result = py.detach(|| {
+            rt.block_on(async {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                let run = executor.run();
+                tokio::pin!(run);
+                let mut tick = tokio::time::interval(TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let result = loop {
+                    tokio::select! {
+                        r = &mut run => break r,
+                        Some(e) = rx.recv() => deliver.send(Some(event_value(&e).to_string())),
+                        _ = tick.tick() => deliver.send(None),
+                    }
+                };
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                while let Ok(e) = rx.try_recv() {
+                    deliver.send(Some(event_value(&e).to_string()));
+                }
+                result
+            })
+        });
+        self.running.store(false, Ordering::Release);
+        if let Some(e) = deliver.pending {
+            return Err(e);
+        }
+        let status = result.map_err(to_py_err)?;
+        if self.controller.is_cancelled() {
+            return Err(to_py_err(Error::new(ErrorCode::Cancelled, format!("plan cancelled: {}", status.summary()))));
+        }
+        to_json(&status, "the status")
+    }
+
+    /// Cancel the whole run; thread-safe, before or during `run`.
+    fn cancel(&self) {
+        self.controller.cancel();
+    }
+
+    /// Cancel one VM (by source name); the others go on.
+    fn cancel_vm(&self, name: &str) {
+        self.controller.cancel_vm(name);
+    }
+
+    /// Warm plans: cut over as soon as the current pass ends.
+    fn cutover_now(&self) {
+        self.controller.cutover_now();
+    }
+
+    /// The current status as JSON text.
+    fn status(&self) -> PyResult<String> {
+        to_json(&self.executor.status(), "the status")
+    }
+}
+
+/// The module `vmigrate._native`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(raise_error, m)?)?;
+    m.add_function(wrap_pyfunction!(load_status, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_disk, m)?)?;
+    m.add_function(wrap_pyfunction!(create_lab_datastore, m)?)?;
+    m.add_class::<Plan>()?;
+    m.add_class::<Source>()?;
+    m.add_class::<Migration>()?;
+    let base = py.get_type::<MigrationError>();
+    // Class-level defaults, so the attributes exist (and type-check) before an instance sets them.
+    base.setattr("code", 0)?;
+    base.setattr("name", "")?;
+    base.setattr("kind", "")?;
+    m.add("MigrationError", base)?;
+    m.add("PlanError", py.get_type::<PlanError>())?;
+    m.add("VsphereError", py.get_type::<VsphereError>())?;
+    m.add("KubevirtError", py.get_type::<KubevirtError>())?;
+    m.add("TransportError", py.get_type::<TransportError>())?;
+    m.add("ExecutionError", py.get_type::<ExecutionError>())?;
+    m.add("CancelledError", py.get_type::<CancelledError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+"""Sources and plan runs through the local peers: the lab's vmx:// datastore and a dir:// target."""
+
+from __future__ import annotations
+
+import _thread
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import pytest
+
+import vmigrate
+
+from conftest import qemu_img_compare
+
+
+def test_inventory_of_lab_datastore(lab_datastore: Path) -> None:
+    source = vmigrate.Source(f"vmx://{lab_datastore}")
+    assert "password" not in repr(source)
+    inv = source.inventory()
+    names = {vm.name for vm in inv.vms}
+    assert {"haproxy", "database", "winweb01", "winweb02"} <= names
+    db = inv.vm("database")
+    assert len(db.disks) == 2 and db.disks[0].capacity_bytes == 8 << 30
+    assert db.nics and db.nics[0].network == "segment-migrating-to-ocpvirt"
+    assert any(ds.name == "WorkloadDatastore" for ds in inv.datastores)
+
+
+def test_source_errors_are_typed() -> None:
+    with pytest.raises(vmigrate.PlanError) as info:
+        vmigrate.Source("gopher://nowhere")
+    assert info.value.code == 1007
+    with pytest.raises(vmigrate.PlanError):
+        vmigrate.Source("https://vcenter.invalid/sdk", username="only-user")
+
+
+def test_cold_migration_byte_equal(
+    lab_datastore: Path, haproxy_plan: Callable[[str], vmigrate.Plan], tmp_path: Path
+) -> None:
+    plan = haproxy_plan("py-migrate")
+    [result] = plan.validate()
+    assert not result.blocked
+    events: List[Dict[str, Any]] = []
+    status = plan.run(progress=events.append, status_path=tmp_path / "status.json")
+    assert status.summary == "1 of 1 VMs migrated"
+    assert [v.phase for v in status.vms] == ["Completed"]
+    kinds = {e["event"] for e in events}
+    assert {"phase", "vmDone"} <= kinds
+    assert vmigrate.load_status(tmp_path / "status.json").vms[0].phase == "Completed"
+    [image] = sorted((tmp_path / "py-migrate" / "disks").glob("*.img"))
+    [vmdk] = sorted((lab_datastore / "haproxy").glob("*.vmdk"))
+    qemu_img_compare(vmdk, "vmdk", image)
+
+
+def test_cancel_raises_cancelled(haproxy_plan: Callable[[str], vmigrate.Plan]) -> None:
+    plan = haproxy_plan("py-cancel")
+
+    def progress(event: Dict[str, Any]) -> None:
+        plan.cancel()
+
+    with pytest.raises(vmigrate.CancelledError) as info:
+        plan.run(progress=progress)
+    assert info.value.code == 5001
+    status = plan.status()
+    assert status is not None and [v.phase for v in status.vms] == ["Canceled"]
+
+
+def test_ctrl_c_cancels_then_raises_keyboard_interrupt(haproxy_plan: Callable[[str], vmigrate.Plan]) -> None:
+    plan = haproxy_plan("py-sigint")
+    interrupted = []
+
+    def progress(event: Dict[str, Any]) -> None:
+        if not interrupted:
+            interrupted.append(event)
+            _thread.interrupt_main()  # what Ctrl-C does: flag SIGINT for the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        plan.run(progress=progress)
+    status = plan.status()
+    assert status is not None and [v.phase for v in status.vms] == ["Canceled"]
+
+
+def test_run_iter_yields_events(haproxy_plan: Callable[[str], vmigrate.Plan]) -> None:
+    plan = haproxy_plan("py-iter")
+    events = list(plan.run_iter())
+    assert events[0]["event"] in {"plan", "phase"}
+    assert any(e["event"] == "phase" and e["phase"] == "CopyDisks" for e in events)
+    status = plan.status()
+    assert status is not None and status.migrated == 1
+
+
+def test_closing_run_iter_early_cancels(haproxy_plan: Callable[[str], vmigrate.Plan]) -> None:
+    plan = haproxy_plan("py-iter-close")
+    it = plan.events()
+    next(it)
+    it.close()
+    status = plan.status()
+    assert status is not None and status.vms[0].phase in {"Canceled", "Completed"}

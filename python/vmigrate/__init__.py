@@ -1,0 +1,604 @@
+"""vmigrate: move VMware vSphere virtual machines to KubeVirt, from Python.
+
+A Pythonic layer over the native module ``vmigrate._native`` (Rust, pyo3)::
+
+    import vmigrate
+
+    plan = vmigrate.Plan.from_file("plan.yaml")
+    for vm in plan.validate():
+        print(vm.name, "->", vm.target_name, [c.id for c in vm.concerns])
+    status = plan.run(progress=lambda event: print(event["event"]))
+    print(status.summary)
+
+Long calls (connecting, listing, validating, copying, running a plan) release the GIL; progress
+callbacks run on the calling thread. Ctrl-C during a copy or a run cancels it cleanly (targets
+cleaned up, sources restored) and then raises ``KeyboardInterrupt``. Errors are
+:class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C,
+carrying ``.code`` (the number), ``.name`` and ``.kind``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+from . import _native
+from ._native import (
+    CancelledError,
+    ExecutionError,
+    InternalError,
+    KubevirtError,
+    MigrationError,
+    PlanError,
+    TransportError,
+    VsphereError,
+)
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "CancelledError",
+    "Concern",
+    "CopyStats",
+    "Datastore",
+    "Disk",
+    "ErrorCode",
+    "ExecutionError",
+    "Host",
+    "InternalError",
+    "Inventory",
+    "KubevirtError",
+    "MigrationError",
+    "Network",
+    "Nic",
+    "Plan",
+    "PlanError",
+    "PlanStatus",
+    "Progress",
+    "Source",
+    "TransportError",
+    "Vm",
+    "VmStatus",
+    "VmValidation",
+    "VsphereError",
+    "copy_disk",
+    "create_lab_datastore",
+    "error_codes",
+    "load_status",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Error codes
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One entry of the stable error-code table (the numbers C returns as ``vmigrate_result``)."""
+
+    code: int
+    name: str
+    range: str
+    kind: str
+    description: str
+
+
+def error_codes() -> List[ErrorCode]:
+    """Every error code, in numeric order."""
+    return [ErrorCode(*row) for row in _native.error_codes()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inventory
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A virtual disk of a source VM."""
+
+    key: int
+    label: str
+    capacity_bytes: int
+    file: str
+    datastore: Optional[str]
+    thin: bool
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Disk":
+        return cls(
+            key=d["key"],
+            label=d.get("label", ""),
+            capacity_bytes=d.get("capacityBytes", 0),
+            file=d.get("file", ""),
+            datastore=d.get("datastore"),
+            thin=d.get("thin", False),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A network interface of a source VM."""
+
+    key: int
+    mac: str
+    network: Optional[str]
+    model: str
+    ip_addresses: List[str]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Nic":
+        return cls(
+            key=d["key"],
+            mac=d.get("mac", ""),
+            network=d.get("network"),
+            model=str(d.get("model", "")),
+            ip_addresses=list(d.get("ipAddresses", [])),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Vm:
+    """A source VM as the inventory describes it."""
+
+    id: str
+    name: str
+    power_state: str
+    guest_id: str
+    firmware: str
+    cpus: int
+    memory_mib: int
+    disks: List[Disk]
+    nics: List[Nic]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Vm":
+        ident = d.get("id", {})
+        return cls(
+            id=ident.get("moref", "") if isinstance(ident, dict) else str(ident),
+            name=d["name"],
+            power_state=str(d.get("powerState", "")),
+            guest_id=d.get("guestId", ""),
+            firmware=str(d.get("firmware", "")),
+            cpus=d.get("cpuSockets", 1) * d.get("coresPerSocket", 1),
+            memory_mib=d.get("memoryMib", 0),
+            disks=[Disk._from(x) for x in d.get("disks", [])],
+            nics=[Nic._from(x) for x in d.get("nics", [])],
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Network:
+    """A source network (port group, distributed port group, NSX segment)."""
+
+    id: str
+    name: str
+    kind: str
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Network":
+        return cls(id=d.get("id", ""), name=d["name"], kind=str(d.get("kind", "")), raw=d)
+
+
+@dataclass(frozen=True)
+class Datastore:
+    """A source datastore."""
+
+    id: str
+    name: str
+    kind: str
+    capacity_bytes: int
+    free_bytes: int
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Datastore":
+        return cls(
+            id=d.get("id", ""),
+            name=d["name"],
+            kind=d.get("kind", ""),
+            capacity_bytes=d.get("capacityBytes", 0),
+            free_bytes=d.get("freeBytes", 0),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Host:
+    """A source ESXi host."""
+
+    id: str
+    name: str
+    cluster: Optional[str]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Host":
+        return cls(id=d.get("id", ""), name=d["name"], cluster=d.get("cluster"), raw=d)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a source holds."""
+
+    vms: List[Vm]
+    networks: List[Network]
+    datastores: List[Datastore]
+    hosts: List[Host]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Inventory":
+        """Build from the inventory JSON model (as ``vmigrate inventory --output json`` prints)."""
+        return cls(
+            vms=[Vm._from(x) for x in d.get("vms", [])],
+            networks=[Network._from(x) for x in d.get("networks", [])],
+            datastores=[Datastore._from(x) for x in d.get("datastores", [])],
+            hosts=[Host._from(x) for x in d.get("hosts", [])],
+            raw=d,
+        )
+
+    def vm(self, name: str) -> Vm:
+        """The VM called ``name``; ``KeyError`` when there is none."""
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise KeyError(name)
+
+
+class Source:
+    """A source of VMs: ``https://vcenter/sdk`` (vSphere) or ``vmx:///path`` (a datastore folder).
+
+    Connecting happens here (GIL released); credentials given as arguments are used instead of the
+    ``VMIGRATE_SOURCE_USERNAME`` / ``VMIGRATE_SOURCE_PASSWORD`` environment variables.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        thumbprint: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        insecure: bool = False,
+    ) -> None:
+        self._native = _native.Source(
+            url,
+            username=username,
+            password=password,
+            thumbprint=thumbprint,
+            ca_file=ca_file,
+            insecure=insecure,
+        )
+
+    @property
+    def url(self) -> str:
+        """The URL connected to."""
+        return self._native.url
+
+    def inventory(self) -> Inventory:
+        """List VMs (with disks and NICs), networks, datastores and hosts."""
+        return Inventory.from_dict(json.loads(self._native.inventory_json()))
+
+    def __repr__(self) -> str:
+        return f"Source({self.url!r})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and status
+
+
+@dataclass(frozen=True)
+class Concern:
+    """One validation finding: a stable id, a severity (info, warning, critical), a message."""
+
+    id: str
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VmValidation:
+    """The validation result of one VM of a plan."""
+
+    name: str
+    source_id: Optional[str]
+    target_name: str
+    concerns: List[Concern]
+
+    @property
+    def blocked(self) -> bool:
+        """Whether a critical concern blocks this VM."""
+        return any(c.severity == "critical" for c in self.concerns)
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """Where one VM of a run is."""
+
+    name: str
+    target_name: str
+    phase: str
+    error: Optional[Dict[str, Any]]
+    disks: List[Dict[str, Any]]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    """The status of a plan run (also what the status file holds)."""
+
+    plan: str
+    warm: bool
+    started: Optional[str]
+    completed: Optional[str]
+    vms: List[VmStatus]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "PlanStatus":
+        """Build from the status JSON."""
+        return cls(
+            plan=d["plan"],
+            warm=d.get("warm", False),
+            started=d.get("started"),
+            completed=d.get("completed"),
+            vms=[
+                VmStatus(
+                    name=v["name"],
+                    target_name=v.get("targetName", ""),
+                    phase=v["phase"],
+                    error=v.get("error"),
+                    disks=list(v.get("disks", [])),
+                    raw=v,
+                )
+                for v in d.get("vms", [])
+            ],
+            raw=d,
+        )
+
+    @property
+    def migrated(self) -> int:
+        """VMs that completed."""
+        return sum(1 for v in self.vms if v.phase == "Completed")
+
+    @property
+    def summary(self) -> str:
+        """"N of M VMs migrated"."""
+        return f"{self.migrated} of {len(self.vms)} VMs migrated"
+
+
+def create_lab_datastore(root: PathLike) -> str:
+    """Write the lab's VMware datastore folder (the 3-tier app's VMs with sparse VMDKs) under
+    ``root``; returns its path, to open as ``Source("vmx://" + path)``."""
+    return _native.create_lab_datastore(os.fspath(root))
+
+
+def load_status(path: PathLike) -> PlanStatus:
+    """Read a status file written by a run (``status_path``) or by ``vmigrate migrate``."""
+    return PlanStatus.from_dict(json.loads(_native.load_status(os.fspath(path))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Plans
+
+
+_DONE = object()
+
+
+class Plan:
+    """A migration plan (Forklift-shaped YAML/JSON), parsed and checked.
+
+    Parse errors raise :class:`PlanError` with code 1001 and the line in the message;
+    inconsistent plans code 1002.
+    """
+
+    def __init__(self, native: _native.Plan) -> None:
+        self._native = native
+        self._lock = threading.Lock()
+        self._migration: Optional[_native.Migration] = None
+        self._cancel_requested = False
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> "Plan":
+        """Read a plan file (``.json`` as JSON, anything else as YAML)."""
+        return cls(_native.Plan.from_file(os.fspath(path)))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "Plan":
+        """Parse YAML text."""
+        return cls(_native.Plan.from_yaml(text))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """Parse JSON text."""
+        return cls(_native.Plan.from_json(text))
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        """Build from a dict shaped like the YAML document."""
+        return cls(_native.Plan.from_json(json.dumps(d)))
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self._native.name
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The plan as a dict, defaults filled in."""
+        result: Dict[str, Any] = json.loads(self._native.to_json())
+        return result
+
+    def validate(self, inventory: Union[Inventory, Dict[str, Any], None] = None) -> List[VmValidation]:
+        """Validate every VM; against ``inventory`` when given, else the plan's own source.
+
+        Returns one result per plan VM, in plan order; critical concerns block a VM.
+        """
+        if isinstance(inventory, Inventory):
+            inventory = inventory.raw
+        text = None if inventory is None else json.dumps(inventory)
+        result = json.loads(self._native.validate(text))
+        return [
+            VmValidation(
+                name=v["name"],
+                source_id=v.get("sourceId"),
+                target_name=v["targetName"],
+                concerns=[Concern(c["id"], c["severity"], c["message"]) for c in v.get("concerns", [])],
+            )
+            for v in result["vms"]
+        ]
+
+    def run(
+        self,
+        progress: Optional[Callable[[Dict[str, Any]], object]] = None,
+        status_path: Optional[PathLike] = None,
+    ) -> PlanStatus:
+        """Migrate: open the source and target, then run every VM through its pipeline.
+
+        ``progress`` receives each event as a dict with an ``"event"`` key: ``plan``, ``phase``,
+        ``disk`` (with ``progress`` counters) or ``vmDone``. ``status_path`` is written after every
+        phase and resumed from. Failures of single VMs are in the returned status; raises
+        :class:`CancelledError` after :meth:`cancel`, ``KeyboardInterrupt`` after cleanup on Ctrl-C.
+        """
+        migration = _native.Migration(self._native, None if status_path is None else os.fspath(status_path))
+        with self._lock:
+            self._migration = migration
+            if self._cancel_requested:
+                migration.cancel()
+        callback = None if progress is None else (lambda text: progress(json.loads(text)))
+        try:
+            return PlanStatus.from_dict(json.loads(migration.run(callback)))
+        finally:
+            with self._lock:
+                self._cancel_requested = False
+
+    def run_iter(self, status_path: Optional[PathLike] = None) -> Iterator[Dict[str, Any]]:
+        """Run in a background thread and yield its events; the final status is then
+        :meth:`status`. Closing the iterator early (or Ctrl-C while waiting) cancels the run."""
+        events: "queue.Queue[object]" = queue.Queue()
+        outcome: Dict[str, Any] = {}
+
+        def worker() -> None:
+            try:
+                outcome["status"] = self.run(progress=events.put, status_path=status_path)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+                outcome["error"] = e
+            finally:
+                events.put(_DONE)
+
+        thread = threading.Thread(target=worker, name=f"vmigrate-{self.name}", daemon=True)
+        thread.start()
+        finished = False
+        try:
+            while True:
+                item = events.get()
+                if item is _DONE:
+                    finished = True
+                    break
+                yield item  # type: ignore[misc]
+        finally:
+            if not finished:
+                self.cancel()
+            thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+
+    events = run_iter
+
+    def cancel(self) -> None:
+        """Cancel the running (or the next) :meth:`run`: thread-safe; VMs in flight are cleaned up."""
+        with self._lock:
+            self._cancel_requested = True
+            if self._migration is not None:
+                self._migration.cancel()
+
+    def status(self) -> Optional[PlanStatus]:
+        """The status of the current or last run, or None before the first."""
+        with self._lock:
+            migration = self._migration
+        return None if migration is None else PlanStatus.from_dict(json.loads(migration.status()))
+
+    def __repr__(self) -> str:
+        return f"Plan({self.name!r})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Disk copy
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counters of a running copy (bytes)."""
+
+    total: int
+    done: int
+    copied: int
+    zeroed: int
+    skipped: int
+    elapsed_seconds: float
+    rate_bytes_per_sec: float
+    eta_seconds: Optional[float]
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Progress":
+        return cls(
+            total=d["total"],
+            done=d["done"],
+            copied=d["copied"],
+            zeroed=d["zeroed"],
+            skipped=d["skipped"],
+            elapsed_seconds=d["elapsedSeconds"],
+            rate_bytes_per_sec=d["rateBytesPerSec"],
+            eta_seconds=d.get("etaSeconds"),
+        )
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    """What a finished copy did."""
+
+    bytes_read: int
+    bytes_written: int
+    bytes_zeroed: int
+    bytes_skipped: int
+    elapsed_seconds: float
+    source_digest: Optional[str]
+    target_digest: Optional[str]
+
+
+def copy_disk(
+    src: PathLike,
+    dst: PathLike,
+    progress: Optional[Callable[[Progress], object]] = None,
+    verify: bool = False,
+) -> CopyStats:
+    """Copy one disk image with the engine alone (sparse-aware, parallel).
+
+    ``src``/``dst``: paths, ``nbd://`` / ``nbd+unix://`` URIs, and as a source ``http(s)://`` URLs
+    or ``.vmdk`` files. A file target is created sparse. ``progress`` receives :class:`Progress`
+    about five times a second and once at the end; an exception it raises cancels the copy and
+    propagates. With ``verify`` both sides are hashed and a difference raises TransportError.
+    """
+    callback = None if progress is None else (lambda text: progress(Progress._from(json.loads(text))))
+    stats = json.loads(_native.copy_disk(os.fspath(src), os.fspath(dst), callback, verify))
+    return CopyStats(
+        bytes_read=stats["bytesRead"],
+        bytes_written=stats["bytesWritten"],
+        bytes_zeroed=stats["bytesZeroed"],
+        bytes_skipped=stats["bytesSkipped"],
+        elapsed_seconds=stats["elapsedSeconds"],
+        source_digest=stats.get("sourceDigest"),
+        target_digest=stats.get("targetDigest"),
+    )
