@@ -39,13 +39,30 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::BlockTransport;
 
+/// Supplies fresh request headers when the server refuses the current ones with 401 or 403,
+/// as a vSphere datastore does once the session cookie has expired.
+///
+/// The transport calls it at most once per request, then repeats the request with the
+/// returned headers; every clone of the transport shares the refreshed headers.
+#[async_trait]
+pub trait HeaderRefresh: Send + Sync + fmt::Debug {
+    /// Return the headers to use from now on. `rejected` holds the values that were refused, so
+    /// an implementation shared by parallel readers can see whether another one already
+    /// refreshed them and return the newer values without logging in twice.
+    ///
+    /// # Errors
+    /// Whatever stops the refresh (a refused login); it is returned to the reader.
+    async fn refresh(&self, rejected: &[(String, String)]) -> Result<Vec<(String, String)>>;
+}
+
 /// How to trust an HTTPS server. With nothing set, the built-in web PKI roots are used.
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// Extra trusted CA certificates (PEM, one or more).
     pub ca_pem: Option<Vec<u8>>,
     /// Pin the server's leaf certificate by SHA-256 (`"AB:CD:..."`, colons and case optional):
-    /// exactly that certificate is accepted, self-signed or not, and nothing else.
+    /// exactly that certificate is accepted, self-signed or not, and nothing else. A 40-digit
+    /// SHA-1 thumbprint (what older govc and vCenter UIs print) is accepted too.
     pub thumbprint_sha256: Option<String>,
     /// Accept any certificate. For throwaway labs only; a pin is nearly as easy and safe.
     pub insecure: bool,
@@ -64,6 +81,9 @@ pub struct HttpOptions {
     pub retries: u32,
     /// Connect and per-read inactivity timeout (default 60 s).
     pub timeout: Duration,
+    /// Called on 401/403 for new headers (an expired session cookie); `None` makes those
+    /// answers plain [`ErrorCode::HttpStatus`] errors.
+    pub refresh: Option<Arc<dyn HeaderRefresh>>,
 }
 
 impl Default for HttpOptions {
@@ -74,6 +94,7 @@ impl Default for HttpOptions {
             connections: 4,
             retries: 5,
             timeout: Duration::from_secs(60),
+            refresh: None,
         }
     }
 }
@@ -88,15 +109,20 @@ impl fmt::Debug for HttpOptions {
             .field("connections", &self.connections)
             .field("retries", &self.retries)
             .field("timeout", &self.timeout)
+            .field("refresh", &self.refresh.is_some())
             .finish()
     }
 }
 
-/// Normalise a thumbprint to lower-case hex without separators.
+/// Normalise a thumbprint to lower-case hex without separators: 64 digits (SHA-256) or 40
+/// (SHA-1).
 fn normalise_thumbprint(t: &str) -> Result<String> {
     let hex: String = t.chars().filter(|c| !matches!(c, ':' | ' ' | '-')).collect::<String>().to_ascii_lowercase();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::new(ErrorCode::BadUrl, "tls thumbprint is not a sha-256 hex digest (64 hex digits)"));
+    if !matches!(hex.len(), 64 | 40) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::new(
+            ErrorCode::BadUrl,
+            "tls thumbprint is not a sha-256 (64 hex digits) or sha-1 (40 hex digits) digest",
+        ));
     }
     Ok(hex)
 }
@@ -107,8 +133,15 @@ pub fn thumbprint_sha256(der: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// Accepts exactly the leaf certificate with the pinned SHA-256; signatures are still checked,
-/// so the peer must hold that certificate's key.
+/// The SHA-1 thumbprint of a DER certificate as `AB:CD:...`: what VDDK's `thumbprint=` and
+/// older vSphere tools want. Never used to trust anything on its own account.
+pub fn thumbprint_sha1(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// Accepts exactly the leaf certificate with the pinned SHA-256 (or SHA-1); signatures are still
+/// checked, so the peer must hold that certificate's key.
 #[derive(Debug)]
 struct PinnedVerifier {
     pin_hex: String,
@@ -124,7 +157,11 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let got = hex::encode(Sha256::digest(end_entity.as_ref()));
+        let got = if self.pin_hex.len() == 40 {
+            hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, end_entity.as_ref()))
+        } else {
+            hex::encode(Sha256::digest(end_entity.as_ref()))
+        };
         if got == self.pin_hex {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -166,13 +203,24 @@ impl ServerCertVerifier for PinnedVerifier {
 /// [`ErrorCode::BadUrl`] for an unparsable CA bundle or thumbprint, [`ErrorCode::Internal`] if
 /// the TLS stack cannot be set up.
 pub fn build_client(tls: &TlsOptions, timeout: Duration, max_idle: usize) -> Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
+    let b = reqwest::Client::builder()
         .http1_only()
         .connect_timeout(timeout)
         .read_timeout(timeout)
         .pool_max_idle_per_host(max_idle.max(1))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
+    apply_tls(b, tls)?.build().map_err(|e| Error::new(ErrorCode::Internal, "building http client").with_source(e))
+}
+
+/// Apply `tls` to a client builder whose other settings the caller chose (a SOAP client wants
+/// longer reads for `WaitForUpdatesEx`, TLS info to learn the peer certificate, its own user
+/// agent); the trust decision is the same code as [`build_client`].
+///
+/// # Errors
+/// [`ErrorCode::BadUrl`] for an unparsable CA bundle or thumbprint, [`ErrorCode::Internal`] if
+/// the TLS stack cannot be set up.
+pub fn apply_tls(mut b: reqwest::ClientBuilder, tls: &TlsOptions) -> Result<reqwest::ClientBuilder> {
     if let Some(pin) = &tls.thumbprint_sha256 {
         let pin_hex = normalise_thumbprint(pin)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -201,7 +249,7 @@ pub fn build_client(tls: &TlsOptions, timeout: Duration, max_idle: usize) -> Res
             b = b.danger_accept_invalid_certs(true);
         }
     }
-    b.build().map_err(|e| Error::new(ErrorCode::Internal, "building http client").with_source(e))
+    Ok(b)
 }
 
 /// Whether an error chain holds a TLS failure (rustls hides inside `std::io::Error`).
@@ -273,13 +321,51 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((a.parse().ok()?, b.parse().ok()?, total))
 }
 
+/// The request headers in force: refreshed in place (for every clone) by [`HeaderRefresh`].
+struct Headers {
+    map: HeaderMap,
+    raw: Vec<(String, String)>,
+}
+
 struct Inner {
     client: reqwest::Client,
     url: Url,
     shown: String,
-    headers: HeaderMap,
+    headers: std::sync::RwLock<Headers>,
     size: u64,
     opts: HttpOptions,
+}
+
+impl Inner {
+    fn header_map(&self) -> HeaderMap {
+        self.headers.read().map(|h| h.map.clone()).unwrap_or_default()
+    }
+
+    /// Ask the [`HeaderRefresh`] for new headers after a 401/403 and install them.
+    async fn refresh_headers(&self) -> Result<()> {
+        let Some(r) = &self.opts.refresh else { return Ok(()) };
+        let rejected = self.headers.read().map(|h| h.raw.clone()).unwrap_or_default();
+        let fresh = r.refresh(&rejected).await?;
+        let map = header_map(&fresh)?;
+        if let Ok(mut h) = self.headers.write() {
+            *h = Headers { map, raw: fresh };
+        }
+        tracing::debug!(url = %self.shown, "http headers refreshed after an authentication refusal");
+        Ok(())
+    }
+}
+
+fn header_map(raw: &[(String, String)]) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in raw {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| Error::new(ErrorCode::BadUrl, format!("invalid http header name {k:?}")))?;
+        let mut value = HeaderValue::from_str(v)
+            .map_err(|_| Error::new(ErrorCode::BadUrl, format!("invalid value for http header {k:?}")))?;
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// A read-only [`BlockTransport`] over HTTP(S) `Range` requests.
@@ -298,33 +384,76 @@ impl fmt::Debug for HttpTransport {
 struct Attempt {
     error: Error,
     retry: bool,
+    /// 401/403: new headers (a fresh session cookie) may help.
+    unauthorized: bool,
 }
 
 impl Attempt {
     fn fatal(error: Error) -> Self {
-        Attempt { error, retry: false }
+        Attempt { error, retry: false, unauthorized: false }
     }
     fn transient(error: Error) -> Self {
-        Attempt { error, retry: true }
+        Attempt { error, retry: true, unauthorized: false }
     }
+}
+
+/// The status of a refused HTTP request, attached as the cause of [`ErrorCode::HttpStatus`]
+/// errors so callers (the vSphere seam mapping 404 to a missing datastore file) can tell a 404
+/// from a 503 without reading messages. Find it with [`http_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpStatusError {
+    /// The status code.
+    pub status: u16,
+}
+
+impl fmt::Display for HttpStatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match StatusCode::from_u16(self.status) {
+            Ok(s) => write!(f, "{s}"),
+            Err(_) => write!(f, "{}", self.status),
+        }
+    }
+}
+
+impl std::error::Error for HttpStatusError {}
+
+/// The HTTP status behind an error of this module, if it was a refused request.
+pub fn http_status(e: &Error) -> Option<u16> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(s) = err.downcast_ref::<HttpStatusError>() {
+            return Some(s.status);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn status_error(what: &str, shown: &str, status: StatusCode) -> Attempt {
-    let e = Error::new(ErrorCode::HttpStatus, format!("http {what} {shown}: server answered {status}"));
+    let e = Error::new(ErrorCode::HttpStatus, format!("http {what} {shown}: server answered {status}"))
+        .with_source(HttpStatusError { status: status.as_u16() });
     let retry =
         status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS;
-    Attempt { error: e, retry }
+    let unauthorized = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    Attempt { error: e, retry, unauthorized }
 }
 
-async fn with_retries<T, F, Fut>(retries: u32, what: &str, mut f: F) -> Result<T>
+async fn with_retries<T, F, Fut>(t: &Inner, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, Attempt>>,
 {
+    let retries = t.opts.retries;
     let mut attempt = 0u32;
+    let mut refreshed = false;
     loop {
         match f().await {
             Ok(v) => return Ok(v),
+            Err(a) if a.unauthorized && !refreshed && t.opts.refresh.is_some() => {
+                tracing::debug!(error = %a.error.report(), "http {what} refused; refreshing headers");
+                refreshed = true;
+                t.refresh_headers().await?;
+            }
             Err(a) if a.retry && attempt < retries => {
                 let delay = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
                 tracing::debug!(attempt, ?delay, error = %a.error.report(), "retrying http {what}");
@@ -353,25 +482,17 @@ impl HttpTransport {
     pub async fn open(url: &str, opts: HttpOptions) -> Result<HttpTransport> {
         let url = check_url(url)?;
         let shown = redacted(&url);
-        let mut headers = HeaderMap::new();
-        for (k, v) in &opts.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| Error::new(ErrorCode::BadUrl, format!("invalid http header name {k:?}")))?;
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|_| Error::new(ErrorCode::BadUrl, format!("invalid value for http header {k:?}")))?;
-            value.set_sensitive(true);
-            headers.append(name, value);
-        }
+        let headers = std::sync::RwLock::new(Headers { map: header_map(&opts.headers)?, raw: opts.headers.clone() });
         let client = build_client(&opts.tls, opts.timeout, opts.connections)?;
         let mut t = Inner { client, url, shown, headers, size: 0, opts };
-        t.size = with_retries(t.opts.retries, "size", || probe_size(&t)).await?;
+        t.size = with_retries(&t, "size", || probe_size(&t)).await?;
         tracing::debug!(url = %t.shown, size = t.size, "http source opened");
         Ok(HttpTransport { inner: Arc::new(t) })
     }
 }
 
 async fn probe_size(t: &Inner) -> std::result::Result<u64, Attempt> {
-    let head = t.client.head(t.url.clone()).headers(t.headers.clone()).send().await;
+    let head = t.client.head(t.url.clone()).headers(t.header_map()).send().await;
     let head = head.map_err(|e| retry_on_connect(classify_error(&format!("http HEAD {}", t.shown), e)))?;
     let status = head.status();
     if status.is_success() {
@@ -383,7 +504,7 @@ async fn probe_size(t: &Inner) -> std::result::Result<u64, Attempt> {
         return Err(status_error("HEAD", &t.shown, status));
     }
     // No usable HEAD: ask for one byte and read the total from Content-Range.
-    let resp = t.client.get(t.url.clone()).headers(t.headers.clone()).header(RANGE, "bytes=0-0").send().await;
+    let resp = t.client.get(t.url.clone()).headers(t.header_map()).header(RANGE, "bytes=0-0").send().await;
     let resp = resp.map_err(|e| retry_on_connect(classify_error(&format!("http GET {}", t.shown), e)))?;
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         if resp.status().is_success() {
@@ -400,7 +521,7 @@ async fn probe_size(t: &Inner) -> std::result::Result<u64, Attempt> {
 
 fn retry_on_connect(e: Error) -> Attempt {
     let retry = e.code() == ErrorCode::HttpConnect;
-    Attempt { error: e, retry }
+    Attempt { error: e, retry, unauthorized: false }
 }
 
 fn range_error(shown: &str, what: &str) -> Error {
@@ -412,7 +533,7 @@ async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<B
     let resp = t
         .client
         .get(t.url.clone())
-        .headers(t.headers.clone())
+        .headers(t.header_map())
         .header(RANGE, format!("bytes={offset}-{last}"))
         .send()
         .await
@@ -491,7 +612,7 @@ impl BlockTransport for HttpTransport {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        with_retries(t.opts.retries, "read", || read_range(t, offset, len)).await
+        with_retries(t, "read", || read_range(t, offset, len)).await
     }
 
     async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {
@@ -535,6 +656,8 @@ mod tests {
         assert!(t.starts_with("BA:78:16:BF") && t.len() == 95);
         assert_eq!(normalise_thumbprint(&t).unwrap(), hex::encode(Sha256::digest(b"abc")));
         assert_eq!(normalise_thumbprint("AB:CD").unwrap_err().code(), ErrorCode::BadUrl);
+        assert_eq!(thumbprint_sha1(b"abc"), "A9:99:3E:36:47:06:81:6A:BA:3E:25:71:78:50:C2:6C:9C:D0:D8:9D");
+        assert_eq!(normalise_thumbprint(&thumbprint_sha1(b"abc")).unwrap(), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 
     #[test]

@@ -473,7 +473,7 @@ func main() {
 	password := flag.String("password", "VMware1!", "login password")
 	extra := flag.Int("vms", 0, "number of extra generated VMs (for benchmarks)")
 	disks := diskFlags{}
-	flag.Var(disks, "disk", "vmname=relative/path.vmdk: backing VMDK (monolithicFlat) for a lab VM (repeatable)")
+	flag.Var(disks, "disk", "vmname=relative/path.vmdk[@capacity]: backing VMDK for a lab VM (repeatable); without @capacity the disk is monolithicFlat and sized by its -flat file")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 	if *dsDir == "" {
@@ -520,6 +520,7 @@ func main() {
 		switch {
 		case r.URL.Path == "/vmigrate/expire-sessions":
 			n, err := expireSessions(r.Context(), admin)
+			forgetLiveSessions()
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
@@ -530,6 +531,10 @@ func main() {
 			if err := destroyVM(r.Context(), admin, r.URL.Query().Get("vm")); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 			}
+			return
+		case strings.HasPrefix(r.URL.Path, "/folder/") && !needsSession(r):
+			// vCenter answers datastore requests of an expired session with 401.
+			http.Error(w, "session is not authenticated", http.StatusUnauthorized)
 			return
 		case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/sdk"):
 			body, err := ioutil.ReadAll(io.LimitReader(r.Body, 64<<20))
@@ -597,12 +602,31 @@ func hasLiveSession(ctx context.Context, admin *govmomi.Client, r *http.Request)
 	if err != nil {
 		return false
 	}
+	// Datastore reads come in thousands; a session seen alive within the last second is not
+	// asked about again (expire-sessions clears this), as vCenter's own session cache does.
+	live.Lock()
+	defer live.Unlock()
+	if t, ok := live.seen[c.Value]; ok && time.Since(t) < time.Second {
+		return true
+	}
 	for _, s := range sessionList(ctx, admin) {
 		if s.Key == c.Value {
+			live.seen[c.Value] = time.Now()
 			return true
 		}
 	}
 	return false
+}
+
+var live = struct {
+	sync.Mutex
+	seen map[string]time.Time
+}{seen: map[string]time.Time{}}
+
+func forgetLiveSessions() {
+	live.Lock()
+	live.seen = map[string]time.Time{}
+	live.Unlock()
 }
 
 func sessionList(ctx context.Context, admin *govmomi.Client) []types.UserSession {
@@ -703,15 +727,35 @@ func buildInventory(ctx context.Context, c *govmomi.Client, dsDir string, disks 
 	for _, v := range labVMs() {
 		rel, ok := disks[v.name]
 		var capacity int64
-		if ok {
+		if at := strings.LastIndex(rel, "@"); ok && at > 0 {
+			if _, err := fmt.Sscanf(rel[at+1:], "%d", &capacity); err != nil {
+				return fmt.Errorf("disk of %s: bad capacity %q", v.name, rel[at+1:])
+			}
+			rel = rel[:at]
+		} else if ok {
 			st, err := os.Stat(flatName(filepath.Join(dsDir, rel)))
 			if err != nil {
 				return fmt.Errorf("disk of %s: %w", v.name, err)
 			}
 			capacity = st.Size()
 		}
+		// vcsim insists that a disk's "-flat.vmdk" exists; a sparse disk has none, so a
+		// placeholder stands in while the VM is created and is removed right after.
+		placeholder := ""
+		if ok {
+			flat := flatName(filepath.Join(dsDir, rel))
+			if _, err := os.Stat(flat); os.IsNotExist(err) {
+				if err := ioutil.WriteFile(flat, nil, 0644); err != nil {
+					return err
+				}
+				placeholder = flat
+			}
+		}
 		spec := vmSpec(v.name, v.guestID, v.efi, v.cpus, v.cores, v.memoryMB, v.mac, nicBacking, rel, capacity, v.cdrom)
 		ref, err := createVM(ctx, folders.VmFolder, pool, host, spec)
+		if placeholder != "" {
+			_ = os.Remove(placeholder)
+		}
 		if err != nil {
 			return fmt.Errorf("create %s: %w", v.name, err)
 		}

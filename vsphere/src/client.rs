@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use url::Url;
 
+use vmigrate_core::http::{apply_tls, classify_error, TlsOptions};
+use vmigrate_core::ErrorCode;
+
 use crate::error::VsphereError;
-use crate::soap::tls::{self, TlsPolicy};
 use crate::soap::xml::{self, Element};
 use crate::soap::{envelope, esc, method, read_reply, MoRef, Reply};
 
@@ -36,7 +38,8 @@ pub struct ConnectOptions {
     pub username: String,
     /// Password; never logged, never in errors or `Debug`.
     pub password: String,
-    /// Pinned certificate thumbprint (SHA-256, or SHA-1), `AB:CD:..`.
+    /// Pinned certificate thumbprint (SHA-256, or SHA-1), `AB:CD:..`: exactly that certificate
+    /// is accepted (see [`vmigrate_core::http::TlsOptions`]).
     pub thumbprint: Option<String>,
     /// PEM CA bundle to verify with instead of the system roots.
     pub ca_pem: Option<String>,
@@ -134,6 +137,7 @@ struct Session {
 
 struct Inner {
     http: reqwest::Client,
+    tls: TlsOptions,
     sdk: Url,
     username: String,
     password: String,
@@ -207,27 +211,16 @@ fn redact(raw: &str) -> String {
     }
 }
 
-fn is_tls_error(e: &reqwest::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        let s = err.to_string().to_ascii_lowercase();
-        if s.contains("certificate") || s.contains("thumbprint") || s.contains("tls handshake") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn transport_error(url: &Url, e: reqwest::Error) -> VsphereError {
+/// Classify a transport error with the shared HTTP code and map it into the vSphere range:
+/// [`ErrorCode::HttpTls`] becomes [`VsphereError::Tls`] (2002), the rest
+/// [`VsphereError::Connect`] (2001).
+pub(crate) fn transport_error(url: &Url, e: reqwest::Error) -> VsphereError {
     let url = url.to_string();
-    if is_tls_error(&e) {
-        VsphereError::Tls { url, source: e }
+    let source = classify_error("vsphere request", e);
+    if source.code() == ErrorCode::HttpTls {
+        VsphereError::Tls { url, source }
     } else {
-        VsphereError::Connect { url, source: e }
+        VsphereError::Connect { url, source }
     }
 }
 
@@ -279,8 +272,11 @@ impl Client {
     /// Dropping the future before it completes may leave a server-side session that expires.
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, VsphereError> {
         let sdk = sdk_url(&opts.url)?;
-        let policy =
-            TlsPolicy { ca_pem: opts.ca_pem.clone(), thumbprint: opts.thumbprint.clone(), insecure: opts.insecure };
+        let tls = TlsOptions {
+            ca_pem: opts.ca_pem.as_ref().map(|p| p.clone().into_bytes()),
+            thumbprint_sha256: opts.thumbprint.clone(),
+            insecure: opts.insecure,
+        };
         if opts.insecure {
             warn!(url = %sdk, "tls verification disabled (insecure)");
         }
@@ -292,7 +288,7 @@ impl Client {
             .tls_info(true)
             .user_agent(concat!("vmigrate/", env!("CARGO_PKG_VERSION")));
         let builder =
-            tls::apply(&policy, builder).map_err(|reason| VsphereError::BadUrl { url: sdk.to_string(), reason })?;
+            apply_tls(builder, &tls).map_err(|e| VsphereError::BadUrl { url: sdk.to_string(), reason: e.report() })?;
         let http = builder.build().map_err(|e| transport_error(&sdk, e))?;
         let si = MoRef::new("ServiceInstance", "ServiceInstance");
         let reply = soap_post(
@@ -321,6 +317,7 @@ impl Client {
         };
         let inner = Inner {
             http,
+            tls,
             sdk,
             username: opts.username.clone(),
             password: opts.password.clone(),
@@ -371,6 +368,43 @@ impl Client {
     /// The HTTP client (shared pool, TLS policy applied), for datastore reads.
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The certificate trust this session was opened with, so datastore reads (through
+    /// [`vmigrate_core::http::HttpTransport`]) trust exactly what the SOAP session trusts.
+    pub fn tls_options(&self) -> &TlsOptions {
+        &self.inner.tls
+    }
+
+    /// Log in again because `rejected` (a `vmware_soap_session=...` cookie) was refused, and
+    /// return the new cookie. When another task already replaced the rejected cookie, the
+    /// current one is returned without a second login, so parallel readers share one re-login.
+    ///
+    /// # Errors
+    /// [`VsphereError::NotAuthenticated`] after [`Client::logout`]; login errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the re-login is serialised by a lock, and a cancelled login leaves no cookie,
+    /// so the next caller logs in.
+    pub async fn refresh_session(&self, rejected: Option<&str>) -> Result<String, VsphereError> {
+        if self.inner.logged_out.load(Ordering::SeqCst) {
+            return Err(VsphereError::NotAuthenticated);
+        }
+        let _guard = self.inner.relogin.lock().await;
+        if let Some(now) = self.cookie() {
+            if rejected != Some(now.as_str()) {
+                return Ok(now);
+            }
+        }
+        warn!(url = %self.inner.sdk, "vsphere session refused on a datastore read; logging in again");
+        if let Ok(mut s) = self.inner.session.lock() {
+            s.cookie = None;
+        }
+        self.login().await?;
+        if let Ok(mut s) = self.inner.session.lock() {
+            s.generation += 1;
+        }
+        self.cookie().ok_or(VsphereError::NotAuthenticated)
     }
 
     async fn login(&self) -> Result<(), VsphereError> {

@@ -23,18 +23,20 @@ pub enum VsphereError {
     Connect {
         /// The URL, without user info.
         url: String,
-        /// The transport error.
+        /// The transport error, as classified by the shared HTTP code (`vmigrate_core::http`).
         #[source]
-        source: reqwest::Error,
+        source: Error,
     },
     /// TLS verification failed: certificate untrusted or not matching the pinned thumbprint.
+    /// The shared HTTP code reports these as [`ErrorCode::HttpTls`]; at the vSphere seam they
+    /// become [`ErrorCode::VsphereTls`] so users see the vSphere code.
     #[error("tls verification of {url} failed")]
     Tls {
         /// The URL, without user info.
         url: String,
         /// The transport error carrying the rustls cause.
         #[source]
-        source: reqwest::Error,
+        source: Error,
     },
     /// Login refused (wrong user or password).
     #[error("vsphere refused the login of user {username}")]

@@ -24,10 +24,13 @@ use vmigrate_core::provider::{ChangedAreas, SnapshotRef, SourceCapabilities, Sou
 use vmigrate_core::transport::{BlockTransport, Extent, ExtentKind};
 use vmigrate_core::{Error, ErrorCode, Result};
 
-use crate::client::{read_limited, Client, ConnectOptions, ObjectContent, PropSpec};
+use vmigrate_core::http::{http_status, HeaderRefresh, HttpOptions, HttpTransport};
+
+use crate::client::{Client, ConnectOptions, ObjectContent, PropSpec};
 use crate::error::VsphereError;
 use crate::soap::xml::Element;
 use crate::soap::MoRef;
+use crate::vmdk::{open_vmdk_at, ExtentOpener};
 
 /// Properties read per VM.
 pub const VM_PROPS: &[&str] = &[
@@ -54,6 +57,9 @@ pub const VM_PROPS: &[&str] = &[
 ];
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parallel HTTPS connections per datastore disk (the engine's workers share them).
+pub const DISK_CONNECTIONS: usize = 8;
 
 /// The vSphere source.
 #[derive(Debug, Clone)]
@@ -484,24 +490,7 @@ impl VsphereSource {
         let (ds, path) = split_datastore_path(file)
             .ok_or_else(|| VsphereError::BadUrl { url: file.to_string(), reason: "not a [datastore] path".into() })?;
         let dc = self.datacenter_of(ds).await?;
-        let mut url = self.client.url().clone();
-        url.set_path(&format!("/folder/{path}"));
-        url.query_pairs_mut().clear().append_pair("dcPath", &dc).append_pair("dsName", ds);
-        Ok(url)
-    }
-
-    async fn get_small(&self, file: &str, url: &Url) -> std::result::Result<Vec<u8>, VsphereError> {
-        let mut req = self.client.http().get(url.clone());
-        if let Some(c) = self.client.cookie() {
-            req = req.header("Cookie", c);
-        }
-        let resp = req.send().await.map_err(|e| VsphereError::Connect { url: url.to_string(), source: e })?;
-        match resp.status().as_u16() {
-            200 | 206 => read_limited(resp, 1 << 20, file, url).await,
-            404 => Err(VsphereError::DatastoreFileMissing { path: file.to_string() }),
-            401 | 403 => Err(VsphereError::NotAuthenticated),
-            s => Err(VsphereError::HttpStatus { method: format!("GET {file}"), status: s }),
-        }
+        Ok(folder_url_of(self.client.url(), &dc, ds, path))
     }
 
     /// The backing file of `disk` at `snapshot` (the snapshot's own view of the disk).
@@ -530,10 +519,8 @@ impl VsphereSource {
         snapshot: Option<&SnapshotRef>,
     ) -> Result<Box<dyn BlockTransport>> {
         let sha1 = match (self.client.peer_certificate(), &self.opts.thumbprint) {
-            (Some(der), _) => crate::soap::tls::sha1_thumbprint(&der),
-            (None, Some(t)) if crate::soap::tls::parse_thumbprint(t).map(|b| b.len() == 20).unwrap_or(false) => {
-                t.clone()
-            }
+            (Some(der), _) => vmigrate_core::http::thumbprint_sha1(&der),
+            (None, Some(t)) if t.chars().filter(char::is_ascii_hexdigit).count() == 40 => t.clone(),
             _ => {
                 return Err(Error::new(
                     ErrorCode::VsphereTls,
@@ -621,14 +608,123 @@ impl BlockTransport for NbdkitDisk {
     }
 }
 
-/// A datastore file's flat extents read with HTTP Range requests over the session.
-#[derive(Debug, Clone)]
-pub struct DatastoreDisk {
+/// Answers 401/403 on datastore reads with a fresh session cookie: the [`Client`] logs in
+/// again (once for all parallel readers) and every clone of the transport uses the new cookie.
+#[derive(Debug)]
+struct SessionCookie {
     client: Client,
-    /// Per flat extent: (URL, start offset in the virtual disk, length, offset in the file).
-    extents: Arc<Vec<(Url, u64, u64, u64)>>,
-    size: u64,
-    file: String,
+}
+
+#[async_trait]
+impl HeaderRefresh for SessionCookie {
+    async fn refresh(&self, rejected: &[(String, String)]) -> Result<Vec<(String, String)>> {
+        let stale = rejected.iter().find(|(k, _)| k.eq_ignore_ascii_case("cookie")).map(|(_, v)| v.as_str());
+        let cookie = self.client.refresh_session(stale).await?;
+        Ok(vec![("Cookie".to_string(), cookie)])
+    }
+}
+
+/// Map an error of the shared HTTP transport into the vSphere range where it means something
+/// vSphere-specific: a 404 is a missing datastore file, a refused certificate is `VsphereTls`.
+fn datastore_error(file: &str, e: Error) -> Error {
+    match (http_status(&e), e.code()) {
+        (Some(404), _) => Error::from(VsphereError::DatastoreFileMissing { path: file.to_string() }).with_source(e),
+        (_, ErrorCode::HttpTls) => {
+            Error::new(ErrorCode::VsphereTls, format!("tls verification of {file} failed")).with_source(e)
+        }
+        _ => e,
+    }
+}
+
+/// Opens the files a VMDK descriptor names (flat extents, sparse extents, delta parents) on a
+/// datastore's `/folder` endpoint as [`HttpTransport`]s: the session cookie as a header
+/// (refreshed on 401), the session's TLS trust, parallel connections.
+///
+/// Names are resolved as VMware does: `[ds] path` is a datastore path, `/vmfs/volumes/<ds>/path`
+/// an absolute one, anything else is relative to the descriptor's folder.
+#[derive(Debug, Clone)]
+pub struct DatastoreOpener {
+    client: Client,
+    /// Datacenter inventory path (`dcPath`).
+    datacenter: String,
+    /// Datastore of the descriptor.
+    datastore: String,
+    /// The descriptor's folder in the datastore, with a trailing `/` (or empty).
+    dir: String,
+    /// Parallel connections per opened file.
+    connections: usize,
+}
+
+impl DatastoreOpener {
+    /// An opener for files next to the datastore file `[datastore] dir/name.vmdk`.
+    pub fn new(client: Client, datacenter: &str, datastore_path: &str, connections: usize) -> Option<Self> {
+        let (ds, path) = split_datastore_path(datastore_path)?;
+        let dir = path.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
+        Some(DatastoreOpener {
+            client,
+            datacenter: datacenter.to_string(),
+            datastore: ds.to_string(),
+            dir,
+            connections: connections.max(1),
+        })
+    }
+
+    /// `(datastore, path)` of a descriptor-relative name.
+    fn resolve(&self, name: &str) -> (String, String) {
+        if let Some((ds, path)) = split_datastore_path(name) {
+            return (ds.to_string(), path.to_string());
+        }
+        if let Some(rest) = name.strip_prefix("/vmfs/volumes/") {
+            if let Some((ds, path)) = rest.split_once('/') {
+                return (ds.to_string(), path.to_string());
+            }
+        }
+        (self.datastore.clone(), format!("{}{name}", self.dir))
+    }
+
+    /// The `/folder` URL of `[ds] path`.
+    pub fn url(&self, ds: &str, path: &str) -> Url {
+        folder_url_of(self.client.url(), &self.datacenter, ds, path)
+    }
+
+    /// Options of every transport this opener makes.
+    pub fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            headers: self.client.cookie().map(|c| vec![("Cookie".to_string(), c)]).unwrap_or_default(),
+            tls: self.client.tls_options().clone(),
+            connections: self.connections,
+            refresh: Some(Arc::new(SessionCookie { client: self.client.clone() })),
+            ..HttpOptions::default()
+        }
+    }
+}
+
+fn folder_url_of(sdk: &Url, datacenter: &str, ds: &str, path: &str) -> Url {
+    let mut url = sdk.clone();
+    url.set_path(&format!("/folder/{path}"));
+    url.query_pairs_mut().clear().append_pair("dcPath", datacenter).append_pair("dsName", ds);
+    url
+}
+
+#[async_trait]
+impl ExtentOpener for DatastoreOpener {
+    async fn open(&self, name: &str) -> Result<Box<dyn BlockTransport>> {
+        let (ds, path) = self.resolve(name);
+        let file = format!("[{ds}] {path}");
+        let url = self.url(&ds, &path);
+        let t = HttpTransport::open(url.as_str(), self.http_options()).await.map_err(|e| datastore_error(&file, e))?;
+        debug!(file = %file, size = t.size(), "opened datastore file over https");
+        Ok(Box::new(t))
+    }
+}
+
+/// A datastore disk read over HTTPS: the VMDK reader over [`HttpTransport`]s from a
+/// [`DatastoreOpener`], with the allocation map from `QueryChangedDiskAreas("*")` when CBT is
+/// on (asked per work range), else from the format (grain tables; flat extents are all data).
+#[derive(Debug)]
+pub struct DatastoreDisk {
+    inner: Box<dyn BlockTransport>,
+    file: Arc<str>,
     cbt: Option<Arc<CbtMap>>,
 }
 
@@ -686,112 +782,30 @@ impl CbtMap {
     }
 }
 
-/// Parse the flat extents of a VMDK descriptor: `(sectors, file, offset_sectors)`.
-///
-/// # Errors
-/// A description when the descriptor names a sparse or unknown extent type (those go through
-/// the VMDK reader) or no extent at all.
-pub fn flat_extents(descriptor: &str) -> std::result::Result<Vec<(u64, String, u64)>, String> {
-    let mut out = Vec::new();
-    for line in descriptor.lines().map(str::trim) {
-        let mut it = line.splitn(4, ' ');
-        let access = it.next().unwrap_or("");
-        if !matches!(access, "RW" | "RDONLY" | "NOACCESS") {
-            continue;
-        }
-        let sectors: u64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad extent line {line:?}"))?;
-        let kind = it.next().unwrap_or("");
-        let rest = it.next().unwrap_or("");
-        if !matches!(kind, "FLAT" | "VMFS" | "VMFSRAW" | "VMFSRDM") {
-            return Err(format!("extent type {kind} is not a flat extent"));
-        }
-        let (file, tail) = rest
-            .strip_prefix('"')
-            .and_then(|r| r.split_once('"'))
-            .ok_or_else(|| format!("bad extent file in {line:?}"))?;
-        let off: u64 = tail.trim().parse().unwrap_or(0);
-        out.push((sectors, file.to_string(), off));
-    }
-    if out.is_empty() {
-        return Err("descriptor has no extent".into());
-    }
-    Ok(out)
-}
-
-impl DatastoreDisk {
-    fn locate(&self, offset: u64) -> Option<&(Url, u64, u64, u64)> {
-        self.extents.iter().find(|(_, s, l, _)| offset >= *s && offset < s + l)
-    }
-
-    async fn read_range(&self, url: &Url, file_off: u64, len: usize) -> std::result::Result<Bytes, VsphereError> {
-        let mut req = self
-            .client
-            .http()
-            .get(url.clone())
-            .header("Range", format!("bytes={}-{}", file_off, file_off + len as u64 - 1));
-        if let Some(c) = self.client.cookie() {
-            req = req.header("Cookie", c);
-        }
-        let resp = req.send().await.map_err(|e| VsphereError::Connect { url: url.to_string(), source: e })?;
-        match resp.status().as_u16() {
-            206 => {}
-            200 if file_off == 0 => {}
-            404 => return Err(VsphereError::DatastoreFileMissing { path: self.file.clone() }),
-            401 | 403 => return Err(VsphereError::NotAuthenticated),
-            s => return Err(VsphereError::HttpStatus { method: format!("GET {}", self.file), status: s }),
-        }
-        let body = read_limited(resp, len, &self.file, url).await.or_else(|e| match e {
-            VsphereError::Malformed { .. } => Ok(Vec::new()),
-            other => Err(other),
-        })?;
-        Ok(Bytes::from(body))
-    }
-}
-
 #[async_trait]
 impl BlockTransport for DatastoreDisk {
     fn size(&self) -> u64 {
-        self.size
+        self.inner.size()
     }
 
     fn max_connections(&self) -> usize {
-        4
+        self.inner.max_connections()
     }
 
     fn max_request(&self) -> usize {
-        8 << 20
+        self.inner.max_request()
     }
 
     async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
-        Ok(Box::new(self.clone()))
+        Ok(Box::new(DatastoreDisk {
+            inner: self.inner.try_clone().await?,
+            file: self.file.clone(),
+            cbt: self.cbt.clone(),
+        }))
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        if offset + len as u64 > self.size {
-            return Err(Error::new(
-                ErrorCode::OutOfBounds,
-                format!("read {offset}+{len} past {} of {}", self.size, self.file),
-            ));
-        }
-        let mut out = bytes::BytesMut::with_capacity(len);
-        let mut pos = offset;
-        while out.len() < len {
-            let (url, start, length, file_off) = self
-                .locate(pos)
-                .cloned()
-                .ok_or_else(|| Error::new(ErrorCode::VmdkFormat, "offset outside every extent"))?;
-            let n = ((start + length - pos) as usize).min(len - out.len());
-            let chunk = self.read_range(&url, file_off + (pos - start), n).await?;
-            if chunk.len() != n {
-                return Err(Error::new(
-                    ErrorCode::ShortRead,
-                    format!("{}: got {} of {n} bytes at {pos}", self.file, chunk.len()),
-                ));
-            }
-            out.extend_from_slice(&chunk);
-            pos += n as u64;
-        }
-        Ok(out.freeze())
+        self.inner.read_at(offset, len).await.map_err(|e| datastore_error(&self.file, e))
     }
 
     async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {
@@ -801,7 +815,7 @@ impl BlockTransport for DatastoreDisk {
     async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
         match (&self.cbt, kind) {
             (Some(cbt), ExtentKind::Allocation) => cbt.extents(offset, len).await,
-            _ => Ok(vec![Extent::data(offset, len)]),
+            _ => self.inner.extents(offset, len, kind).await.map_err(|e| datastore_error(&self.file, e)),
         }
     }
 
@@ -1044,30 +1058,18 @@ impl SourceProvider for VsphereSource {
             return self.open_disk_vddk(Path::new(libdir), vm, disk, snapshot).await;
         }
         // The VM must still exist: a deleted VM is a typed NotFound, not a 404 later.
-        let _ = self.client.object_properties(&vm_ref(vm), &["name"]).await?;
+        let props = self.client.object_properties(&vm_ref(vm), &["config.changeTrackingEnabled"]).await?;
+        let cbt_on = props.text("config.changeTrackingEnabled") == Some("true");
         let file = self.disk_file_at(disk, snapshot).await?;
-        let url = self.folder_url(&file).await?;
-        let descriptor = self.get_small(&file, &url).await?;
-        let text = String::from_utf8_lossy(&descriptor);
-        let extents = flat_extents(&text).map_err(|e| {
-            Error::new(ErrorCode::VmdkFormat, format!("{file}: {e} (only flat VMDKs are read over https here)"))
-        })?;
-        let (ds, path) = split_datastore_path(&file).unwrap_or(("", &file));
-        let dir = path.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
-        let mut mapped = Vec::new();
-        let mut pos = 0u64;
-        for (sectors, name, off) in extents {
-            let ext_file = format!("[{ds}] {dir}{name}");
-            let url = self.folder_url(&ext_file).await?;
-            mapped.push((url, pos, sectors * 512, off * 512));
-            pos += sectors * 512;
-        }
-        let cbt_on = self
-            .client
-            .object_properties(&vm_ref(vm), &["config.changeTrackingEnabled"])
-            .await?
-            .text("config.changeTrackingEnabled")
-            == Some("true");
+        let (ds, _) = split_datastore_path(&file)
+            .ok_or_else(|| VsphereError::BadUrl { url: file.clone(), reason: "not a [datastore] path".into() })?;
+        let dc = self.datacenter_of(ds).await?;
+        let opener = DatastoreOpener::new(self.client.clone(), &dc, &file, DISK_CONNECTIONS)
+            .ok_or_else(|| VsphereError::BadUrl { url: file.clone(), reason: "not a [datastore] path".into() })?;
+        let name = file.rsplit(['/', ']']).next().unwrap_or(&file).trim().to_string();
+        // The reader tells a text descriptor from a sparse file with an embedded one, then opens
+        // every extent (and the parents of a delta) through the same opener.
+        let inner = open_vmdk_at(&name, Arc::new(opener)).await.map_err(|e| datastore_error(&file, e))?;
         let cbt = cbt_on.then(|| {
             Arc::new(CbtMap {
                 client: self.client.clone(),
@@ -1077,22 +1079,14 @@ impl SourceProvider for VsphereSource {
                 cache: Mutex::new(None),
             })
         });
-        debug!(file = %file, size = pos, cbt = cbt_on, "opened datastore disk");
-        Ok(Box::new(DatastoreDisk { client: self.client.clone(), extents: Arc::new(mapped), size: pos, file, cbt }))
+        debug!(file = %file, size = inner.size(), cbt = cbt_on, "opened datastore disk");
+        Ok(Box::new(DatastoreDisk { inner, file: Arc::from(file.as_str()), cbt }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flat_descriptor_extents() {
-        let d = "# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8192 FLAT \"a-flat.vmdk\" 0\nRW 16 VMFS \"b b.vmdk\"\n";
-        assert_eq!(flat_extents(d).expect("flat"), vec![(8192, "a-flat.vmdk".into(), 0), (16, "b b.vmdk".into(), 0)]);
-        assert!(flat_extents("RW 10 SPARSE \"x.vmdk\"").is_err());
-        assert!(flat_extents("nothing").is_err());
-    }
 
     #[test]
     fn datastore_paths_split() {

@@ -2,9 +2,10 @@
 //! (`tests/vcsim/main.go`), over TLS, with disks backed by real VMDK files.
 //!
 //! The Go program is built once per source hash into `target/vcsim-<hash>/vcsim` (built into a
-//! temporary path and renamed, so parallel tests race safely). The lab disks are
-//! monolithicFlat VMDKs written by `qemu-img` with deterministic content. A missing `go` or
-//! govmomi is a panic with instructions: these tests must fail in CI, not skip.
+//! temporary path and renamed, so parallel tests race safely). The lab disks are VMDKs written
+//! by `qemu-img` with deterministic content: monolithicFlat unless [`VcsimOptions::disks`] asks
+//! for monolithicSparse or a sparse delta over a sparse parent. A missing `go` or govmomi is a
+//! panic with instructions: these tests must fail in CI, not skip.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -24,11 +25,39 @@ pub const LAB_VMS: [&str; 8] = [
     "winweb02_running",
 ];
 
+/// How a lab VM's disk is stored in the datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabDiskFormat {
+    /// `<vm>.vmdk` descriptor + `<vm>-flat.vmdk` (the default; what CBT snapshots copy).
+    Flat,
+    /// One `<vm>.vmdk` monolithicSparse file with an embedded descriptor.
+    Sparse,
+    /// `<vm>.vmdk` monolithicSparse delta whose parent is `<vm>-base.vmdk` (monolithicSparse
+    /// with the pattern); the delta overwrites [`DELTA_WRITE`] with `0x5a`.
+    Delta,
+}
+
+/// `(offset, length)` the delta of a [`LabDiskFormat::Delta`] disk overwrites.
+pub const DELTA_WRITE: (u64, u64) = (3 << 19, 192 << 10);
+
+/// Per-VM disk settings that differ from the defaults.
+#[derive(Debug, Clone)]
+pub struct LabDisk {
+    /// Lab VM name (one of [`LAB_VMS`]).
+    pub vm: &'static str,
+    /// Storage format.
+    pub format: LabDiskFormat,
+    /// Size in bytes (multiple of 64 KiB); `None` uses [`VcsimOptions::disk_size`].
+    pub size: Option<u64>,
+}
+
 /// Start options.
 #[derive(Debug, Clone)]
 pub struct VcsimOptions {
     /// Size of each lab disk in bytes (multiple of 64 KiB).
     pub disk_size: u64,
+    /// Disks that are not flat or not `disk_size` (benchmarks use a large flat disk).
+    pub disks: Vec<LabDisk>,
     /// Extra generated VMs (inventory benchmarks).
     pub extra_vms: usize,
     /// Login user.
@@ -41,6 +70,7 @@ impl Default for VcsimOptions {
     fn default() -> Self {
         VcsimOptions {
             disk_size: 4 << 20,
+            disks: Vec::new(),
             extra_vms: 0,
             username: "administrator@vsphere.local".into(),
             password: "Vmigrate-Test-Pa55!".into(),
@@ -129,6 +159,11 @@ pub fn pattern_byte(vm: &str, offset: u64) -> u8 {
 
 /// Create `<dir>/<vm>/<vm>.vmdk` + `-flat.vmdk` (monolithicFlat) with the pattern content.
 pub fn write_lab_disk(dir: &Path, vm: &str, size: u64) -> PathBuf {
+    write_lab_disk_as(dir, vm, size, LabDiskFormat::Flat)
+}
+
+/// Create `<dir>/<vm>/<vm>.vmdk` in `format` with the pattern content (plus the delta's write).
+pub fn write_lab_disk_as(dir: &Path, vm: &str, size: u64, format: LabDiskFormat) -> PathBuf {
     let vm_dir = dir.join(vm);
     std::fs::create_dir_all(&vm_dir).expect("create vm dir");
     let raw = dir.join(format!("{vm}.raw"));
@@ -146,13 +181,35 @@ pub fn write_lab_disk(dir: &Path, vm: &str, size: u64) -> PathBuf {
         w.flush().expect("flush raw");
     }
     let vmdk = vm_dir.join(format!("{vm}.vmdk"));
-    run(
-        Command::new("qemu-img")
-            .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicFlat"])
-            .arg(&raw)
-            .arg(&vmdk),
-        "qemu-img convert to monolithicFlat vmdk",
-    );
+    let convert = |subformat: &str, out: &Path| {
+        run(
+            Command::new("qemu-img")
+                .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={subformat}")])
+                .arg(&raw)
+                .arg(out),
+            "qemu-img convert to vmdk",
+        )
+    };
+    match format {
+        LabDiskFormat::Flat => convert("monolithicFlat", &vmdk),
+        LabDiskFormat::Sparse => convert("monolithicSparse", &vmdk),
+        LabDiskFormat::Delta => {
+            let base = format!("{vm}-base.vmdk");
+            convert("monolithicSparse", &vm_dir.join(&base));
+            run(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", "-F", "vmdk", "-b", &base])
+                    .arg(&vmdk)
+                    .current_dir(&vm_dir),
+                "qemu-img create delta vmdk",
+            );
+            let (off, len) = DELTA_WRITE;
+            run(
+                Command::new("qemu-io").args(["-f", "vmdk", "-c", &format!("write -P 0x5a {off} {len}")]).arg(&vmdk),
+                "qemu-io write into the delta",
+            );
+        }
+    }
     std::fs::remove_file(&raw).expect("remove raw");
     vmdk
 }
@@ -173,8 +230,11 @@ impl Vcsim {
         cmd.arg("-datastore-dir").arg(&ds);
         cmd.args(["-username", &opts.username, "-password", &opts.password, "-vms", &opts.extra_vms.to_string()]);
         for vm in LAB_VMS {
-            write_lab_disk(&ds, vm, opts.disk_size);
-            cmd.arg("-disk").arg(format!("{vm}={vm}/{vm}.vmdk"));
+            let over = opts.disks.iter().find(|d| d.vm == vm);
+            let format = over.map(|d| d.format).unwrap_or(LabDiskFormat::Flat);
+            let size = over.and_then(|d| d.size).unwrap_or(opts.disk_size);
+            write_lab_disk_as(&ds, vm, size, format);
+            cmd.arg("-disk").arg(format!("{vm}={vm}/{vm}.vmdk@{size}"));
         }
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start vcsim");
@@ -217,6 +277,18 @@ impl Vcsim {
     /// Local path of a lab VM's flat extent.
     pub fn flat_file(&self, vm: &str) -> PathBuf {
         self.datastore_dir.join(vm).join(format!("{vm}-flat.vmdk"))
+    }
+
+    /// Local path of a lab VM's disk (descriptor or sparse file).
+    pub fn disk_file(&self, vm: &str) -> PathBuf {
+        self.datastore_dir.join(vm).join(format!("{vm}.vmdk"))
+    }
+
+    /// The datastore `/folder` URL of a file (path relative to the datastore), for tools that
+    /// read it directly (the benchmark's `nbdkit curl`).
+    pub fn folder_url(&self, path: &str) -> String {
+        let base = self.url.trim_end_matches("/sdk");
+        format!("{base}/folder/{path}?dcPath={}&dsName={}", self.datacenter, self.datastore)
     }
 
     fn admin(&self, path_and_query: &str) -> String {

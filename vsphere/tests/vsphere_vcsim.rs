@@ -7,7 +7,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use vmigrate_core::model::{DiskBus, Firmware, NicModel, PowerState, ToolsStatus};
 use vmigrate_core::{BlockTransport, ErrorCode, ErrorKind, ExtentKind, SourceProvider};
-use vmigrate_vsphere::vcsim::{Vcsim, VcsimOptions};
+use vmigrate_vsphere::vcsim::{LabDisk, LabDiskFormat, Vcsim, VcsimOptions};
 use vmigrate_vsphere::{ConnectOptions, VsphereSource};
 
 async fn read_all(t: &dyn BlockTransport) -> Vec<u8> {
@@ -49,7 +49,7 @@ async fn login_tls_and_credentials() {
     let insecure = ConnectOptions { ca_pem: None, insecure: true, ..sim.connect_options() };
     let s = VsphereSource::connect(insecure).await.expect("insecure");
     let cert = s.client().peer_certificate().expect("peer cert seen");
-    assert_eq!(vmigrate_vsphere::soap::tls::sha256_thumbprint(&cert), sim.thumbprint);
+    assert_eq!(vmigrate_core::http::thumbprint_sha256(&cert), sim.thumbprint);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,9 +155,20 @@ async fn power_snapshots_cbt_and_changed_areas() {
     // Reading at snapshot 1 gives the content of then; at snapshot 2 the new content.
     let t1 = src.open_disk(&vm.id, &disk, Some(&s1)).await.expect("open at s1");
     assert_eq!(Sha256::digest(read_all(t1.as_ref()).await), Sha256::digest(&original));
+    // The allocation map comes from QueryChangedDiskAreas("*"): exactly the simulator's
+    // allocated blocks, asked per range as the engine does.
     let ext = t1.extents(0, 4 << 20, ExtentKind::Allocation).await.expect("allocation from cbt");
-    assert_eq!(ext[0], vmigrate_core::Extent::data(0, 512 << 10));
-    assert_eq!(ext[1], vmigrate_core::Extent::hole(512 << 10, 512 << 10));
+    let blocks: Vec<_> = (0..4u64)
+        .flat_map(|m| {
+            [
+                vmigrate_core::Extent::data(m << 20, 512 << 10),
+                vmigrate_core::Extent::hole((m << 20) + (512 << 10), 512 << 10),
+            ]
+        })
+        .collect();
+    assert_eq!(ext, blocks);
+    let part = t1.extents(3 << 20, 1 << 20, ExtentKind::Allocation).await.expect("allocation of one range");
+    assert_eq!(part, blocks[6..]);
     let t2 = src.open_disk(&vm.id, &disk, Some(&s2)).await.expect("open at s2");
     let now = std::fs::read(&flat).expect("flat");
     assert_eq!(Sha256::digest(read_all(t2.as_ref()).await), Sha256::digest(&now));
@@ -186,11 +197,19 @@ async fn disk_read_session_expiry_and_vanishing_vm() {
     let clone = t.try_clone().await.expect("clone");
     assert_eq!(clone.read_at(4096, 4096).await.expect("read").as_ref(), &file[4096..8192]);
 
-    // The session expires mid-run: the next calls log in again transparently.
+    // The session expires mid-run: the datastore read gets 401, logs in again and goes on with
+    // the new cookie (every clone too); SOAP calls log in again transparently as well.
+    let cookie = src.client().cookie().expect("cookie");
+    assert!(sim.expire_sessions() >= 1);
+    assert_eq!(t.read_at(0, 65536).await.expect("read after expiry").as_ref(), &file[..65536]);
+    let fresh = src.client().cookie().expect("cookie");
+    assert_ne!(fresh, cookie, "the datastore read logged in again");
+    assert_eq!(clone.read_at(65536, 4096).await.expect("clone read").as_ref(), &file[65536..69632]);
+    assert_eq!(src.client().cookie().as_deref(), Some(fresh.as_str()), "one re-login for all clones");
     assert!(sim.expire_sessions() >= 1);
     let again = src.inventory().await.expect("inventory after session expiry");
     assert_eq!(again.vms.len(), inv.vms.len());
-    assert_eq!(t.read_at(0, 65536).await.expect("read after re-login").as_ref(), &file[..65536]);
+    assert_eq!(t.read_at(8192, 4096).await.expect("read after soap re-login").as_ref(), &file[8192..12288]);
 
     // The VM disappears mid-read: typed NotFound errors, no panic.
     sim.destroy_vm("haproxy");
@@ -200,4 +219,61 @@ async fn disk_read_session_expiry_and_vanishing_vm() {
     assert_eq!(e.code(), ErrorCode::VsphereNotFound);
     let e = src.open_disk(&vm.id, &vm.disks[0], None).await.expect_err("open gone");
     assert_eq!(e.code(), ErrorCode::VsphereNotFound);
+}
+
+/// `qemu-img convert -O raw` of a datastore file: what the disk must read as.
+fn qemu_raw(vmdk: &std::path::Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("disk.raw");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(vmdk)
+        .arg(&out)
+        .status()
+        .expect("qemu-img runs");
+    assert!(st.success(), "qemu-img convert {}", vmdk.display());
+    std::fs::read(out).expect("raw")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_delta_and_flat_disks_read_over_folder() {
+    let sim = Vcsim::start(VcsimOptions {
+        disks: vec![
+            LabDisk { vm: "haproxy", format: LabDiskFormat::Sparse, size: None },
+            LabDisk { vm: "database", format: LabDiskFormat::Delta, size: None },
+        ],
+        ..VcsimOptions::default()
+    });
+    let src = VsphereSource::connect(sim.connect_options()).await.expect("connect");
+    let inv = src.inventory().await.expect("inventory");
+    for vm_name in ["haproxy", "database", "winweb01"] {
+        let vm = inv.find_vm(vm_name).expect("lab vm");
+        let t = src.open_disk(&vm.id, &vm.disks[0], None).await.expect("open over /folder");
+        let want = qemu_raw(&sim.disk_file(vm_name));
+        assert_eq!(t.size(), want.len() as u64, "{vm_name}");
+        let got = read_all(t.as_ref()).await;
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&want), "{vm_name} differs from qemu-img convert");
+        // Without CBT the allocation map comes from the format: grain tables leave holes where
+        // the pattern is zero; a flat extent is all data.
+        let map = t.extents(0, t.size(), ExtentKind::Allocation).await.expect("extents");
+        let holes = map.iter().any(|e| e.state != vmigrate_core::ExtentState::Data);
+        assert_eq!(holes, vm_name != "winweb01", "{vm_name}: {map:?}");
+    }
+    // The delta really reads through its parent chain.
+    let db = read_all(
+        src.open_disk(&inv.find_vm("database").expect("db").id, &inv.find_vm("database").expect("db").disks[0], None)
+            .await
+            .expect("open delta")
+            .as_ref(),
+    )
+    .await;
+    let (off, len) = vmigrate_vsphere::vcsim::DELTA_WRITE;
+    assert!(db[off as usize..(off + len) as usize].iter().all(|b| *b == 0x5a));
+    assert_eq!(db[4096], vmigrate_vsphere::vcsim::pattern_byte("database", 4096));
+
+    // A descriptor whose extent file is gone is a typed missing file.
+    let win = inv.find_vm("winweb02").expect("winweb02");
+    std::fs::remove_file(sim.flat_file("winweb02")).expect("remove extent");
+    let e = src.open_disk(&win.id, &win.disks[0], None).await.expect_err("extent missing");
+    assert_eq!(e.code(), ErrorCode::DatastoreFileMissing, "{}", e.report());
 }

@@ -1,11 +1,11 @@
-//! SOAP plumbing for the vSphere API: envelopes, managed object references, fault parsing and
-//! the TLS policy (CA verification, thumbprint pinning, insecure).
+//! SOAP plumbing for the vSphere API: envelopes, managed object references and fault parsing.
+//! Certificate trust (CA bundle, thumbprint pin, insecure) is `vmigrate_core::http`'s, shared
+//! with the datastore disk reads.
 //!
 //! Requests are written as small XML fragments by the typed methods of
 //! [`Client`](crate::client::Client); responses are parsed into the bounded tree of [`xml`] and
 //! read field by field.
 
-pub mod tls;
 pub mod xml;
 
 use std::fmt;
