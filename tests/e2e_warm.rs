@@ -1,0 +1,219 @@
+//! Warm migration end to end against vcsim with changed block tracking: new data is written
+//! into the source disk's flat file between precopies, the plan cuts over on demand, and the
+//! target must equal the final source bytes while every delta pass read only the 64 KiB blocks
+//! that changed (vcsim's QueryChangedDiskAreas diffs the flat files frozen at each snapshot).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use support::*;
+use vmigrate::core::executor::{Controller, Event, Executor, ExecutorOptions};
+use vmigrate::core::model::PowerState;
+use vmigrate::core::Phase;
+use vmigrate::core::SourceProvider;
+
+const BLOCK: u64 = 64 << 10;
+const DISK: u64 = 8 << 20;
+
+/// Overwrite `(offset, len)` ranges of a flat file with a byte the lab pattern never has
+/// (pattern bytes are odd, holes are zero).
+fn scribble(flat: &Path, writes: &[(u64, u64)], byte: u8) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(flat).expect("open flat extent");
+    for &(off, len) in writes {
+        f.seek(SeekFrom::Start(off)).expect("seek");
+        f.write_all(&vec![byte; len as usize]).expect("write");
+    }
+    f.sync_all().expect("sync");
+}
+
+/// Bytes of the 64 KiB blocks the writes touch (what CBT may report), and the bytes written.
+fn touched(writes: &[(u64, u64)]) -> (u64, u64) {
+    let mut blocks = std::collections::BTreeSet::new();
+    for &(off, len) in writes {
+        for b in off / BLOCK..=(off + len - 1) / BLOCK {
+            blocks.insert(b);
+        }
+    }
+    (blocks.len() as u64 * BLOCK, writes.iter().map(|w| w.1).sum())
+}
+
+/// Changes per pass: after the full copy, after precopy 1, after precopy 2 (then cut over).
+fn change_sets() -> [Vec<(u64, u64)>; 3] {
+    [
+        // A few bytes, one whole block, and a write straddling two blocks.
+        vec![(100 << 10, 10), (2 * BLOCK * 16 + BLOCK, BLOCK), ((5 << 20) - 100, 200)],
+        // Data where the source had a hole (the second half of every MiB is zero).
+        vec![(576 << 10, 4096), (7 << 20, 3 * BLOCK)],
+        // The last writes before the cutover, including the disk's last byte.
+        vec![(3 << 20, 1), (DISK - 1, 1)],
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_source() {
+    let sim = start_vcsim(DISK);
+    let vm_name = "database_running";
+    let src = connect(&sim).await;
+    let vm = find_vm(&src, vm_name).await;
+    assert!(!vm.cbt_enabled, "the plan must turn CBT on itself");
+    assert_eq!(vm.power_state, PowerState::PoweredOn);
+    let flat = sim.flat_file(vm_name);
+
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("out");
+    let env = CredEnv::new("warm_lib");
+    env.export(&sim);
+    let text = vcsim_plan(
+        "warm-lib",
+        &sim,
+        &env,
+        &format!("dir://{}", out.display()),
+        &[vm_name],
+        true,
+        "    enableCbt: true\n    precopyInterval: 1s\n",
+    );
+    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+
+    // The sink writes the next change set the moment a pass has read everything, i.e. before
+    // the next snapshot is taken; after the third set it asks for the cutover.
+    let sets = change_sets();
+    let ctl: Arc<OnceLock<Controller>> = Arc::default();
+    let bytes_read: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let phases: Arc<Mutex<Vec<Phase>>> = Arc::default();
+    let sink = {
+        let (ctl, bytes_read, phases, flat) = (ctl.clone(), bytes_read.clone(), phases.clone(), flat.clone());
+        let sets = sets.clone();
+        let written = Mutex::new(0usize);
+        Arc::new(move |e: &Event| match e {
+            Event::Disk { pass, progress, .. } => {
+                let mut br = bytes_read.lock().expect("lock");
+                let slot = br.entry(pass.clone()).or_default();
+                *slot = (*slot).max(progress.bytes_read);
+                let order = ["full", "precopy-1", "precopy-2"];
+                let mut n = written.lock().expect("lock");
+                if *n < 3 && pass == order[*n] && progress.done == progress.total {
+                    scribble(&flat, &sets[*n], 0xee);
+                    *n += 1;
+                    if *n == 3 {
+                        ctl.get().expect("controller set before run").cutover_now();
+                    }
+                }
+            }
+            Event::Phase { phase, .. } => phases.lock().expect("lock").push(*phase),
+            _ => {}
+        })
+    };
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let target = KeepingDirTarget(vmigrate::kubevirt::DirTarget::open(&out).expect("output folder"));
+    let opts = ExecutorOptions {
+        status_path: Some(work.path().join("warm.status.json")),
+        events: Some(sink),
+        progress_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let exec = Executor::new(plan, Arc::from(source), Arc::new(target), opts);
+    ctl.set(exec.controller()).expect("set once");
+    let status = tokio::time::timeout(Duration::from_secs(50), exec.run()).await.expect("plan finishes").expect("run");
+
+    let vs = &status.vms[0];
+    assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
+    assert_eq!(vs.precopies, 2, "two precopies, then the cutover");
+    let phases = phases.lock().expect("lock").clone();
+    for p in [Phase::EnableCbt, Phase::CreateInitialSnapshot, Phase::CopyDisks, Phase::Precopy, Phase::Cutover] {
+        assert!(phases.contains(&p), "{p:?} missing from {phases:?}");
+    }
+
+    // The target equals the FINAL source bytes (the flat extent: vcsim's snapshot removal
+    // deletes the base descriptor, see the report).
+    let img = out.join("disks").join(format!("{}.img", vs.disks[0].volume));
+    qemu_img_compare_raw(&flat, &img).expect("target equals final source");
+
+    // Deltas copied only the changed blocks.
+    let br = bytes_read.lock().expect("lock").clone();
+    for (pass, set) in ["precopy-1", "precopy-2", "cutover"].iter().zip(&sets) {
+        let (bound, changed) = touched(set);
+        let read = *br.get(*pass).unwrap_or_else(|| panic!("no progress for {pass}: {br:?}"));
+        assert!(read >= changed && read <= bound, "{pass}: read {read} bytes, changed {changed}, blocks {bound}");
+    }
+    assert!(br["full"] > br["precopy-1"] * 4, "the full copy reads far more than a delta: {br:?}");
+
+    // The source: snapshots all removed, powered off at cutover; downtime measured.
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(after.snapshots.is_empty(), "snapshots left: {:?}", after.snapshots);
+    assert_eq!(after.power_state, PowerState::PoweredOff);
+    assert!(vs.source_changes.snapshots.is_empty());
+    let downtime = vs.downtime_seconds.expect("downtime reported");
+    assert!(downtime > 0.0 && downtime < 30.0, "{downtime}");
+}
+
+#[test]
+#[ignore = "DirTarget::open_volume recreates the output disk on every pass, losing the full copy (kubevirt/src/dir.rs; reported)"]
+fn warm_cli_cutover_now_from_a_second_process() {
+    let sim = start_vcsim(DISK);
+    let vm_name = "winweb02_running";
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let src = connect(&sim).await;
+        unmount_iso(&src, &find_vm(&src, vm_name).await).await;
+    });
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("out");
+    let env = CredEnv::new("warm_cli");
+    let plan_file = work.path().join("plan.yaml");
+    std::fs::write(
+        &plan_file,
+        vcsim_plan(
+            "warm-cli",
+            &sim,
+            &env,
+            &format!("dir://{}", out.display()),
+            &[vm_name],
+            true,
+            "    enableCbt: true\n    precopyInterval: 1s\n",
+        ),
+    )
+    .expect("plan");
+    let plan_arg = plan_file.to_str().expect("utf-8");
+    let mut cmd = Command::new(vmigrate_bin());
+    cmd.args(["migrate", "--plan", plan_arg, "--output", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    env.apply(&mut cmd, &sim);
+    let child = cmd.spawn().expect("start vmigrate migrate");
+    let status_file = work.path().join("warm-cli.status.json");
+    // Wait for a precopy, change the source, then ask the running process to cut over.
+    wait_for(Duration::from_secs(30), "first precopy", || {
+        read_status(&status_file).filter(|s| s.vms[0].precopies >= 1).map(|_| ())
+    });
+    scribble(&sim.flat_file(vm_name), &[(1 << 20, 2 * BLOCK), (6 << 20, 7)], 0xee);
+    let req = run_cli(&["migrate", "--plan", plan_arg, "--cutover", "now"], |_| {});
+    assert_eq!(req.status.code(), Some(0), "{}", String::from_utf8_lossy(&req.stderr));
+    assert!(String::from_utf8_lossy(&req.stderr).contains("cutover requested"));
+    let res = child.wait_with_output().expect("vmigrate migrate ends");
+    assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+    let lines = json_lines(&res.stdout);
+    let st: vmigrate::core::PlanStatus =
+        serde_json::from_value(lines.last().expect("status")["status"].clone()).expect("status");
+    let vs = &st.vms[0];
+    assert_eq!(vs.phase, Phase::Completed);
+    assert!(vs.downtime_seconds.is_some());
+    let img = out.join("disks").join(format!("{}.img", vs.disks[0].volume));
+    qemu_img_compare_raw(&sim.flat_file(vm_name), &img).expect("target equals final source");
+    let cutover_read = lines
+        .iter()
+        .filter(|e| e["event"] == "disk" && e["pass"] == "cutover")
+        .filter_map(|e| e["progress"]["bytesRead"].as_u64())
+        .max()
+        .expect("cutover progress");
+    assert!(cutover_read <= 3 * BLOCK, "cutover read {cutover_read} bytes for 3 changed blocks");
+    rt.block_on(async {
+        let src = connect(&sim).await;
+        let v = find_vm(&src, vm_name).await;
+        assert!(v.snapshots.is_empty());
+        assert_eq!(v.power_state, PowerState::PoweredOff);
+    });
+}
