@@ -25,3 +25,28 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+# Python bindings: build the abi3 wheel with maturin, install it into a venv under target/, check
+# the stubs against the module (mypy.stubtest) and run the pytest suite. The C programs (gcc,
+# both libraries, valgrind) already ran above as vmigrate-ffi's integration tests.
+echo "== python: wheel, stubtest, pytest"
+venv="$here/target/python-venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+for mod in maturin pytest mypy; do
+  "$venv/bin/python" -c "import $mod" 2>/dev/null || "$venv/bin/python" -m pip install -q "$mod"
+done
+wheels="$here/target/wheels"
+rm -rf "$wheels"
+"$venv/bin/maturin" build --locked -m python/Cargo.toml -o "$wheels"
+"$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheels"/vmigrate-*.whl
+(cd "$here/target" && "$venv/bin/python" -m mypy.stubtest vmigrate._native)
+set +e
+"$venv/bin/pytest" -q -p no:cacheprovider python/tests | tee "$here/target/pytest.log"
+pytest_rc=${PIPESTATUS[0]}
+set -e
+echo "pytest summary: $(tail -n 1 "$here/target/pytest.log")"
+if [ "$pytest_rc" -eq 5 ]; then
+  echo "pytest collected no tests: the Python suite is missing" >&2
+  exit 1
+fi
+[ "$pytest_rc" -eq 0 ] || exit "$pytest_rc"

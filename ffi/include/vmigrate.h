@@ -199,6 +199,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_SHORT_READ = 4013,
   /*
+   An HTTPS server's certificate did not verify or did not match the pinned thumbprint. (range `transport`, kind `Tls`)
+   */
+  VMIGRATE_RESULT_HTTP_TLS = 4014,
+  /*
    The operation was cancelled. (range `execution`, kind `Cancelled`)
    */
   VMIGRATE_RESULT_CANCELLED = 5001,

@@ -100,6 +100,8 @@ pub enum vmigrate_result {
     TransportUnsupported = 4012,
     /// The source returned fewer bytes than asked. (range `transport`, kind `Protocol`)
     ShortRead = 4013,
+    /// An HTTPS server's certificate did not verify or did not match the pinned thumbprint. (range `transport`, kind `Tls`)
+    HttpTls = 4014,
     /// The operation was cancelled. (range `execution`, kind `Cancelled`)
     Cancelled = 5001,
     /// A deadline passed. (range `execution`, kind `Timeout`)
@@ -162,6 +164,7 @@ impl vmigrate_result {
             ErrorCode::Checkpoint => vmigrate_result::Checkpoint,
             ErrorCode::TransportUnsupported => vmigrate_result::TransportUnsupported,
             ErrorCode::ShortRead => vmigrate_result::ShortRead,
+            ErrorCode::HttpTls => vmigrate_result::HttpTls,
             ErrorCode::Cancelled => vmigrate_result::Cancelled,
             ErrorCode::Timeout => vmigrate_result::Timeout,
             ErrorCode::HookFailed => vmigrate_result::HookFailed,
@@ -221,6 +224,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         4011 => Some(c"Checkpoint"),
         4012 => Some(c"TransportUnsupported"),
         4013 => Some(c"ShortRead"),
+        4014 => Some(c"HttpTls"),
         5001 => Some(c"Cancelled"),
         5002 => Some(c"Timeout"),
         5003 => Some(c"HookFailed"),
