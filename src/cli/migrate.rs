@@ -33,6 +33,7 @@ pub struct MigrateArgs {
     pub cutover_now: bool,
     pub verify: bool,
     pub connections: Option<usize>,
+    pub checkpoint_interval: Option<String>,
     pub output: Output,
 }
 
@@ -79,6 +80,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     opts.copy.verify = args.verify || plan.spec.options.verify;
     if let Some(n) = args.connections {
         opts.copy.connections = n.max(1);
+    }
+    if let Some(every) = &args.checkpoint_interval {
+        opts.copy.checkpoint_interval = vmigrate::core::plan::parse_duration(every)?;
     }
     let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts));
     let ctl = exec.controller();

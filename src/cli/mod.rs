@@ -68,6 +68,10 @@ pub enum Command {
         /// Parallel connections per disk.
         #[arg(long)]
         connections: Option<usize>,
+        /// How often each disk copy records a resumable checkpoint in the status file
+        /// (e.g. `1s`, `500ms`; default 5s). Shorter loses less work on a crash.
+        #[arg(long, value_name = "DURATION")]
+        checkpoint_interval: Option<String>,
         /// Output: progress bars and a table, or JSON lines (events, then the final status).
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -155,7 +159,7 @@ fn init_tracing(filter: &str) {
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Migrate { plan, status, resume, cutover, verify, connections, output } => {
+        Command::Migrate { plan, status, resume, cutover, verify, connections, checkpoint_interval, output } => {
             migrate::migrate(migrate::MigrateArgs {
                 plan_file: plan,
                 status,
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 cutover_now: cutover.is_some(),
                 verify,
                 connections,
+                checkpoint_interval,
                 output,
             })
             .await
