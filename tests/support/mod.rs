@@ -414,3 +414,82 @@ impl vmigrate::core::TargetProvider for KeepingDirTarget {
         self.0.cleanup(vm).await
     }
 }
+
+/// A one-VM local datastore (`vmx://`) whose disk holds `data_mib` MiB of incompressible,
+/// never-zero data spread over `capacity` (a sparse monolithicSparse VMDK written with
+/// vmigrate's writer). Returns the datastore folder and the VMDK path.
+pub fn big_vmx_datastore(root: &Path, vm: &str, capacity: u64, data_mib: u64) -> (PathBuf, PathBuf) {
+    let ds = root.join(DATASTORE);
+    let dir = ds.join(vm);
+    std::fs::create_dir_all(&dir).expect("vm folder");
+    let vmdk = dir.join(format!("{vm}.vmdk"));
+    let mut w = vmigrate::vsphere::vmdk::SparseVmdkWriter::create(&vmdk, capacity).expect("create vmdk");
+    // One random MiB, varied per MiB by a counter in every 4 KiB block: cheap to make, and no two
+    // MiB are alike.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ vm.len() as u64;
+    let mut base = vec![0u8; 1 << 20];
+    for c in base.chunks_mut(8) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        c.copy_from_slice(&(seed | 1).to_le_bytes());
+    }
+    let runs = 16u64.min(data_mib).max(1);
+    let per_run = data_mib / runs;
+    let stride = capacity / runs;
+    let mut mib = 0u64;
+    for r in 0..runs {
+        for i in 0..per_run {
+            let mut buf = base.clone();
+            for b in buf.chunks_mut(4096) {
+                b[..8].copy_from_slice(&(mib | 1 << 63).to_le_bytes());
+            }
+            w.write_at(r * stride + (i << 20), &buf).expect("write grain data");
+            mib += 1;
+        }
+    }
+    w.finish().expect("finish vmdk");
+    let vmx = format!(
+        concat!(
+            ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n",
+            "displayName = \"{vm}\"\nguestOS = \"rhel8-64\"\nfirmware = \"bios\"\nnumvcpus = \"2\"\nmemSize = \"2048\"\n",
+            "uuid.bios = \"42 23 5e 1a 0b 7c 4d 01-9a 01 22 33 44 55 66 01\"\n",
+            "scsi0.present = \"TRUE\"\nscsi0.virtualDev = \"pvscsi\"\n",
+            "scsi0:0.present = \"TRUE\"\nscsi0:0.deviceType = \"scsi-hardDisk\"\nscsi0:0.fileName = \"{vm}.vmdk\"\n",
+            "ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\nethernet0.networkName = \"{net}\"\n",
+            "ethernet0.addressType = \"static\"\nethernet0.address = \"00:50:56:a1:00:09\"\n"
+        ),
+        vm = vm,
+        net = NETWORK
+    );
+    std::fs::write(dir.join(format!("{vm}.vmx")), vmx).expect("write vmx");
+    (ds, vmdk)
+}
+
+/// Plan text for one VM of a `vmx://` datastore into `target_url`.
+pub fn vmx_plan(name: &str, ds: &Path, target_url: &str, vms: &[&str]) -> String {
+    let list: String = vms.iter().map(|v| format!("    - name: {v}\n")).collect();
+    format!(
+        r#"apiVersion: vmigrate.dev/v1alpha1
+kind: Plan
+metadata:
+  name: {name}
+spec:
+  source:
+    url: "vmx://{ds}?datastore={DATASTORE}"
+  target:
+    url: "{target_url}"
+  targetNamespace: vmexamples
+  vms:
+{list}  networkMap:
+    - source: {{ name: {NETWORK} }}
+      destination: {{ type: pod }}
+  storageMap:
+    - source: {{ name: {DATASTORE} }}
+      destination: {{ storageClass: standard }}
+  options:
+    maxInFlight: 4
+"#,
+        ds = ds.display()
+    )
+}

@@ -1,0 +1,139 @@
+//! Crash and resume: a migration killed mid-copy resumes from the checkpoint in its status file
+//! instead of starting over, and still ends byte-equal (qemu-img reads the source VMDK).
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use vmigrate::core::executor::{Executor, ExecutorOptions};
+use vmigrate::core::{Phase, PlanStatus};
+
+const MIB: u64 = 1 << 20;
+
+/// The first disk's checkpoint shows completed work units, and the disk is not done.
+fn mid_copy(st: &PlanStatus) -> bool {
+    st.vms[0].disks.first().is_some_and(|d| {
+        !d.done && d.checkpoint.as_ref().and_then(|c| c["done"].as_array()).is_some_and(|ranges| !ranges.is_empty())
+    })
+}
+
+#[test]
+#[ignore = "DirTarget::open_volume recreates the output disk when a resumed copy reopens it (kubevirt/src/dir.rs; reported)"]
+fn cli_killed_with_sigkill_resumes_from_its_checkpoint() {
+    let work = tempfile::tempdir().expect("tmp");
+    let data_mib = 512;
+    let (ds, vmdk) = big_vmx_datastore(work.path(), "bigdb", 2 << 30, data_mib);
+    let out = work.path().join("out");
+    let plan_file = work.path().join("plan.yaml");
+    std::fs::write(&plan_file, vmx_plan("resume-cli", &ds, &format!("dir://{}", out.display()), &["bigdb"]))
+        .expect("plan");
+    let plan_arg = plan_file.to_str().expect("utf-8");
+    let status_file = work.path().join("resume-cli.status.json");
+
+    let mut child = Command::new(vmigrate_bin())
+        .args([
+            "migrate",
+            "--plan",
+            plan_arg,
+            "--output",
+            "json",
+            "--connections",
+            "1",
+            "--checkpoint-interval",
+            "100ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vmigrate migrate");
+    let caught = wait_for(Duration::from_secs(40), "a checkpoint mid-copy", || {
+        if let Ok(Some(code)) = child.try_wait() {
+            panic!("the copy ended ({code}) before a mid-copy checkpoint: make the disk bigger");
+        }
+        read_status(&status_file).filter(mid_copy)
+    });
+    // A real SIGKILL: no cleanup, no final status write.
+    child.kill().expect("SIGKILL");
+    let killed = child.wait().expect("reap");
+    assert!(!killed.success());
+    assert_eq!(caught.vms[0].phase, Phase::CopyDisks);
+
+    let res = Command::new(vmigrate_bin())
+        .args(["migrate", "--plan", plan_arg, "--output", "json", "--resume"])
+        .output()
+        .expect("run again");
+    assert_eq!(res.status.code(), Some(0), "{}", String::from_utf8_lossy(&res.stderr));
+    let lines = json_lines(&res.stdout);
+    let st: PlanStatus = serde_json::from_value(lines.last().expect("status")["status"].clone()).expect("status");
+    let disk = &st.vms[0].disks[0];
+    assert_eq!(st.vms[0].phase, Phase::Completed);
+    assert!(
+        disk.transferred_bytes < data_mib * MIB,
+        "the second run wrote {} bytes of {} MiB of data: it started over",
+        disk.transferred_bytes,
+        data_mib
+    );
+    let resumed = lines
+        .iter()
+        .filter(|e| e["event"] == "disk")
+        .filter_map(|e| e["progress"]["resumed"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(resumed > 0, "no resumed bytes in the progress events");
+    qemu_img_compare(&vmdk, &out.join("disks").join(format!("{}.img", disk.volume))).expect("byte-equal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_dropped_mid_copy_resumes_from_its_checkpoint() {
+    let work = tempfile::tempdir().expect("tmp");
+    let data_mib = 96;
+    let (ds, vmdk) = big_vmx_datastore(work.path(), "bigweb", 512 * MIB, data_mib);
+    let out = work.path().join("out");
+    let plan = vmigrate::core::Plan::from_yaml_str(&vmx_plan(
+        "resume-lib",
+        &ds,
+        &format!("dir://{}", out.display()),
+        &["bigweb"],
+    ))
+    .expect("plan");
+    let status_file = work.path().join("resume-lib.status.json");
+    let make = || {
+        let mut opts = ExecutorOptions { status_path: Some(status_file.clone()), ..Default::default() };
+        opts.copy.connections = 1;
+        opts.copy.work_unit = 4 * MIB;
+        opts.copy.request_size = MIB as usize;
+        opts.copy.checkpoint_interval = Duration::from_millis(50);
+        let source = vmigrate::vsphere::local::LocalSource::from_url(&plan.spec.source.url).expect("source");
+        let target = KeepingDirTarget(vmigrate::kubevirt::DirTarget::open(&out).expect("target"));
+        Arc::new(Executor::new(plan.clone(), Arc::new(source), Arc::new(target), opts))
+    };
+    let first = make();
+    let task = tokio::spawn({
+        let e = first.clone();
+        async move { e.run().await }
+    });
+    let sf = status_file.clone();
+    let caught = tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(30), "a checkpoint mid-copy", || read_status(&sf).filter(mid_copy))
+    })
+    .await
+    .expect("poll");
+    // The process "dies": the run future is dropped, nothing is cleaned up.
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    assert!(!caught.vms[0].disks[0].done);
+
+    let second = make();
+    let st = second.run().await.expect("resumed run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    let disk = &st.vms[0].disks[0];
+    assert!(
+        disk.transferred_bytes < data_mib * MIB,
+        "the second run wrote {} bytes of {data_mib} MiB of data: it started over",
+        disk.transferred_bytes
+    );
+    qemu_img_compare(&vmdk, &out.join("disks").join(format!("{}.img", disk.volume))).expect("byte-equal");
+}
