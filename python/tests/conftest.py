@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
@@ -66,3 +67,35 @@ def qemu_img_compare(a: Path, a_format: str, b: Path) -> None:
         [qemu_img, "compare", "-f", a_format, "-F", "raw", str(a), str(b)], capture_output=True, text=True
     )
     assert out.returncode == 0, f"qemu-img compare: {out.stdout}{out.stderr}"
+
+
+@pytest.fixture(scope="session")
+def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
+    """govmomi's vcsim with the lab inventory (tests/vcsim), over TLS; yields its ready line
+    (url, thumbprint_sha256, username, password, ...)."""
+    go = require("go")
+    work = tmp_path_factory.mktemp("vcsim")
+    binary = work / "vcsim"
+    env = dict(os.environ, GOPATH="/usr/share/gocode", GO111MODULE="off")
+    build = subprocess.run(
+        [go, "build", "-o", str(binary), "."], cwd=ROOT / "tests" / "vcsim", env=env, capture_output=True, text=True
+    )
+    assert build.returncode == 0, f"building vcsim failed:\n{build.stderr}"
+    datastore = work / "datastore"
+    datastore.mkdir()
+    proc = subprocess.Popen(
+        [str(binary), "-datastore-dir", str(datastore), "-username", "py@vsphere.local", "-password", "Py-Pa55!"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip(), "vcsim exited before it was ready"
+    try:
+        yield json.loads(line)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=10)

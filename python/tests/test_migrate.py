@@ -95,3 +95,24 @@ def test_closing_run_iter_early_cancels(haproxy_plan: Callable[[str], vmigrate.P
     it.close()
     status = plan.status()
     assert status is not None and status.vms[0].phase in {"Canceled", "Completed"}
+
+
+def test_vsphere_inventory_against_vcsim(vcsim: Dict[str, Any]) -> None:
+    source = vmigrate.Source(
+        vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=vcsim["thumbprint_sha256"]
+    )
+    assert vcsim["password"] not in repr(source)
+    inv = source.inventory()
+    assert {"haproxy", "database", "winweb01", "winweb02"} <= {vm.name for vm in inv.vms}
+    assert inv.vm("database").nics[0].mac
+
+
+def test_vsphere_errors_are_typed(vcsim: Dict[str, Any]) -> None:
+    with pytest.raises(vmigrate.VsphereError) as login:
+        vmigrate.Source(vcsim["url"], username=vcsim["username"], password="wrong", thumbprint=vcsim["thumbprint_sha256"]).inventory()
+    assert login.value.code == 2003 and login.value.kind == "auth"
+    assert "wrong" not in str(login.value)
+    bad = ":".join(["00"] * 32)
+    with pytest.raises(vmigrate.VsphereError) as tls:
+        vmigrate.Source(vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=bad).inventory()
+    assert tls.value.code == 2002 and tls.value.kind == "tls"

@@ -21,6 +21,7 @@ int main(int argc, char **argv) {
     CHECK(rc == VMIGRATE_RESULT_OK);
     CHECK(len > 0 && len == strlen(buf));
   }
+  if (codes != want_codes) fprintf(stderr, "library has %ld codes, the Rust table %ld\n", codes, want_codes);
   CHECK(codes == want_codes);
 
   CHECK(strcmp(vmigrate_error_name(VMIGRATE_RESULT_OK), "Ok") == 0);
