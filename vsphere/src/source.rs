@@ -56,6 +56,23 @@ pub const VM_PROPS: &[&str] = &[
     "summary.config.ftInfo",
 ];
 
+/// Every type and property path the inventory asks for, in one ContainerView retrieval (the
+/// view spans [`INVENTORY_VIEW_TYPES`]); public so benchmarks ask other clients for the same.
+pub const INVENTORY_PROPS: &[(&str, &[&str])] = &[
+    ("VirtualMachine", VM_PROPS),
+    ("Network", &["name"]),
+    ("DistributedVirtualPortgroup", &["name", "key", "config.uplink"]),
+    ("OpaqueNetwork", &["name", "summary"]),
+    ("Datastore", &["summary"]),
+    ("HostSystem", &["name", "parent"]),
+    ("ClusterComputeResource", &["name", "configurationEx"]),
+    ("Datacenter", &["name", "datastore"]),
+];
+
+/// The managed object types of the inventory's ContainerView.
+pub const INVENTORY_VIEW_TYPES: &[&str] =
+    &["VirtualMachine", "Network", "Datastore", "HostSystem", "ClusterComputeResource", "Datacenter"];
+
 const TASK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Parallel HTTPS connections per datastore disk (the engine's workers share them).
@@ -324,26 +341,9 @@ impl VsphereSource {
     async fn lookup_and_vms(&self) -> std::result::Result<(Lookup, Vec<ObjectContent>, Inventory), VsphereError> {
         let c = &self.client;
         let root = c.service_content().root_folder.clone();
-        let view = c
-            .create_container_view(
-                &root,
-                &["VirtualMachine", "Network", "Datastore", "HostSystem", "ClusterComputeResource", "Datacenter"],
-                true,
-            )
-            .await?;
-        let spec = Client::view_spec(
-            &view,
-            &[
-                PropSpec { kind: "VirtualMachine", paths: VM_PROPS },
-                PropSpec { kind: "Network", paths: &["name"] },
-                PropSpec { kind: "DistributedVirtualPortgroup", paths: &["name", "key", "config.uplink"] },
-                PropSpec { kind: "OpaqueNetwork", paths: &["name", "summary"] },
-                PropSpec { kind: "Datastore", paths: &["summary"] },
-                PropSpec { kind: "HostSystem", paths: &["name", "parent"] },
-                PropSpec { kind: "ClusterComputeResource", paths: &["name", "configurationEx"] },
-                PropSpec { kind: "Datacenter", paths: &["name", "datastore"] },
-            ],
-        );
+        let view = c.create_container_view(&root, INVENTORY_VIEW_TYPES, true).await?;
+        let props: Vec<PropSpec<'_>> = INVENTORY_PROPS.iter().map(|(kind, paths)| PropSpec { kind, paths }).collect();
+        let spec = Client::view_spec(&view, &props);
         let objects = c.retrieve_all(&spec).await;
         let _ = c.destroy_view(&view).await;
         let objects = objects?;
