@@ -130,3 +130,14 @@ fn header_constants_equal_the_table() {
     assert_eq!(want["PANIC"], 9001);
     assert_eq!(want["PLAN_PARSE"], 1001);
 }
+
+#[test]
+fn pkg_config_file_matches_the_crate() {
+    let pc = std::fs::read_to_string(crate_dir().join("vmigrate.pc")).expect("read vmigrate.pc");
+    assert!(
+        pc.lines().any(|l| l == format!("Version: {}", env!("CARGO_PKG_VERSION"))),
+        "vmigrate.pc Version differs from the crate version {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(pc.lines().any(|l| l.starts_with("Libs: ") && l.contains("-lvmigrate")));
+}
