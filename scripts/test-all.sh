@@ -50,3 +50,9 @@ if [ "$pytest_rc" -eq 5 ]; then
   exit 1
 fi
 [ "$pytest_rc" -eq 0 ] || exit "$pytest_rc"
+
+# The vSphere benchmarks in quick mode (dev profile, small inventory and disk): run so they
+# cannot rot; their numbers are not judged here (README "Benchmarks: vSphere" has the real ones).
+echo "== benches: vSphere (--quick)"
+cargo run -q --locked -p vmigrate-benches --bin inventory_bench -- --quick
+cargo run -q --locked -p vmigrate-benches --bin datastore_read_bench -- --quick
