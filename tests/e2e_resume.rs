@@ -21,7 +21,6 @@ fn mid_copy(st: &PlanStatus) -> bool {
 }
 
 #[test]
-#[ignore = "DirTarget::open_volume recreates the output disk when a resumed copy reopens it (kubevirt/src/dir.rs; reported)"]
 fn cli_killed_with_sigkill_resumes_from_its_checkpoint() {
     let work = tempfile::tempdir().expect("tmp");
     let data_mib = 512;

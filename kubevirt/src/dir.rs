@@ -275,20 +275,27 @@ impl TargetProvider for DirTarget {
         let dv = builder::build_datavolume(vm, disk, &VolumeSource::Upload);
         let name = dv.metadata.name.clone().unwrap_or_default();
         self.put(vec![to_value(&dv)?])?;
-        Ok(PreparedVolume { disk_key: disk.key, name, size: builder::volume_size(disk) })
-    }
-
-    async fn open_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<VolumeSink> {
-        let path = self.raw_path(&volume.name);
-        tracing::debug!(vm = %vm.name, path = %path.display(), "opening output disk");
-        // A re-run starts from an empty file: stale data would otherwise survive in holes.
+        let size = builder::volume_size(disk);
+        // Allocation starts from an empty sparse file: stale data of an earlier attempt would
+        // otherwise survive in the holes of the new copy. Resumed copies and warm delta passes
+        // skip allocation and reopen this file as it is (see open_volume).
+        let path = self.raw_path(&name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("removing stale {}", path.display()))(e)),
         }
-        let t = FileTransport::open(&path, FileOptions { write: true, create_size: Some(volume.size), direct: false })
-            .await?;
+        FileTransport::open(&path, FileOptions { write: true, create_size: Some(size), direct: false }).await?;
+        Ok(PreparedVolume { disk_key: disk.key, name, size })
+    }
+
+    async fn open_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<VolumeSink> {
+        let path = self.raw_path(&volume.name);
+        tracing::debug!(vm = %vm.name, path = %path.display(), "opening output disk");
+        // Keep what is there: a resumed copy continues from its checkpoint and a warm delta pass
+        // writes only changed extents over the earlier passes.
+        let create_size = (!path.exists()).then_some(volume.size);
+        let t = FileTransport::open(&path, FileOptions { write: true, create_size, direct: false }).await?;
         Ok(VolumeSink::Transport(Box::new(t)))
     }
 
