@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 
 need_apt=()
-for pair in go:golang-go qemu-img:qemu-utils qemu-nbd:qemu-utils nbdkit:nbdkit nbdcopy:libnbd-bin valgrind:valgrind nginx:nginx-light openssl:openssl; do
+for pair in go:golang-go qemu-img:qemu-utils qemu-nbd:qemu-utils nbdkit:nbdkit nbdcopy:libnbd-bin valgrind:valgrind nginx:nginx-light openssl:openssl curl:curl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -24,7 +24,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 # Python bindings: build the abi3 wheel with maturin, install it into a venv under target/, check
 # the stubs against the module (mypy.stubtest) and run the pytest suite. The C programs (gcc,
@@ -56,3 +56,7 @@ fi
 echo "== benches: vSphere (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin inventory_bench -- --quick
 cargo run -q --locked -p vmigrate-benches --bin datastore_read_bench -- --quick
+# The copy engine bench (README "Benchmarks: copy engine"): small images, every scenario must
+# produce our row (file, NBD, NBD->NBD, VMDK, HTTP) against the anchors.
+echo "== benches: copy engine (--quick)"
+cargo run -q --locked -p vmigrate-benches --bin copy_bench -- --quick --dir "$here/target/bench-copy-quick"
