@@ -88,8 +88,9 @@ fn cli_killed_with_sigkill_resumes_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_dropped_mid_copy_resumes_from_its_checkpoint() {
     let work = tempfile::tempdir().expect("tmp");
-    let data_mib = 96;
-    let (ds, vmdk) = big_vmx_datastore(work.path(), "bigweb", 512 * MIB, data_mib);
+    // Big enough that the copy outlasts several status saves (they are throttled to 200 ms).
+    let data_mib = 384;
+    let (ds, vmdk) = big_vmx_datastore(work.path(), "bigweb", 1024 * MIB, data_mib);
     let out = work.path().join("out");
     let plan = vmigrate::core::Plan::from_yaml_str(&vmx_plan(
         "resume-lib",
@@ -106,7 +107,7 @@ async fn executor_dropped_mid_copy_resumes_from_its_checkpoint() {
         opts.copy.request_size = MIB as usize;
         opts.copy.checkpoint_interval = Duration::from_millis(50);
         let source = vmigrate::vsphere::local::LocalSource::from_url(&plan.spec.source.url).expect("source");
-        let target = KeepingDirTarget(vmigrate::kubevirt::DirTarget::open(&out).expect("target"));
+        let target = vmigrate::kubevirt::DirTarget::open(&out).expect("target");
         Arc::new(Executor::new(plan.clone(), Arc::new(source), Arc::new(target), opts))
     };
     let first = make();
@@ -116,7 +117,14 @@ async fn executor_dropped_mid_copy_resumes_from_its_checkpoint() {
     });
     let sf = status_file.clone();
     let caught = tokio::task::spawn_blocking(move || {
-        wait_for(Duration::from_secs(30), "a checkpoint mid-copy", || read_status(&sf).filter(mid_copy))
+        wait_for(Duration::from_secs(30), "a checkpoint mid-copy", || {
+            let st = read_status(&sf)?;
+            assert!(
+                !st.vms[0].disks.first().is_some_and(|d| d.done),
+                "the copy ended before a mid-copy checkpoint: make the disk bigger"
+            );
+            mid_copy(&st).then_some(st)
+        })
     })
     .await
     .expect("poll");

@@ -110,7 +110,7 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
         })
     };
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
-    let target = KeepingDirTarget(vmigrate::kubevirt::DirTarget::open(&out).expect("output folder"));
+    let target = vmigrate::kubevirt::DirTarget::open(&out).expect("output folder");
     let opts = ExecutorOptions {
         status_path: Some(work.path().join("warm.status.json")),
         events: Some(sink),
@@ -153,7 +153,6 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
 }
 
 #[test]
-#[ignore = "DirTarget::open_volume recreates the output disk on every pass, losing the full copy (kubevirt/src/dir.rs; reported)"]
 fn warm_cli_cutover_now_from_a_second_process() {
     let sim = start_vcsim(DISK);
     let vm_name = "winweb02_running";
@@ -203,13 +202,16 @@ fn warm_cli_cutover_now_from_a_second_process() {
     assert!(vs.downtime_seconds.is_some());
     let img = out.join("disks").join(format!("{}.img", vs.disks[0].volume));
     qemu_img_compare_raw(&sim.flat_file(vm_name), &img).expect("target equals final source");
-    let cutover_read = lines
-        .iter()
-        .filter(|e| e["event"] == "disk" && e["pass"] == "cutover")
-        .filter_map(|e| e["progress"]["bytesRead"].as_u64())
-        .max()
-        .expect("cutover progress");
-    assert!(cutover_read <= 3 * BLOCK, "cutover read {cutover_read} bytes for 3 changed blocks");
+    // The change was read by the delta pass(es) after it (the next precopy or the cutover),
+    // block-granular: 3 touched blocks, each at most in two passes if a snapshot split a write.
+    let mut per_pass = std::collections::BTreeMap::<String, u64>::new();
+    for e in lines.iter().filter(|e| e["event"] == "disk" && e["pass"] != "full") {
+        let v = per_pass.entry(e["pass"].as_str().unwrap_or("").to_string()).or_default();
+        *v = (*v).max(e["progress"]["bytes_read"].as_u64().unwrap_or(0));
+    }
+    let delta_read: u64 = per_pass.values().sum();
+    assert!(per_pass.contains_key("precopy-1"), "{per_pass:?}");
+    assert!(delta_read >= 2 * BLOCK + 7 && delta_read <= 6 * BLOCK, "delta passes read {per_pass:?}");
     rt.block_on(async {
         let src = connect(&sim).await;
         let v = find_vm(&src, vm_name).await;
