@@ -30,11 +30,12 @@ use bytes::Bytes;
 use rustix::fs::{FallocateFlags, SeekFrom};
 use rustix::io::Errno;
 
+use crate::buf::BufPool;
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{BlockTransport, Extent, ExtentKind};
 
 /// Alignment `O_DIRECT` requests must have (buffer address, offset and length).
-const DIRECT_ALIGN: usize = 4096;
+const DIRECT_ALIGN: usize = crate::buf::ALIGN;
 
 /// Most extents returned by one [`FileTransport::extents`] call; the engine asks again.
 const MAX_EXTENTS_PER_CALL: usize = 4096;
@@ -80,79 +81,8 @@ struct Inner {
     buffered_write: std::sync::Mutex<()>,
 }
 
-/// Free read buffers, reused so steady-state copies neither fault in fresh pages nor scatter
-/// freed memory over allocator arenas of the blocking threads (which showed as RSS growth).
-#[derive(Debug, Default)]
-struct BufPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-/// Most bytes of free buffers a pool keeps.
-const POOL_MAX_BYTES: usize = 32 << 20;
-
-/// Offset of the first [`DIRECT_ALIGN`]-aligned byte of `buf` (stable: a `Vec` never moves
-/// its heap block unless it grows, and pooled ones never grow).
-fn pad_of(buf: &[u8]) -> usize {
-    buf.as_ptr().align_offset(DIRECT_ALIGN)
-}
-
-impl BufPool {
-    /// A fully initialised buffer with at least `len` bytes from its first page-aligned byte
-    /// ([`pad_of`]), so reads go into `&mut buf[pad..pad + len]` with neither a memset nor fresh
-    /// page faults on reuse, and the result can be written with `O_DIRECT`. The smallest free
-    /// buffer that fits is reused; a new one gets a power-of-two size class.
-    fn take(&self, len: usize) -> Vec<u8> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.len() - pad_of(b) >= len)
-            .min_by_key(|(_, b)| b.len())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => free.swap_remove(i),
-            None => {
-                drop(free);
-                vec![0u8; len.next_power_of_two() + DIRECT_ALIGN]
-            }
-        }
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        // Keep the most recently used buffers: size classes follow the extents being copied.
-        let mut held: usize = free.iter().map(|b| b.len()).sum();
-        while held + buf.len() > POOL_MAX_BYTES && !free.is_empty() {
-            held -= free.remove(0).len();
-        }
-        if buf.len() <= POOL_MAX_BYTES {
-            free.push(buf);
-        }
-    }
-}
-
 /// Reads at least this large use pooled buffers; smaller ones a plain allocation.
 const POOL_MIN_READ: usize = 64 << 10;
-
-/// A read buffer that goes back to its pool when the last `Bytes` slice of it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-    pool: Arc<BufPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
 
 /// A local raw file or block device; see the module documentation.
 #[derive(Debug, Clone)]
@@ -236,7 +166,7 @@ impl FileTransport {
                 zero_initialized,
                 zero_mode: AtomicU8::new(ZERO_UNKNOWN),
                 write_behind: AtomicBool::new(false),
-                pool: Arc::default(),
+                pool: BufPool::new(),
                 buffered_write: std::sync::Mutex::new(()),
             }),
         })
@@ -336,23 +266,15 @@ impl Inner {
         if len >= POOL_MIN_READ || direct.is_some() {
             let fd = direct.unwrap_or(&self.file);
             let mut buf = self.pool.take(len);
-            let start = pad_of(&buf);
             let mut done = 0;
             while done < len {
-                let n = match rustix::io::pread(fd, &mut buf[start + done..start + len], offset + done as u64) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.pool.give(buf);
-                        return Err(os_err(ctx(), e));
-                    }
-                };
+                let n = rustix::io::pread(fd, &mut buf[done..], offset + done as u64).map_err(|e| os_err(ctx(), e))?;
                 if n == 0 {
-                    self.pool.give(buf);
                     return Err(short(&self.path, offset, len, done));
                 }
                 done += n;
             }
-            return Ok(Bytes::from_owner(Pooled { buf, start, len, pool: self.pool.clone() }));
+            return Ok(buf.freeze());
         }
         let mut buf: Vec<u8> = Vec::with_capacity(len);
         while buf.len() < len {

@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod buf;
 pub mod engine;
 pub mod error;
 pub mod executor;

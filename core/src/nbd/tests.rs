@@ -51,14 +51,21 @@ fn valid_stream() -> Vec<u8> {
 
 type Receivers = Vec<oneshot::Receiver<Result<Completion>>>;
 
+/// A pooled buffer full of garbage, as a reused one may be: hole chunks must zero their range.
+fn dirty_buf(len: usize) -> crate::buf::AlignedBuf {
+    let mut b = crate::buf::BufPool::new().take(len);
+    b.fill(0xAA);
+    b
+}
+
 fn pending_state() -> (Mutex<State>, Receivers) {
     let mut st = State::default();
     let mut rxs = Vec::new();
     let kinds = [
-        (1, Kind::Read { offset: 0, buf: BytesMut::zeroed(16), covered: vec![], simple_ok: false }),
+        (1, Kind::Read { offset: 0, buf: dirty_buf(16), covered: vec![], simple_ok: false }),
         (2, Kind::BlockStatus { context: 9, extents: None }),
         (3, Kind::Other),
-        (4, Kind::Read { offset: 0, buf: BytesMut::zeroed(16), covered: vec![], simple_ok: false }),
+        (4, Kind::Read { offset: 0, buf: dirty_buf(16), covered: vec![], simple_ok: false }),
     ];
     for (cookie, kind) in kinds {
         let (tx, rx) = oneshot::channel();

@@ -1,0 +1,155 @@
+//! Page-aligned, pooled read buffers shared by the transports.
+//!
+//! A transport reads into an [`AlignedBuf`] taken from a [`BufPool`] and hands it out as
+//! [`Bytes`] ([`AlignedBuf::freeze`]); when the last slice of those bytes is dropped the memory
+//! goes back to the pool. Two things follow, both measured on the copy bench:
+//! - steady-state copies neither fault in fresh pages nor memset buffers (a 4 MiB
+//!   `BytesMut::zeroed` per NBD read cost more CPU than the socket reads themselves), and freed
+//!   memory is not scattered over the allocator arenas of many threads (RSS growth);
+//! - the bytes start on a page boundary, so a file target can write them with `O_DIRECT`
+//!   without a copy.
+//!
+//! Buffers are not zeroed on reuse: whoever fills one must write every byte it exposes.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// Alignment of every buffer's first byte (the `O_DIRECT` requirement of common devices).
+pub const ALIGN: usize = 4096;
+
+/// Most bytes of free buffers a pool keeps.
+const POOL_MAX_BYTES: usize = 32 << 20;
+
+/// Offset of the first [`ALIGN`]-aligned byte of `buf` (stable: pooled vectors never grow, so
+/// their heap block never moves).
+fn pad_of(buf: &[u8]) -> usize {
+    buf.as_ptr().align_offset(ALIGN)
+}
+
+/// A pool of free buffers; cheap to share (`Arc`) between the handles of one transport.
+#[derive(Debug, Default)]
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// A new, empty pool behind an `Arc` (buffers keep a reference to go back to it).
+    pub fn new() -> Arc<BufPool> {
+        Arc::default()
+    }
+
+    /// A buffer of exactly `len` visible bytes, page aligned, with unspecified content. The
+    /// smallest free buffer that fits is reused; a new one gets a power-of-two size class so
+    /// later requests of similar sizes can reuse it.
+    pub fn take(self: &Arc<Self>, len: usize) -> AlignedBuf {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() - pad_of(b) >= len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i);
+        let vec = match best {
+            Some(i) => free.swap_remove(i),
+            None => {
+                drop(free);
+                vec![0u8; len.next_power_of_two() + ALIGN]
+            }
+        };
+        let start = pad_of(&vec);
+        AlignedBuf { vec, start, len, pool: self.clone() }
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep the most recently used buffers: size classes follow the extents being copied.
+        let mut held: usize = free.iter().map(|b| b.len()).sum();
+        while held + buf.len() > POOL_MAX_BYTES && !free.is_empty() {
+            held -= free.remove(0).len();
+        }
+        if buf.len() <= POOL_MAX_BYTES {
+            free.push(buf);
+        }
+    }
+}
+
+/// A writable, page-aligned buffer from a [`BufPool`]; returns to it when dropped.
+pub struct AlignedBuf {
+    vec: Vec<u8>,
+    start: usize,
+    len: usize,
+    pool: Arc<BufPool>,
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf").field("len", &self.len).finish()
+    }
+}
+
+impl AlignedBuf {
+    /// Hand the bytes out without a copy; the memory returns to the pool when the last slice
+    /// of them is dropped.
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.vec[self.start..self.start + self.len]
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.vec[self.start..self.start + self.len]
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.vec));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_aligned_reused_and_bounded() {
+        let pool = BufPool::new();
+        let mut a = pool.take(100_000);
+        assert_eq!(a.len(), 100_000);
+        assert_eq!(a.as_ptr().align_offset(ALIGN), 0);
+        a.fill(7);
+        let first = a.as_ptr();
+        let b = a.freeze();
+        let s = b.slice(10..20);
+        drop(b);
+        assert_eq!(&s[..], &[7u8; 10]);
+        drop(s);
+        // The freed buffer (class 128 KiB) serves a smaller request again.
+        let c = pool.take(70_000);
+        assert_eq!(c.as_ptr(), first);
+        drop(c);
+        // The pool never holds more than its cap.
+        let many: Vec<AlignedBuf> = (0..20).map(|_| pool.take(4 << 20)).collect();
+        drop(many);
+        let held: usize = pool.free.lock().expect("lock").iter().map(|b| b.len()).sum();
+        assert!(held <= POOL_MAX_BYTES, "pool holds {held} bytes");
+    }
+}
