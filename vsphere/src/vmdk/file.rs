@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use vmigrate_core::buf::BufPool;
 use vmigrate_core::{BlockTransport, Error, ErrorCode, Result};
 
 use super::ExtentOpener;
@@ -18,6 +19,8 @@ pub struct LocalFile {
     file: Arc<File>,
     size: u64,
     path: Arc<Path>,
+    /// Page-aligned, reused read buffers: a raw target can write them with `O_DIRECT`.
+    pool: Arc<BufPool>,
 }
 
 impl LocalFile {
@@ -42,7 +45,7 @@ impl LocalFile {
                 Error::io(format!("opening {}", path.display()), e)
             }
         })?;
-        Ok(LocalFile { file: Arc::new(file), size, path: Arc::from(path) })
+        Ok(LocalFile { file: Arc::new(file), size, path: Arc::from(path), pool: BufPool::new() })
     }
 }
 
@@ -72,8 +75,8 @@ impl BlockTransport for LocalFile {
             ));
         }
         let file = self.file.clone();
-        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut buf = vec![0u8; len];
+        let mut buf = self.pool.take(len);
+        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             file.read_exact_at(&mut buf, offset)?;
             Ok(buf)
         })
@@ -86,7 +89,7 @@ impl BlockTransport for LocalFile {
                 Error::io(format!("reading {} at {offset}", self.path.display()), e)
             }
         })?;
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 
     async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {

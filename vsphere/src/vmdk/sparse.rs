@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use flate2::{Decompress, FlushDecompress, Status};
+use vmigrate_core::buf::BufPool;
 use vmigrate_core::{BlockTransport, Error, Extent, Result};
 
 use super::header::{marker, Marker, SparseHeader, FLAG_ZERO_GRAIN_GTE, GD_AT_END, SECTOR};
@@ -48,6 +49,8 @@ pub(super) struct SparseExtent {
     h: SparseHeader,
     gd: Vec<u32>,
     cache: Mutex<GtCache>,
+    /// Page-aligned, reused output buffers for reads assembled from several grains.
+    pool: Arc<BufPool>,
 }
 
 /// One piece of a read, in virtual order.
@@ -108,7 +111,7 @@ impl SparseExtent {
             compressed = h.is_compressed(),
             "opened sparse extent"
         );
-        Ok(SparseExtent { name, file, file_size, h, gd, cache: Mutex::new(GtCache::default()) })
+        Ok(SparseExtent { name, file, file_size, h, gd, cache: Mutex::new(GtCache::default()), pool: BufPool::new() })
     }
 
     pub(super) fn capacity_bytes(&self) -> u64 {
@@ -218,7 +221,11 @@ impl SparseExtent {
         if let [Seg::Raw { len: l, file_off, .. }] = segs.as_slice() {
             return self.file.read_at(*file_off, *l).await;
         }
-        let mut out = BytesMut::zeroed(len);
+        let mut out = self.pool.take(len);
+        if segs.iter().any(|s| matches!(s, Seg::Zero)) {
+            // Pooled buffers are reused, not zeroed; every other segment fills its range.
+            out.fill(0);
+        }
         let mut jobs = Vec::new();
         let mut compressed_segs = Vec::new();
         for s in segs {
