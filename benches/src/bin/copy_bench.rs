@@ -1,6 +1,6 @@
 //! Copy benchmark: our engine against the anchor tools, in the same run, on the same images.
 //!
-//! `cargo run --release -p vmigrate-benches --bin copy_bench -- [--quick] [--dir DIR]`
+//! `cargo run --release -p vmigrate-benches --bin copy_bench -- [--quick] [--dir DIR] [--only TEXT]`
 //!
 //! Every measured command runs as a child under `/usr/bin/time`, ours included (this program
 //! re-executes itself with `--child SRC DST`, which opens both specs with
@@ -636,28 +636,50 @@ fn main() -> ExitCode {
 
     let dst = dir.join("target.raw");
     let sock = dir.join("nbd.sock");
+    // `--only TEXT`: run the scenarios whose name contains TEXT (tuning one path).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let want = |s: &str| only.as_ref().is_none_or(|o| s.contains(o.as_str()));
     let mut rows = Vec::new();
-    rows.extend(file_to_file_durable("file→file durable 30%", &paths[0], &dst, rounds));
-    rows.extend(file_to_file_cached("file→file cache 30%", &paths[0], &dst, rounds));
-    rows.extend(file_to_file_durable("file→file durable full", &paths[1], &dst, rounds));
-    rows.extend(file_to_file_durable("file→file durable zeroes", &paths[2], &dst, rounds));
-    rows.extend(nbd_to_file(
-        "nbd(qemu-nbd)→file 30%",
-        qemu_nbd(&sock, &paths[0], true),
-        &sock,
-        &paths[0],
-        &dst,
-        rounds,
-    ));
-    rows.extend(nbd_to_file("nbd(nbdkit)→file 30%", nbdkit_file(&sock, &paths[0]), &sock, &paths[0], &dst, rounds));
-    rows.extend(nbd_to_nbd("nbd→nbd 30%", &paths[0], &dir, rounds));
-    if have_ms {
-        rows.extend(vmdk_to_raw("vmdk sparse→raw 30%", &ms, &dst, rounds));
+    let s = "file→file durable 30%";
+    if want(s) {
+        rows.extend(file_to_file_durable(s, &paths[0], &dst, rounds));
     }
-    if have_so {
-        rows.extend(vmdk_to_raw("vmdk stream→raw 30%", &so, &dst, rounds));
+    let s = "file→file cache 30%";
+    if want(s) {
+        rows.extend(file_to_file_cached(s, &paths[0], &dst, rounds));
     }
-    rows.extend(http_to_file("http→file 30%", &paths[0], &dir, &dst, rounds));
+    let s = "file→file durable full";
+    if want(s) {
+        rows.extend(file_to_file_durable(s, &paths[1], &dst, rounds));
+    }
+    let s = "file→file durable zeroes";
+    if want(s) {
+        rows.extend(file_to_file_durable(s, &paths[2], &dst, rounds));
+    }
+    let s = "nbd(qemu-nbd)→file 30%";
+    if want(s) {
+        rows.extend(nbd_to_file(s, qemu_nbd(&sock, &paths[0], true), &sock, &paths[0], &dst, rounds));
+    }
+    let s = "nbd(nbdkit)→file 30%";
+    if want(s) {
+        rows.extend(nbd_to_file(s, nbdkit_file(&sock, &paths[0]), &sock, &paths[0], &dst, rounds));
+    }
+    let s = "nbd→nbd 30%";
+    if want(s) {
+        rows.extend(nbd_to_nbd(s, &paths[0], &dir, rounds));
+    }
+    let s = "vmdk sparse→raw 30%";
+    if have_ms && want(s) {
+        rows.extend(vmdk_to_raw(s, &ms, &dst, rounds));
+    }
+    let s = "vmdk stream→raw 30%";
+    if have_so && want(s) {
+        rows.extend(vmdk_to_raw(s, &so, &dst, rounds));
+    }
+    let s = "http→file 30%";
+    if want(s) {
+        rows.extend(http_to_file(s, &paths[0], &dir, &dst, rounds));
+    }
     let _ = std::fs::remove_file(&dst);
     let _ = std::fs::remove_file(&sock);
     print_table(&rows);
@@ -673,7 +695,7 @@ fn main() -> ExitCode {
         "http→file 30%",
     ];
     // Every scenario must have produced our row: a bench that silently lost one would rot.
-    let lost: Vec<&str> = scenarios.iter().copied().filter(|s| best_ours(&rows, s).is_none()).collect();
+    let lost: Vec<&str> = scenarios.iter().copied().filter(|s| want(s) && best_ours(&rows, s).is_none()).collect();
     if lost.is_empty() {
         ExitCode::SUCCESS
     } else {
