@@ -292,7 +292,18 @@ impl Executor {
         }
     }
 
+    /// Save the status. Phase records are saved without fsync (a lost record only makes a
+    /// resume redo an idempotent phase); what we change at the source is saved durably with
+    /// [`save_durable`](Self::save_durable), so cleanup can always find it.
     fn save(&self, force: bool) -> Result<()> {
+        self.save_inner(force, false)
+    }
+
+    fn save_durable(&self) -> Result<()> {
+        self.save_inner(true, true)
+    }
+
+    fn save_inner(&self, force: bool, durable: bool) -> Result<()> {
         let Some(path) = &self.opts.status_path else { return Ok(()) };
         {
             let mut last = self.last_save.lock().expect("save lock");
@@ -302,7 +313,7 @@ impl Executor {
             *last = Instant::now();
         }
         let snapshot = self.lock().clone();
-        snapshot.save(path)
+        snapshot.save_with(path, durable)
     }
 
     /// Run the plan to the end (or cancellation) and return the final status.
@@ -354,7 +365,7 @@ impl Executor {
             }
         }
         if !blocked.is_empty() {
-            self.save(true)?;
+            self.save_durable()?;
             return Err(Error::new(
                 ErrorCode::ValidationBlocked,
                 format!("validation blocks {}: run `vmigrate validate` for the concerns", blocked.join(", ")),
@@ -387,7 +398,7 @@ impl Executor {
                 st.completed = Some(now_rfc3339());
             }
         }
-        self.save(true)?;
+        self.save_durable()?;
         let st = self.status();
         info!(summary = %st.summary(), "plan finished");
         Ok(st)
@@ -532,7 +543,7 @@ impl Executor {
                     vs.error = Some(StatusError::from(&e));
                     (vs.error.clone(), vs.downtime_seconds)
                 };
-                if let Err(e) = self.save(true) {
+                if let Err(e) = self.save_durable() {
                     warn!(error = %e.report(), "could not save status");
                 }
                 self.emit(Event::VmDone { vm: name, phase, error, downtime_seconds: downtime });
@@ -592,7 +603,7 @@ impl Executor {
                     stopped_at = Some(Instant::now());
                     let graceful = parse_duration(&self.plan.spec.options.shutdown_timeout)?;
                     self.lock().vms[idx].source_changes.powered_off = true;
-                    self.save(true)?;
+                    self.save_durable()?;
                     self.source.power_off(&vm.id, Some(graceful)).await?;
                 }
                 Ok(())
@@ -684,6 +695,7 @@ impl Executor {
                     }
                     self.source.enable_cbt(&vm.id).await?;
                     self.lock().vms[idx].source_changes.enabled_cbt = true;
+                    self.save_durable()?;
                 }
                 Ok(())
             })
@@ -746,7 +758,7 @@ impl Executor {
                 if fresh.power_state != PowerState::PoweredOff {
                     stopped = Some(Instant::now());
                     self.lock().vms[idx].source_changes.powered_off = true;
-                    self.save(true)?;
+                    self.save_durable()?;
                     self.source.power_off(&vm.id, Some(graceful)).await?;
                 }
                 let n = self.lock().vms[idx].precopies + 1;
@@ -764,7 +776,7 @@ impl Executor {
         let name = format!("vmigrate-{}-{}", self.plan.metadata.name, n);
         let snap = self.source.create_snapshot(&vm.id, &name).await?;
         self.lock().vms[idx].source_changes.snapshots.push(snap.clone());
-        self.save(true)?;
+        self.save_durable()?;
         Ok(snap)
     }
 
@@ -817,7 +829,7 @@ impl Executor {
         for s in older {
             self.source.remove_snapshot(&vm.id, &s).await?;
             self.lock().vms[idx].source_changes.snapshots.retain(|x| x.id != s.id);
-            self.save(true)?;
+            self.save_durable()?;
         }
         Ok(())
     }
@@ -842,7 +854,7 @@ impl Executor {
         for s in snaps.iter().rev() {
             self.source.remove_snapshot(&vm.id, s).await?;
             self.lock().vms[idx].source_changes.snapshots.retain(|x| x.id != s.id);
-            self.save(true)?;
+            self.save_durable()?;
         }
         Ok(())
     }
@@ -928,7 +940,9 @@ impl Executor {
                         let mut l = last.lock().expect("save lock");
                         if l.elapsed() >= Duration::from_millis(200) {
                             *l = Instant::now();
-                            if let Err(e) = snapshot.save(p) {
+                            // Checkpoints follow a target flush; losing the latest only
+                            // means redoing its units, so no fsync here.
+                            if let Err(e) = snapshot.save_with(p, false) {
                                 warn!(error = %e.report(), "could not save checkpoint");
                             }
                         }

@@ -49,6 +49,8 @@ pub struct DirTarget {
     root: PathBuf,
     options: DirOptions,
     objects: Mutex<BTreeMap<Key, serde_json::Value>>,
+    /// Volumes allocated (empty) by this process and not opened since.
+    fresh: Mutex<std::collections::HashSet<String>>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -89,7 +91,7 @@ impl DirTarget {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(root.join("disks")).map_err(io(format!("creating {}", root.display())))?;
         let objects = Self::load(&root.join("manifests.yaml"))?;
-        Ok(DirTarget { root, options, objects: Mutex::new(objects) })
+        Ok(DirTarget { root, options, objects: Mutex::new(objects), fresh: Mutex::default() })
     }
 
     /// Parse a `dir://` URL: `dir:///abs/path[?format=qcow2&expose=ingress]`.
@@ -286,6 +288,7 @@ impl TargetProvider for DirTarget {
             Err(e) => return Err(io(format!("removing stale {}", path.display()))(e)),
         }
         FileTransport::open(&path, FileOptions { write: true, create_size: Some(size), direct: false }).await?;
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
         Ok(PreparedVolume { disk_key: disk.key, name, size })
     }
 
@@ -293,8 +296,11 @@ impl TargetProvider for DirTarget {
         let path = self.raw_path(&volume.name);
         tracing::debug!(vm = %vm.name, path = %path.display(), "opening output disk");
         // Keep what is there: a resumed copy continues from its checkpoint and a warm delta pass
-        // writes only changed extents over the earlier passes.
-        let create_size = (!path.exists()).then_some(volume.size);
+        // writes only changed extents over the earlier passes. A file allocated by this process
+        // and not opened since is still empty: recreating it tells the engine the target reads
+        // as zeroes, so it skips holes instead of punching them again.
+        let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).remove(&volume.name);
+        let create_size = (fresh || !path.exists()).then_some(volume.size);
         let t = FileTransport::open(&path, FileOptions { write: true, create_size, direct: false }).await?;
         Ok(VolumeSink::Transport(Box::new(t)))
     }
