@@ -511,7 +511,7 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
         push(
             "device.tpm",
             Severity::Warning,
-            "the VM has a vTPM: its contents (e.g. BitLocker keys) are not migrated; a new persistent vTPM is created"
+            "the VM has a vTPM: the target VM gets a new persistent vTPM, but its contents (e.g. BitLocker keys) are not migrated: have recovery keys at hand"
                 .into(),
         );
     }

@@ -360,7 +360,12 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
                         firmware: Some(firmware),
                         features: Some(features),
                         clock,
-                        devices: Devices { disks, interfaces, inputs },
+                        devices: Devices {
+                            disks,
+                            interfaces,
+                            inputs,
+                            tpm: t.source.tpm.then(|| TpmDevice { persistent: Some(true) }),
+                        },
                     },
                     networks,
                     volumes: vols,

@@ -359,6 +359,18 @@ pub struct Devices {
     /// Input devices (a USB tablet for Windows).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Input>,
+    /// A virtual TPM, for sources that had one (BitLocker, Windows 11, measured boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmDevice>,
+}
+
+/// `TPMDevice`: persistent so that keys sealed by the guest survive reboots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmDevice {
+    /// Keep the TPM state across reboots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<bool>,
 }
 
 /// `Disk`.

@@ -52,6 +52,9 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     let mut win_virtio = winweb01();
     win_virtio.name = "winweb02".into();
     win_virtio.disk_bus = Some(TargetDiskBus::Virtio);
+    let mut with_tpm = winweb01();
+    with_tpm.name = "bitlocker".into();
+    with_tpm.source.tpm = true;
     let mut unknown_os = database();
     unknown_os.source.guest_id = "otherGuest64".into();
     unknown_os.source.memory_mib = 0;
@@ -63,7 +66,19 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
         ("multus", multus),
         ("multiple-disks", many),
         ("unknown-os", unknown_os),
+        ("vtpm", with_tpm),
     ]
+}
+
+#[test]
+fn a_source_vtpm_becomes_a_persistent_tpm() {
+    let cases = vm_cases();
+    let (_, t) = cases.iter().find(|(c, _)| *c == "vtpm").expect("case");
+    let vm = serde_json::to_value(vmigrate_kubevirt::builder::build_vm(t, &[])).expect("json");
+    assert_eq!(vm.pointer("/spec/template/spec/domain/devices/tpm/persistent"), Some(&serde_json::json!(true)));
+    let (_, plain) = cases.iter().find(|(c, _)| *c == "bios-linux").expect("case");
+    let vm = serde_json::to_value(vmigrate_kubevirt::builder::build_vm(plain, &[])).expect("json");
+    assert!(vm.pointer("/spec/template/spec/domain/devices/tpm").is_none());
 }
 
 #[test]
