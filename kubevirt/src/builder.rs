@@ -364,7 +364,7 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
                             disks,
                             interfaces,
                             inputs,
-                            tpm: t.source.tpm.then(|| TpmDevice { persistent: Some(true) }),
+                            tpm: t.source.tpm.then_some(TpmDevice { persistent: Some(true) }),
                         },
                     },
                     networks,
