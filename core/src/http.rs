@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -334,6 +334,8 @@ struct Inner {
     headers: std::sync::RwLock<Headers>,
     size: u64,
     opts: HttpOptions,
+    /// Bodies land in page-aligned, reused buffers: a file target writes them with `O_DIRECT`.
+    pool: Arc<crate::buf::BufPool>,
 }
 
 impl Inner {
@@ -484,7 +486,7 @@ impl HttpTransport {
         let shown = redacted(&url);
         let headers = std::sync::RwLock::new(Headers { map: header_map(&opts.headers)?, raw: opts.headers.clone() });
         let client = build_client(&opts.tls, opts.timeout, opts.connections)?;
-        let mut t = Inner { client, url, shown, headers, size: 0, opts };
+        let mut t = Inner { client, url, shown, headers, size: 0, opts, pool: crate::buf::BufPool::new() };
         t.size = with_retries(&t, "size", || probe_size(&t)).await?;
         tracing::debug!(url = %t.shown, size = t.size, "http source opened");
         Ok(HttpTransport { inner: Arc::new(t) })
@@ -556,29 +558,31 @@ async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<B
         }
     }
     let mut resp = resp;
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = t.pool.take(len);
+    let mut got = 0;
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > len {
+                if got + chunk.len() > len {
                     return Err(Attempt::fatal(range_error(
                         &t.shown,
                         &format!("sent more than the {len} bytes asked"),
                     )));
                 }
-                buf.extend_from_slice(&chunk);
+                buf[got..got + chunk.len()].copy_from_slice(&chunk);
+                got += chunk.len();
             }
             Ok(None) => break,
             Err(e) => {
-                let ctx = format!("http GET {} at {offset}: body interrupted after {} bytes", t.shown, buf.len());
+                let ctx = format!("http GET {} at {offset}: body interrupted after {got} bytes", t.shown);
                 return Err(Attempt::transient(classify_error(&ctx, e)));
             }
         }
     }
-    if buf.len() < len {
+    if got < len {
         return Err(Attempt::fatal(Error::new(
             ErrorCode::ShortRead,
-            format!("http GET {} at {offset}: got {} of {len} bytes", t.shown, buf.len()),
+            format!("http GET {} at {offset}: got {got} of {len} bytes", t.shown),
         )));
     }
     Ok(buf.freeze())
