@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vmigrate::core::model::{PowerState, Vm};
 use vmigrate::core::{PlanStatus, SourceProvider};
 use vmigrate::vsphere::soap::{method, MoRef};
@@ -264,83 +264,21 @@ fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/openapi")
 }
 
-/// Make a schema strict: drop `null` keywords and forbid properties an object definition does
-/// not list, so misspelled fields fail validation instead of passing silently.
-fn strict(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|_, x| !x.is_null());
-            let lists_props =
-                m.get("properties").is_some_and(Value::is_object) && m.get("type").is_some_and(|t| t == "object");
-            if lists_props
-                && !m.contains_key("additionalProperties")
-                && !m.contains_key("x-kubernetes-preserve-unknown-fields")
-            {
-                m.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            for (_, x) in m.iter_mut() {
-                strict(x);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(strict),
-        _ => {}
-    }
-}
-
-fn swagger_schema(file: &str, root: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join(file)).expect("openapi fixture present");
-    let doc: Value = serde_json::from_str(&text).expect("swagger json");
-    let mut defs = doc["definitions"].clone();
-    assert!(defs.get(root).is_some(), "{root} not in {file}");
-    strict(&mut defs);
-    json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "definitions": defs,
-        "allOf": [{ "$ref": format!("#/definitions/{root}") }],
-    })
-}
-
-fn route_schema() -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join("openshift-route-crd.yaml")).expect("route crd present");
-    let crd: Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
-    let v1 = crd["spec"]["versions"].as_array().expect("versions").iter().find(|v| v["name"] == "v1").expect("v1");
-    let mut s = v1["schema"]["openAPIV3Schema"].clone();
-    strict(&mut s);
-    s
-}
-
 /// The official schemas of the objects vmigrate writes (KubeVirt, CDI, OpenShift Route; Services
 /// are typed by k8s-openapi already).
-pub struct Schemas {
-    vm: jsonschema::Validator,
-    dv: jsonschema::Validator,
-    route: jsonschema::Validator,
-}
+pub struct Schemas(vmigrate_kubevirt::schema::Schemas);
 
 impl Schemas {
     /// Load and compile the fixtures.
     pub fn load() -> Schemas {
-        let build = |s: Value| jsonschema::draft7::new(&s).expect("schema compiles");
-        Schemas {
-            vm: build(swagger_schema("kubevirt-swagger.json", "v1.VirtualMachine")),
-            dv: build(swagger_schema("cdi-swagger.json", "v1beta1.DataVolume")),
-            route: build(route_schema()),
-        }
+        Schemas(vmigrate_kubevirt::schema::Schemas::load(&fixtures_dir()).expect("schemas load"))
     }
 
     /// Validate one document by kind; `Ok(false)` for kinds without a schema here.
     pub fn check(&self, doc: &Value) -> Result<bool, String> {
-        let v = match doc["kind"].as_str() {
-            Some("VirtualMachine") => &self.vm,
-            Some("DataVolume") => &self.dv,
-            Some("Route") => &self.route,
-            _ => return Ok(false),
-        };
-        let errs: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        if errs.is_empty() {
-            Ok(true)
-        } else {
-            Err(errs.join("\n"))
+        match doc["kind"].as_str() {
+            Some(k) if vmigrate_kubevirt::schema::Schemas::has_schema(k) => self.0.check(doc).map(|()| true),
+            _ => Ok(false),
         }
     }
 }

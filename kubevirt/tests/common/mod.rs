@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use vmigrate_core::model::{Disk, Firmware, Nic, Vm, VmId};
 use vmigrate_core::plan::{
     AccessMode, NetworkDestination, RouteSpec, ServicePort, ServiceSpec, StorageDestination, VolumeMode,
@@ -131,86 +131,16 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openapi")
 }
 
-/// Make a schema strict: drop `null` keywords (the Route CRD has `anyOf: null`) and forbid
-/// properties an object definition (`type: object` with `properties`) does not list; partial
-/// schemas inside `anyOf`/`not` stay open.
-fn strict(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|_, x| !x.is_null());
-            let lists_props =
-                m.get("properties").is_some_and(Value::is_object) && m.get("type").is_some_and(|t| t == "object");
-            if lists_props
-                && !m.contains_key("additionalProperties")
-                && !m.contains_key("x-kubernetes-preserve-unknown-fields")
-            {
-                m.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            for (_, x) in m.iter_mut() {
-                strict(x);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(strict),
-        _ => {}
-    }
-}
-
-/// A JSON Schema (draft 7) for `root` in a swagger 2.0 document, refs `#/definitions/...` kept.
-pub fn swagger_schema(file: &str, root: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join(file)).expect("openapi fixture present");
-    let doc: Value = serde_json::from_str(&text).expect("swagger json");
-    let mut defs = doc["definitions"].clone();
-    assert!(defs.get(root).is_some(), "{root} not in {file}");
-    strict(&mut defs);
-    json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "definitions": defs,
-        "allOf": [{ "$ref": format!("#/definitions/{root}") }],
-    })
-}
-
-/// The Route CRD's `openAPIV3Schema`, made strict.
-pub fn route_schema() -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join("openshift-route-crd.yaml")).expect("route crd present");
-    let crd: Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
-    let v1 = crd["spec"]["versions"].as_array().expect("versions").iter().find(|v| v["name"] == "v1").expect("v1");
-    let mut s = v1["schema"]["openAPIV3Schema"].clone();
-    strict(&mut s);
-    s
-}
-
-pub struct Schemas {
-    pub vm: jsonschema::Validator,
-    pub dv: jsonschema::Validator,
-    pub utr: jsonschema::Validator,
-    pub route: jsonschema::Validator,
-}
+/// The official schemas, loaded from the shared fixtures.
+pub struct Schemas(vmigrate_kubevirt::schema::Schemas);
 
 impl Schemas {
     pub fn load() -> Schemas {
-        let build = |s: Value| jsonschema::draft7::new(&s).expect("schema compiles");
-        Schemas {
-            vm: build(swagger_schema("kubevirt-swagger.json", "v1.VirtualMachine")),
-            dv: build(swagger_schema("cdi-swagger.json", "v1beta1.DataVolume")),
-            utr: build(swagger_schema("cdi-swagger.json", "v1beta1.UploadTokenRequest")),
-            route: build(route_schema()),
-        }
+        Schemas(vmigrate_kubevirt::schema::Schemas::load(&fixtures_dir()).expect("schemas load"))
     }
 
     /// Validate by kind; the error lists every violation with its path.
     pub fn check(&self, doc: &Value) -> Result<(), String> {
-        let v = match doc["kind"].as_str() {
-            Some("VirtualMachine") => &self.vm,
-            Some("DataVolume") => &self.dv,
-            Some("UploadTokenRequest") => &self.utr,
-            Some("Route") => &self.route,
-            other => return Err(format!("no schema for kind {other:?}")),
-        };
-        let errs: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs.join("\n"))
-        }
+        self.0.check(doc)
     }
 }
