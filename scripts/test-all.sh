@@ -60,3 +60,6 @@ cargo run -q --locked -p vmigrate-benches --bin datastore_read_bench -- --quick
 # produce our row (file, NBD, NBD->NBD, VMDK, HTTP) against the anchors.
 echo "== benches: copy engine (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin copy_bench -- --quick --dir "$here/target/bench-copy-quick"
+# The plan bench (README "Benchmarks: plans"): 20 VMs through the executor against the bare engine.
+echo "== benches: plans (--quick)"
+cargo run -q --locked -p vmigrate-benches --bin plan_bench -- --quick --dir "$here/target/bench-plan-quick"

@@ -694,7 +694,13 @@ fn main() -> ExitCode {
     print_table(&rows);
     let missed = print_targets(&rows);
     println!();
-    println!("{missed} target(s) missed");
+    if cfg!(debug_assertions) || quick {
+        // CI runs --quick in the dev profile only so the bench cannot rot: an unoptimised build on
+        // 1/16-size images against optimised C tools says nothing about the targets.
+        println!("{missed} target(s) missed in this quick/dev run: verdicts count only for a full --release run");
+    } else {
+        println!("{missed} target(s) missed");
+    }
     let scenarios = [
         "file→file durable 30%",
         "nbd(qemu-nbd)→file 30%",
