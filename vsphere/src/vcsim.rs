@@ -114,7 +114,12 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 /// Build (or reuse) the simulator binary and return its path.
+///
+/// Tests of one process share one build (a process-wide lock); several test processes may build
+/// at once, each into its own temporary name, and the rename into place is atomic.
 pub fn binary() -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let root = repo_root();
     let src_dir = root.join("tests/vcsim");
     let src = std::fs::read(src_dir.join("main.go")).expect("tests/vcsim/main.go is readable");
