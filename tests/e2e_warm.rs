@@ -207,7 +207,9 @@ fn warm_cli_cutover_now_from_a_second_process() {
     let mut per_pass = std::collections::BTreeMap::<String, u64>::new();
     for e in lines.iter().filter(|e| e["event"] == "disk" && e["pass"] != "full") {
         let v = per_pass.entry(e["pass"].as_str().unwrap_or("").to_string()).or_default();
-        *v = (*v).max(e["progress"]["bytes_read"].as_u64().unwrap_or(0));
+        *v = (*v).max(
+            e["progress"]["bytesRead"].as_u64().unwrap_or_else(|| panic!("disk event without progress.bytesRead: {e}")),
+        );
     }
     let delta_read: u64 = per_pass.values().sum();
     assert!(per_pass.contains_key("precopy-1"), "{per_pass:?}");

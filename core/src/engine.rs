@@ -181,8 +181,23 @@ pub struct Progress {
     inner: Arc<ProgressInner>,
 }
 
-/// A point-in-time view of [`Progress`].
+/// Durations in machine-readable output are float seconds, the one shape the CLI's JSON, the C
+/// callbacks and the Python package share.
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn as_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A point-in-time view of [`Progress`]. Serialised with camelCase keys and durations as float
+/// seconds (`elapsedSeconds`, `etaSeconds`): the shape of every progress event vmigrate emits.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct ProgressSnapshot {
     /// Bytes to process (the source size, or the delta's size).
     pub total: u64,
@@ -201,10 +216,12 @@ pub struct ProgressSnapshot {
     /// Bytes written to the target (data and zero-fill).
     pub bytes_written: u64,
     /// Time since the copy started.
+    #[serde(rename = "elapsedSeconds", serialize_with = "as_secs")]
     pub elapsed: Duration,
     /// Average rate of `done` (excluding resumed bytes) since the start.
     pub rate_bytes_per_sec: f64,
     /// Estimated time left at the current rate.
+    #[serde(rename = "etaSeconds", serialize_with = "as_opt_secs")]
     pub eta: Option<Duration>,
 }
 
@@ -296,8 +313,9 @@ impl std::fmt::Debug for CopyControl {
     }
 }
 
-/// What a finished copy did.
+/// What a finished copy did (serialised like [`ProgressSnapshot`]: camelCase, seconds).
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct CopyStats {
     /// Bytes read from the source.
     pub bytes_read: u64,
@@ -308,6 +326,7 @@ pub struct CopyStats {
     /// Bytes of holes not touched (zero-initialised target) or skipped by resume.
     pub bytes_skipped: u64,
     /// Wall time.
+    #[serde(rename = "elapsedSeconds", serialize_with = "as_secs")]
     pub elapsed: Duration,
     /// Source digest when verified.
     pub source_digest: Option<String>,
@@ -1020,6 +1039,38 @@ impl DigestWork<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_and_stats_serialise_camel_case_with_seconds() {
+        let p = ProgressSnapshot {
+            total: 10,
+            bytes_read: 4,
+            elapsed: Duration::from_millis(1500),
+            eta: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&p).expect("json");
+        assert_eq!(v["bytesRead"], 4);
+        assert_eq!(v["elapsedSeconds"], 1.5);
+        assert_eq!(v["etaSeconds"], 2.0);
+        assert!(v.get("bytes_read").is_none() && v.get("elapsed").is_none());
+        let none = serde_json::to_value(ProgressSnapshot::default()).expect("json");
+        assert!(none["etaSeconds"].is_null());
+        let s = CopyStats {
+            bytes_read: 1,
+            bytes_written: 2,
+            bytes_zeroed: 3,
+            bytes_skipped: 4,
+            elapsed: Duration::from_millis(250),
+            source_digest: None,
+            target_digest: Some("ab".into()),
+        };
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(
+            (v["bytesZeroed"].clone(), v["elapsedSeconds"].clone(), v["targetDigest"].clone()),
+            (3.into(), 0.25.into(), "ab".into())
+        );
+    }
 
     #[test]
     fn zero_runs_split_and_merge() {

@@ -11,7 +11,6 @@ use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::{Error, ErrorCode, PlanStatus, Result};
 
 use crate::codes::vmigrate_result;
-use crate::json::progress_value;
 use crate::plan::{plan_ref, to_json, vmigrate_plan};
 use crate::runtime::block_on;
 use crate::util::{non_null, optional_str, required_str, write_out, write_string, Callback};
@@ -33,14 +32,10 @@ struct Migration {
     running: AtomicBool,
 }
 
-/// An executor event as the JSON callers see: the executor's own shape (`"event"` tag,
-/// camelCase), with disk progress counters as in `vmigrate_copy_disk` (durations in seconds).
+/// An executor event as the JSON callers see: the executor's own serialisation (`"event"` tag,
+/// camelCase, disk progress counters as in `vmigrate_copy_disk`, durations in seconds).
 pub(crate) fn event_json(event: &Event) -> Value {
-    let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
-    if let (Event::Disk { progress, .. }, Some(map)) = (event, v.as_object_mut()) {
-        map.insert("progress".to_string(), progress_value(progress));
-    }
-    v
+    serde_json::to_value(event).unwrap_or(Value::Null)
 }
 
 /// Open the plan's source and target and build its executor. `status_path` (optional) is resumed

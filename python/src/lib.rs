@@ -16,7 +16,7 @@ use std::time::Duration;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use vmigrate_core::engine::{self, CopyControl, CopyOptions, CopyStats, ProgressSnapshot};
@@ -102,40 +102,17 @@ fn to_json<T: serde::Serialize>(value: &T, what: &str) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| json_err(what, e))
 }
 
+/// Progress counters as every binding sees them (core's serialisation: camelCase, seconds).
 fn progress_value(p: &ProgressSnapshot) -> Value {
-    json!({
-        "total": p.total,
-        "done": p.done,
-        "copied": p.copied,
-        "zeroed": p.zeroed,
-        "skipped": p.skipped,
-        "resumed": p.resumed,
-        "bytesRead": p.bytes_read,
-        "bytesWritten": p.bytes_written,
-        "elapsedSeconds": p.elapsed.as_secs_f64(),
-        "rateBytesPerSec": p.rate_bytes_per_sec,
-        "etaSeconds": p.eta.map(|d| d.as_secs_f64()),
-    })
+    serde_json::to_value(p).unwrap_or(Value::Null)
 }
 
 fn stats_value(s: &CopyStats) -> Value {
-    json!({
-        "bytesRead": s.bytes_read,
-        "bytesWritten": s.bytes_written,
-        "bytesZeroed": s.bytes_zeroed,
-        "bytesSkipped": s.bytes_skipped,
-        "elapsedSeconds": s.elapsed.as_secs_f64(),
-        "sourceDigest": s.source_digest,
-        "targetDigest": s.target_digest,
-    })
+    serde_json::to_value(s).unwrap_or(Value::Null)
 }
 
 fn event_value(event: &Event) -> Value {
-    let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
-    if let (Event::Disk { progress, .. }, Some(map)) = (event, v.as_object_mut()) {
-        map.insert("progress".to_string(), progress_value(progress));
-    }
-    v
+    serde_json::to_value(event).unwrap_or(Value::Null)
 }
 
 /// Deliver progress to Python from inside a detached section: re-attach, check for signals
