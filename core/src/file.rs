@@ -84,6 +84,14 @@ struct Inner {
 /// Reads at least this large use pooled buffers; smaller ones a plain allocation.
 const POOL_MIN_READ: usize = 64 << 10;
 
+/// Largest single buffered (page-cache) `pwrite`. Bigger writes make the kernel allocate large
+/// page-cache folios, and in a VM with free page reporting (virtio-balloon, as on Firecracker and
+/// many clouds) high-order free pages are the ones handed back to the host, so every first touch
+/// faults on the host. Measured on the 2-core VM after 3 s idle, writing 1.2 GB into the page
+/// cache: 4 MiB writes 0.86-1.5 s, 512 KiB writes 0.36-0.37 s (`qemu-img -W -m 8`: 0.32 s).
+/// O_DIRECT writes bypass the page cache and keep their full size.
+const BUFFERED_WRITE_MAX: usize = 512 << 10;
+
 /// A local raw file or block device; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct FileTransport {
@@ -305,9 +313,12 @@ impl Inner {
         let fd = direct.unwrap_or(&self.file);
         let _serial = (direct.is_none() && !self.block_device)
             .then(|| self.buffered_write.lock().unwrap_or_else(|p| p.into_inner()));
+        // Buffered writes go in pieces of at most `BUFFERED_WRITE_MAX`: see its comment.
+        let piece = if direct.is_some() { data.len() } else { BUFFERED_WRITE_MAX };
         let mut done = 0;
         while done < data.len() {
-            let n = rustix::io::pwrite(fd, &data[done..], offset + done as u64).map_err(|e| os_err(ctx(), e))?;
+            let end = data.len().min(done + piece);
+            let n = rustix::io::pwrite(fd, &data[done..end], offset + done as u64).map_err(|e| os_err(ctx(), e))?;
             if n == 0 {
                 return Err(Error::new(ErrorCode::NoSpace, ctx()));
             }
