@@ -503,6 +503,8 @@ struct Shared<'a> {
     request: usize,
     skip_zero: bool,
     use_cfr: bool,
+    /// Flush the target after every unit (durable copies to targets other than local files).
+    flush_behind: bool,
     only: Option<Vec<Extent>>,
     next: AtomicU64,
     done: Mutex<Vec<bool>>,
@@ -733,6 +735,11 @@ impl Shared<'_> {
                 return Err(Error::cancelled());
             }
             self.run_unit(u, src, dst).await?;
+            if self.flush_behind {
+                // This worker waits for the flush while the others keep copying: the target
+                // writes back while data still arrives instead of in one burst at the end.
+                retry(self.opts.retries, "flush", || dst.flush()).await?;
+            }
             self.done.lock().unwrap_or_else(|p| p.into_inner())[u as usize] = true;
             self.emit_checkpoint(dst, false).await?;
         }
@@ -810,12 +817,15 @@ pub async fn copy(
         .min(budget.total());
     let use_cfr = opts.copy_file_range && src.as_file().is_some() && dst.as_file().is_some();
     if let Some(f) = dst.as_file() {
-        // A durable copy writes with O_DIRECT (as `qemu-img convert -t none`): no copy into
-        // fresh page-cache pages, nothing left for the final fdatasync. Measured on the 4 GiB
-        // bench image: 2.2 -> 0.35 CPU s and on par with qemu-img's wall time (disk bound).
-        // A copy into the page cache (no flush) keeps buffered writes; where O_DIRECT is
-        // unavailable (tmpfs), durable copies start writeback of each range as they go.
-        if opts.flush && !f.set_direct_writes(true) {
+        // A durable copy to a regular file writes buffered, in pieces, and starts writeback of
+        // each range as it goes (write-behind): the filesystem then allocates large extents at
+        // writeback. O_DIRECT into a fresh sparse file pays an allocation and an unwritten-extent
+        // conversion per request: measured on ext4 (4 GiB bench image, 1.2 GB of data), 0.74 s
+        // with O_DIRECT against 0.52 s buffered with write-behind (qemu-img -t none: 0.70 s),
+        // at the price of about twice the kernel CPU. A block device has nothing to allocate, so
+        // it takes O_DIRECT (no copy into the page cache). A copy that is not flushed keeps
+        // plain buffered writes.
+        if opts.flush && !(f.is_block_device() && f.set_direct_writes(true)) {
             f.set_write_behind(true);
         }
     }
@@ -828,6 +838,10 @@ pub async fn copy(
         units,
         request,
         skip_zero: dst.is_zero_initialized(),
+        // Local files write behind on their own (see above). For the others (an NBD server
+        // writing into its page cache) one flush per work unit keeps the final flush short:
+        // NBD to qemu-nbd, 4 GiB image with 1.2 GB of data, 1.5 -> 1.25 s.
+        flush_behind: opts.flush && dst.as_file().is_none(),
         use_cfr,
         only,
         next: AtomicU64::new(0),

@@ -74,6 +74,9 @@ struct Inner {
     zero_initialized: bool,
     zero_mode: AtomicU8,
     write_behind: AtomicBool,
+    /// Ranges whose writeback was started, oldest first, with their total length: once past
+    /// [`WRITE_BEHIND_WINDOW`] the oldest are dropped from the page cache.
+    behind: std::sync::Mutex<(std::collections::VecDeque<(u64, u64)>, u64)>,
     pool: Arc<BufPool>,
     /// Serialises buffered writes to a regular file: the kernel takes the inode lock
     /// exclusively for each anyway, and waiters would spin on it, burning the CPU that reads
@@ -83,6 +86,9 @@ struct Inner {
 
 /// Reads at least this large use pooled buffers; smaller ones a plain allocation.
 const POOL_MIN_READ: usize = 64 << 10;
+
+/// Bytes of a write-behind copy left in the page cache before their pages are dropped.
+const WRITE_BEHIND_WINDOW: u64 = 64 << 20;
 
 /// Largest single buffered (page-cache) `pwrite`. Bigger writes make the kernel allocate large
 /// page-cache folios, and in a VM with free page reporting (virtio-balloon, as on Firecracker and
@@ -174,6 +180,7 @@ impl FileTransport {
                 zero_initialized,
                 zero_mode: AtomicU8::new(ZERO_UNKNOWN),
                 write_behind: AtomicBool::new(false),
+                behind: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
                 pool: BufPool::new(),
                 buffered_write: std::sync::Mutex::new(()),
             }),
@@ -253,11 +260,25 @@ impl FileTransport {
 
 impl Inner {
     fn after_write(&self, offset: u64, len: u64) {
-        if self.write_behind.load(Ordering::Relaxed) && !self.block_device {
-            // Starts asynchronous writeback of the dirty pages and drops the clean ones; a failure
-            // only loses the optimisation, flush still makes the data durable.
-            let _ =
-                rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(len), rustix::fs::Advice::DontNeed);
+        if !self.write_behind.load(Ordering::Relaxed) || self.block_device {
+            return;
+        }
+        // Starts asynchronous writeback of the range just written (pages still dirty are kept);
+        // a failure only loses the optimisation, flush still makes the data durable.
+        let advise = |off: u64, len: u64| {
+            let _ = rustix::fs::fadvise(&self.file, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::DontNeed);
+        };
+        advise(offset, len);
+        // Ranges a window back have been written out by now: the same advice drops their clean
+        // pages, so a copy of any size keeps a bounded page cache (as nbdcopy does).
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        let (queue, total) = &mut *behind;
+        queue.push_back((offset, len));
+        *total += len;
+        while *total > WRITE_BEHIND_WINDOW {
+            let Some((off, len)) = queue.pop_front() else { break };
+            *total -= len;
+            advise(off, len);
         }
     }
 

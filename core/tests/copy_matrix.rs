@@ -116,6 +116,25 @@ async fn copy_memory_to_memory() {
 }
 
 #[tokio::test]
+async fn durable_copy_flushes_behind_each_unit_and_no_flush_never_flushes() {
+    let units = SIZE.div_ceil(opts().work_unit);
+    for flush in [true, false] {
+        let src = memory_source().await;
+        let dst = Faulty::new(MemoryTransport::new(SIZE), Faults::default());
+        let o = CopyOptions { flush, ..opts() };
+        engine::copy(&src, &dst, &o, &CopyControl::new()).await.expect("copy");
+        let flushes = dst.faults.flushes.load(Ordering::Relaxed);
+        if flush {
+            // One per unit while copying (the target writes back as data arrives), one at the end.
+            assert_eq!(flushes, units + 1, "flushes of a durable copy");
+        } else {
+            assert_eq!(flushes, 0, "a copy not asked to flush must not");
+        }
+        assert_eq!(sha(&read_all(&dst).await), sha(&expected()));
+    }
+}
+
+#[tokio::test]
 async fn copy_file_to_file_sparse_and_byte_equal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = file_source(dir.path()).await;

@@ -52,6 +52,13 @@ use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
 use proto::*;
 pub use uri::{parse_uri, NbdAddr, DEFAULT_PORT};
 
+/// Largest single write request. A server handles one request at a time per connection: it must
+/// receive the whole payload before it writes it, so smaller pieces overlap the transfer with the
+/// server's writes; and a server writing into its page cache is slow with large writes in a VM
+/// with free page reporting (see the local file transport). Measured NBD to qemu-nbd, 4 GiB
+/// image with 1.2 GB of data, no flush: 4 MiB writes 1.1-1.6 s, 512 KiB 0.96-1.14 s.
+const WRITE_PIECE: usize = 512 << 10;
+
 /// How to connect and what to negotiate.
 #[derive(Debug, Clone)]
 pub struct NbdOptions {
@@ -717,9 +724,10 @@ impl NbdTransport {
         Ok(out.freeze())
     }
 
-    /// Write an aligned range in pieces of at most the maximum payload, all in flight at once.
+    /// Write an aligned range in pieces of at most [`WRITE_PIECE`] (and the maximum payload), all
+    /// in flight at once.
     async fn write_aligned(&self, offset: u64, data: Bytes) -> Result<()> {
-        let max = self.shared.info.max_payload() as usize;
+        let max = (self.shared.info.max_payload() as usize).min(WRITE_PIECE);
         let pieces = (0..data.len()).step_by(max).map(|at| {
             let piece = data.slice(at..(at + max).min(data.len()));
             let len = piece.len() as u32;

@@ -42,6 +42,8 @@ pub struct Faults {
     pub reads: AtomicU64,
     /// Bytes read through the wrapper.
     pub bytes_read: AtomicU64,
+    /// Flushes seen.
+    pub flushes: AtomicU64,
 }
 
 /// A transport wrapper injecting [`Faults`].
@@ -109,6 +111,7 @@ impl BlockTransport for Faulty {
         self.inner.extents(offset, len, kind).await
     }
     async fn flush(&self) -> Result<()> {
+        self.faults.flushes.fetch_add(1, Ordering::Relaxed);
         self.inner.flush().await
     }
 }
