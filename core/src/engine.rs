@@ -17,7 +17,9 @@
 //!   flight, bounded by a byte budget ([`BufferBudget`]) shared by every copy that is given it.
 //! - **Zero-copy**: the `Bytes` read are handed to `write_at` as slices of the same buffer. Two
 //!   local files take `copy_file_range` when asked ([`CopyOptions::copy_file_range`]). A durable
-//!   copy to a local file writes those page-aligned buffers with `O_DIRECT`.
+//!   copy writes behind: a regular file starts writeback of each range as it is written, a
+//!   block device takes the page-aligned buffers with `O_DIRECT`, any other target is flushed
+//!   after every work unit.
 //! - **Resumable**: a [`Checkpoint`] names the work units already copied and flushed; a copy given
 //!   one skips them. Transient errors are retried with backoff.
 //! - **Verified**: [`digest`] hashes content over the virtual size independently of sparseness.

@@ -6,12 +6,15 @@
 //! - `O_DIRECT`: aligned requests go through a second descriptor opened with `O_DIRECT`,
 //!   unaligned edges through the buffered one, so callers need not care. [`FileOptions::direct`]
 //!   turns it on for reads and writes; [`FileTransport::set_direct_writes`] for writes only, which
-//!   the engine does for every file target (as `qemu-img convert -t none` does): the data goes
-//!   from our buffer to the disk by DMA, with neither a copy into freshly allocated page-cache
-//!   pages (the dominant kernel cost of buffered copies, measured) nor a writeback storm at the
-//!   final `fdatasync`. Filesystems without `O_DIRECT` (tmpfs) keep buffered writes.
-//! - Write-behind: buffered writes of a copy that will be flushed start writeback of each
-//!   written range at once (`POSIX_FADV_DONTNEED`), so the final `fdatasync` has little left.
+//!   the engine does for durable copies to block devices: the data goes from our buffer to the
+//!   device by DMA, with no copy into page-cache pages. Filesystems without `O_DIRECT` (tmpfs)
+//!   keep buffered writes.
+//! - Write-behind, for durable copies to regular files: buffered writes in pieces of at most
+//!   512 KiB, each written range's writeback started at once (`POSIX_FADV_DONTNEED`) and its
+//!   clean pages dropped a 64 MiB window later, so the final `fdatasync` has little left and the
+//!   page cache stays bounded. The filesystem allocates large extents at writeback, where
+//!   `O_DIRECT` into a fresh sparse file allocates and converts an unwritten extent per request
+//!   (slower on ext4, measured).
 //! - Read buffers come from a per-file pool, page aligned, so they can be handed to an
 //!   `O_DIRECT` write of another file without a copy.
 //!

@@ -334,7 +334,8 @@ struct Inner {
     headers: std::sync::RwLock<Headers>,
     size: u64,
     opts: HttpOptions,
-    /// Bodies land in page-aligned, reused buffers: a file target writes them with `O_DIRECT`.
+    /// Bodies land in page-aligned, reused buffers: a block-device target writes them with
+    /// `O_DIRECT`, and no request pays a fresh allocation.
     pool: Arc<crate::buf::BufPool>,
 }
 

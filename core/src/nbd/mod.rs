@@ -584,7 +584,7 @@ struct Shared {
     export: String,
     opts: NbdOptions,
     info: ExportInfo,
-    /// Read buffers of every connection: page aligned (a file target writes them with
+    /// Read buffers of every connection: page aligned (a block-device target writes them with
     /// `O_DIRECT`) and reused (no 4 MiB memset and page faults per read).
     pool: Arc<BufPool>,
 }

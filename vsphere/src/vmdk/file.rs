@@ -19,7 +19,7 @@ pub struct LocalFile {
     file: Arc<File>,
     size: u64,
     path: Arc<Path>,
-    /// Page-aligned, reused read buffers: a raw target can write them with `O_DIRECT`.
+    /// Page-aligned, reused read buffers: a block-device target can write them with `O_DIRECT`.
     pool: Arc<BufPool>,
 }
 
