@@ -4,6 +4,7 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod http_support;
 
 use bytes::Bytes;

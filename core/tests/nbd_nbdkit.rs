@@ -4,6 +4,7 @@
 #![cfg(feature = "nbd")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod nbd_support;
 
 use bytes::Bytes;

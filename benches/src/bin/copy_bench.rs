@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vmigrate::transport_url::{open_transport, Role};
+use vmigrate_benches::Rng;
 use vmigrate_core::engine::{self, CopyControl, CopyOptions};
 use vmigrate_core::file::{FileOptions, FileTransport};
 use vmigrate_core::{BlockTransport, ExtentKind, ExtentState};
@@ -39,23 +40,6 @@ struct Row {
     virtual_bytes: u64,
     /// Bytes allocated in the target afterwards (sparseness), when measured.
     target_alloc: Option<u64>,
-}
-
-/// Deterministic fast random bytes (xorshift64*), never a zero 8-byte word.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next() | 1;
-            c.copy_from_slice(&v.to_le_bytes()[..c.len()]);
-        }
-    }
 }
 
 async fn write_extent(f: &FileTransport, rng: &mut Rng, off: u64, len: u64, zero: bool) {
@@ -79,14 +63,14 @@ async fn image(path: &Path, size: u64, kind: &str) {
     let f = FileTransport::open(path, FileOptions { create_size: Some(size), ..Default::default() })
         .await
         .expect("create image");
-    let mut rng = Rng(0x5eed_1234_abcd_9876);
+    let mut rng = Rng::new(0x5eed_1234_abcd_9876);
     match kind {
         // ~30% data in scattered extents of 64 KiB .. 16 MiB.
         "sparse30" => {
             let mut off = 0;
             while off < size {
-                let len = (64 << 10) * (1 + rng.next() % 256);
-                let gap = len * 7 / 3 * (50 + rng.next() % 100) / 100;
+                let len = (64 << 10) * (1 + rng.next_u64() % 256);
+                let gap = len * 7 / 3 * (50 + rng.next_u64() % 100) / 100;
                 let len = len.min(size - off);
                 write_extent(&f, &mut rng, off, len, false).await;
                 off = (off + len + gap) / 4096 * 4096;

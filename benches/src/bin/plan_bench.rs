@@ -33,26 +33,10 @@ use vmigrate::core::{Phase, Plan, SourceProvider};
 use vmigrate::kubevirt::DirTarget;
 use vmigrate::vsphere::local::LocalSource;
 use vmigrate::vsphere::vmdk::SparseVmdkWriter;
+use vmigrate_benches::Rng;
 
 const MIB: u64 = 1 << 20;
 const VMS: usize = 20;
-
-/// Deterministic fast random bytes (xorshift64*), never a zero 8-byte word.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next() | 1;
-            c.copy_from_slice(&v.to_le_bytes()[..c.len()]);
-        }
-    }
-}
 
 /// Virtual size of VM `i`'s disk.
 fn disk_size(i: usize, quick: bool) -> u64 {
@@ -72,13 +56,13 @@ fn write_vm(ds: &Path, i: usize, quick: bool) -> u64 {
     std::fs::create_dir_all(&dir).expect("vm dir");
     let size = disk_size(i, quick);
     let mut w = SparseVmdkWriter::create(&dir.join(format!("{name}.vmdk")), size).expect("vmdk");
-    let mut rng = Rng(0x1234_5678 + i as u64);
+    let mut rng = Rng::new(0x1234_5678 + i as u64);
     let run = MIB.min(size / 8);
     let mut data = 0;
     let mut off = 0;
     let mut buf = vec![0u8; run as usize];
     while off + run <= size {
-        match rng.next() % 6 {
+        match rng.next_u64() % 6 {
             0 | 1 => {
                 rng.fill(&mut buf);
                 w.write_at(off, &buf).expect("write");

@@ -9,6 +9,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use vmigrate_core::{BlockTransport, Error, ErrorCode, Extent, ExtentKind, Result};
 
+/// Whether `prog` is installed (on `PATH` or in `/usr/sbin`, where nginx lives). Under `CI` a
+/// missing program fails the test instead of skipping it.
+pub fn have(prog: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog} || test -x /usr/sbin/{prog}"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI but is not installed");
+        eprintln!("skipping: {prog} is not installed");
+    }
+    found
+}
+
 /// Deterministic pseudo-random bytes (xorshift), never containing a zero 4 KiB block.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

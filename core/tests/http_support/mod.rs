@@ -8,21 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether `prog` is installed; under `CI` a missing program fails instead of skipping.
-pub fn have(prog: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {prog} || test -x /usr/sbin/{prog}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI but is not installed");
-        eprintln!("skipping: {prog} is not installed");
-    }
-    found
-}
+pub use crate::common::have;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -15,21 +15,7 @@ fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     dir.join(format!("{stem}-{}-{}.{ext}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Whether `prog` is installed. Under `CI` a missing program fails the test instead of skipping.
-pub fn have(prog: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {prog}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI but is not installed");
-        eprintln!("skipping: {prog} is not installed");
-    }
-    found
-}
+pub use crate::common::have;
 
 /// A running NBD server; killed (and reaped) on drop.
 pub struct Server {
