@@ -52,9 +52,8 @@ use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
 use proto::*;
 pub use uri::{parse_uri, NbdAddr, DEFAULT_PORT};
 
-/// Largest single write request. A server handles one request at a time per connection: it must
-/// receive the whole payload before it writes it, so smaller pieces overlap the transfer with the
-/// server's writes; and a server writing into its page cache is slow with large writes in a VM
+/// Largest single write request. A server receives a request's whole payload before it writes
+/// it, so smaller pieces overlap the transfer with the server's writes; and a server writing into its page cache is slow with large writes in a VM
 /// with free page reporting (see the local file transport). Measured NBD to qemu-nbd, 4 GiB
 /// image with 1.2 GB of data, no flush: 4 MiB writes 1.1-1.6 s, 512 KiB 0.96-1.14 s.
 const WRITE_PIECE: usize = 512 << 10;
