@@ -16,6 +16,7 @@ pub use vmigrate_core as core;
 pub use vmigrate_kubevirt as kubevirt;
 pub use vmigrate_vsphere as vsphere;
 
+pub mod copy;
 pub mod demo;
 pub mod sources;
 pub mod targets;

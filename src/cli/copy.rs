@@ -4,17 +4,17 @@
 //! goes to stdout, as a table or as one JSON object with `--output json`. People script this:
 //! the JSON field names are stable.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
-use vmigrate::core::engine::{self, Checkpoint, CopyControl, CopyOptions, Progress};
+use vmigrate::copy::CopyRequest;
+use vmigrate::core::engine::{CopyControl, CopyOptions, Progress};
 use vmigrate::core::{Error, ErrorCode};
-use vmigrate::transport_url::{open_transport, spec_kind, Role, SpecKind};
+use vmigrate::transport_url::{open_transport, Role};
 
 use super::Output;
 
@@ -66,35 +66,6 @@ struct Summary<'a> {
     resumed: bool,
     source_digest: Option<String>,
     target_digest: Option<String>,
-}
-
-fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, Error> {
-    match std::fs::read(path) {
-        Ok(b) if b.is_empty() => Ok(None),
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            Error::new(ErrorCode::Checkpoint, format!("checkpoint {} is unreadable", path.display())).with_source(e)
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
-    }
-}
-
-/// Write the checkpoint next to its final name, fsync, then rename: a crash leaves the old or
-/// the new one, never half of one.
-fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 fn mib(b: u64) -> f64 {
@@ -151,38 +122,16 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, Error> {
 /// Copy from an already opened source (`vmigrate transfer` opens it through a source provider)
 /// to `args.dst`, with the same progress, checkpoint and summary as `vmigrate copy`.
 pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyArgs) -> Result<ExitCode, Error> {
-    let resume = match &args.checkpoint {
-        Some(p) => load_checkpoint(p)?,
-        None => None,
-    };
-    // Resuming writes into the existing target; a fresh copy creates it sparse.
-    let existing_file = spec_kind(&args.dst) == SpecKind::File && Path::new(&args.dst).exists();
-    let create_size = if resume.is_some() && existing_file { None } else { Some(src.size()) };
-    if resume.is_some() && !existing_file && spec_kind(&args.dst) == SpecKind::File {
-        return Err(Error::new(
-            ErrorCode::Checkpoint,
-            format!("checkpoint given but target {} does not exist; remove the checkpoint to start over", args.dst),
-        ));
-    }
-    let dst = open_transport(&args.dst, Role::Target { create_size }).await?;
-
-    let opts = CopyOptions {
+    let req = CopyRequest {
+        verify: args.verify,
         connections: args.connections.max(1),
         request_size: args.request_size,
-        verify: args.verify,
         flush: !args.no_flush,
-        resume: resume.clone(),
+        checkpoint: args.checkpoint.clone(),
         copy_file_range: args.copy_file_range,
-        ..Default::default()
     };
-    let mut ctl = CopyControl::new();
-    if let Some(path) = args.checkpoint.clone() {
-        ctl.on_checkpoint = Some(Arc::new(move |cp: &Checkpoint| {
-            if let Err(e) = save_checkpoint(&path, cp) {
-                tracing::warn!(path = %path.display(), error = %e, "could not save checkpoint");
-            }
-        }));
-    }
+    let copy = vmigrate::copy::prepare(src, &args.dst, &req).await?;
+    let ctl = CopyControl::new();
     // Ctrl-C cancels the copy cleanly (and leaves a checkpoint when asked for one).
     let cancel = ctl.cancel.clone();
     tokio::spawn(async move {
@@ -192,7 +141,7 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
     });
     let reporter_done = tokio_util::sync::CancellationToken::new();
     let reporter = tokio::spawn(report(ctl.progress.clone(), reporter_done.clone(), args.output == Output::Json));
-    let res = engine::copy(src.as_ref(), dst.as_ref(), &opts, &ctl).await;
+    let res = copy.run(ctl).await;
     reporter_done.cancel();
     let _ = reporter.await;
     let stats = res?;
@@ -201,14 +150,14 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
     let summary = Summary {
         source: &args.src,
         target: &args.dst,
-        size: src.size(),
+        size: copy.source.size(),
         bytes_read: stats.bytes_read,
         bytes_written: stats.bytes_written,
         bytes_zeroed: stats.bytes_zeroed,
         bytes_skipped: stats.bytes_skipped,
         seconds: secs,
-        mb_per_sec: if secs > 0.0 { src.size() as f64 / secs / 1e6 } else { 0.0 },
-        resumed: resume.is_some(),
+        mb_per_sec: if secs > 0.0 { copy.source.size() as f64 / secs / 1e6 } else { 0.0 },
+        resumed: copy.resumed,
         source_digest: stats.source_digest.clone(),
         target_digest: stats.target_digest.clone(),
     };

@@ -1,0 +1,229 @@
+//! One standalone copy, as `vmigrate copy`, the C `vmigrate_copy_disk_with` and Python's
+//! `copy_disk` run it: the same options, the same checkpoint file, the same rules for resuming.
+//!
+//! The engine itself ([`vmigrate_core::engine`]) knows nothing of files holding checkpoints or of
+//! target specs; this is the layer every front end needs on top, written once so a checkpoint
+//! left by the CLI resumes from Python and the other way round.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use vmigrate_core::engine::{self, Checkpoint, CopyControl, CopyOptions, CopyStats};
+use vmigrate_core::{BlockTransport, Error, ErrorCode, Result};
+
+use crate::transport_url::{open_transport, spec_kind, Role, SpecKind};
+
+/// What a standalone copy is asked to do. Deserialises from the camelCase JSON the C binding
+/// takes (`{"verify": true, "connections": 8, "checkpoint": "/var/tmp/disk.cp"}`); unknown
+/// fields are errors, missing ones take the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CopyRequest {
+    /// Compare digests of source and target after the copy.
+    pub verify: bool,
+    /// Parallel connections (handle pairs); at least 1.
+    pub connections: usize,
+    /// Largest single request in bytes.
+    pub request_size: usize,
+    /// Flush the target at the end: the copy is then durable.
+    pub flush: bool,
+    /// Persist resume checkpoints in this file, and resume from it when it exists.
+    pub checkpoint: Option<PathBuf>,
+    /// Between two local files, `copy_file_range` instead of reading and scanning for zeroes.
+    pub copy_file_range: bool,
+}
+
+impl Default for CopyRequest {
+    fn default() -> Self {
+        let d = CopyOptions::default();
+        CopyRequest {
+            verify: d.verify,
+            connections: d.connections,
+            request_size: d.request_size,
+            flush: d.flush,
+            checkpoint: None,
+            copy_file_range: d.copy_file_range,
+        }
+    }
+}
+
+impl CopyRequest {
+    /// Parse the JSON options of the C binding (`None` or empty: the defaults).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] naming the field for malformed JSON, unknown fields or
+    /// wrong types, or a zero `connections`/`requestSize`.
+    pub fn from_json(text: Option<&str>) -> Result<CopyRequest> {
+        let text = text.map(str::trim).filter(|t| !t.is_empty());
+        let invalid = |e: serde_json::Error| Error::new(ErrorCode::InvalidArgument, format!("copy options: {e}"));
+        let req: CopyRequest = match text {
+            None => CopyRequest::default(),
+            Some(t) => match serde_json::from_str::<serde_json::Value>(t).map_err(invalid)? {
+                v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(invalid)?,
+                _ => return Err(Error::new(ErrorCode::InvalidArgument, "copy options: expected a JSON object")),
+            },
+        };
+        req.check()?;
+        Ok(req)
+    }
+
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a zero `connections` or `request_size`.
+    pub fn check(&self) -> Result<()> {
+        if self.connections == 0 {
+            return Err(Error::new(ErrorCode::InvalidArgument, "copy options: connections must be at least 1"));
+        }
+        if self.request_size == 0 {
+            return Err(Error::new(ErrorCode::InvalidArgument, "copy options: requestSize must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A copy ready to run: both ends open, options (with the resume point) settled.
+pub struct PreparedCopy {
+    /// The source, open.
+    pub source: Box<dyn BlockTransport>,
+    /// The target, open (created sparse unless a copy resumes into it).
+    pub target: Box<dyn BlockTransport>,
+    /// The engine options, including the checkpoint to resume from.
+    pub options: CopyOptions,
+    /// Whether a checkpoint was found and the copy resumes.
+    pub resumed: bool,
+    checkpoint: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PreparedCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCopy").field("resumed", &self.resumed).field("checkpoint", &self.checkpoint).finish()
+    }
+}
+
+/// Open `dst` for a copy from the already opened `source` (a source provider may have opened
+/// it), loading the checkpoint file when `req` names one.
+///
+/// # Errors
+/// [`ErrorCode::Checkpoint`] for an unreadable checkpoint, or one whose target file is gone;
+/// whatever opening the target gives.
+pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyRequest) -> Result<PreparedCopy> {
+    req.check()?;
+    let resume = match &req.checkpoint {
+        Some(p) => load_checkpoint(p)?,
+        None => None,
+    };
+    // Resuming writes into the existing target; a fresh copy creates it sparse.
+    let is_file = spec_kind(dst) == SpecKind::File;
+    let existing_file = is_file && Path::new(dst).exists();
+    if resume.is_some() && is_file && !existing_file {
+        return Err(Error::new(
+            ErrorCode::Checkpoint,
+            format!("checkpoint given but target {dst} does not exist; remove the checkpoint to start over"),
+        ));
+    }
+    let create_size = if resume.is_some() && existing_file { None } else { Some(source.size()) };
+    let target = open_transport(dst, Role::Target { create_size }).await?;
+    let options = CopyOptions {
+        connections: req.connections.max(1),
+        request_size: req.request_size,
+        verify: req.verify,
+        flush: req.flush,
+        resume: resume.clone(),
+        copy_file_range: req.copy_file_range,
+        ..Default::default()
+    };
+    Ok(PreparedCopy { source, target, options, resumed: resume.is_some(), checkpoint: req.checkpoint.clone() })
+}
+
+/// Open both specs (see [`prepare`]).
+///
+/// # Errors
+/// As [`prepare`], plus whatever opening the source gives.
+pub async fn prepare_specs(src: &str, dst: &str, req: &CopyRequest) -> Result<PreparedCopy> {
+    req.check()?;
+    let source = open_transport(src, Role::Source).await?;
+    prepare(source, dst, req).await
+}
+
+impl PreparedCopy {
+    /// Run the engine with `ctl` (progress, cancel), saving checkpoints to the file when one was
+    /// asked for. On failure or cancel the engine leaves a last checkpoint, so a re-run with the
+    /// same request resumes.
+    ///
+    /// # Errors
+    /// As [`engine::copy`].
+    pub async fn run(&self, mut ctl: CopyControl) -> Result<CopyStats> {
+        if let Some(path) = self.checkpoint.clone() {
+            let chained = ctl.on_checkpoint.take();
+            ctl.on_checkpoint = Some(Arc::new(move |cp: &Checkpoint| {
+                if let Err(e) = save_checkpoint(&path, cp) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not save checkpoint");
+                }
+                if let Some(next) = &chained {
+                    next(cp);
+                }
+            }));
+        }
+        engine::copy(self.source.as_ref(), self.target.as_ref(), &self.options, &ctl).await
+    }
+}
+
+/// Read a checkpoint file; a missing or empty file means "start from the beginning".
+///
+/// # Errors
+/// [`ErrorCode::Checkpoint`] when the file is not a checkpoint; I/O errors reading it.
+pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
+    match std::fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(None),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            Error::new(ErrorCode::Checkpoint, format!("checkpoint {} is unreadable", path.display())).with_source(e)
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
+    }
+}
+
+/// Write the checkpoint next to its final name, fsync, then rename: a crash leaves the old or
+/// the new one, never half of one.
+///
+/// # Errors
+/// I/O errors writing, syncing or renaming.
+pub fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_options_default_and_reject_unknown_or_zero() {
+        let d = CopyRequest::from_json(None).expect("defaults");
+        assert_eq!(d.connections, CopyOptions::default().connections);
+        assert!(d.flush && !d.verify && d.checkpoint.is_none());
+        let r = CopyRequest::from_json(Some(r#"{"verify": true, "connections": 8, "checkpoint": "/tmp/x.cp"}"#))
+            .expect("parse");
+        assert!(r.verify);
+        assert_eq!(r.connections, 8);
+        assert_eq!(r.checkpoint.as_deref(), Some(Path::new("/tmp/x.cp")));
+        for bad in [r#"{"conections": 2}"#, r#"{"connections": "2"}"#, r#"{"connections": 0}"#, "{", "[]"] {
+            let e = CopyRequest::from_json(Some(bad)).expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::InvalidArgument, "{bad}");
+        }
+        let e = CopyRequest::from_json(Some(r#"{"conections": 2}"#)).expect_err("unknown");
+        assert!(e.to_string().contains("conections"), "{e}");
+    }
+}
