@@ -236,6 +236,13 @@ typedef uint32_t vmigrate_result;
 #endif // __cplusplus
 
 /*
+ A cancel switch for copies: opaque; create with `vmigrate_cancel_new`, pull with
+ `vmigrate_cancel_trigger` (from any thread, e.g. a signal-handling thread or a UI), release
+ with `vmigrate_cancel_free` once no copy uses it.
+ */
+typedef struct vmigrate_cancel vmigrate_cancel;
+
+/*
  A plan ready to run against its opened source and target: opaque; create with
  `vmigrate_migration_new`, release with `vmigrate_migration_free`.
  */
@@ -289,6 +296,57 @@ vmigrate_result vmigrate_copy_disk(const char *src,
                                    vmigrate_progress_cb cb,
                                    void *userdata,
                                    char **out_stats_json);
+
+/*
+ Create a cancel switch for `vmigrate_copy_disk_with`. One switch may serve several copies.
+
+ # Safety
+ `out` is a valid pointer; `*out` receives the handle.
+ */
+vmigrate_result vmigrate_cancel_new(vmigrate_cancel **out);
+
+/*
+ Cancel every copy running with `cancel`, and any started with it later. Thread-safe; the
+ copies return `VMIGRATE_RESULT_CANCELLED` promptly, leaving their checkpoint when they have
+ one so a re-run resumes.
+
+ # Safety
+ `cancel` is a live handle from `vmigrate_cancel_new`.
+ */
+vmigrate_result vmigrate_cancel_trigger(const vmigrate_cancel *cancel);
+
+/*
+ Release a cancel switch (NULL is ignored). No copy may still be running with it.
+
+ # Safety
+ `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once.
+ */
+void vmigrate_cancel_free(vmigrate_cancel *cancel);
+
+/*
+ `vmigrate_copy_disk` with the options of `vmigrate copy` and a cancel switch.
+
+ `options_json` (may be NULL or empty: the defaults) is a JSON object with any of `verify`
+ (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
+ copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
+ finding one resumes from it, exactly as `vmigrate copy --checkpoint`) and `copyFileRange`
+ (bool). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+ last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
+ another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
+ `vmigrate_copy_disk`.
+
+ # Safety
+ `src`/`dst` are NUL-terminated strings, `options_json` NULL or one; `cancel` NULL or a live
+ handle for the whole call; `cb` and `userdata` are usable during the call; `out_stats_json`
+ is NULL or a valid pointer.
+ */
+vmigrate_result vmigrate_copy_disk_with(const char *src,
+                                        const char *dst,
+                                        const char *options_json,
+                                        const vmigrate_cancel *cancel,
+                                        vmigrate_progress_cb cb,
+                                        void *userdata,
+                                        char **out_stats_json);
 
 /*
  Write the description of `code` (one line, from the error-code table) into `buf`.

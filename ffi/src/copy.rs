@@ -1,45 +1,79 @@
-//! `vmigrate_copy_disk`: the copy engine on its own, between two transports.
+//! `vmigrate_copy_disk` and `vmigrate_copy_disk_with`: the copy engine on its own, between two
+//! transports, with the options, checkpoint file and cancel handle of `vmigrate copy`.
 
 use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
 use serde_json::Value;
-use vmigrate_core::engine::{self, CopyControl, CopyOptions, CopyStats};
+use tokio_util::sync::CancellationToken;
+use vmigrate_core::engine::{CopyControl, CopyStats};
 use vmigrate_core::Result;
-use vmigrate_facade::transport_url::{open_transport, Role};
+use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 
 use crate::codes::vmigrate_result;
 use crate::json::{progress_event, stats_json};
 use crate::runtime::block_on;
-use crate::util::{non_null, required_str, write_string, Callback};
+use crate::util::{non_null, optional_str, required_str, write_out, write_string, Callback};
 use crate::vmigrate_progress_cb;
 
 /// How often progress events are delivered during a copy.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Copy `src` onto `dst`, calling `cb` with progress on the calling thread.
+/// Copy `src` onto `dst` as `req` asks, calling `on_progress` on the calling thread.
 pub(crate) async fn copy_with_progress(
     src: &str,
     dst: &str,
-    opts: CopyOptions,
+    req: &CopyRequest,
     ctl: CopyControl,
     mut on_progress: impl FnMut(Value),
 ) -> Result<CopyStats> {
-    let source = open_transport(src, Role::Source).await?;
-    let target = open_transport(dst, Role::Target { create_size: Some(source.size()) }).await?;
-    let copy = engine::copy(&*source, &*target, &opts, &ctl);
+    let prepared = prepare_specs(src, dst, req).await?;
+    let progress = ctl.progress.clone();
+    let copy = prepared.run(ctl);
     tokio::pin!(copy);
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let result = loop {
         tokio::select! {
             r = &mut copy => break r,
-            _ = tick.tick() => on_progress(progress_event("copy", &ctl.progress.snapshot())),
+            _ = tick.tick() => on_progress(progress_event("copy", &progress.snapshot())),
         }
     };
     // The last event always reports the final counters (done == total on success).
-    on_progress(progress_event("copy", &ctl.progress.snapshot()));
+    on_progress(progress_event("copy", &progress.snapshot()));
     result
+}
+
+/// Run one copy for the C entry points and hand back its statistics.
+///
+/// # Safety
+/// As [`vmigrate_copy_disk_with`].
+unsafe fn copy_entry(
+    src: *const c_char,
+    dst: *const c_char,
+    req: &CopyRequest,
+    cancel: Option<CancellationToken>,
+    cb: vmigrate_progress_cb,
+    userdata: *mut c_void,
+    out_stats_json: *mut *mut c_char,
+) -> Result<()> {
+    // SAFETY: caller contract.
+    let (src, dst) = unsafe { (required_str(src, "src")?, required_str(dst, "dst")?) };
+    let callback = Callback::new(cb, userdata);
+    let mut ctl = CopyControl::new();
+    if let Some(token) = cancel {
+        ctl.cancel = token;
+    }
+    let stats = block_on(copy_with_progress(src, dst, req, ctl, |event| {
+        if let Some(cb) = &callback {
+            cb.call(&event.to_string());
+        }
+    }))??;
+    if non_null(out_stats_json, "out_stats_json").is_ok() {
+        // SAFETY: checked for NULL just above.
+        unsafe { write_string(out_stats_json, stats_json(&stats).to_string()) };
+    }
+    Ok(())
 }
 
 /// Copy one disk image between two transports: the engine on its own.
@@ -70,19 +104,107 @@ pub unsafe extern "C" fn vmigrate_copy_disk(
     out_stats_json: *mut *mut c_char,
 ) -> vmigrate_result {
     ffi_panic_boundary! {
-        // SAFETY: caller contract.
-        let (src, dst) = unsafe { (required_str(src, "src")?, required_str(dst, "dst")?) };
-        let callback = Callback::new(cb, userdata);
-        let opts = CopyOptions { verify, ..CopyOptions::default() };
-        let stats = block_on(copy_with_progress(src, dst, opts, CopyControl::new(), |event| {
-            if let Some(cb) = &callback {
-                cb.call(&event.to_string());
-            }
-        }))??;
-        if non_null(out_stats_json, "out_stats_json").is_ok() {
-            // SAFETY: checked for NULL just above.
-            unsafe { write_string(out_stats_json, stats_json(&stats).to_string()) };
-        }
+        let req = CopyRequest { verify, ..CopyRequest::default() };
+        // SAFETY: caller contract, passed on.
+        unsafe { copy_entry(src, dst, &req, None, cb, userdata, out_stats_json) }
+    }
+}
+
+/// A cancel switch for copies: opaque; create with `vmigrate_cancel_new`, pull with
+/// `vmigrate_cancel_trigger` (from any thread, e.g. a signal-handling thread or a UI), release
+/// with `vmigrate_cancel_free` once no copy uses it.
+pub struct vmigrate_cancel {
+    _private: [u8; 0],
+}
+
+/// Create a cancel switch for `vmigrate_copy_disk_with`. One switch may serve several copies.
+///
+/// # Safety
+/// `out` is a valid pointer; `*out` receives the handle.
+#[no_mangle]
+pub unsafe extern "C" fn vmigrate_cancel_new(out: *mut *mut vmigrate_cancel) -> vmigrate_result {
+    ffi_panic_boundary! {
+        non_null(out, "out")?;
+        let handle = Box::into_raw(Box::new(CancellationToken::new())).cast::<vmigrate_cancel>();
+        // SAFETY: checked for NULL just above.
+        unsafe { write_out(out, handle) };
         Ok(())
+    }
+}
+
+/// Cancel every copy running with `cancel`, and any started with it later. Thread-safe; the
+/// copies return `VMIGRATE_RESULT_CANCELLED` promptly, leaving their checkpoint when they have
+/// one so a re-run resumes.
+///
+/// # Safety
+/// `cancel` is a live handle from `vmigrate_cancel_new`.
+#[no_mangle]
+pub unsafe extern "C" fn vmigrate_cancel_trigger(cancel: *const vmigrate_cancel) -> vmigrate_result {
+    ffi_panic_boundary! {
+        // SAFETY: caller contract.
+        unsafe { cancel_ref(cancel) }?.cancel();
+        Ok(())
+    }
+}
+
+/// Release a cancel switch (NULL is ignored). No copy may still be running with it.
+///
+/// # Safety
+/// `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once.
+#[no_mangle]
+pub unsafe extern "C" fn vmigrate_cancel_free(cancel: *mut vmigrate_cancel) {
+    ffi_panic_boundary_void! {
+        if !cancel.is_null() {
+            // SAFETY: the Box<CancellationToken> leaked by vmigrate_cancel_new, freed once.
+            drop(unsafe { Box::from_raw(cancel.cast::<CancellationToken>()) });
+        }
+    }
+}
+
+/// # Safety
+/// `p` is NULL or a live handle from `vmigrate_cancel_new`.
+unsafe fn cancel_ref<'a>(p: *const vmigrate_cancel) -> Result<&'a CancellationToken> {
+    non_null(p, "cancel")?;
+    // SAFETY: a non-NULL handle is the Box<CancellationToken> leaked by vmigrate_cancel_new.
+    Ok(unsafe { &*p.cast::<CancellationToken>() })
+}
+
+/// `vmigrate_copy_disk` with the options of `vmigrate copy` and a cancel switch.
+///
+/// `options_json` (may be NULL or empty: the defaults) is a JSON object with any of `verify`
+/// (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
+/// copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
+/// finding one resumes from it, exactly as `vmigrate copy --checkpoint`) and `copyFileRange`
+/// (bool). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+/// last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
+/// another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
+/// `vmigrate_copy_disk`.
+///
+/// # Safety
+/// `src`/`dst` are NUL-terminated strings, `options_json` NULL or one; `cancel` NULL or a live
+/// handle for the whole call; `cb` and `userdata` are usable during the call; `out_stats_json`
+/// is NULL or a valid pointer.
+#[no_mangle]
+pub unsafe extern "C" fn vmigrate_copy_disk_with(
+    src: *const c_char,
+    dst: *const c_char,
+    options_json: *const c_char,
+    cancel: *const vmigrate_cancel,
+    cb: vmigrate_progress_cb,
+    userdata: *mut c_void,
+    out_stats_json: *mut *mut c_char,
+) -> vmigrate_result {
+    ffi_panic_boundary! {
+        // SAFETY: caller contract.
+        let options = unsafe { optional_str(options_json, "options_json")? };
+        let req = CopyRequest::from_json(options)?;
+        let token = if cancel.is_null() {
+            None
+        } else {
+            // SAFETY: caller contract: a live handle.
+            Some(unsafe { cancel_ref(cancel) }?.clone())
+        };
+        // SAFETY: caller contract, passed on.
+        unsafe { copy_entry(src, dst, &req, token, cb, userdata, out_stats_json) }
     }
 }

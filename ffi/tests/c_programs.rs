@@ -187,6 +187,35 @@ fn copy_sparse_raw_with_progress() {
     assert!(meta.blocks() * 512 < meta.len() / 4, "target is not sparse: {} blocks", meta.blocks());
 }
 
+#[test]
+fn copy_cancelled_from_another_thread_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst, cp) = (dir.path().join("src.img"), dir.path().join("dst.img"), dir.path().join("copy.cp"));
+    // Dense enough that the copy is still running when the other thread cancels it.
+    let content: Vec<u8> = (0..48u32 << 20).map(|n| (n % 251) as u8 | 1).collect();
+    std::fs::write(&src, &content).expect("write source");
+    let args = [src.to_string_lossy(), dst.to_string_lossy(), cp.to_string_lossy()];
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    // Every run (shared, static, valgrind) starts without target and checkpoint.
+    let fresh = || {
+        let _ = std::fs::remove_file(&dst);
+        let _ = std::fs::remove_file(&cp);
+    };
+    fresh();
+    if !have("gcc") {
+        return;
+    }
+    let exe_dir = tempfile::tempdir().expect("tempdir");
+    for link in [Link::Shared, Link::Static] {
+        fresh();
+        let exe = compile(&c_test("copy_cancel.c"), exe_dir.path(), link);
+        let mut cmd = Command::new(&exe);
+        cmd.args(&args);
+        run(cmd, &format!("copy_cancel ({link:?})"));
+        assert!(std::fs::read(&dst).expect("read target") == content, "resumed target differs ({link:?})");
+    }
+}
+
 /// The lab datastore (as the demo writes it) and a one-VM plan from it into a `dir://` target.
 struct Lab {
     dir: tempfile::TempDir,

@@ -1,0 +1,107 @@
+/* Cancel copies through a cancel switch (pulled before the call, and from another thread while
+ * it runs); a copy with a checkpoint file completes and leaves it, and the same call again
+ * resumes from it with nothing left to read. Options are JSON, checked strictly.
+ * Usage: copy_cancel SRC DST CHECKPOINT */
+#include <pthread.h>
+
+#include "common.h"
+
+struct shared {
+  vmigrate_cancel *cancel;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int started, cancelled;
+};
+
+static void *canceller(void *arg) {
+  struct shared *s = arg;
+  pthread_mutex_lock(&s->lock);
+  while (!s->started) pthread_cond_wait(&s->cond, &s->lock);
+  pthread_mutex_unlock(&s->lock);
+  CHECK_OK(vmigrate_cancel_trigger(s->cancel));
+  pthread_mutex_lock(&s->lock);
+  s->cancelled = 1;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+/* On the first progress event, let the other thread cancel and wait until it did. */
+static void on_progress(void *userdata, const char *event_json) {
+  struct shared *s = userdata;
+  (void)event_json;
+  pthread_mutex_lock(&s->lock);
+  if (!s->started) {
+    s->started = 1;
+    pthread_cond_broadcast(&s->cond);
+    while (!s->cancelled) pthread_cond_wait(&s->cond, &s->lock);
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
+int main(int argc, char **argv) {
+  CHECK(argc == 4);
+  char options[4096];
+  const char *small_requests = "{\"connections\": 2, \"requestSize\": 65536}";
+  char *stats = NULL;
+
+  /* A switch pulled before the call cancels it at once. */
+  vmigrate_cancel *pulled = NULL;
+  CHECK_OK(vmigrate_cancel_new(&pulled));
+  CHECK_OK(vmigrate_cancel_trigger(pulled));
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], small_requests, pulled, NULL, NULL, &stats),
+            VMIGRATE_RESULT_CANCELLED);
+  CHECK(stats == NULL);
+  vmigrate_cancel_free(pulled);
+
+  /* Pulled from another thread at the first progress event (the start of the copy). */
+  struct shared s = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+  CHECK_OK(vmigrate_cancel_new(&s.cancel));
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, canceller, &s) == 0);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], small_requests, s.cancel, on_progress, &s, &stats),
+            VMIGRATE_RESULT_CANCELLED);
+  CHECK(stats == NULL);
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK(strstr(last_error(), "cancelled") != NULL);
+  vmigrate_cancel_free(s.cancel);
+
+  /* A copy with a checkpoint file completes, verified, and leaves the checkpoint. */
+  snprintf(options, sizeof options, "{\"verify\": true, \"checkpoint\": \"%s\"}", argv[3]);
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], options, NULL, NULL, NULL, &stats));
+  printf("copied: %s\n", stats);
+  CHECK(strstr(stats, "\"targetDigest\":\"") != NULL);
+  CHECK(strstr(stats, "\"bytesRead\":0,") == NULL);
+  vmigrate_string_free(stats);
+  FILE *cp = fopen(argv[3], "r");
+  CHECK(cp != NULL);
+  char text[4096] = {0};
+  CHECK(fread(text, 1, sizeof text - 1, cp) > 0);
+  fclose(cp);
+  CHECK(strstr(text, "\"fingerprint\"") != NULL);
+
+  /* The same call again resumes: every unit is done, nothing is read. */
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], options, NULL, NULL, NULL, &stats));
+  printf("resumed: %s\n", stats);
+  CHECK(strstr(stats, "\"bytesRead\":0,") != NULL);
+  vmigrate_string_free(stats);
+
+  /* Options are checked: unknown fields, wrong types and zero counts are invalid arguments. */
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], "{\"conections\": 2}", NULL, NULL, NULL, NULL),
+            VMIGRATE_RESULT_INVALID_ARGUMENT);
+  CHECK(strstr(last_error(), "conections") != NULL);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], "{\"connections\": 0}", NULL, NULL, NULL, NULL),
+            VMIGRATE_RESULT_INVALID_ARGUMENT);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], "{\"verify\": 1}", NULL, NULL, NULL, NULL),
+            VMIGRATE_RESULT_INVALID_ARGUMENT);
+  /* NULL and empty options are the defaults. */
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], NULL, NULL, NULL, NULL, NULL));
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], "", NULL, NULL, NULL, NULL));
+  /* A switch is a live handle or NULL. */
+  EXPECT_RC(vmigrate_cancel_trigger(NULL), VMIGRATE_RESULT_INVALID_ARGUMENT);
+  EXPECT_RC(vmigrate_cancel_new(NULL), VMIGRATE_RESULT_INVALID_ARGUMENT);
+  vmigrate_cancel_free(NULL);
+
+  CHECK_OK(vmigrate_shutdown());
+  return 0;
+}
