@@ -19,11 +19,11 @@ use pyo3::prelude::*;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
-use vmigrate_core::engine::{self, CopyControl, CopyOptions, CopyStats, ProgressSnapshot};
+use vmigrate_core::engine::{CopyControl, CopyStats, ProgressSnapshot};
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
 use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
-use vmigrate_facade::transport_url::{open_transport, Role};
+use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 
 create_exception!(
     vmigrate,
@@ -165,21 +165,44 @@ fn load_status(path: PathBuf) -> PyResult<String> {
 }
 
 /// Copy one disk between transports with the engine alone; returns the statistics as JSON text.
-/// `progress` is called with one JSON text per tick (and once at the end).
+/// `progress` is called with one JSON text per tick (and once at the end). The keyword options
+/// are those of `vmigrate copy` (`None`: the engine's default); `checkpoint` names a file where
+/// resume checkpoints are saved and from which a re-run resumes.
 #[pyfunction]
-#[pyo3(signature = (src, dst, progress=None, verify=false))]
-fn copy_disk(py: Python<'_>, src: String, dst: String, progress: Option<Py<PyAny>>, verify: bool) -> PyResult<String> {
+#[pyo3(signature = (src, dst, progress=None, verify=false, *, connections=None, request_size=None, flush=true, checkpoint=None, copy_file_range=false))]
+#[allow(clippy::too_many_arguments)]
+fn copy_disk(
+    py: Python<'_>,
+    src: String,
+    dst: String,
+    progress: Option<Py<PyAny>>,
+    verify: bool,
+    connections: Option<usize>,
+    request_size: Option<usize>,
+    flush: bool,
+    checkpoint: Option<PathBuf>,
+    copy_file_range: bool,
+) -> PyResult<String> {
+    let defaults = CopyRequest::default();
+    let req = CopyRequest {
+        verify,
+        connections: connections.unwrap_or(defaults.connections),
+        request_size: request_size.unwrap_or(defaults.request_size),
+        flush,
+        checkpoint,
+        copy_file_range,
+    };
+    req.check().map_err(to_py_err)?;
     let ctl = CopyControl::new();
-    let opts = CopyOptions { verify, ..CopyOptions::default() };
+    let progress_of = ctl.progress.clone();
     let cancel_token = ctl.cancel.clone();
     let cancel = move || cancel_token.cancel();
     let mut deliver = Deliver { callback: progress.as_ref(), pending: None, cancel: &cancel };
     let rt = runtime()?;
     let result = py.detach(|| {
         rt.block_on(async {
-            let source = open_transport(&src, Role::Source).await?;
-            let target = open_transport(&dst, Role::Target { create_size: Some(source.size()) }).await?;
-            let copy = engine::copy(&*source, &*target, &opts, &ctl);
+            let prepared = prepare_specs(&src, &dst, &req).await?;
+            let copy = prepared.run(ctl);
             tokio::pin!(copy);
             let mut tick = tokio::time::interval(TICK * 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -187,14 +210,14 @@ fn copy_disk(py: Python<'_>, src: String, dst: String, progress: Option<Py<PyAny
                 tokio::select! {
                     r = &mut copy => break r,
                     _ = tick.tick() => {
-                        let mut v = progress_value(&ctl.progress.snapshot());
+                        let mut v = progress_value(&progress_of.snapshot());
                         v["event"] = Value::from("copy");
                         deliver.send(Some(v.to_string()));
                     }
                 }
             };
             if result.is_ok() {
-                let mut v = progress_value(&ctl.progress.snapshot());
+                let mut v = progress_value(&progress_of.snapshot());
                 v["event"] = Value::from("copy");
                 deliver.send(Some(v.to_string()));
             }

@@ -92,3 +92,30 @@ def test_ctrl_c_cancels_copy_then_raises_keyboard_interrupt(tmp_path: Path) -> N
     with pytest.raises(KeyboardInterrupt):
         vmigrate.copy_disk(src, dst, progress=progress)
     assert len(calls) == 1  # cancelled at the next check, no more callbacks
+
+
+def test_checkpoint_file_makes_a_rerun_resume(tmp_path: Path) -> None:
+    src, dst, cp = tmp_path / "src.img", tmp_path / "dst.img", tmp_path / "copy.cp"
+    content = sparse_image(src, 8 << 20)
+    first = vmigrate.copy_disk(src, dst, checkpoint=cp, connections=2, request_size=256 << 10)
+    assert dst.read_bytes() == content
+    assert first.bytes_read > 0
+    assert b'"fingerprint"' in cp.read_bytes()
+    # Every unit is recorded as done: the re-run reads nothing and the target is intact.
+    again = vmigrate.copy_disk(src, dst, checkpoint=cp, verify=True)
+    assert again.bytes_read == 0
+    assert again.source_digest == again.target_digest is not None
+    assert dst.read_bytes() == content
+
+
+def test_copy_options_are_checked(tmp_path: Path) -> None:
+    sparse_image(tmp_path / "a.img", 1 << 20)
+    for bad in ({"connections": 0}, {"request_size": 0}):
+        with pytest.raises(vmigrate.MigrationError) as info:
+            vmigrate.copy_disk(tmp_path / "a.img", tmp_path / "out.img", **bad)  # type: ignore[arg-type]
+        assert info.value.code == 1008, bad
+    (tmp_path / "garbage.cp").write_text("not a checkpoint")
+    with pytest.raises(vmigrate.TransportError) as cp:
+        vmigrate.copy_disk(tmp_path / "a.img", tmp_path / "out.img", checkpoint=tmp_path / "garbage.cp")
+    assert cp.value.code == 4011
+    assert "checkpoint" in str(cp.value)

@@ -583,16 +583,42 @@ def copy_disk(
     dst: PathLike,
     progress: Optional[Callable[[Progress], object]] = None,
     verify: bool = False,
+    *,
+    connections: Optional[int] = None,
+    request_size: Optional[int] = None,
+    flush: bool = True,
+    checkpoint: Optional[PathLike] = None,
+    copy_file_range: bool = False,
 ) -> CopyStats:
-    """Copy one disk image with the engine alone (sparse-aware, parallel).
+    """Copy one disk image with the engine alone (sparse-aware, parallel), as ``vmigrate copy``.
 
     ``src``/``dst``: paths, ``nbd://`` / ``nbd+unix://`` URIs, and as a source ``http(s)://`` URLs
     or ``.vmdk`` files. A file target is created sparse. ``progress`` receives :class:`Progress`
     about five times a second and once at the end; an exception it raises cancels the copy and
-    propagates. With ``verify`` both sides are hashed and a difference raises TransportError.
+    propagates (so does Ctrl-C). With ``verify`` both sides are hashed and a difference raises
+    TransportError.
+
+    The keyword options are those of ``vmigrate copy``: ``connections`` and ``request_size``
+    (None: the engine's defaults), ``flush`` (False: not durable), ``copy_file_range`` (between
+    two local files), and ``checkpoint``: a file where resume checkpoints are saved; a copy
+    that finds one resumes from it, so re-running a failed or cancelled copy continues where it
+    stopped (the same file works with the CLI and C). Bad values raise MigrationError with code
+    1008 (InvalidArgument).
     """
     callback = None if progress is None else (lambda text: progress(Progress._from(json.loads(text))))
-    stats = json.loads(_native.copy_disk(os.fspath(src), os.fspath(dst), callback, verify))
+    stats = json.loads(
+        _native.copy_disk(
+            os.fspath(src),
+            os.fspath(dst),
+            callback,
+            verify,
+            connections=connections,
+            request_size=request_size,
+            flush=flush,
+            checkpoint=None if checkpoint is None else os.fspath(checkpoint),
+            copy_file_range=copy_file_range,
+        )
+    )
     return CopyStats(
         bytes_read=stats["bytesRead"],
         bytes_written=stats["bytesWritten"],

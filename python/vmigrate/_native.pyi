@@ -48,6 +48,12 @@ def copy_disk(
     dst: str,
     progress: Optional[Callable[[str], object]] = None,
     verify: bool = False,
+    *,
+    connections: Optional[int] = None,
+    request_size: Optional[int] = None,
+    flush: bool = True,
+    checkpoint: Optional[Union[str, PathLike[str]]] = None,
+    copy_file_range: bool = False,
 ) -> str: ...
 
 @final
