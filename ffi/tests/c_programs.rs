@@ -213,6 +213,17 @@ fn copy_cancelled_from_another_thread_resumes_from_its_checkpoint() {
         cmd.args(&args);
         run(cmd, &format!("copy_cancel ({link:?})"));
         assert!(std::fs::read(&dst).expect("read target") == content, "resumed target differs ({link:?})");
+        if matches!(link, Link::Shared) && have("valgrind") {
+            // No leak of the switch, the options or the statistics across all those calls.
+            fresh();
+            let mut vg = Command::new("valgrind");
+            vg.args(["--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect"])
+                .args(["--show-leak-kinds=definite,indirect", "--error-exitcode=99", "--num-callers=40"])
+                .arg(format!("--suppressions={}", crate_dir().join("tests/valgrind.supp").display()))
+                .arg(&exe)
+                .args(&args);
+            run(vg, "valgrind copy_cancel");
+        }
     }
 }
 
