@@ -2,42 +2,9 @@
  * it runs); a copy with a checkpoint file completes and leaves it, and the same call again
  * resumes from it with nothing left to read. Options are JSON, checked strictly.
  * Usage: copy_cancel SRC DST CHECKPOINT */
-#include <pthread.h>
+#include "cancel_at_start.h"
 
-#include "common.h"
-
-struct shared {
-  vmigrate_cancel *cancel;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int started, cancelled;
-};
-
-static void *canceller(void *arg) {
-  struct shared *s = arg;
-  pthread_mutex_lock(&s->lock);
-  while (!s->started) pthread_cond_wait(&s->cond, &s->lock);
-  pthread_mutex_unlock(&s->lock);
-  CHECK_OK(vmigrate_cancel_trigger(s->cancel));
-  pthread_mutex_lock(&s->lock);
-  s->cancelled = 1;
-  pthread_cond_broadcast(&s->cond);
-  pthread_mutex_unlock(&s->lock);
-  return NULL;
-}
-
-/* On the first progress event, let the other thread cancel and wait until it did. */
-static void on_progress(void *userdata, const char *event_json) {
-  struct shared *s = userdata;
-  (void)event_json;
-  pthread_mutex_lock(&s->lock);
-  if (!s->started) {
-    s->started = 1;
-    pthread_cond_broadcast(&s->cond);
-    while (!s->cancelled) pthread_cond_wait(&s->cond, &s->lock);
-  }
-  pthread_mutex_unlock(&s->lock);
-}
+static vmigrate_result pull_switch(const void *c) { return vmigrate_cancel_trigger(c); }
 
 int main(int argc, char **argv) {
   CHECK(argc == 4);
@@ -55,16 +22,16 @@ int main(int argc, char **argv) {
   vmigrate_cancel_free(pulled);
 
   /* Pulled from another thread at the first progress event (the start of the copy). */
-  struct shared s = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-  CHECK_OK(vmigrate_cancel_new(&s.cancel));
-  pthread_t t;
-  CHECK(pthread_create(&t, NULL, canceller, &s) == 0);
-  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], small_requests, s.cancel, on_progress, &s, &stats),
+  vmigrate_cancel *running = NULL;
+  CHECK_OK(vmigrate_cancel_new(&running));
+  struct cancel_at_start s;
+  cancel_at_start_begin(&s, pull_switch, running);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], small_requests, running, cancel_at_start_on_event, &s, &stats),
             VMIGRATE_RESULT_CANCELLED);
   CHECK(stats == NULL);
-  CHECK(pthread_join(t, NULL) == 0);
+  cancel_at_start_end(&s);
   CHECK(strstr(last_error(), "cancelled") != NULL);
-  vmigrate_cancel_free(s.cancel);
+  vmigrate_cancel_free(running);
 
   /* A copy with a checkpoint file completes, verified, and leaves the checkpoint. */
   snprintf(options, sizeof options, "{\"verify\": true, \"checkpoint\": \"%s\"}", argv[3]);
