@@ -28,7 +28,7 @@ fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("www");
     std::fs::create_dir(&root).unwrap();
-    let data = pattern(SIZE, 77);
+    let data = pattern(77, SIZE);
     std::fs::write(root.join("disk.raw"), &data).unwrap();
     let certs = make_certs(dir.path());
     let nginx = Nginx::start(dir.path(), &root, &certs);

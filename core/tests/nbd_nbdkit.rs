@@ -29,7 +29,7 @@ async fn memory_plugin_round_trip_extents_and_zero() {
     let ext = t.extents(0, 64 * MIB, ExtentKind::Allocation).await.unwrap();
     assert!(ext.iter().all(|e| e.state == ExtentState::Hole), "{ext:?}");
 
-    let data = pattern(3 * MIB as usize, 21);
+    let data = pattern(21, 3 * MIB as usize);
     t.write_at(5 * MIB, Bytes::from(data.clone())).await.unwrap();
     t.flush().await.unwrap();
     let clone = t.try_clone().await.unwrap();
@@ -148,7 +148,7 @@ async fn minimum_block_size_is_honoured_for_unaligned_requests() {
     assert_eq!(t.max_request(), 1 << 20);
     let mut expect = vec![0u8; 8 * MIB as usize];
     for (off, len, seed) in [(100u64, 10usize, 1u64), (4000, 5000, 2), (70_001, 3 << 20, 3), (8 * MIB - 7, 7, 4)] {
-        let d = pattern(len, seed);
+        let d = pattern(seed, len);
         t.write_at(off, Bytes::from(d.clone())).await.unwrap();
         expect[off as usize..off as usize + len].copy_from_slice(&d);
     }
@@ -171,7 +171,7 @@ async fn server_without_structured_replies_uses_simple_replies() {
     let server = nbdkit(dir.path(), &["--no-sr", "memory", "8M"]);
     let t = NbdTransport::connect_with(NbdAddr::Unix(server.sock.clone()), "", NbdOptions::default()).await.unwrap();
     assert!(!t.info().structured && t.info().allocation_context.is_none());
-    let d = pattern(MIB as usize, 8);
+    let d = pattern(8, MIB as usize);
     t.write_at(MIB, Bytes::from(d.clone())).await.unwrap();
     assert!(t.read_at(MIB, d.len()).await.unwrap()[..] == d[..]);
     // Without block status everything is data, as the trait's default says.

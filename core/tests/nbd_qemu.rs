@@ -24,7 +24,7 @@ async fn handshake_read_write_round_trip_is_byte_equal() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk.raw");
     let size = 48 * MIB;
-    let mut expect = pattern(size as usize, 1);
+    let mut expect = pattern(1, size as usize);
     std::fs::write(&file, &expect).unwrap();
     let server = qemu_nbd(dir.path(), &file, "raw", &[]);
 
@@ -42,7 +42,7 @@ async fn handshake_read_write_round_trip_is_byte_equal() {
     }
     // Concurrent writes, unaligned and larger than one request.
     let writes: Vec<(u64, Vec<u8>)> =
-        vec![(0, pattern(4096, 2)), (1_000_001, pattern(333_333, 3)), (8 * MIB, pattern(36 << 20, 4))];
+        vec![(0, pattern(2, 4096)), (1_000_001, pattern(3, 333_333)), (8 * MIB, pattern(4, 36 << 20))];
     let t = Arc::new(t);
     let mut tasks = Vec::new();
     for (off, data) in writes.clone() {
@@ -123,7 +123,7 @@ async fn write_zeroes_keeps_raw_target_sparse() {
     let server = qemu_nbd(dir.path(), &file, "raw", &["--discard=unmap", "--detect-zeroes=unmap"]);
     let t = NbdTransport::connect(&server.uri()).await.unwrap();
 
-    t.write_at(4 * MIB, Bytes::from(pattern(8 * MIB as usize, 9))).await.unwrap();
+    t.write_at(4 * MIB, Bytes::from(pattern(9, 8 * MIB as usize))).await.unwrap();
     t.flush().await.unwrap();
     assert!(allocated(&file) >= 8 * MIB, "written data is allocated");
     let ext = t.extents(0, 64 * MIB, ExtentKind::Allocation).await.unwrap();
@@ -148,14 +148,14 @@ async fn read_only_export_refuses_writes_with_typed_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ro.raw");
-    std::fs::write(&file, pattern(MIB as usize, 5)).unwrap();
+    std::fs::write(&file, pattern(5, MIB as usize)).unwrap();
     let server = qemu_nbd(dir.path(), &file, "raw", &["--read-only"]);
     let t = NbdTransport::connect(&server.uri()).await.unwrap();
     assert!(t.info().has(proto::TF_READ_ONLY));
     let e = t.write_at(0, Bytes::from_static(b"nope")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::TransportUnsupported);
     assert_eq!(t.zero(0, 4096).await.unwrap_err().code(), ErrorCode::TransportUnsupported);
-    assert_eq!(&t.read_at(0, 4096).await.unwrap()[..], &pattern(MIB as usize, 5)[..4096]);
+    assert_eq!(&t.read_at(0, 4096).await.unwrap()[..], &pattern(5, MIB as usize)[..4096]);
     assert_eq!(t.read_at(MIB, 1).await.unwrap_err().code(), ErrorCode::OutOfBounds);
 }
 
@@ -195,14 +195,14 @@ async fn multi_conn_clones_share_one_consistent_export() {
         handles.push(t.try_clone().await.unwrap());
     }
     let writes = handles.iter().enumerate().map(|(i, h)| async move {
-        h.write_at(i as u64 * 4 * MIB, Bytes::from(pattern(4 * MIB as usize, 10 + i as u64))).await?;
+        h.write_at(i as u64 * 4 * MIB, Bytes::from(pattern(10 + i as u64, 4 * MIB as usize))).await?;
         h.flush().await
     });
     futures::future::try_join_all(writes).await.unwrap();
     // Another connection sees every clone's writes.
     for i in 0..3u64 {
         let got = t.read_at(i * 4 * MIB, 4 * MIB as usize).await.unwrap();
-        assert!(got[..] == pattern(4 * MIB as usize, 10 + i)[..], "clone {i} data");
+        assert!(got[..] == pattern(10 + i, 4 * MIB as usize)[..], "clone {i} data");
     }
     // A server without multi-conn (qemu-nbd --shared=1 still advertises it for raw; use
     // connections=1 in options) reports one connection.
@@ -224,7 +224,7 @@ async fn server_killed_mid_copy_fails_pending_requests_with_nbd_connect() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("k.raw");
-    std::fs::write(&file, pattern(32 * MIB as usize, 6)).unwrap();
+    std::fs::write(&file, pattern(6, 32 * MIB as usize)).unwrap();
     let mut server = qemu_nbd(dir.path(), &file, "raw", &[]);
     let t = Arc::new(NbdTransport::connect(&server.uri()).await.unwrap());
     let reader = {

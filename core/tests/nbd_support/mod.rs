@@ -86,19 +86,7 @@ pub fn nbdkit(dir: &Path, args: &[&str]) -> Server {
     Server::start(cmd, sock, pid, "")
 }
 
-/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+pub use crate::common::pattern;
 
 /// Run a command and assert it succeeded; returns stdout.
 pub fn run(prog: &str, args: &[&str]) -> String {
