@@ -141,6 +141,7 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
 /// # Errors
 /// As [`prepare`], plus whatever opening the source gives.
 pub async fn prepare_specs(src: &str, dst: &str, req: &CopyRequest) -> Result<PreparedCopy> {
+    // Bad options fail before anything is opened (prepare checks them again, cheaply).
     req.check()?;
     let source = open_transport(src, Role::Source).await?;
     prepare(source, dst, req).await

@@ -316,10 +316,11 @@ vmigrate_result vmigrate_cancel_new(vmigrate_cancel **out);
 vmigrate_result vmigrate_cancel_trigger(const vmigrate_cancel *cancel);
 
 /*
- Release a cancel switch (NULL is ignored). No copy may still be running with it.
+ Release a cancel switch (NULL is ignored). A copy still running with it keeps working (it
+ holds its own reference) but can no longer be cancelled through it.
 
  # Safety
- `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once.
+ `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once and not used afterwards.
  */
 void vmigrate_cancel_free(vmigrate_cancel *cancel);
 

@@ -147,10 +147,11 @@ pub unsafe extern "C" fn vmigrate_cancel_trigger(cancel: *const vmigrate_cancel)
     }
 }
 
-/// Release a cancel switch (NULL is ignored). No copy may still be running with it.
+/// Release a cancel switch (NULL is ignored). A copy still running with it keeps working (it
+/// holds its own reference) but can no longer be cancelled through it.
 ///
 /// # Safety
-/// `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once.
+/// `cancel` is NULL or a handle from `vmigrate_cancel_new`, freed once and not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn vmigrate_cancel_free(cancel: *mut vmigrate_cancel) {
     ffi_panic_boundary_void! {

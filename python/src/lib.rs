@@ -192,7 +192,6 @@ fn copy_disk(
         checkpoint,
         copy_file_range,
     };
-    req.check().map_err(to_py_err)?;
     let ctl = CopyControl::new();
     let progress_of = ctl.progress.clone();
     let cancel_token = ctl.cancel.clone();
