@@ -632,46 +632,30 @@ fn main() -> ExitCode {
     // `--only TEXT`: run the scenarios whose name contains TEXT (tuning one path).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let want = |s: &str| only.as_ref().is_none_or(|o| s.contains(o.as_str()));
+    // Every scenario, in table order; a closure runs it when it is wanted (and its input exists).
+    type Scenario<'a> = (&'static str, bool, Box<dyn Fn(&'static str) -> Vec<Row> + 'a>);
+    let (p30, full, zeroes) = (&paths[0], &paths[1], &paths[2]);
+    let scenarios: Vec<Scenario> = vec![
+        ("file→file durable 30%", true, Box::new(|s| file_to_file_durable(s, p30, &dst, rounds))),
+        ("file→file cache 30%", true, Box::new(|s| file_to_file_cached(s, p30, &dst, rounds))),
+        ("file→file durable full", true, Box::new(|s| file_to_file_durable(s, full, &dst, rounds))),
+        ("file→file durable zeroes", true, Box::new(|s| file_to_file_durable(s, zeroes, &dst, rounds))),
+        (
+            "nbd(qemu-nbd)→file 30%",
+            true,
+            Box::new(|s| nbd_to_file(s, qemu_nbd(&sock, p30, true), &sock, p30, &dst, rounds)),
+        ),
+        ("nbd(nbdkit)→file 30%", true, Box::new(|s| nbd_to_file(s, nbdkit_file(&sock, p30), &sock, p30, &dst, rounds))),
+        ("nbd→nbd 30%", true, Box::new(|s| nbd_to_nbd(s, p30, &dir, rounds))),
+        ("vmdk sparse→raw 30%", have_ms, Box::new(|s| vmdk_to_raw(s, &ms, &dst, rounds))),
+        ("vmdk stream→raw 30%", have_so, Box::new(|s| vmdk_to_raw(s, &so, &dst, rounds))),
+        ("http→file 30%", true, Box::new(|s| http_to_file(s, p30, &dir, &dst, rounds))),
+    ];
     let mut rows = Vec::new();
-    let s = "file→file durable 30%";
-    if want(s) {
-        rows.extend(file_to_file_durable(s, &paths[0], &dst, rounds));
-    }
-    let s = "file→file cache 30%";
-    if want(s) {
-        rows.extend(file_to_file_cached(s, &paths[0], &dst, rounds));
-    }
-    let s = "file→file durable full";
-    if want(s) {
-        rows.extend(file_to_file_durable(s, &paths[1], &dst, rounds));
-    }
-    let s = "file→file durable zeroes";
-    if want(s) {
-        rows.extend(file_to_file_durable(s, &paths[2], &dst, rounds));
-    }
-    let s = "nbd(qemu-nbd)→file 30%";
-    if want(s) {
-        rows.extend(nbd_to_file(s, qemu_nbd(&sock, &paths[0], true), &sock, &paths[0], &dst, rounds));
-    }
-    let s = "nbd(nbdkit)→file 30%";
-    if want(s) {
-        rows.extend(nbd_to_file(s, nbdkit_file(&sock, &paths[0]), &sock, &paths[0], &dst, rounds));
-    }
-    let s = "nbd→nbd 30%";
-    if want(s) {
-        rows.extend(nbd_to_nbd(s, &paths[0], &dir, rounds));
-    }
-    let s = "vmdk sparse→raw 30%";
-    if have_ms && want(s) {
-        rows.extend(vmdk_to_raw(s, &ms, &dst, rounds));
-    }
-    let s = "vmdk stream→raw 30%";
-    if have_so && want(s) {
-        rows.extend(vmdk_to_raw(s, &so, &dst, rounds));
-    }
-    let s = "http→file 30%";
-    if want(s) {
-        rows.extend(http_to_file(s, &paths[0], &dir, &dst, rounds));
+    for (name, available, run) in &scenarios {
+        if *available && want(name) {
+            rows.extend(run(name));
+        }
     }
     let _ = std::fs::remove_file(&dst);
     let _ = std::fs::remove_file(&sock);
