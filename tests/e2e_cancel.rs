@@ -89,7 +89,10 @@ async fn cancel_one_vm_mid_copy_in_process() {
 #[test]
 fn vmigrate_cancel_stops_a_running_cli_with_exit_5() {
     let work = tempfile::tempdir().expect("tmp");
-    let (ds, _) = big_vmx_datastore(work.path(), "bigapp", 2 << 30, 512);
+    // 2 GiB of data: the copy must outlast the CLI's start-up plus the migrate's control-file
+    // poll (300 ms). 512 MiB was enough until durable file copies started writing behind, then
+    // the copy sometimes finished first (a fresh-clone CI run saw exit 0).
+    let (ds, _) = big_vmx_datastore(work.path(), "bigapp", 4 << 30, 2048);
     let out = work.path().join("out");
     let plan_file = work.path().join("plan.yaml");
     std::fs::write(&plan_file, vmx_plan("cancel-cli", &ds, &format!("dir://{}", out.display()), &["bigapp"]))
