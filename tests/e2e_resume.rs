@@ -23,7 +23,9 @@ fn mid_copy(st: &PlanStatus) -> bool {
 #[test]
 fn cli_killed_with_sigkill_resumes_from_its_checkpoint() {
     let work = tempfile::tempdir().expect("tmp");
-    let data_mib = 512;
+    // Enough data that the copy outlasts the CLI's start, a checkpoint and the SIGKILL with a
+    // margin, now that file copies write behind (faster; the cancel test raced at 512 MiB).
+    let data_mib = 1024;
     let (ds, vmdk) = big_vmx_datastore(work.path(), "bigdb", 2 << 30, data_mib);
     let out = work.path().join("out");
     let plan_file = work.path().join("plan.yaml");
