@@ -112,7 +112,8 @@ pub trait BlockTransport: Send + Sync + Debug {
         false
     }
 
-    /// Largest request the transport accepts in one call; the engine splits larger ones.
+    /// Largest request the engine should make in one call: a protocol limit, or the size the
+    /// transport serves best when that is smaller. The engine never asks for more.
     fn max_request(&self) -> usize {
         32 << 20
     }
