@@ -18,7 +18,13 @@
 //! - Read buffers come from a per-file pool, page aligned, so they can be handed to an
 //!   `O_DIRECT` write of another file without a copy.
 //!
-//! Every blocking call runs on tokio's blocking pool; handles from
+//! - Buffered writes to a regular file go through one writer thread per file, in the order they
+//!   arrive: the kernel serialises them on the inode lock anyway, and a thread that finds the next
+//!   write queued keeps its CPU, where writers on the blocking pool slept on a lock and waited to
+//!   be scheduled again (page-cache copy, 4 GiB image with 1.2 GB of data, 2 cores: 0.33-0.34 s
+//!   against 0.37-0.40 s; `qemu-img -W -m 8` 0.35-0.39 s in the same runs).
+//!
+//! Every other blocking call runs on tokio's blocking pool; handles from
 //! [`try_clone`](crate::BlockTransport::try_clone) share one descriptor, which is safe because
 //! only positioned I/O (`pread`/`pwrite`) is used.
 
@@ -81,10 +87,21 @@ struct Inner {
     /// [`WRITE_BEHIND_WINDOW`] the oldest are dropped from the page cache.
     behind: std::sync::Mutex<(std::collections::VecDeque<(u64, u64)>, u64)>,
     pool: Arc<BufPool>,
-    /// Serialises buffered writes to a regular file: the kernel takes the inode lock
-    /// exclusively for each anyway, and waiters would spin on it, burning the CPU that reads
-    /// need (measured on 2 cores); here they sleep instead.
-    buffered_write: std::sync::Mutex<()>,
+    /// The buffered-write thread, started by the first buffered write to a regular file.
+    writer: std::sync::OnceLock<Option<std::sync::mpsc::Sender<WriteJob>>>,
+}
+
+/// One buffered write for the writer thread, and where its outcome goes.
+struct WriteJob {
+    offset: u64,
+    data: Bytes,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl std::fmt::Debug for WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteJob").field("offset", &self.offset).field("len", &self.data.len()).finish()
+    }
 }
 
 /// Reads at least this large use pooled buffers; smaller ones a plain allocation.
@@ -185,7 +202,7 @@ impl FileTransport {
                 write_behind: AtomicBool::new(false),
                 behind: std::sync::Mutex::new((std::collections::VecDeque::new(), 0)),
                 pool: BufPool::new(),
-                buffered_write: std::sync::Mutex::new(()),
+                writer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -322,9 +339,9 @@ impl Inner {
         Ok(Bytes::from(buf))
     }
 
-    fn write_blocking(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let ctx = || format!("writing {} at {offset}", self.path.display());
-        let direct = match &self.direct {
+    /// The `O_DIRECT` descriptor when this write may go through it.
+    fn direct_for(&self, offset: u64, data: &[u8]) -> Option<&File> {
+        match &self.direct {
             Some(d)
                 if self.direct_writes.load(Ordering::Relaxed)
                     && Self::aligned(offset, data.len())
@@ -333,10 +350,42 @@ impl Inner {
                 Some(d)
             }
             _ => None,
-        };
+        }
+    }
+
+    /// The writer thread's queue, starting the thread on first use; `None` when no thread could
+    /// be started (writes then go to the blocking pool). The thread holds only a weak reference,
+    /// so dropping the last handle closes the queue and ends it.
+    fn writer(self: &Arc<Self>) -> Option<&std::sync::mpsc::Sender<WriteJob>> {
+        self.writer
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+                let weak = Arc::downgrade(self);
+                let spawned = std::thread::Builder::new().name("vmigrate-writer".into()).spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let r = match weak.upgrade() {
+                            Some(inner) => inner.write_blocking(job.offset, &job.data),
+                            None => return,
+                        };
+                        // The caller may have stopped waiting (cancelled); the write happened anyway.
+                        let _ = job.done.send(r);
+                    }
+                });
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no writer thread; buffered writes on the blocking pool");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    fn write_blocking(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let ctx = || format!("writing {} at {offset}", self.path.display());
+        let direct = self.direct_for(offset, data);
         let fd = direct.unwrap_or(&self.file);
-        let _serial = (direct.is_none() && !self.block_device)
-            .then(|| self.buffered_write.lock().unwrap_or_else(|p| p.into_inner()));
         // Buffered writes go in pieces of at most `BUFFERED_WRITE_MAX`: see its comment.
         let piece = if direct.is_some() { data.len() } else { BUFFERED_WRITE_MAX };
         let mut done = 0;
@@ -461,7 +510,17 @@ impl BlockTransport for FileTransport {
             ));
         }
         self.check(offset, data.len() as u64)?;
-        let inner = self.inner.clone();
+        let inner = &self.inner;
+        if !inner.block_device && inner.direct_for(offset, &data).is_none() {
+            if let Some(tx) = inner.writer() {
+                let (done, result) = tokio::sync::oneshot::channel();
+                if tx.send(WriteJob { offset, data, done }).is_ok() {
+                    return result.await.map_err(|_| Error::new(ErrorCode::Internal, "file writer thread stopped"))?;
+                }
+                return Err(Error::new(ErrorCode::Internal, "file writer thread stopped"));
+            }
+        }
+        let inner = inner.clone();
         blocking(move || inner.write_blocking(offset, &data)).await
     }
 
@@ -508,6 +567,38 @@ impl BlockTransport for FileTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buffered_writes_land_in_order_and_the_writer_does_not_keep_the_file_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk.raw");
+        let size = 8u64 << 20;
+        let f = FileTransport::open(&path, FileOptions { create_size: Some(size), ..Default::default() })
+            .await
+            .expect("create");
+        let g = f.try_clone().await.expect("clone");
+        // Concurrent writes from two handles, unaligned so none can go O_DIRECT, plus one range
+        // written twice in sequence: the second must win.
+        let writes = (0..16u64).map(|i| {
+            let h: &dyn BlockTransport = if i % 2 == 0 { &f } else { g.as_ref() };
+            h.write_at(i * (512 << 10) + 3, Bytes::from(vec![i as u8 + 1; 300_001]))
+        });
+        futures::future::try_join_all(writes).await.expect("writes");
+        f.write_at(3, Bytes::from_static(b"first")).await.expect("write");
+        f.write_at(3, Bytes::from_static(b"again")).await.expect("write");
+        let got = std::fs::read(&path).expect("read back");
+        for i in 0..16u64 {
+            let at = (i * (512 << 10) + 3) as usize;
+            let want = if i == 0 { &b"again"[..] } else { &[i as u8 + 1; 5][..] };
+            assert_eq!(&got[at..at + 5], want, "write {i}");
+            assert!(got[at + 5..at + 300_001].iter().all(|b| *b == i as u8 + 1), "write {i}");
+        }
+        // The writer thread holds a weak reference only: the last handle closes the file (and
+        // the thread's queue).
+        let weak = Arc::downgrade(&f.inner);
+        drop((f, g));
+        assert!(weak.upgrade().is_none(), "the writer thread keeps the file open");
+    }
 
     #[tokio::test]
     async fn sparse_file_extents_zero_and_io() {
