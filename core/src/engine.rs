@@ -732,20 +732,39 @@ impl Shared<'_> {
     }
 
     async fn worker(&self, src: &dyn BlockTransport, dst: &dyn BlockTransport) -> Result<()> {
+        // With flush-behind, a unit is done once the flush after it returns; that flush runs
+        // while this worker copies the next unit (a worker that waited for it would leave the
+        // target idle, and with a single connection there is no other worker).
+        let mut flushing: Option<(u64, BoxFut<'_, Result<()>>)> = None;
         while let Some(u) = self.next_unit() {
             if self.ctl.cancel.is_cancelled() {
                 return Err(Error::cancelled());
             }
-            self.run_unit(u, src, dst).await?;
-            if self.flush_behind {
-                // This worker waits for the flush while the others keep copying: the target
-                // writes back while data still arrives instead of in one burst at the end.
-                retry(self.opts.retries, "flush", || dst.flush()).await?;
+            match flushing.take() {
+                Some((prev, flush)) => {
+                    let (flushed, copied) = tokio::join!(flush, self.run_unit(u, src, dst));
+                    flushed?;
+                    self.unit_done(prev, dst).await?;
+                    copied?;
+                }
+                None => self.run_unit(u, src, dst).await?,
             }
-            self.done.lock().unwrap_or_else(|p| p.into_inner())[u as usize] = true;
-            self.emit_checkpoint(dst, false).await?;
+            if self.flush_behind {
+                flushing = Some((u, Box::pin(retry(self.opts.retries, "flush", || dst.flush()))));
+            } else {
+                self.unit_done(u, dst).await?;
+            }
+        }
+        if let Some((prev, flush)) = flushing {
+            flush.await?;
+            self.unit_done(prev, dst).await?;
         }
         Ok(())
+    }
+
+    async fn unit_done(&self, u: u64, dst: &dyn BlockTransport) -> Result<()> {
+        self.done.lock().unwrap_or_else(|p| p.into_inner())[u as usize] = true;
+        self.emit_checkpoint(dst, false).await
     }
 }
 
