@@ -19,6 +19,29 @@ use bytes::Bytes;
 /// Alignment of every buffer's first byte (the `O_DIRECT` requirement of common devices).
 pub const ALIGN: usize = 4096;
 
+/// Length of the shared zero buffer ([`shared_zeroes`]).
+pub const SHARED_ZEROES_LEN: usize = 1 << 20;
+
+/// Page aligned, so a block device can take it with `O_DIRECT`.
+#[repr(C, align(4096))]
+struct Zeroes([u8; SHARED_ZEROES_LEN]);
+
+static ZEROES: Zeroes = Zeroes([0; SHARED_ZEROES_LEN]);
+
+/// `len` zero bytes that cost nothing: a slice of one static buffer, or `None` when `len` is
+/// over [`SHARED_ZEROES_LEN`]. A transport that learns a range reads as zeroes (an HTTP body of
+/// zeroes, a hole) returns this instead of filling a buffer, and the engine recognises it
+/// ([`is_shared_zeroes`]) without scanning.
+pub fn shared_zeroes(len: usize) -> Option<Bytes> {
+    (len <= SHARED_ZEROES_LEN).then(|| Bytes::from_static(&ZEROES.0[..len]))
+}
+
+/// Whether `b` lies in the shared zero buffer, so it is known to be zeroes.
+pub fn is_shared_zeroes(b: &[u8]) -> bool {
+    let r = ZEROES.0.as_ptr_range();
+    r.contains(&b.as_ptr()) && b.as_ptr_range().end <= r.end
+}
+
 /// Most bytes of free buffers a pool keeps.
 const POOL_MAX_BYTES: usize = 32 << 20;
 
@@ -128,6 +151,17 @@ impl Drop for AlignedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_zeroes_are_recognised_and_nothing_else_is() {
+        let z = shared_zeroes(SHARED_ZEROES_LEN).expect("fits");
+        assert!(z.iter().all(|b| *b == 0) && is_shared_zeroes(&z));
+        assert!(is_shared_zeroes(&z.slice(4096..8192)));
+        assert_eq!(z.as_ptr().align_offset(ALIGN), 0);
+        assert!(shared_zeroes(SHARED_ZEROES_LEN + 1).is_none());
+        assert!(!is_shared_zeroes(&vec![0u8; 4096]));
+        assert!(!is_shared_zeroes(&Bytes::from_static(&[0u8; 16])));
+    }
 
     #[test]
     fn buffers_are_aligned_reused_and_bounded() {

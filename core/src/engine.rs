@@ -35,12 +35,12 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::buf::{is_shared_zeroes, shared_zeroes, SHARED_ZEROES_LEN};
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind, ExtentState};
 
@@ -52,9 +52,6 @@ const DIGEST_CHUNK: u64 = 4 << 20;
 
 /// Buffers at least this large are scanned for zeroes on the blocking pool.
 const SCAN_INLINE_MAX: usize = 256 << 10;
-
-/// A shared zero buffer for targets that decline `zero`.
-static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
 /// How to copy. [`Default`] gives the tuned settings.
 #[derive(Debug, Clone)]
@@ -666,8 +663,9 @@ impl Shared<'_> {
         }
         let mut pos = off;
         while pos < off + len {
-            let n = (off + len - pos).min(ZEROES.len() as u64) as usize;
-            retry(self.opts.retries, "write zeroes", || dst.write_at(pos, Bytes::from_static(&ZEROES[..n]))).await?;
+            let n = (off + len - pos).min(SHARED_ZEROES_LEN as u64) as usize;
+            let zeroes = shared_zeroes(n).expect("n is at most SHARED_ZEROES_LEN");
+            retry(self.opts.retries, "write zeroes", || dst.write_at(pos, zeroes.clone())).await?;
             Progress::add(&p.written, n as u64);
             Progress::add(&p.zeroed, n as u64);
             pos += n as u64;
@@ -704,6 +702,9 @@ impl Shared<'_> {
         Progress::add(&p.read, len as u64);
         let runs = if !self.opts.zero_detect {
             vec![(0, len, false)]
+        } else if is_shared_zeroes(&data) {
+            // The source already knows these are zeroes (see `shared_zeroes`).
+            vec![(0, len, true)]
         } else if len <= SCAN_INLINE_MAX {
             zero_runs(&data, self.opts.sparse_size)
         } else {

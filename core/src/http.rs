@@ -36,6 +36,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+use crate::buf::shared_zeroes;
+use crate::engine::is_zero;
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::BlockTransport;
 
@@ -567,6 +569,10 @@ async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<B
     let mut resp = resp;
     let mut buf = t.pool.take(len);
     let mut got = 0;
+    // While every chunk so far was zeroes nothing is copied: a range of zeroes (a disk's
+    // unallocated space, which HTTP cannot tell apart) comes back as the shared zero buffer.
+    // The check runs on each chunk while it is still in the CPU cache.
+    let mut all_zero = true;
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
@@ -575,6 +581,14 @@ async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<B
                         &t.shown,
                         &format!("sent more than the {len} bytes asked"),
                     )));
+                }
+                if all_zero {
+                    if is_zero(&chunk) {
+                        got += chunk.len();
+                        continue;
+                    }
+                    all_zero = false;
+                    buf[..got].fill(0);
                 }
                 buf[got..got + chunk.len()].copy_from_slice(&chunk);
                 got += chunk.len();
@@ -591,6 +605,12 @@ async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<B
             ErrorCode::ShortRead,
             format!("http GET {} at {offset}: got {got} of {len} bytes", t.shown),
         )));
+    }
+    if all_zero {
+        if let Some(z) = shared_zeroes(len) {
+            return Ok(z);
+        }
+        buf.fill(0);
     }
     Ok(buf.freeze())
 }

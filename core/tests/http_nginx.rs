@@ -28,7 +28,10 @@ fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("www");
     std::fs::create_dir(&root).unwrap();
-    let data = pattern(77, SIZE);
+    let mut data = pattern(77, SIZE);
+    // Unallocated-looking space: 2 MiB of zeroes, and a range that starts with zeroes.
+    data[1 << 20..3 << 20].fill(0);
+    data[(3 << 20) + 100..(3 << 20) + (512 << 10)].fill(0);
     std::fs::write(root.join("disk.raw"), &data).unwrap();
     let certs = make_certs(dir.path());
     let nginx = Nginx::start(dir.path(), &root, &certs);
@@ -70,6 +73,29 @@ async fn plain_http_reads_are_byte_equal_and_parallel() {
     let e = HttpTransport::open(&missing, HttpOptions::default()).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::HttpStatus);
     assert!(e.message().contains("404"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn ranges_of_zeroes_come_back_as_shared_zeroes_and_mixed_ranges_intact() {
+    let Some(f) = fixture() else { return };
+    let url = format!("http://127.0.0.1:{}/disk.raw", f.nginx.http_port);
+    let t = HttpTransport::open(&url, HttpOptions::default()).await.unwrap();
+    const MIB: usize = 1 << 20;
+    // A data range first, so the pooled buffer the next reads get holds old bytes.
+    let first = t.read_at(0, MIB).await.unwrap();
+    assert!(first[..] == f.data[..MIB] && !vmigrate_core::buf::is_shared_zeroes(&first));
+    drop(first);
+    let zeroes = t.read_at(MIB as u64, MIB).await.unwrap();
+    assert!(zeroes.iter().all(|b| *b == 0) && zeroes.len() == MIB);
+    assert!(vmigrate_core::buf::is_shared_zeroes(&zeroes), "a range of zeroes should not be copied");
+    // Longer than the shared buffer: zeroes all the same.
+    let long = t.read_at(MIB as u64, 2 * MIB).await.unwrap();
+    assert!(long.iter().all(|b| *b == 0) && long.len() == 2 * MIB);
+    // Zeroes then data: the zero prefix must be written into the reused buffer.
+    for (off, len) in [(2 * MIB + 4096, MIB), (3 * MIB - 4096, MIB), (2 * MIB + 17, MIB + 5)] {
+        let got = t.read_at(off as u64, len).await.unwrap();
+        assert!(got[..] == f.data[off..off + len], "mismatch at {off}+{len}");
+    }
 }
 
 #[tokio::test]
