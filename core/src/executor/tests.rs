@@ -434,6 +434,36 @@ async fn cancel_mid_copy_cleans_up() {
 }
 
 #[tokio::test]
+async fn a_phase_in_progress_reaches_the_status_file() {
+    // Records are saved at most every SAVE_DEBOUNCE; the start of a long phase must still be
+    // written (by the deferred save) while the phase runs, not only when it ends.
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[8 * MIB]), vec![content(3, 8 * MIB)])]));
+    src.slow_reads.store(true, Ordering::SeqCst);
+    let tgt = Arc::new(MemTarget::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("s.json");
+    let mut opts = ExecutorOptions { status_path: Some(status_path.clone()), ..Default::default() };
+    opts.copy.connections = 1;
+    opts.copy.request_size = 256 << 10;
+    opts.copy.buffer_budget = Some(crate::engine::BufferBudget::new(512 << 10));
+    let exec = Arc::new(Executor::new(plan(&["vm1"], false), src, tgt, opts));
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    let copying =
+        |st: &PlanStatus| st.vms[0].history.iter().any(|r| r.phase == Phase::CopyDisks && r.completed.is_none());
+    let mut seen = false;
+    while !run.is_finished() && !seen {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen = PlanStatus::load(&status_path).map(|st| copying(&st)).unwrap_or(false);
+    }
+    assert!(seen, "the status file never showed the copy in progress");
+    let st = run.await.expect("join").expect("run");
+    assert_eq!(st.vms[0].phase, Phase::Completed);
+    let saved = PlanStatus::load(&status_path).expect("final status");
+    assert!(saved.vms[0].history.iter().any(|r| r.phase == Phase::CopyDisks && r.completed.is_some()));
+}
+
+#[tokio::test]
 async fn blocked_plan_changes_nothing() {
     let mut v = vm(1, PowerState::PoweredOn, &[MIB]);
     v.disks[0].rdm = true;
