@@ -18,6 +18,7 @@ pub use vmigrate_vsphere as vsphere;
 
 pub mod copy;
 pub mod demo;
+pub mod logging;
 pub mod sources;
 pub mod targets;
 pub mod transport_url;

@@ -236,6 +236,44 @@ typedef uint32_t vmigrate_result;
 #endif // __cplusplus
 
 /*
+ Severity of a log record; `vmigrate_set_log_callback` forwards its `max_level` and the more
+ severe ones.
+ */
+enum vmigrate_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   Something failed.
+   */
+  VMIGRATE_LOG_LEVEL_ERROR = 1,
+  /*
+   Something unexpected that the library worked around.
+   */
+  VMIGRATE_LOG_LEVEL_WARN = 2,
+  /*
+   Milestones: plan, VM phases, disks copied.
+   */
+  VMIGRATE_LOG_LEVEL_INFO = 3,
+  /*
+   Details for diagnosing: connections, retries, chosen I/O paths.
+   */
+  VMIGRATE_LOG_LEVEL_DEBUG = 4,
+  /*
+   Everything.
+   */
+  VMIGRATE_LOG_LEVEL_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum vmigrate_log_level vmigrate_log_level;
+#else
+typedef uint32_t vmigrate_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  A cancel switch for copies: opaque; create with `vmigrate_cancel_new`, pull with
  `vmigrate_cancel_trigger` (from any thread, e.g. a signal-handling thread or a UI), release
  with `vmigrate_cancel_free` once no copy uses it.
@@ -265,6 +303,16 @@ typedef struct vmigrate_source vmigrate_source;
  call). Called on the thread that made the call that took it, while that call runs.
  */
 typedef void (*vmigrate_progress_cb)(void *userdata, const char *event_json);
+
+/*
+ Log callback: `userdata` as given, the record's level, its origin (a Rust module path such as
+ `vmigrate_core::engine`) and its text (`message key=value ...`, with the plan / VM / disk it
+ belongs to); both strings are valid only during the call.
+ */
+typedef void (*vmigrate_log_cb)(void *userdata,
+                                vmigrate_log_level level,
+                                const char *target,
+                                const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -375,6 +423,26 @@ const char *vmigrate_error_name(uint32_t code);
  `buf` is valid for `len` bytes; `out_n` is a valid pointer.
  */
 vmigrate_result vmigrate_last_error(char *buf, size_t len, size_t *out_n);
+
+/*
+ Send the library's log records of `max_level` (a `vmigrate_log_level`) and more severe to
+ `callback`, or stop with `callback` NULL. Records come from library threads, several at once:
+ the callback must be thread-safe, return quickly and not call vmigrate functions. A later
+ call replaces the callback; when this returns the old one is no longer running. Without a
+ callback nothing is logged (the `vmigrate` command-line tool has its own `--log`); the
+ libraries vmigrate uses (HTTP, Kubernetes clients) are not forwarded.
+
+ Fails with `VMIGRATE_RESULT_INVALID_ARGUMENT` for a `max_level` out of range, or when another
+ `tracing` subscriber already owns the process (a Rust program that installed its own and
+ links this library).
+
+ # Safety
+ `callback`, when not NULL, must be safe to call with `userdata` from any thread until it is
+ replaced or removed.
+ */
+vmigrate_result vmigrate_set_log_callback(vmigrate_log_cb callback,
+                                          void *userdata,
+                                          uint32_t max_level);
 
 /*
  Prepare a run of `plan`: open its source (credentials from the environment variables the plan

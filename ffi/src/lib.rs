@@ -13,6 +13,8 @@
 //!   who releases them with `vmigrate_string_free`.
 //! - Callbacks take `void *userdata` first and run on a library thread: they must be thread-safe,
 //!   return quickly, and must not call blocking vmigrate functions (cancelling is fine).
+//! - Logs go nowhere until `vmigrate_set_log_callback` registers a callback (which, unlike the
+//!   others, runs on any library thread, several at once).
 //! - No panic crosses the boundary: it becomes `VMIGRATE_RESULT_PANIC`.
 //! - The library owns one multi-thread tokio runtime for the process, built on first use; every call
 //!   blocks until done and may be made from any thread. `vmigrate_shutdown` stops the runtime (for
@@ -26,6 +28,7 @@ mod codes;
 mod copy;
 mod error;
 mod json;
+mod log;
 mod migration;
 mod plan;
 mod runtime;
@@ -36,6 +39,7 @@ mod util;
 pub use codes::vmigrate_result;
 pub use copy::vmigrate_copy_disk;
 pub use error::{vmigrate_error_message, vmigrate_error_name, vmigrate_last_error};
+pub use log::{vmigrate_log_cb, vmigrate_log_level, vmigrate_set_log_callback};
 pub use migration::{
     vmigrate_migration, vmigrate_migration_cancel, vmigrate_migration_cancel_vm, vmigrate_migration_free,
     vmigrate_migration_new, vmigrate_migration_run, vmigrate_migration_status,

@@ -188,6 +188,15 @@ fn copy_sparse_raw_with_progress() {
 }
 
 #[test]
+fn log_records_reach_a_c_callback_filtered_by_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    sparse_image(&src, 1 << 20);
+    let (src_s, dst_s) = (src.to_string_lossy(), dst.to_string_lossy());
+    check_program(&c_test("log.c"), &[&src_s, &dst_s]);
+}
+
+#[test]
 fn copy_cancelled_from_another_thread_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (src, dst, cp) = (dir.path().join("src.img"), dir.path().join("dst.img"), dir.path().join("copy.cp"));

@@ -6,6 +6,11 @@
 //! to deliver progress and to check for signals, so Ctrl-C cancels the work cleanly and then
 //! raises `KeyboardInterrupt`. Errors are raised as one exception class per range of the shared
 //! error-code table, each instance carrying `.code`, `.name` and `.kind`.
+//!
+//! The library's log records go to Python's `logging`, to the logger named after the Rust module
+//! (`vmigrate.core.engine`, `vmigrate.vsphere.soap`, ...; all under `vmigrate`), each with its
+//! plan / VM / disk context in the message and as `record.vmigrate` (a dict). Nothing is printed
+//! unless the application configures logging, as with any well-behaved Python library.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
 use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
+use vmigrate_facade::logging::{self, ForwardLayer, Record};
 
 create_exception!(
     vmigrate,
@@ -473,9 +479,48 @@ impl Migration {
 }
 
 /// The module `vmigrate._native`.
+/// `vmigrate_core::engine` -> `vmigrate.core.engine`, `vmigrate::copy` -> `vmigrate.copy`.
+fn logger_name(target: &str) -> String {
+    let dotted = target.replace("::", ".");
+    match dotted.strip_prefix("vmigrate_") {
+        Some(rest) => format!("vmigrate.{rest}"),
+        None => dotted,
+    }
+}
+
+/// Hand one record to Python's `logging` (from whichever thread logged). A record that arrives
+/// while the interpreter shuts down is dropped.
+fn to_python_logging(r: &Record) {
+    let _ = Python::try_attach(|py| -> PyResult<()> {
+        let level: u8 = match r.level {
+            tracing::Level::ERROR => 40,
+            tracing::Level::WARN => 30,
+            tracing::Level::INFO => 20,
+            tracing::Level::DEBUG => 10,
+            _ => 5,
+        };
+        let logger = py.import("logging")?.call_method1("getLogger", (logger_name(&r.target),))?;
+        if !logger.call_method1("isEnabledFor", (level,))?.extract::<bool>()? {
+            return Ok(());
+        }
+        let fields = pyo3::types::PyDict::new(py);
+        for (k, v) in &r.fields {
+            fields.set_item(k, v)?;
+        }
+        let extra = pyo3::types::PyDict::new(py);
+        extra.set_item("vmigrate", fields)?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("extra", extra)?;
+        logger.call_method("log", (level, r.text()), Some(&kwargs))?;
+        Ok(())
+    });
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Python filters by logger level; TRACE stays off at the call sites.
+    logging::install(ForwardLayer::new(tracing::Level::DEBUG, to_python_logging));
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add_function(wrap_pyfunction!(raise_error, m)?)?;
