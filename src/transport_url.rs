@@ -4,6 +4,7 @@
 //! |----------------------------------------|---------------------------------------------|
 //! | `nbd://host[:port]/export`             | NBD client over TCP                         |
 //! | `nbd+unix:///export?socket=/path`      | NBD client over a Unix socket               |
+//! | `nbds://…`, `nbds+unix://…`            | the same over TLS (`tls-certificates=DIR`, `tls-thumbprint=`, `tls-verify-peer=false`) |
 //! | `http://…`, `https://…` (source only)  | HTTP Range reader                           |
 //! | `….vmdk` (source only)                 | VMDK reader (descriptor, sparse, stream)    |
 //! | anything else                          | raw file or block device                    |
@@ -43,7 +44,7 @@ pub enum SpecKind {
 /// Classify a spec (see the module table).
 pub fn spec_kind(spec: &str) -> SpecKind {
     let lower = spec.to_ascii_lowercase();
-    if lower.starts_with("nbd://") || lower.starts_with("nbd+unix://") || lower.starts_with("nbds://") {
+    if ["nbd://", "nbd+unix://", "nbds://", "nbds+unix://"].iter().any(|p| lower.starts_with(p)) {
         SpecKind::Nbd
     } else if lower.starts_with("http://") || lower.starts_with("https://") {
         SpecKind::Http

@@ -182,6 +182,9 @@ error_codes! {
     ShortRead = 4013 => Protocol,
     /// An HTTPS server's certificate did not verify or did not match the pinned thumbprint.
     HttpTls = 4014 => Tls,
+    /// An `nbds://` server's certificate did not verify or match the pin, the TLS handshake
+    /// failed, or a server requires TLS that the URI did not ask for.
+    NbdTls = 4015 => Tls,
     /// The operation was cancelled.
     Cancelled = 5001 => Cancelled,
     /// A deadline passed.

@@ -30,15 +30,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::buf::shared_zeroes;
 use crate::engine::is_zero;
 use crate::error::{Error, ErrorCode, Result};
+use crate::tls::{normalise_thumbprint, PinnedVerifier};
+pub use crate::tls::{thumbprint_sha1, thumbprint_sha256, TlsOptions};
 use crate::transport::BlockTransport;
 
 /// Supplies fresh request headers when the server refuses the current ones with 401 or 403,
@@ -55,19 +52,6 @@ pub trait HeaderRefresh: Send + Sync + fmt::Debug {
     /// # Errors
     /// Whatever stops the refresh (a refused login); it is returned to the reader.
     async fn refresh(&self, rejected: &[(String, String)]) -> Result<Vec<(String, String)>>;
-}
-
-/// How to trust an HTTPS server. With nothing set, the built-in web PKI roots are used.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
-    /// Extra trusted CA certificates (PEM, one or more).
-    pub ca_pem: Option<Vec<u8>>,
-    /// Pin the server's leaf certificate by SHA-256 (`"AB:CD:..."`, colons and case optional):
-    /// exactly that certificate is accepted, self-signed or not, and nothing else. A 40-digit
-    /// SHA-1 thumbprint (what older govc and vCenter UIs print) is accepted too.
-    pub thumbprint_sha256: Option<String>,
-    /// Accept any certificate. For throwaway labs only; a pin is nearly as easy and safe.
-    pub insecure: bool,
 }
 
 /// Options of [`HttpTransport::open`].
@@ -118,83 +102,6 @@ impl fmt::Debug for HttpOptions {
 
 /// Normalise a thumbprint to lower-case hex without separators: 64 digits (SHA-256) or 40
 /// (SHA-1).
-fn normalise_thumbprint(t: &str) -> Result<String> {
-    let hex: String = t.chars().filter(|c| !matches!(c, ':' | ' ' | '-')).collect::<String>().to_ascii_lowercase();
-    if !matches!(hex.len(), 64 | 40) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::new(
-            ErrorCode::BadUrl,
-            "tls thumbprint is not a sha-256 (64 hex digits) or sha-1 (40 hex digits) digest",
-        ));
-    }
-    Ok(hex)
-}
-
-/// The SHA-256 thumbprint of a DER certificate as `AB:CD:...`, the form vSphere shows.
-pub fn thumbprint_sha256(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
-
-/// The SHA-1 thumbprint of a DER certificate as `AB:CD:...`: what VDDK's `thumbprint=` and
-/// older vSphere tools want. Never used to trust anything on its own account.
-pub fn thumbprint_sha1(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
-
-/// Accepts exactly the leaf certificate with the pinned SHA-256 (or SHA-1); signatures are still
-/// checked, so the peer must hold that certificate's key.
-#[derive(Debug)]
-struct PinnedVerifier {
-    pin_hex: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let got = if self.pin_hex.len() == 40 {
-            hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, end_entity.as_ref()))
-        } else {
-            hex::encode(Sha256::digest(end_entity.as_ref()))
-        };
-        if got == self.pin_hex {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            tracing::warn!(expected = %self.pin_hex, got = %got, "tls thumbprint mismatch");
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Build the HTTP client every vmigrate HTTPS peer uses (datastore downloads, vSphere SOAP), so
 /// CA files, thumbprint pins and `insecure` mean the same everywhere.
 ///
@@ -689,7 +596,7 @@ mod tests {
         assert_eq!(parse_content_range("items 0-1/2"), None);
         let t = thumbprint_sha256(b"abc");
         assert!(t.starts_with("BA:78:16:BF") && t.len() == 95);
-        assert_eq!(normalise_thumbprint(&t).unwrap(), hex::encode(Sha256::digest(b"abc")));
+        assert_eq!(normalise_thumbprint(&t).unwrap(), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")));
         assert_eq!(normalise_thumbprint("AB:CD").unwrap_err().code(), ErrorCode::BadUrl);
         assert_eq!(thumbprint_sha1(b"abc"), "A9:99:3E:36:47:06:81:6A:BA:3E:25:71:78:50:C2:6C:9C:D0:D8:9D");
         assert_eq!(normalise_thumbprint(&thumbprint_sha1(b"abc")).unwrap(), "a9993e364706816aba3e25717850c26c9cd0d89d");

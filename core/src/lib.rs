@@ -38,6 +38,8 @@ pub mod nbd;
 pub mod plan;
 pub mod provider;
 pub mod status;
+#[cfg(any(feature = "http", feature = "nbd"))]
+pub mod tls;
 pub mod transport;
 pub mod validate;
 

@@ -203,6 +203,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_HTTP_TLS = 4014,
   /*
+   An `nbds://` server's certificate did not verify or match the pin, the TLS handshake failed, or a server requires TLS that the URI did not ask for. (range `transport`, kind `Tls`)
+   */
+  VMIGRATE_RESULT_NBD_TLS = 4015,
+  /*
    The operation was cancelled. (range `execution`, kind `Cancelled`)
    */
   VMIGRATE_RESULT_CANCELLED = 5001,

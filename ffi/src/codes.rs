@@ -102,6 +102,8 @@ pub enum vmigrate_result {
     ShortRead = 4013,
     /// An HTTPS server's certificate did not verify or did not match the pinned thumbprint. (range `transport`, kind `Tls`)
     HttpTls = 4014,
+    /// An `nbds://` server's certificate did not verify or match the pin, the TLS handshake failed, or a server requires TLS that the URI did not ask for. (range `transport`, kind `Tls`)
+    NbdTls = 4015,
     /// The operation was cancelled. (range `execution`, kind `Cancelled`)
     Cancelled = 5001,
     /// A deadline passed. (range `execution`, kind `Timeout`)
@@ -165,6 +167,7 @@ impl vmigrate_result {
             ErrorCode::TransportUnsupported => vmigrate_result::TransportUnsupported,
             ErrorCode::ShortRead => vmigrate_result::ShortRead,
             ErrorCode::HttpTls => vmigrate_result::HttpTls,
+            ErrorCode::NbdTls => vmigrate_result::NbdTls,
             ErrorCode::Cancelled => vmigrate_result::Cancelled,
             ErrorCode::Timeout => vmigrate_result::Timeout,
             ErrorCode::HookFailed => vmigrate_result::HookFailed,
@@ -225,6 +228,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         4012 => Some(c"TransportUnsupported"),
         4013 => Some(c"ShortRead"),
         4014 => Some(c"HttpTls"),
+        4015 => Some(c"NbdTls"),
         5001 => Some(c"Cancelled"),
         5002 => Some(c"Timeout"),
         5003 => Some(c"HookFailed"),

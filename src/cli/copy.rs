@@ -22,9 +22,11 @@ use super::Output;
 #[derive(Debug, Args)]
 pub struct CopyArgs {
     /// Source: a raw file or block device, a `.vmdk`, `nbd://host:port/export`,
-    /// `nbd+unix:///export?socket=/path`, or an `http(s)://` URL.
+    /// `nbd+unix:///export?socket=/path` (TLS: `nbds://`, `nbds+unix://` with
+    /// `tls-certificates=DIR`, `tls-thumbprint=SHA256` or `tls-verify-peer=false`), or an
+    /// `http(s)://` URL.
     pub src: String,
-    /// Target: a raw file (created sparse) or block device, or an NBD URI.
+    /// Target: a raw file (created sparse) or block device, or an NBD URI (`nbds://` too).
     pub dst: String,
     /// Compare digests of source and target after the copy.
     #[arg(long)]

@@ -48,9 +48,10 @@ use tokio::task::JoinHandle;
 
 use crate::buf::{AlignedBuf, BufPool};
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::tls::{ClientCertificate, TlsOptions};
 use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
 use proto::*;
-pub use uri::{parse_uri, NbdAddr, DEFAULT_PORT};
+pub use uri::{parse_uri, parse_uri_tls, NbdAddr, TlsParams, DEFAULT_PORT};
 
 /// Largest single write request. A server receives a request's whole payload before it writes
 /// it, so smaller pieces overlap the transfer with the server's writes; and a server writing into its page cache is slow with large writes in a VM
@@ -78,6 +79,81 @@ pub struct NbdOptions {
     pub structured_replies: bool,
     /// Limit for connecting plus the handshake.
     pub connect_timeout: Duration,
+    /// Upgrade every connection to TLS (`nbds://`) before negotiating.
+    pub tls: Option<NbdTls>,
+}
+
+/// TLS for an NBD connection: `NBD_OPT_STARTTLS`, then the rest of the handshake and every
+/// request inside TLS, trusting the server as [`TlsOptions`] says.
+#[derive(Clone)]
+pub struct NbdTls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for NbdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NbdTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl NbdTls {
+    /// Trust as `trust` says (a CA bundle, a pin, or `insecure`), present `client` when the
+    /// server asks for a certificate, and check the server certificate against `server_name`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::BadUrl`] when `trust` names no trust, for unparsable PEM or thumbprints, or an
+    /// invalid server name.
+    pub fn new(trust: &TlsOptions, client: Option<&ClientCertificate>, server_name: &str) -> Result<NbdTls> {
+        let config = Arc::new(crate::tls::client_config(trust, client)?);
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|_| Error::new(ErrorCode::BadUrl, format!("{server_name:?} is not a valid tls server name")))?;
+        Ok(NbdTls { config, server_name })
+    }
+
+    /// From an `nbds` URI's parameters: `ca-cert.pem` (and `client-cert.pem` / `client-key.pem`
+    /// when present) from `tls-certificates=DIR`, a `tls-thumbprint` pin, or no verification with
+    /// `tls-verify-peer=false`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::BadUrl`] when the URI gives no way to trust the server or the directory lacks
+    /// `ca-cert.pem`; [`ErrorCode::Io`] when a file cannot be read; otherwise as [`NbdTls::new`].
+    pub fn from_params(p: &TlsParams, addr: &NbdAddr) -> Result<NbdTls> {
+        let read = |path: std::path::PathBuf| {
+            std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        };
+        let mut trust =
+            TlsOptions { insecure: !p.verify_peer, thumbprint_sha256: p.thumbprint.clone(), ..TlsOptions::default() };
+        let mut client = None;
+        if let Some(dir) = &p.certificates {
+            let ca = dir.join("ca-cert.pem");
+            if p.verify_peer && p.thumbprint.is_none() {
+                if !ca.exists() {
+                    return Err(Error::new(
+                        ErrorCode::BadUrl,
+                        format!("tls-certificates={} has no ca-cert.pem to trust the server with", dir.display()),
+                    ));
+                }
+                trust.ca_pem = Some(read(ca)?);
+            }
+            let (cert, key) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
+            if cert.exists() && key.exists() {
+                client = Some(ClientCertificate { chain_pem: read(cert)?, key_pem: read(key)? });
+            }
+        }
+        if p.verify_peer && trust.ca_pem.is_none() && trust.thumbprint_sha256.is_none() {
+            return Err(Error::new(
+                ErrorCode::BadUrl,
+                "nbds:// needs tls-certificates=DIR (with ca-cert.pem), tls-thumbprint=SHA256, or tls-verify-peer=false",
+            ));
+        }
+        let name = match (&p.hostname, addr) {
+            (Some(h), _) => h.clone(),
+            (None, NbdAddr::Tcp { host, .. }) => host.clone(),
+            (None, NbdAddr::Unix(_)) => "localhost".to_owned(),
+        };
+        NbdTls::new(&trust, client.as_ref(), &name)
+    }
 }
 
 impl Default for NbdOptions {
@@ -87,6 +163,7 @@ impl Default for NbdOptions {
             dirty_bitmap: None,
             structured_replies: true,
             connect_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -165,12 +242,14 @@ fn option_refused(what: &str, reply_type: u32, data: &[u8]) -> Error {
 ///
 /// Asks for structured replies and the `base:allocation` context (plus the dirty bitmap from
 /// `opts`), then selects `export` with `NBD_OPT_GO`, falling back to `NBD_OPT_EXPORT_NAME` only
-/// when the server answers GO with `NBD_REP_ERR_UNSUP`.
+/// when the server answers GO with `NBD_REP_ERR_UNSUP`. TLS (`opts.tls`) needs the stream to
+/// change type mid-way: [`NbdTransport::connect_with`] does that.
 ///
 /// # Errors
 /// [`ErrorCode::NbdProtocol`] for a malformed or non-newstyle server, [`ErrorCode::NbdRequest`]
-/// when the server refuses the export or the dirty bitmap, [`ErrorCode::NbdConnect`] when the
-/// connection drops, [`ErrorCode::BadUrl`] for an export name over 4096 bytes.
+/// when the server refuses the export or the dirty bitmap, [`ErrorCode::NbdTls`] when it
+/// requires TLS, [`ErrorCode::NbdConnect`] when the connection drops, [`ErrorCode::BadUrl`] for
+/// an export name over 4096 bytes, [`ErrorCode::TransportUnsupported`] when `opts` asks for TLS.
 ///
 /// # Cancel safety
 /// Not cancel safe: a dropped handshake leaves the stream mid-negotiation; discard it.
@@ -179,22 +258,60 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     export: &str,
     opts: &NbdOptions,
 ) -> Result<ExportInfo> {
-    if export.len() > 4096 {
-        return Err(Error::new(ErrorCode::BadUrl, "nbd export name longer than 4096 bytes"));
+    if opts.tls.is_some() {
+        return Err(Error::new(ErrorCode::TransportUnsupported, "nbd tls needs NbdTransport::connect_with"));
     }
+    let no_zeroes = greet(s).await?;
+    negotiate(s, export, opts, no_zeroes).await
+}
+
+/// Read the greeting and answer with our flags; returns whether the server omits the 124 zero
+/// bytes after `NBD_OPT_EXPORT_NAME`.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<bool> {
     let mut greeting = [0u8; 18];
     s.read_exact(&mut greeting).await.map_err(|e| io_connect("reading nbd greeting".into(), e))?;
     let server_flags = parse_greeting(&greeting)?;
     let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
     let client_flags = u32::from(FLAG_FIXED_NEWSTYLE) | if no_zeroes { u32::from(FLAG_NO_ZEROES) } else { 0 };
     s.write_all(&client_flags.to_be_bytes()).await.map_err(|e| io_connect("sending nbd client flags".into(), e))?;
+    Ok(no_zeroes)
+}
 
+fn tls_required() -> Error {
+    Error::new(ErrorCode::NbdTls, "nbd server requires TLS: use an nbds:// or nbds+unix:// uri")
+}
+
+/// `NBD_OPT_STARTTLS`, after [`greet`]; the caller then runs the TLS handshake on `s`.
+async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<()> {
+    send_option(s, OPT_STARTTLS, &[]).await?;
+    let (h, data) = read_option_reply(s, OPT_STARTTLS).await?;
+    match h.reply_type {
+        REP_ACK => Ok(()),
+        t if t & REP_FLAG_ERROR != 0 => {
+            let text = String::from_utf8_lossy(&data[..data.len().min(256)]).into_owned();
+            Err(Error::new(ErrorCode::NbdTls, format!("nbd server refused STARTTLS: {} {text}", option_error_name(t))))
+        }
+        t => Err(protocol(format!("unexpected reply {t} to NBD_OPT_STARTTLS"))),
+    }
+}
+
+/// Everything after the greeting (and after TLS, if any): options, then the export.
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    export: &str,
+    opts: &NbdOptions,
+    no_zeroes: bool,
+) -> Result<ExportInfo> {
+    if export.len() > 4096 {
+        return Err(Error::new(ErrorCode::BadUrl, "nbd export name longer than 4096 bytes"));
+    }
     let mut structured = false;
     if opts.structured_replies {
         send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
         let (h, _) = read_option_reply(s, OPT_STRUCTURED_REPLY).await?;
         match h.reply_type {
             REP_ACK => structured = true,
+            REP_ERR_TLS_REQD => return Err(tls_required()),
             t if t & REP_FLAG_ERROR != 0 => tracing::debug!("nbd server declined structured replies"),
             t => return Err(protocol(format!("unexpected reply {t} to NBD_OPT_STRUCTURED_REPLY"))),
         }
@@ -223,6 +340,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 REP_ACK => break,
+                REP_ERR_TLS_REQD => return Err(tls_required()),
                 t if t & REP_FLAG_ERROR != 0 => {
                     tracing::debug!(reply = option_error_name(t), "nbd server declined meta contexts");
                     break;
@@ -266,6 +384,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                     used_go: false,
                 });
             }
+            REP_ERR_TLS_REQD => return Err(tls_required()),
             t if t & REP_FLAG_ERROR != 0 => return Err(option_refused(&format!("export {export:?}"), t, &data)),
             t => return Err(protocol(format!("unexpected reply {t} to NBD_OPT_GO"))),
         }
@@ -613,6 +732,48 @@ impl std::fmt::Debug for NbdTransport {
     }
 }
 
+/// Greet, upgrade to TLS, negotiate, and start the connection's tasks over the TLS stream.
+async fn open_tls<S>(
+    mut s: S,
+    addr: &NbdAddr,
+    export: &str,
+    opts: &NbdOptions,
+    tls: &NbdTls,
+) -> Result<(ExportInfo, Conn)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let no_zeroes = greet(&mut s).await?;
+    starttls(&mut s).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let mut t = connector.connect(tls.server_name.clone(), s).await.map_err(|e| {
+        Error::new(ErrorCode::NbdTls, format!("tls handshake with nbd server {addr} failed")).with_source(e)
+    })?;
+    let info = match negotiate(&mut t, export, opts, no_zeroes).await {
+        Ok(info) => info,
+        // With TLS 1.3 the server checks our certificate after our side of the handshake has
+        // finished: its refusal shows as a dropped connection. Its alert says why.
+        Err(e) if e.code() == ErrorCode::NbdConnect => {
+            let mut byte = [0u8; 1];
+            let why = match t.read(&mut byte).await {
+                Err(io) => io.to_string(),
+                Ok(_) => e.report(),
+            };
+            return Err(Error::new(
+                ErrorCode::NbdTls,
+                format!(
+                    "nbd server {addr} dropped the tls connection after the handshake: {why} (a server that verifies \
+                     clients wants client-cert.pem and client-key.pem in tls-certificates=DIR)"
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let (r, w) = tokio::io::split(t);
+    let conn = Conn::spawn(r, w, &info);
+    Ok((info, conn))
+}
+
 async fn open(addr: &NbdAddr, export: &str, opts: &NbdOptions) -> Result<(ExportInfo, Conn)> {
     match addr {
         NbdAddr::Tcp { host, port } => {
@@ -620,6 +781,9 @@ async fn open(addr: &NbdAddr, export: &str, opts: &NbdOptions) -> Result<(Export
                 .await
                 .map_err(|e| io_connect(format!("connecting to nbd server {addr}"), e))?;
             let _ = s.set_nodelay(true);
+            if let Some(tls) = &opts.tls {
+                return open_tls(s, addr, export, opts, tls).await;
+            }
             let info = handshake(&mut s, export, opts).await?;
             let (r, w) = s.into_split();
             let conn = Conn::spawn(r, w, &info);
@@ -629,6 +793,9 @@ async fn open(addr: &NbdAddr, export: &str, opts: &NbdOptions) -> Result<(Export
             let mut s = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(|e| io_connect(format!("connecting to nbd server {addr}"), e))?;
+            if let Some(tls) = &opts.tls {
+                return open_tls(s, addr, export, opts, tls).await;
+            }
             let info = handshake(&mut s, export, opts).await?;
             let (r, w) = s.into_split();
             let conn = Conn::spawn(r, w, &info);
@@ -642,17 +809,34 @@ fn out_of_bounds(what: &str, offset: u64, len: u64, size: u64) -> Error {
 }
 
 impl NbdTransport {
-    /// Connect to an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=/path`) with
-    /// default options.
+    /// Connect to an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=/path`, or
+    /// their TLS forms `nbds://` and `nbds+unix://`, see [`parse_uri_tls`]) with default options.
     ///
     /// # Errors
-    /// [`ErrorCode::BadUrl`] for a malformed URI, otherwise as [`connect_with`](Self::connect_with).
+    /// [`ErrorCode::BadUrl`] for a malformed URI or TLS settings, otherwise as
+    /// [`connect_with`](Self::connect_with).
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped connect closes its socket.
     pub async fn connect(uri: &str) -> Result<NbdTransport> {
-        let (addr, export) = parse_uri(uri)?;
-        Self::connect_with(addr, &export, NbdOptions::default()).await
+        Self::connect_uri(uri, NbdOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options; the URI's TLS settings replace `opts.tls`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_uri(uri: &str, mut opts: NbdOptions) -> Result<NbdTransport> {
+        let (addr, export, tls) = parse_uri_tls(uri)?;
+        if let Some(p) = tls {
+            let (p, a) = (p.clone(), addr.clone());
+            opts.tls = Some(
+                tokio::task::spawn_blocking(move || NbdTls::from_params(&p, &a))
+                    .await
+                    .map_err(|e| Error::new(ErrorCode::Internal, "reading tls files").with_source(e))??,
+            );
+        }
+        Self::connect_with(addr, &export, opts).await
     }
 
     /// Connect to `export` at `addr` and negotiate as `opts` says.
@@ -660,7 +844,8 @@ impl NbdTransport {
     /// # Errors
     /// [`ErrorCode::NbdConnect`] when the server cannot be reached or hangs up (also on timeout),
     /// [`ErrorCode::NbdRequest`] when it refuses the export, [`ErrorCode::NbdProtocol`] when it
-    /// breaks the handshake.
+    /// breaks the handshake, [`ErrorCode::NbdTls`] when TLS fails or the server wants TLS that
+    /// `opts` does not give.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped connect closes its socket.

@@ -30,6 +30,8 @@ pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 /// Option: select an export with info replies.
 pub const OPT_GO: u32 = 7;
+/// Option: upgrade the connection to TLS before anything else.
+pub const OPT_STARTTLS: u32 = 5;
 /// Option: structured replies for the transmission phase.
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
 /// Option: choose metadata contexts for block status.
@@ -47,6 +49,8 @@ pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_FLAG_ERROR: u32 = 1 << 31;
 /// Option error: the option is not supported.
 pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
+/// Option error: the server only talks after `NBD_OPT_STARTTLS`.
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
 
 /// Info item: export size and transmission flags.
 pub const INFO_EXPORT: u16 = 0;

@@ -1,5 +1,7 @@
 //! NBD URIs as libnbd and qemu spell them: `nbd://host[:port]/export` and
-//! `nbd+unix:///export?socket=/path`.
+//! `nbd+unix:///export?socket=/path`, and their TLS forms `nbds://` and `nbds+unix://` with
+//! libnbd's `tls-certificates=DIR`, `tls-verify-peer=false` and `tls-hostname=NAME`, plus
+//! `tls-thumbprint=SHA256` (ours: pin the server certificate, as for vSphere).
 
 use std::path::PathBuf;
 
@@ -32,6 +34,21 @@ impl std::fmt::Display for NbdAddr {
     }
 }
 
+/// The TLS part of an `nbds` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsParams {
+    /// `tls-certificates=DIR`: `ca-cert.pem` to trust, and `client-cert.pem` / `client-key.pem`
+    /// when the server wants a client certificate (the layout qemu and nbdkit use).
+    pub certificates: Option<PathBuf>,
+    /// `tls-verify-peer=false` turns certificate verification off.
+    pub verify_peer: bool,
+    /// `tls-hostname=NAME`: the name the server certificate must carry (default: the URI's
+    /// host; `localhost` for a Unix socket).
+    pub hostname: Option<String>,
+    /// `tls-thumbprint=SHA256`: accept exactly the certificate with this digest.
+    pub thumbprint: Option<String>,
+}
+
 fn bad(uri: &str, why: &str) -> Error {
     Error::new(ErrorCode::BadUrl, format!("bad nbd uri {uri:?}: {why}"))
 }
@@ -57,12 +74,21 @@ fn percent_decode(s: &str, uri: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| bad(uri, "escaped bytes are not utf-8"))
 }
 
-/// Parse an NBD URI into an address and export name.
+/// Parse an NBD URI into an address and export name (see [`parse_uri_tls`] for `nbds`).
 ///
 /// # Errors
-/// [`ErrorCode::BadUrl`] for other schemes (TLS `nbds` and vsock are not supported), a missing
-/// `socket=` for `nbd+unix`, a host given with `nbd+unix`, or malformed ports and escapes.
+/// As [`parse_uri_tls`].
 pub fn parse_uri(uri: &str) -> Result<(NbdAddr, String)> {
+    parse_uri_tls(uri).map(|(a, e, _)| (a, e))
+}
+
+/// Parse an NBD URI into an address, an export name and, for `nbds` schemes, its TLS settings.
+///
+/// # Errors
+/// [`ErrorCode::BadUrl`] for other schemes (vsock and TLS pre-shared keys are not supported),
+/// TLS parameters on a plain `nbd` URI, a missing `socket=` for `nbd+unix`, a host given with
+/// `nbd+unix`, or malformed ports, escapes and booleans.
+pub fn parse_uri_tls(uri: &str) -> Result<(NbdAddr, String, Option<TlsParams>)> {
     let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad(uri, "missing scheme"))?;
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
@@ -75,18 +101,38 @@ pub fn parse_uri(uri: &str) -> Result<(NbdAddr, String)> {
     };
     let export = percent_decode(path, uri)?;
     let mut socket = None;
+    let mut tls = TlsParams { certificates: None, verify_peer: true, hostname: None, thumbprint: None };
+    let mut tls_given = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v, uri)?;
+        tls_given |= k.starts_with("tls-");
         match k {
-            "socket" => socket = Some(percent_decode(v, uri)?),
-            // Accepted by libnbd, meaningless without TLS.
-            "tls-certificates" | "tls-verify-peer" | "tls-psk-file" => {
-                return Err(bad(uri, "tls parameters need nbds://, which is not supported"))
+            "socket" => socket = Some(v),
+            "tls-certificates" => tls.certificates = Some(PathBuf::from(v)),
+            "tls-verify-peer" => {
+                tls.verify_peer = match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(bad(uri, "tls-verify-peer wants true or false")),
+                }
             }
+            "tls-hostname" => tls.hostname = Some(v),
+            "tls-thumbprint" => tls.thumbprint = Some(v),
+            "tls-psk-file" => return Err(bad(uri, "tls pre-shared keys are not supported; use certificates")),
             _ => {}
         }
     }
-    match scheme.to_ascii_lowercase().as_str() {
+    let scheme = scheme.to_ascii_lowercase();
+    let (plain, tls) = match scheme.as_str() {
+        "nbds" => ("nbd", Some(tls)),
+        "nbds+unix" => ("nbd+unix", Some(tls)),
+        s if tls_given && matches!(s, "nbd" | "nbd+tcp" | "nbd+unix") => {
+            return Err(bad(uri, "tls parameters need an nbds:// or nbds+unix:// uri"))
+        }
+        s => (s, None),
+    };
+    let (addr, export) = match plain {
         "nbd" | "nbd+tcp" => {
             let authority = authority.rsplit('@').next().unwrap_or(authority);
             let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -105,20 +151,19 @@ pub fn parse_uri(uri: &str) -> Result<(NbdAddr, String)> {
                 Some(p) if !p.is_empty() => p.parse::<u16>().map_err(|_| bad(uri, "bad port"))?,
                 _ => DEFAULT_PORT,
             };
-            Ok((NbdAddr::Tcp { host: host.to_owned(), port }, export))
+            (NbdAddr::Tcp { host: host.to_owned(), port }, export)
         }
         "nbd+unix" => {
             if !authority.is_empty() && !authority.ends_with('@') {
                 return Err(bad(uri, "nbd+unix takes no host"));
             }
             let socket = socket.filter(|s| !s.is_empty()).ok_or_else(|| bad(uri, "nbd+unix needs ?socket=PATH"))?;
-            Ok((NbdAddr::Unix(PathBuf::from(socket)), export))
+            (NbdAddr::Unix(PathBuf::from(socket)), export)
         }
-        "nbds" | "nbds+unix" | "nbd+vsock" | "nbds+vsock" => {
-            Err(bad(uri, "tls and vsock nbd transports are not supported"))
-        }
-        _ => Err(bad(uri, "scheme is not nbd:// or nbd+unix://")),
-    }
+        "nbd+vsock" | "nbds+vsock" => return Err(bad(uri, "vsock nbd transports are not supported")),
+        _ => return Err(bad(uri, "scheme is not nbd://, nbd+unix://, nbds:// or nbds+unix://")),
+    };
+    Ok((addr, export, tls))
 }
 
 #[cfg(test)]
@@ -149,10 +194,28 @@ mod tests {
     }
 
     #[test]
+    fn parses_tls_forms() {
+        let (a, e, t) = parse_uri_tls("nbds://h:1/x?tls-certificates=/pki%20dir&tls-hostname=nbd.lab").unwrap();
+        assert_eq!((a, e), (NbdAddr::Tcp { host: "h".into(), port: 1 }, "x".into()));
+        let t = t.unwrap();
+        assert_eq!(t.certificates, Some(PathBuf::from("/pki dir")));
+        assert_eq!(t.hostname.as_deref(), Some("nbd.lab"));
+        assert!(t.verify_peer && t.thumbprint.is_none());
+        let (a, _, t) = parse_uri_tls("nbds+unix:///?socket=/s&tls-verify-peer=false&tls-thumbprint=AB:CD").unwrap();
+        assert_eq!(a, NbdAddr::Unix("/s".into()));
+        let t = t.unwrap();
+        assert!(!t.verify_peer && t.thumbprint.as_deref() == Some("AB:CD"));
+        assert_eq!(parse_uri_tls("nbd://h/x").unwrap().2, None);
+    }
+
+    #[test]
     fn rejects_bad_forms_with_bad_url() {
         for u in [
             "nbd+unix:///foo",
-            "nbds://host/x",
+            "nbds://host/x?tls-psk-file=/k",
+            "nbd://host/x?tls-certificates=/d",
+            "nbds://host/x?tls-verify-peer=maybe",
+            "nbd+vsock://1/x",
             "http://host/x",
             "nbd://:12/x",
             "nbd://h:99999/x",

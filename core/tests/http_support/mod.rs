@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use crate::common::have;
 
 /// A port that was free a moment ago.
@@ -75,6 +76,40 @@ pub fn make_certs(dir: &Path) -> Certs {
     Certs { ca: dir.join("ca.pem"), cert: dir.join("leaf.pem"), key: dir.join("leaf.key"), thumbprint }
 }
 
+/// A client certificate (for TLS servers that verify clients) signed by the CA that
+/// [`make_certs`] made in `dir`; returns (certificate, key) PEM files.
+pub fn make_client_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().expect("utf-8 path").to_owned();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[&["req"][..], &ec, &["-keyout", &p("client.key"), "-out", &p("client.csr"), "-subj", "/CN=vmigrate"]]
+            .concat(),
+    );
+    std::fs::write(
+        p("client.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("client.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("client.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("client.cnf"),
+    ]);
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
 /// nginx serving `root` on 127.0.0.1 over http and https; killed on drop.
 pub struct Nginx {
     child: Option<Child>,
@@ -134,4 +169,5 @@ impl Drop for Nginx {
     }
 }
 
+#[allow(unused_imports)]
 pub use crate::common::pattern;
