@@ -103,6 +103,8 @@ mod tests {
     fn classifies_specs() {
         assert_eq!(spec_kind("nbd://localhost:10809/disk"), SpecKind::Nbd);
         assert_eq!(spec_kind("nbd+unix:///disk?socket=/tmp/s"), SpecKind::Nbd);
+        assert_eq!(spec_kind("nbds://h/disk?tls-thumbprint=AB"), SpecKind::Nbd);
+        assert_eq!(spec_kind("nbds+unix:///disk?socket=/tmp/s"), SpecKind::Nbd);
         assert_eq!(spec_kind("HTTPS://h/x.raw"), SpecKind::Http);
         assert_eq!(spec_kind("/data/vm-flat.vmdk"), SpecKind::Vmdk);
         assert_eq!(spec_kind("/dev/sdb"), SpecKind::File);
