@@ -23,6 +23,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc (broken or private links are errors)"
+# The C ABI crate shares the facade's library name (libvmigrate); its documentation is the header.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p vmigrate -p vmigrate-core -p vmigrate-vsphere -p vmigrate-kubevirt
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 

@@ -1,5 +1,5 @@
 //! The block-copy engine: parallel, sparse-aware, zero-copy, resumable and verified copies
-//! between two [`BlockTransport`](crate::BlockTransport)s.
+//! between two [`BlockTransport`]s.
 //!
 //! ```text
 //!  source size ──> work units (128 MiB) ──> workers (one src+dst handle pair each)

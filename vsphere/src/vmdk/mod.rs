@@ -42,7 +42,7 @@ use vmigrate_core::{BlockTransport, Error, ErrorCode, Extent, ExtentKind, Result
 pub use descriptor::{parse_descriptor, CreateType, Descriptor, ExtentLine, ExtentType};
 pub use file::{DirOpener, LocalFile};
 pub use header::SparseHeader;
-pub use writer::{write_monolithic_sparse, SparseVmdkWriter};
+pub use writer::{write_monolithic_sparse, SparseVmdkWriter, MAX_WRITER_CAPACITY};
 
 use header::{COWD_MAGIC, SECTOR, SPARSE_MAGIC};
 use sparse::SparseExtent;
