@@ -34,7 +34,7 @@ use reqwest::{StatusCode, Url};
 use crate::buf::shared_zeroes;
 use crate::engine::is_zero;
 use crate::error::{Error, ErrorCode, Result};
-use crate::tls::{normalise_thumbprint, PinnedVerifier};
+use crate::tls::{normalise_thumbprint, LeafVerifier};
 pub use crate::tls::{thumbprint_sha1, thumbprint_sha256, TlsOptions};
 use crate::transport::BlockTransport;
 
@@ -133,7 +133,7 @@ pub fn apply_tls(mut b: reqwest::ClientBuilder, tls: &TlsOptions) -> Result<reqw
     if let Some(pin) = &tls.thumbprint_sha256 {
         let pin_hex = normalise_thumbprint(pin)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(PinnedVerifier { pin_hex, provider: provider.clone() });
+        let verifier = Arc::new(LeafVerifier { pin_hex: Some(pin_hex), provider: provider.clone() });
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::new(ErrorCode::Internal, "setting up tls").with_source(e))?

@@ -51,15 +51,17 @@ pub fn thumbprint_sha1(der: &[u8]) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// Accepts exactly the leaf certificate with the pinned SHA-256 (or SHA-1); signatures are still
-/// checked, so the peer must hold that certificate's key.
+/// Accepts exactly the leaf certificate with the pinned SHA-256 (or SHA-1), or any certificate
+/// when there is no pin (`insecure`); handshake signatures are checked either way, so the peer
+/// must hold the certificate's key.
 #[derive(Debug)]
-pub(crate) struct PinnedVerifier {
-    pub(crate) pin_hex: String,
+pub(crate) struct LeafVerifier {
+    /// Lowercase hex, no separators ([`normalise_thumbprint`]); `None` accepts any certificate.
+    pub(crate) pin_hex: Option<String>,
     pub(crate) provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for LeafVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -68,15 +70,16 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let got = if self.pin_hex.len() == 40 {
+        let Some(pin_hex) = &self.pin_hex else { return Ok(ServerCertVerified::assertion()) };
+        let got = if pin_hex.len() == 40 {
             hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, end_entity.as_ref()))
         } else {
             hex::encode(Sha256::digest(end_entity.as_ref()))
         };
-        if got == self.pin_hex {
+        if &got == pin_hex {
             Ok(ServerCertVerified::assertion())
         } else {
-            tracing::warn!(expected = %self.pin_hex, got = %got, "tls thumbprint mismatch");
+            tracing::warn!(expected = %pin_hex, got = %got, "tls thumbprint mismatch");
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
         }
     }
@@ -101,45 +104,6 @@ impl ServerCertVerifier for PinnedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate (`insecure`); handshake signatures are still checked.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -179,7 +143,9 @@ pub fn client_config(tls: &TlsOptions, client: Option<&ClientCertificate>) -> Re
         .map_err(|e| Error::new(ErrorCode::Internal, "setting up tls").with_source(e))?;
     let builder = if let Some(pin) = &tls.thumbprint_sha256 {
         let pin_hex = normalise_thumbprint(pin)?;
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedVerifier { pin_hex, provider }))
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LeafVerifier { pin_hex: Some(pin_hex), provider }))
     } else if let Some(pem) = &tls.ca_pem {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(pem) {
@@ -192,7 +158,7 @@ pub fn client_config(tls: &TlsOptions, client: Option<&ClientCertificate>) -> Re
         builder.with_root_certificates(roots)
     } else if tls.insecure {
         tracing::warn!("tls verification disabled");
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(LeafVerifier { pin_hex: None, provider }))
     } else {
         return Err(bad("tls needs a ca bundle, a thumbprint pin, or insecure"));
     };

@@ -34,80 +34,65 @@ pub struct Certs {
     pub thumbprint: String,
 }
 
-/// Make a CA and a server certificate in `dir` (EC keys: fast).
-pub fn make_certs(dir: &Path) -> Certs {
-    let p = |n: &str| dir.join(n).to_str().expect("utf-8 path").to_owned();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "2", "-subj", "/CN=vmigrate test ca"],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[&["req"][..], &ec, &["-keyout", &p("leaf.key"), "-out", &p("leaf.csr"), "-subj", "/CN=localhost"]].concat(),
-    );
-    std::fs::write(
-        p("ext.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext");
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// Issue `<stem>.pem` / `<stem>.key` in `dir` for `subject`, signed by the CA there, with the
+/// X.509 extensions `ext` (openssl extfile syntax).
+fn issue(dir: &Path, stem: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let p = |n: String| dir.join(n).to_str().expect("utf-8 path").to_owned();
+    let (key, csr, cnf, pem) =
+        (p(format!("{stem}.key")), p(format!("{stem}.csr")), p(format!("{stem}.cnf")), p(format!("{stem}.pem")));
+    openssl(&[&["req"][..], &EC_KEY, &["-keyout", &key, "-out", &csr, "-subj", subject]].concat());
+    std::fs::write(&cnf, ext).expect("write extensions");
+    let (ca, ca_key) = (p("ca.pem".into()), p("ca.key".into()));
     openssl(&[
         "x509",
         "-req",
         "-in",
-        &p("leaf.csr"),
+        &csr,
         "-CA",
-        &p("ca.pem"),
+        &ca,
         "-CAkey",
-        &p("ca.key"),
+        &ca_key,
         "-CAcreateserial",
         "-out",
-        &p("leaf.pem"),
+        &pem,
         "-days",
         "2",
         "-extfile",
-        &p("ext.cnf"),
+        &cnf,
     ]);
+    (PathBuf::from(pem), PathBuf::from(key))
+}
+
+/// Make a CA and a server certificate for `localhost`/127.0.0.1 in `dir` (EC keys: fast).
+pub fn make_certs(dir: &Path) -> Certs {
+    let p = |n: &str| dir.join(n).to_str().expect("utf-8 path").to_owned();
+    let subj = "/CN=vmigrate test ca";
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &EC_KEY,
+            &["-keyout", &p("ca.key"), "-out", &p("ca.pem"), "-days", "2", "-subj", subj],
+        ]
+        .concat(),
+    );
+    let ext = "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
+    let (cert, key) = issue(dir, "leaf", "/CN=localhost", ext);
     let fp = openssl(&["x509", "-in", &p("leaf.pem"), "-noout", "-fingerprint", "-sha256"]);
     let thumbprint = fp.trim().rsplit('=').next().expect("fingerprint").to_owned();
-    Certs { ca: dir.join("ca.pem"), cert: dir.join("leaf.pem"), key: dir.join("leaf.key"), thumbprint }
+    Certs { ca: dir.join("ca.pem"), cert, key, thumbprint }
 }
 
 /// A client certificate (for TLS servers that verify clients) signed by the CA that
 /// [`make_certs`] made in `dir`; returns (certificate, key) PEM files.
 pub fn make_client_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n).to_str().expect("utf-8 path").to_owned();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[&["req"][..], &ec, &["-keyout", &p("client.key"), "-out", &p("client.csr"), "-subj", "/CN=vmigrate"]]
-            .concat(),
-    );
-    std::fs::write(
-        p("client.cnf"),
+    issue(
+        dir,
+        "client",
+        "/CN=vmigrate",
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
-    .expect("write ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("client.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("client.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &p("client.cnf"),
-    ]);
-    (dir.join("client.pem"), dir.join("client.key"))
 }
 
 /// nginx serving `root` on 127.0.0.1 over http and https; killed on drop.
