@@ -23,12 +23,21 @@ static void on_event(void *userdata, const char *event_json) {
   if (strstr(event_json, "\"event\":\"disk\"") == NULL) printf("event: %s\n", event_json);
 }
 
+/* The library's log records, from its own threads (stdio locks each line). */
+static void on_log(void *userdata, vmigrate_log_level level, const char *target, const char *message) {
+  (void)userdata;
+  static const char *names[] = {"?", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"};
+  printf("log %s %s: %s\n", names[level <= 5 ? level : 0], target, message);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: %s PLAN.yaml [STATUS.json]\n", argv[0]);
     return 2;
   }
   vmigrate_result rc;
+  if ((rc = vmigrate_set_log_callback(on_log, NULL, VMIGRATE_LOG_LEVEL_INFO)) != VMIGRATE_RESULT_OK)
+    return fail("setting the log callback", rc);
   vmigrate_plan *plan = NULL;
   if ((rc = vmigrate_plan_new_from_file(argv[1], &plan)) != VMIGRATE_RESULT_OK) return fail("loading the plan", rc);
 

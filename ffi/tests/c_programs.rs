@@ -338,6 +338,7 @@ fn example_migration_into_dir_target() {
     // finished plan.
     let stdout = check_program(&example, &[&plan_s, &status_s]).expect("gcc present");
     assert!(stdout.contains("\"event\":\"phase\""), "no phase events: {stdout}");
+    assert!(stdout.contains("log INFO vmigrate_core::executor: plan finished"), "no log records: {stdout}");
     assert!(stdout.contains("\"phase\":\"Completed\""), "{stdout}");
     // The status file says the same, and the disk arrived byte for byte.
     let saved = std::fs::read_to_string(&status).expect("status file");
