@@ -3,7 +3,9 @@
 //!
 //! The grain directory is read at open; grain tables are read on first use and cached as
 //! `Arc<[u32]>` under a byte budget. No lock is held across I/O or decompression, so concurrent
-//! reads on one handle proceed in parallel; grains are inflated on the blocking pool.
+//! reads on one handle proceed in parallel. Compressed grains are inflated on the blocking pool,
+//! straight into the read's output buffer: one task per read (the engine keeps several reads in
+//! flight, which is where the parallelism comes from), no buffer per grain.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,16 @@ pub(super) struct SparseExtent {
     cache: Mutex<GtCache>,
     /// Page-aligned, reused output buffers for reads assembled from several grains.
     pool: Arc<BufPool>,
+}
+
+/// A compressed grain fetched for a read: where its bytes go and its deflate stream.
+struct CompressedGrain {
+    at: usize,
+    len: usize,
+    in_grain: usize,
+    grain_len: usize,
+    marker_off: u64,
+    data: Bytes,
 }
 
 /// One piece of a read, in virtual order.
@@ -240,18 +252,36 @@ impl SparseExtent {
                 c @ Seg::Compressed { .. } => compressed_segs.push(c),
             }
         }
-        let (plain, inflated) =
-            futures::future::try_join(futures::future::try_join_all(jobs), self.read_compressed(compressed_segs))
+        let (plain, compressed) =
+            futures::future::try_join(futures::future::try_join_all(jobs), self.fetch_compressed(compressed_segs))
                 .await?;
-        for (at, data) in plain.into_iter().chain(inflated) {
+        for (at, data) in plain {
             out[at..at + data.len()].copy_from_slice(&data);
+        }
+        if !compressed.is_empty() {
+            let (name, gb) = (self.name.clone(), gb as usize);
+            out = tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut inflater = Decompress::new(true);
+                let mut scratch = Vec::new();
+                for c in compressed {
+                    let dst = &mut out[c.at..c.at + c.len];
+                    inflate_into(&mut inflater, &c.data, gb, c.grain_len, c.in_grain, dst, &mut scratch).map_err(
+                        |what| Error::from(VmdkError::Corrupt { file: name.clone(), what, offset: c.marker_off }),
+                    )?;
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| {
+                Error::new(vmigrate_core::ErrorCode::Internal, "grain inflate task failed").with_source(e)
+            })??;
         }
         Ok(out.freeze())
     }
 
-    /// Fetch the compressed grains (one file read per run of neighbouring markers) and inflate
-    /// them on the blocking pool, in parallel batches.
-    async fn read_compressed(&self, segs: Vec<Seg>) -> Result<Vec<(usize, Bytes)>> {
+    /// Fetch the compressed grains: one file read per run of neighbouring markers, each marker
+    /// checked against the grain it should hold.
+    async fn fetch_compressed(&self, segs: Vec<Seg>) -> Result<Vec<CompressedGrain>> {
         if segs.is_empty() {
             return Ok(Vec::new());
         }
@@ -295,40 +325,12 @@ impl SparseExtent {
                 } else {
                     self.file.read_at(data_off, size as usize).await?
                 };
-                items.push((at, len, in_grain, grain_len, marker_off, data));
+                items.push(CompressedGrain { at, len, in_grain, grain_len, marker_off, data });
             }
             Ok::<_, Error>(items)
         }))
         .await?;
-        let items: Vec<_> = fetched.into_iter().flatten().collect();
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
-        let per = items.len().div_ceil(workers).max(1);
-        let name = self.name.clone();
-        let mut batches = Vec::new();
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let batch: Vec<_> = items.by_ref().take(per).collect();
-            let name = name.clone();
-            batches.push(tokio::task::spawn_blocking(move || -> Result<Vec<(usize, Bytes)>> {
-                let mut out = Vec::with_capacity(batch.len());
-                let mut inflater = Decompress::new(true);
-                for (at, len, in_grain, grain_len, marker_off, data) in batch {
-                    let grain = inflate(&mut inflater, &data, gb as usize, grain_len).map_err(|what| {
-                        Error::from(VmdkError::Corrupt { file: name.clone(), what, offset: marker_off })
-                    })?;
-                    out.push((at, grain.slice(in_grain..in_grain + len)));
-                }
-                Ok(out)
-            }));
-        }
-        let mut all = Vec::new();
-        for b in batches {
-            let part = b.await.map_err(|e| {
-                Error::new(vmigrate_core::ErrorCode::Internal, "grain inflate task failed").with_source(e)
-            })??;
-            all.extend(part);
-        }
-        Ok(all)
+        Ok(fetched.into_iter().flatten().collect())
     }
 
     /// Allocation map of `[off, off + len)` in extent offsets, at grain granularity.
@@ -363,25 +365,35 @@ fn push_zero(segs: &mut Vec<Seg>) {
     }
 }
 
-/// Inflate one zlib-wrapped grain of at most `grain_bytes`; it must end exactly and cover at
-/// least the `need` bytes of the disk it holds (the last grain of a disk may be shorter).
-fn inflate(
+/// Inflate one zlib-wrapped grain of at most `grain_bytes` and put bytes `[in_grain, in_grain +
+/// dst.len())` of it into `dst`. The grain must end exactly and cover at least the `need` bytes of
+/// the disk it holds (the last grain of a disk may be shorter). A whole grain goes straight into
+/// `dst`; part of one goes through `scratch` (reused between calls).
+fn inflate_into(
     d: &mut Decompress,
     data: &[u8],
     grain_bytes: usize,
     need: usize,
-) -> std::result::Result<Bytes, &'static str> {
+    in_grain: usize,
+    dst: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> std::result::Result<(), &'static str> {
     d.reset(true);
-    let mut out = vec![0u8; grain_bytes];
-    let status = d.decompress(data, &mut out, FlushDecompress::Finish).map_err(|_| "compressed grain is corrupt")?;
+    let whole = in_grain == 0 && dst.len() == grain_bytes;
+    if !whole {
+        scratch.resize(grain_bytes, 0);
+    }
+    let out: &mut [u8] = if whole { &mut *dst } else { &mut scratch[..] };
+    let status = d.decompress(data, out, FlushDecompress::Finish).map_err(|_| "compressed grain is corrupt")?;
     let produced = d.total_out() as usize;
     match status {
-        Status::StreamEnd if produced >= need => {
-            out.truncate(produced);
-            Ok(Bytes::from(out))
-        }
-        Status::StreamEnd => Err("compressed grain is shorter than a grain"),
-        _ if produced == grain_bytes => Err("compressed grain is longer than a grain"),
-        _ => Err("compressed grain is truncated"),
+        Status::StreamEnd if produced >= need && produced >= in_grain + dst.len() => {}
+        Status::StreamEnd => return Err("compressed grain is shorter than a grain"),
+        _ if produced == grain_bytes => return Err("compressed grain is longer than a grain"),
+        _ => return Err("compressed grain is truncated"),
     }
+    if !whole {
+        dst.copy_from_slice(&scratch[in_grain..in_grain + dst.len()]);
+    }
+    Ok(())
 }
