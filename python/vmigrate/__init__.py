@@ -15,6 +15,11 @@ callbacks run on the calling thread. Ctrl-C during a copy or a run cancels it cl
 cleaned up, sources restored) and then raises ``KeyboardInterrupt``. Errors are
 :class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C,
 carrying ``.code`` (the number), ``.name`` and ``.kind``.
+
+The library logs through :mod:`logging`, to loggers under ``vmigrate`` named after its Rust
+modules (``vmigrate.core.executor``, ``vmigrate.core.nbd``, ...); each record carries its plan /
+VM / disk context in the message and as ``record.vmigrate`` (a dict). Nothing shows unless the
+application configures logging, e.g. ``logging.basicConfig(level=logging.INFO)``.
 """
 
 from __future__ import annotations
