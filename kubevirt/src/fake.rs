@@ -428,6 +428,18 @@ async fn proxy_handle(
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     if auth != format!("Bearer {token}") {
         state.lock().unwrap_or_else(|p| p.into_inner()).unauthorized += 1;
+        // Like the real proxy (Go's net/http, which reads up to 256 KiB of an unread body after
+        // the handler so the client gets the answer): drain that much first. Answering at once
+        // and closing made the client see a broken pipe some of the time, and retry.
+        use futures::StreamExt;
+        let mut body = req.into_body().into_data_stream();
+        let mut drained = 0usize;
+        while drained <= 256 << 10 {
+            match body.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
         return (StatusCode::UNAUTHORIZED, "bad token").into_response();
     }
     if unavailable {
