@@ -14,7 +14,7 @@ use bytes::Bytes;
 use nbd_support::*;
 use vmigrate_core::engine::{self, CopyControl, CopyOptions};
 use vmigrate_core::memory::MemoryTransport;
-use vmigrate_core::nbd::NbdTransport;
+use vmigrate_core::nbd::{NbdAddr, NbdTls, NbdTransport, TlsOptions, TlsParams};
 use vmigrate_core::{BlockTransport, ErrorCode};
 
 const MIB: usize = 1 << 20;
@@ -116,4 +116,42 @@ async fn nbdkit_verifying_clients_takes_our_client_certificate() {
     let data = pattern(3, 4 * MIB);
     t.write_at(0, Bytes::from(data.clone())).await.unwrap();
     assert!(t.read_at(0, 4 * MIB).await.unwrap()[..] == data[..]);
+}
+
+#[test]
+fn bad_tls_settings_are_typed_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = NbdAddr::Unix(dir.path().join("none.sock"));
+    let params = |certificates: Option<&Path>, thumbprint: Option<&str>| TlsParams {
+        certificates: certificates.map(Path::to_path_buf),
+        verify_peer: true,
+        hostname: None,
+        thumbprint: thumbprint.map(str::to_owned),
+    };
+    // A directory without ca-cert.pem, a CA file that is not PEM, a thumbprint that is not a
+    // digest, a host name that is not one: all BadUrl, said before anything is dialled.
+    let e = NbdTls::from_params(&params(Some(dir.path()), None), &unix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadUrl, "{}", e.report());
+    assert!(e.report().contains("ca-cert.pem"), "{}", e.report());
+    std::fs::write(
+        dir.path().join("ca-cert.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = NbdTls::from_params(&params(Some(dir.path()), None), &unix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadUrl, "{}", e.report());
+    std::fs::write(dir.path().join("ca-cert.pem"), "no certificate here\n").unwrap();
+    let e = NbdTls::from_params(&params(Some(dir.path()), None), &unix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadUrl, "{}", e.report());
+    let e = NbdTls::from_params(&params(None, Some("AB:CD")), &unix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadUrl, "{}", e.report());
+    let trust = TlsOptions { insecure: true, ..TlsOptions::default() };
+    let e = NbdTls::new(&trust, None, "not a host name!").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadUrl, "{}", e.report());
+    // An unreadable directory entry is an I/O error, not a silent fallback.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::create_dir(locked.join("ca-cert.pem")).unwrap();
+    let e = NbdTls::from_params(&params(Some(&locked), None), &unix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Io, "{}", e.report());
 }
