@@ -261,7 +261,7 @@ pub fn read_status(path: &Path) -> Option<PlanStatus> {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/openapi")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi")
 }
 
 /// The official schemas of the objects vmigrate writes (KubeVirt, CDI, OpenShift Route; Services

@@ -128,10 +128,10 @@ pub fn lab_services(tls: Option<&str>, host: Option<&str>) -> Vec<ServiceSpec> {
 }
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/openapi")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/openapi")
 }
 
-/// The official schemas, loaded from the shared fixtures.
+/// The official schemas, loaded from the fixtures copied into the repository (`tests/fixtures/openapi`).
 pub struct Schemas(vmigrate_kubevirt::schema::Schemas);
 
 impl Schemas {
