@@ -38,10 +38,15 @@ fn copy_file_to_file_json_summary() {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
     assert_eq!(v["size"], 16 << 20);
-    assert_eq!(v["bytes_read"], 4 * 4096 + 4096, "unaligned extent reads a block more: {v}");
+    assert_eq!(v["bytesRead"], 4 * 4096 + 4096, "unaligned extent reads a block more: {v}");
     assert!(v["seconds"].as_f64().expect("seconds") >= 0.0);
-    assert!(v["mb_per_sec"].is_number() && v["bytes_zeroed"].is_number() && v["bytes_skipped"].is_number());
-    assert_eq!(v["source_digest"], v["target_digest"]);
+    assert!(
+        v["movedMibPerSec"].is_number()
+            && v["virtualMibPerSec"].is_number()
+            && v["bytesZeroed"].is_number()
+            && v["bytesSkipped"].is_number()
+    );
+    assert_eq!(v["sourceDigest"], v["targetDigest"]);
     assert_eq!(std::fs::read(&dst).expect("read target"), want);
 }
 
@@ -53,7 +58,7 @@ fn copy_table_summary_and_checkpoint_file() {
     let out = vmigrate().arg("copy").arg(&src).arg(&dst).arg("--checkpoint").arg(&cp).output().expect("run");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["read", "written", "zeroed", "skipped", "seconds", "MB/s"] {
+    for word in ["read", "written", "zeroed", "skipped", "seconds", "moved MiB/s"] {
         assert!(text.contains(word), "summary lacks {word}: {text}");
     }
     // The final checkpoint says everything is done: a re-run resumes and reads nothing.
@@ -71,7 +76,7 @@ fn copy_table_summary_and_checkpoint_file() {
         .expect("run");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["bytes_read"], 0);
+    assert_eq!(v["bytesRead"], 0);
     assert_eq!(v["resumed"], true);
     assert_eq!(std::fs::read(&dst).expect("read target"), want);
 

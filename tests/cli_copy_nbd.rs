@@ -61,8 +61,8 @@ fn copy_nbd_to_file_and_file_to_nbd() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!(s["size"].as_u64(), Some(64 << 20));
-    assert!(s["bytes_read"].as_u64().expect("read") <= 4 << 20, "holes were not read: {s}");
-    assert_eq!(s["source_digest"], s["target_digest"]);
+    assert!(s["bytesRead"].as_u64().expect("read") <= 4 << 20, "holes were not read: {s}");
+    assert_eq!(s["sourceDigest"], s["targetDigest"]);
     let cmp = Command::new("qemu-img")
         .args(["compare", "-f", "raw", "-F", "raw"])
         .arg(&src)

@@ -132,3 +132,44 @@ fn bad_plan_is_a_typed_error_with_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PlanParse") && err.contains("wram") && err.contains("line 16"), "{err}");
 }
+
+/// The demo as a person sees it: in a real terminal (a tmux pane, which renders what the
+/// program draws, bars included), the final screen must still show the result once the
+/// progress bars are gone. Before `Display::finish`, the bars drew once more when dropped and
+/// erased the "Objects" list and the "Done in" line.
+#[test]
+fn demo_final_screen_in_a_terminal_shows_the_result() {
+    let work = tempfile::tempdir().expect("tmp");
+    let session = format!("vmigrate-demo-{}", std::process::id());
+    let script = work.path().join("run.sh");
+    let done = work.path().join("exit-code");
+    std::fs::write(
+        &script,
+        format!(
+            "{} demo --workdir {}; echo $? > {}; sleep 120\n",
+            env!("CARGO_BIN_EXE_vmigrate"),
+            work.path().join("w").display(),
+            done.display()
+        ),
+    )
+    .expect("script");
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux is installed");
+    let started =
+        tmux(&["new-session", "-d", "-s", &session, "-x", "150", "-y", "60", "sh", script.to_str().expect("utf-8")]);
+    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !done.exists() {
+        assert!(std::time::Instant::now() < deadline, "the demo did not end in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let screen = String::from_utf8_lossy(&screen.stdout).to_string();
+    assert_eq!(std::fs::read_to_string(&done).expect("exit code").trim(), "0", "{screen}");
+    for want in ["== 6. Objects", "Route            route-webapp", "Done in", "3 of 3 VMs migrated. Next steps"] {
+        assert!(screen.contains(want), "the final screen lacks {want:?}:\n{screen}");
+    }
+    assert!(!screen.contains("VMs migrated  3 of 3"), "a finished bar repeats the summary:\n{screen}");
+    assert!(!screen.contains("TiB/s"), "a rate counts skipped space:\n{screen}");
+}

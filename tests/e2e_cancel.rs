@@ -122,4 +122,8 @@ fn vmigrate_cancel_stops_a_running_cli_with_exit_5() {
     assert!(!out.join("disks/bigapp-disk0.img").exists(), "the cancelled VM's disk is left behind");
     let docs = manifests(&out.join("manifests.yaml"));
     assert!(docs.iter().all(|d| d["metadata"]["name"] != "bigapp" && d["metadata"]["name"] != "bigapp-disk0"));
+    // Nothing runs any more: a cancel says so instead of claiming a request was made.
+    let again = run_cli(&["cancel", "--plan", plan_arg], |_| {});
+    assert_eq!(again.status.code(), Some(1), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to cancel"));
 }

@@ -62,6 +62,9 @@ pub enum Event {
         vm: String,
         /// Source disk key.
         disk: i32,
+        /// Target volume name (as the manifests name it, e.g. `database-disk0`): what a person
+        /// looks for in the output, where the disk key is the source's internal number.
+        volume: String,
         /// Which pass: `full`, `precopy-N` or `cutover`.
         pass: String,
         /// Counters, rate and ETA.
@@ -999,6 +1002,7 @@ impl Executor {
                 let progress = ctl.progress.clone();
                 let events = self.opts.events.clone();
                 let vm_name = vm.name.clone();
+                let volume = vol.name.clone();
                 let pass = pass.to_string();
                 let every = self.opts.progress_interval;
                 let state = state.clone();
@@ -1013,7 +1017,13 @@ impl Executor {
                             }
                         }
                         if let Some(sink) = &events {
-                            sink(&Event::Disk { vm: vm_name.clone(), disk: key, pass: pass.clone(), progress: snap });
+                            sink(&Event::Disk {
+                                vm: vm_name.clone(),
+                                disk: key,
+                                volume: volume.clone(),
+                                pass: pass.clone(),
+                                progress: snap,
+                            });
                         }
                     }
                 })
@@ -1032,7 +1042,13 @@ impl Executor {
                     d.done = true;
                 }
             }
-            self.emit(Event::Disk { vm: vm.name.clone(), disk: key, pass: pass.to_string(), progress: snap });
+            self.emit(Event::Disk {
+                vm: vm.name.clone(),
+                disk: key,
+                volume: vol.name.clone(),
+                pass: pass.to_string(),
+                progress: snap,
+            });
             self.save(true)?;
             info!(read = stats.bytes_read, written = stats.bytes_written, zeroed = stats.bytes_zeroed, "disk copied");
             Ok(())
@@ -1076,7 +1092,7 @@ impl Executor {
                 _ = cancel.cancelled() => return Err(Error::cancelled()),
                 _ = tokio::time::sleep(self.opts.progress_interval.max(Duration::from_millis(500))) => {
                     if let Some(f) = self.target.import_progress(tvm, vol).await {
-                        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress: snapshot(f) });
+                        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, volume: vol.name.clone(), pass: pass.to_string(), progress: snapshot(f) });
                     }
                 }
             }
@@ -1088,7 +1104,13 @@ impl Executor {
                 d.done = true;
             }
         }
-        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress: snapshot(1.0) });
+        self.emit(Event::Disk {
+            vm: vm.name.clone(),
+            disk: disk.key,
+            volume: vol.name.clone(),
+            pass: pass.to_string(),
+            progress: snapshot(1.0),
+        });
         self.save(true)?;
         Ok(())
     }

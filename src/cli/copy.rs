@@ -52,8 +52,10 @@ pub struct CopyArgs {
     pub output: Output,
 }
 
-/// The summary printed at the end (`--output json` prints exactly this object).
+/// The summary printed at the end (`--output json` prints exactly this object, in camelCase like
+/// every other JSON document of vmigrate).
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Summary<'a> {
     source: &'a str,
     target: &'a str,
@@ -63,8 +65,11 @@ struct Summary<'a> {
     bytes_zeroed: u64,
     bytes_skipped: u64,
     seconds: f64,
-    /// Virtual bytes processed per second, in MB (10^6).
-    mb_per_sec: f64,
+    /// Bytes read from the source per second, in MiB: what actually moved.
+    moved_mib_per_sec: f64,
+    /// Virtual bytes processed per second, in MiB (holes and skipped zeroes count: this is how
+    /// fast the disk was finished, not a transfer rate).
+    virtual_mib_per_sec: f64,
     resumed: bool,
     source_digest: Option<String>,
     target_digest: Option<String>,
@@ -79,16 +84,19 @@ async fn report(progress: Progress, done: tokio_util::sync::CancellationToken, q
     if std::io::stderr().is_terminal() && !quiet {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{wide_bar} {percent:>3}% {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         loop {
             let s = progress.snapshot();
             bar.set_length(s.total);
             bar.set_position(s.done);
-            bar.set_message(format!("data {:.0} MiB", mib(s.copied)));
+            bar.set_message(format!(
+                "of {}, moved {} at {:.1} MiB/s",
+                super::progress::size(s.total),
+                super::progress::size(s.bytes_read),
+                super::progress::moved_rate(&s)
+            ));
             tokio::select! {
                 _ = done.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -104,11 +112,11 @@ async fn report(progress: Progress, done: tokio_util::sync::CancellationToken, q
             let s = progress.snapshot();
             if !quiet {
                 eprintln!(
-                    "progress: {:.1}/{:.1} MiB ({:.0}%), {:.1} MiB/s",
-                    mib(s.done),
-                    mib(s.total),
+                    "progress: {:.0}% of {}, moved {} at {:.1} MiB/s",
                     if s.total > 0 { s.done as f64 * 100.0 / s.total as f64 } else { 100.0 },
-                    s.rate_bytes_per_sec / (1u64 << 20) as f64
+                    super::progress::size(s.total),
+                    super::progress::size(s.bytes_read),
+                    super::progress::moved_rate(&s)
                 );
             }
         }
@@ -158,7 +166,8 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
         bytes_zeroed: stats.bytes_zeroed,
         bytes_skipped: stats.bytes_skipped,
         seconds: secs,
-        mb_per_sec: if secs > 0.0 { copy.source.size() as f64 / secs / 1e6 } else { 0.0 },
+        moved_mib_per_sec: if secs > 0.0 { mib(stats.bytes_read) / secs } else { 0.0 },
+        virtual_mib_per_sec: if secs > 0.0 { mib(copy.source.size()) / secs } else { 0.0 },
         resumed: copy.resumed,
         source_digest: stats.source_digest.clone(),
         target_digest: stats.target_digest.clone(),
@@ -177,7 +186,8 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
             println!("  zeroed         {:>12.1} MiB", mib(summary.bytes_zeroed));
             println!("  skipped        {:>12.1} MiB", mib(summary.bytes_skipped));
             println!("  seconds        {:>12.3}", summary.seconds);
-            println!("  MB/s           {:>12.1}", summary.mb_per_sec);
+            println!("  moved MiB/s    {:>12.1}", summary.moved_mib_per_sec);
+            println!("  virtual MiB/s  {:>12.1}", summary.virtual_mib_per_sec);
             if let Some(d) = &summary.target_digest {
                 println!("  verified       sha256 {d}");
             }

@@ -54,20 +54,21 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     let inventory = source.inventory().await?;
     say(format!("\n== 2. Inventory ({} VMs)", inventory.vms.len()));
     say(format!(
-        "{:<20} {:<24} {:<5} {:>4} {:>7} {:>6}  {}",
-        "VM", "GUEST", "FW", "CPU", "MEM", "DISKS", "TARGET NAME"
+        "{:<20} {:<24} {:<5} {:>4} {:>8} {:>5} {:>8}  {}",
+        "VM", "GUEST", "FW", "CPU", "MEM MiB", "DISKS", "DISK GiB", "TARGET NAME"
     ));
     for vm in &inventory.vms {
         let target =
             if is_dns1123_label(&vm.name) { vm.name.clone() } else { format!("{} (renamed)", sanitize_name(&vm.name)) };
         say(format!(
-            "{:<20} {:<24} {:<5} {:>4} {:>6}M {:>5}G  {}",
+            "{:<20} {:<24} {:<5} {:>4} {:>8} {:>5} {:>8}  {}",
             vm.name,
             vm.guest_id,
             format!("{:?}", vm.firmware).to_lowercase(),
             vm.vcpus(),
             vm.memory_mib,
-            vm.total_disk_bytes() >> 30,
+            vm.disks.len(),
+            format!("{:.1}", vm.total_disk_bytes() as f64 / (1u64 << 30) as f64),
             target
         ));
     }
@@ -80,13 +81,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     say(format!("\n== 4. Migration into namespace {} (target {})", plan.spec.target_namespace, target_url));
     let target = vmigrate::targets::open_target(&plan.spec.target).await?;
     let status_path = work.join("move-webapp-vmware.status.json");
-    let opts = ExecutorOptions {
-        status_path: Some(status_path),
-        events: Some(progress::sink(if json { Mode::Json } else { Mode::pick(Output::Table) }, plan.spec.vms.len())),
-        ..Default::default()
-    };
+    let display = progress::display(if json { Mode::Json } else { Mode::pick(Output::Table) }, plan.spec.vms.len());
+    let opts =
+        ExecutorOptions { status_path: Some(status_path), events: Some(display.sink.clone()), ..Default::default() };
     let exec = Executor::new(plan.clone(), Arc::from(source), Arc::from(target), opts);
-    let status = exec.run().await?;
+    let status = exec.run().await;
+    display.finish();
+    let status = status?;
     say(status.summary());
 
     say("\n== 5. Verification: every output disk against its source".to_string());

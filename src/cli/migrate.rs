@@ -70,10 +70,11 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     let source = vmigrate::sources::open_source(&plan.spec.source).await?;
     let target = vmigrate::targets::open_target(&plan.spec.target).await?;
     let mode = Mode::pick(args.output);
+    let display = progress::display(mode, plan.spec.vms.len());
     let mut opts = ExecutorOptions {
         status_path: Some(status_path.clone()),
         control_path: Some(control_path(&status_path)),
-        events: Some(progress::sink(mode, plan.spec.vms.len())),
+        events: Some(display.sink.clone()),
         cutover_now: args.cutover_now,
         ..Default::default()
     };
@@ -96,6 +97,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
         }
     });
     let res = exec.run().await;
+    // The bars leave the screen before the result is printed (see `Display::finish`).
+    display.finish();
     ctrlc.abort();
     drop(lock_file);
     let status = match res {
@@ -189,12 +192,30 @@ fn resolve_status(plan_file: Option<&Path>, status: Option<&Path>) -> Result<Pat
 
 pub fn cancel(plan_file: Option<&Path>, status: Option<&Path>, vm: Option<&str>) -> Result<ExitCode, Error> {
     let path = resolve_status(plan_file, status)?;
+    if !plan_is_running(&path) {
+        return Err(Error::new(
+            ErrorCode::StatusFile,
+            format!(
+                "no `vmigrate migrate` is running for {} (its lock {} is free): nothing to cancel",
+                path.display(),
+                lock_path(&path).display()
+            ),
+        ));
+    }
     ControlRequests::append(&control_path(&path), Some(vm.unwrap_or("*")), false)?;
     eprintln!(
         "cancel requested for {} (the running `vmigrate migrate` cleans up and records Canceled)",
         vm.unwrap_or("the whole plan")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a `vmigrate migrate` holds the plan's lock (its lock file exists and is locked).
+fn plan_is_running(status: &Path) -> bool {
+    match std::fs::OpenOptions::new().write(true).open(lock_path(status)) {
+        Ok(f) => f.try_lock().is_err(),
+        Err(_) => false,
+    }
 }
 
 pub async fn expose(plan_file: &Path) -> Result<ExitCode, Error> {
