@@ -55,14 +55,14 @@ fi
 [ "$pytest_rc" -eq 0 ] || exit "$pytest_rc"
 
 # The vSphere benchmarks in quick mode (dev profile, small inventory and disk): run so they
-# cannot rot; their numbers are not judged here (README "Benchmarks: vSphere" has the real ones).
+# cannot rot; their numbers are not judged here (docs/benchmarks.md has the real ones).
 echo "== benches: vSphere (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin inventory_bench -- --quick
 cargo run -q --locked -p vmigrate-benches --bin datastore_read_bench -- --quick
-# The copy engine bench (README "Benchmarks: copy engine"): small images, every scenario must
+# The copy engine bench (docs/benchmarks.md, "Copy engine"): small images, every scenario must
 # produce our row (file, NBD, NBD->NBD, VMDK, HTTP) against the anchors.
 echo "== benches: copy engine (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin copy_bench -- --quick --dir "$here/target/bench-copy-quick"
-# The plan bench (README "Benchmarks: plans"): 20 VMs through the executor against the bare engine.
+# The plan bench (docs/benchmarks.md, "Plans"): 20 VMs through the executor against the bare engine.
 echo "== benches: plans (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin plan_bench -- --quick --dir "$here/target/bench-plan-quick"
