@@ -16,9 +16,19 @@ pub async fn open_source(spec: &SourceSpec) -> Result<Box<dyn SourceProvider>> {
             let creds = source_credentials(spec)?;
             Ok(Box::new(open_vsphere(spec, creds).await?))
         }
+        "" => Err(Error::new(
+            ErrorCode::BadUrl,
+            format!(
+                "source {:?} has no scheme: a datastore folder is vmx:///absolute/path, a vCenter https://host/sdk",
+                spec.url
+            ),
+        )),
         _ => Err(Error::new(
             ErrorCode::BadUrl,
-            format!("source scheme {scheme:?} is not supported yet (url {})", spec.url),
+            format!(
+                "source scheme {scheme:?} is not supported (url {}): use vmx:///path (a datastore folder) or https://host/sdk (vCenter)",
+                spec.url
+            ),
         )),
     }
 }

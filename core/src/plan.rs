@@ -506,8 +506,11 @@ impl Plan {
     /// Read a plan file: `.json` as JSON, anything else as YAML.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Plan> {
         let path = path.as_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading plan {}", path.display()), e))?;
+        // A plan that cannot be read is a plan error (Python: PlanError), not an I/O error of a
+        // transport; the cause stays attached.
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorCode::PlanParse, format!("cannot read plan {}: {e}", path.display())).with_source(e)
+        })?;
         let res = if path.extension().is_some_and(|e| e == "json") {
             Plan::from_json_str(&text)
         } else {

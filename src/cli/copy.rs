@@ -34,8 +34,8 @@ pub struct CopyArgs {
     /// Parallel connections (handle pairs).
     #[arg(long, default_value_t = CopyOptions::default().connections)]
     pub connections: usize,
-    /// Largest single request in bytes.
-    #[arg(long, default_value_t = CopyOptions::default().request_size)]
+    /// Largest single request: bytes, or with a binary unit (`512K`, `4M`, `4MiB`, `1G`).
+    #[arg(long, default_value_t = CopyOptions::default().request_size, value_parser = parse_size)]
     pub request_size: usize,
     /// Persist resume checkpoints in FILE, and resume from it when it exists.
     #[arg(long, value_name = "FILE")]
@@ -73,6 +73,23 @@ struct Summary<'a> {
     resumed: bool,
     source_digest: Option<String>,
     target_digest: Option<String>,
+}
+
+/// `4M`, `4MiB`, `512k`, `1G` or plain bytes: sizes as people write them (binary units, as
+/// qemu-img and nbdcopy read them).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("{text:?} is not a size (examples: 2097152, 512K, 4M, 4MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        other => return Err(format!("unknown size unit {other:?} in {text:?} (use K, M or G)")),
+    };
+    n.checked_mul(1usize << shift).filter(|&v| v > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 fn mib(b: u64) -> f64 {
@@ -194,4 +211,21 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn request_sizes_take_units() {
+        assert_eq!(parse_size("2097152"), Ok(2 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }

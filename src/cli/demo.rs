@@ -90,7 +90,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     let status = status?;
     say(status.summary());
 
-    say("\n== 5. Verification: every output disk against its source".to_string());
+    say("\n== 5. Verification: every output disk against its source (digest: sha256 of the size and of every 4 MiB chunk's sha256)".to_string());
     let source = vmigrate::sources::open_source(&plan.spec.source).await?;
     let out = vmigrate::kubevirt::DirTarget::from_url(&target_url)?;
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -110,7 +110,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
             let b = engine::digest(&dst, &opts, &cancel).await?;
             let equal = a == b && vs.phase == Phase::Completed;
             all_equal &= equal;
-            say(format!("  {} {:<28} {}", if equal { "ok  " } else { "DIFF" }, d.volume, &a[..16]));
+            say(format!("  {} {:<28} sha256-4MiB-tree {}", if equal { "ok  " } else { "DIFF" }, d.volume, &a[..16]));
             checks.push(serde_json::json!({"vm": vs.name, "volume": d.volume, "path": path, "sourceDigest": a, "targetDigest": b, "equal": equal}));
         }
     }

@@ -275,12 +275,17 @@ impl SourceProvider for LocalSource {
             inv.vms.push(vm);
         }
         inv.networks = networks.into_iter().map(|(name, kind)| Network { id: name.clone(), name, kind }).collect();
+        // The folder's file system, as vCenter reports a datastore's capacity and free space.
+        let (capacity_bytes, free_bytes) = match rustix::fs::statvfs(&self.root) {
+            Ok(st) => (st.f_blocks.saturating_mul(st.f_frsize), st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(_) => (0, 0),
+        };
         inv.datastores = vec![Datastore {
             id: self.datastore.clone(),
             name: self.datastore.clone(),
             kind: "local".into(),
-            capacity_bytes: 0,
-            free_bytes: 0,
+            capacity_bytes,
+            free_bytes,
         }];
         tracing::debug!(root = %self.root.display(), vms = inv.vms.len(), "scanned local datastore");
         Ok(inv)

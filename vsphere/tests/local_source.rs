@@ -90,6 +90,9 @@ async fn inventory_maps_realistic_vmx_files() {
     );
     assert_eq!(inv.datastores.len(), 1);
     assert_eq!(inv.datastores[0].name, "WorkloadDatastore");
+    // The folder's file system reports real figures, as vCenter does for a datastore.
+    assert!(inv.datastores[0].capacity_bytes > 0 && inv.datastores[0].free_bytes > 0, "{:?}", inv.datastores[0]);
+    assert!(inv.datastores[0].free_bytes <= inv.datastores[0].capacity_bytes);
     assert!(inv.hosts.is_empty());
     let nets: Vec<(&str, NetworkKind)> = inv.networks.iter().map(|n| (n.name.as_str(), n.kind)).collect();
     assert_eq!(

@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
   CHECK(strstr(last_error(), "line") != NULL);
   EXPECT_RC(vmigrate_plan_new_from_str("{\"apiVersion\": 3", &plan), VMIGRATE_RESULT_PLAN_PARSE);
   CHECK(strstr(last_error(), "line 1") != NULL);
-  EXPECT_RC(vmigrate_plan_new_from_file("/nonexistent/plan.yaml", &plan), VMIGRATE_RESULT_IO);
+  EXPECT_RC(vmigrate_plan_new_from_file("/nonexistent/plan.yaml", &plan), VMIGRATE_RESULT_PLAN_PARSE);
 
   /* Non-UTF-8 input is refused, not mangled. */
   EXPECT_RC(vmigrate_plan_new_from_str("kind: \xff\xfe", &plan), VMIGRATE_RESULT_INVALID_ARGUMENT);
