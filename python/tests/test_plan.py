@@ -30,10 +30,12 @@ def test_invalid_plan_is_1002() -> None:
     assert info.value.code == 1002
 
 
-def test_missing_file_is_io(tmp_path: Path) -> None:
-    with pytest.raises(vmigrate.TransportError) as info:
+def test_missing_file_is_a_plan_error(tmp_path: Path) -> None:
+    # A plan that cannot be read is the plan's problem, not a transport's.
+    with pytest.raises(vmigrate.PlanError) as info:
         vmigrate.Plan.from_file(tmp_path / "nope.yaml")
-    assert info.value.code == 4001
+    assert info.value.code == 1001
+    assert "nope.yaml" in str(info.value)
 
 
 def test_round_trip_and_validate_example() -> None:
