@@ -31,6 +31,17 @@ pub struct SourceCapabilities {
     pub changed_blocks: bool,
 }
 
+/// What a target can do, so validation and the executor refuse up front what would lose data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCapabilities {
+    /// Applies the delta passes of a warm migration: writes exactly the given changed ranges
+    /// into a volume that already holds the previous pass. Off by default: a target that cannot
+    /// and still accepted a warm plan would finish with the first copy and lose every later
+    /// write, so it must opt in.
+    pub incremental: bool,
+}
+
 /// A snapshot we created, as the source names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -209,6 +220,12 @@ pub enum VolumeSink {
 pub trait TargetProvider: Send + Sync + Debug {
     /// Short kind name (`kubevirt`, `dir`).
     fn kind(&self) -> &'static str;
+
+    /// What this target can do (after [`preflight`](Self::preflight), which may adopt the
+    /// plan's options). Default: nothing beyond a cold copy.
+    fn capabilities(&self) -> TargetCapabilities {
+        TargetCapabilities::default()
+    }
 
     /// VMs that already exist in `namespace` (names and MACs feed validation).
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>>;

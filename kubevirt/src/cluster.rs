@@ -331,6 +331,12 @@ impl TargetProvider for KubevirtTarget {
         "kubevirt"
     }
 
+    /// Incremental (warm) passes only in the transfer modes that apply them
+    /// ([`TransferMethod::supports_warm`]); preflight adopts the plan's mode first.
+    fn capabilities(&self) -> vmigrate_core::TargetCapabilities {
+        vmigrate_core::TargetCapabilities { incremental: self.opts().transfer.supports_warm() }
+    }
+
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>> {
         let api: Api<VirtualMachine> = ns_api(&self.client, namespace);
         let list = api
