@@ -955,6 +955,9 @@ impl Executor {
                 VolumeSink::Transport(t) => t,
                 VolumeSink::SelfImport if only.is_some() => return Err(warm::self_import_delta(&vol.name, pass)),
                 VolumeSink::SelfImport => return self.follow_import(idx, vm, tvm, disk, vol, pass, cancel).await,
+                VolumeSink::Passes => {
+                    return self.target_pass(idx, vm, tvm, disk, vol, snapshot, only.as_deref(), pass, cancel).await
+                }
             };
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();

@@ -399,8 +399,10 @@ impl TransferMethod {
     /// - `upload`: CDI's upload proxy takes one sequential image into a DataVolume that then
     ///   succeeds and accepts nothing more; a delta is scattered ranges. Refused.
     /// - `import`: needs CDI's multi-stage import (`spec.checkpoints`), not wired yet. Refused.
+    /// - `job`: each pass is its own Job whose worker copies, from the pass's snapshot, only the
+    ///   areas changed since the previous change id into the PVC, and reports what it did.
     pub fn supports_warm(self) -> bool {
-        false
+        matches!(self, TransferMethod::Job)
     }
 
     /// The modes for which [`supports_warm`](Self::supports_warm) holds.

@@ -60,3 +60,110 @@ pub(super) fn self_import_delta(volume: &str, pass: &str) -> Error {
         ),
     )
 }
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Executor};
+use crate::engine::ProgressSnapshot;
+use crate::model::{Disk, Vm};
+use crate::provider::{PassReport, PreparedVolume, SnapshotRef, TargetPass, TargetVm};
+use crate::transport::Extent;
+
+impl Executor {
+    /// One pass run by the target itself ([`VolumeSink::Passes`](crate::provider::VolumeSink),
+    /// the transfer Job): full when `only` is `None`, else the areas changed since the disk's
+    /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
+    /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
+    /// a failure, never a silent success.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn target_pass(
+        &self,
+        idx: usize,
+        vm: &Vm,
+        tvm: &TargetVm,
+        disk: &Disk,
+        vol: &PreparedVolume,
+        snapshot: Option<&SnapshotRef>,
+        only: Option<&[Extent]>,
+        pass: &str,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let changed_since = match only {
+            None => None,
+            Some(_) => Some(
+                self.lock().vms[idx]
+                    .disks
+                    .iter()
+                    .find(|d| d.key == disk.key)
+                    .and_then(|d| d.change_id.clone())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::Internal,
+                            format!("{pass}: disk {} has no change id to copy from", disk.key),
+                        )
+                    })?,
+            ),
+        };
+        if only.is_some() && snapshot.is_none() {
+            return Err(Error::new(ErrorCode::Internal, format!("{pass}: a delta pass needs a snapshot")));
+        }
+        let expected: Option<u64> = only.map(|o| o.iter().map(|e| e.length).sum());
+        let report = if expected == Some(0) {
+            // Nothing changed on this disk since the last pass: no Job to run.
+            PassReport { pass: pass.to_string(), size: vol.size, ..Default::default() }
+        } else {
+            let req = TargetPass { name: pass.to_string(), snapshot: snapshot.cloned(), changed_since };
+            tokio::select! {
+                r = self.target.run_pass(tvm, vol, &req) => r?,
+                _ = cancel.cancelled() => return Err(Error::cancelled()),
+            }
+        };
+        if report.pass != pass {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!("volume {}: asked for pass {pass}, the worker reported pass {:?}", vol.name, report.pass),
+            ));
+        }
+        if let Some(want) = expected {
+            if report.changed_bytes != want {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "volume {} {pass}: the worker copied {} changed bytes, the source reports {want}; refusing a pass that may have missed writes",
+                        vol.name, report.changed_bytes
+                    ),
+                ));
+            }
+        }
+        let total = expected.unwrap_or(report.size);
+        let progress = ProgressSnapshot {
+            total,
+            done: total,
+            copied: report.bytes_written.saturating_sub(report.bytes_zeroed),
+            zeroed: report.bytes_zeroed,
+            bytes_read: report.bytes_read,
+            bytes_written: report.bytes_written,
+            elapsed: started.elapsed(),
+            ..Default::default()
+        };
+        {
+            let mut st = self.lock();
+            if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == disk.key) {
+                d.copied_bytes = if only.is_some() { d.copied_bytes.max(total) } else { report.size };
+                d.transferred_bytes += report.bytes_written;
+                d.checkpoint = None;
+                d.done = true;
+            }
+        }
+        tracing::info!(
+            volume = %vol.name, pass, read = report.bytes_read, written = report.bytes_written,
+            zeroed = report.bytes_zeroed, ranges = report.ranges, resumed = report.resumed, "pass done by the target"
+        );
+        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress });
+        self.save(true)?;
+        Ok(())
+    }
+}
