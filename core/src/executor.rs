@@ -31,7 +31,9 @@ use crate::transport::{Extent, ExtentState};
 use crate::validate::{validate_plan, Concern, Severity, ValidationContext};
 
 mod hooks;
+mod warm;
 pub use hooks::run_local_hook;
+pub use warm::WARM_TRANSFER_UNSUPPORTED;
 
 /// Something that happened, for progress displays (CLI bars, C callbacks, Python iterators).
 #[derive(Debug, Clone, Serialize)]
@@ -387,6 +389,7 @@ impl Executor {
             capabilities: self.source.capabilities(),
         };
         let validation = validate_plan(&ctx);
+        let warm_refusal = warm::target_concern(plan, self.target.as_ref());
         let mut blocked = Vec::new();
         {
             let mut st = self.lock();
@@ -399,6 +402,7 @@ impl Executor {
                 }
                 vs.concerns = v.concerns.clone();
                 vs.concerns.extend(preflight.iter().cloned());
+                warm::add_once(&mut vs.concerns, warm_refusal.as_ref());
                 vs.target_name = v.target_name.clone();
                 vs.source_id = v.source_id.clone().unwrap_or_default();
                 record(vs, Phase::Validate, true);
@@ -852,6 +856,7 @@ impl Executor {
         pass: &str,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        warm::ensure_incremental(&self.plan, self.target.as_ref())?;
         let snap = self.snapshot(idx, vm, n).await?;
         let mut changed = BTreeMap::new();
         for disk in &vm.disks {
@@ -951,7 +956,11 @@ impl Executor {
             let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
             let dst = match self.target.open_volume(tvm, vol).await? {
                 VolumeSink::Transport(t) => t,
+                VolumeSink::SelfImport if only.is_some() => return Err(warm::self_import_delta(&vol.name, pass)),
                 VolumeSink::SelfImport => return self.follow_import(idx, vm, tvm, disk, vol, pass, cancel).await,
+                VolumeSink::Passes => {
+                    return self.target_pass(idx, vm, tvm, disk, vol, snapshot, only.as_deref(), pass, cancel).await
+                }
             };
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();

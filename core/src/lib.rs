@@ -47,8 +47,8 @@ pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
 pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
 pub use plan::{Credentials, Plan};
 pub use provider::{
-    ChangedAreas, ExistingVm, PreparedVolume, SnapshotRef, SourceCapabilities, SourceProvider, TargetProvider,
-    TargetVm, VolumeSink,
+    ChangedAreas, ExistingVm, PassReport, PreparedVolume, SnapshotRef, SourceCapabilities, SourceProvider,
+    TargetCapabilities, TargetPass, TargetProvider, TargetVm, VolumeSink,
 };
 pub use status::{Phase, PlanStatus, VmStatus};
 pub use transport::{BlockTransport, Extent, ExtentKind, ExtentState};

@@ -378,6 +378,45 @@ pub enum TransferMethod {
     Job,
 }
 
+impl TransferMethod {
+    /// Every mode, in documentation order.
+    pub const ALL: [TransferMethod; 3] = [TransferMethod::Upload, TransferMethod::Import, TransferMethod::Job];
+
+    /// The name used in plans (`upload`, `import`, `job`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMethod::Upload => "upload",
+            TransferMethod::Import => "import",
+            TransferMethod::Job => "job",
+        }
+    }
+
+    /// Whether a warm migration into a cluster can use this mode: every delta pass must write
+    /// exactly the ranges changed since the previous snapshot into the volume that holds the
+    /// earlier copy. A mode that cannot would finish "successfully" with a target frozen at
+    /// the first copy, so validation refuses it (`warm.transfer-unsupported`).
+    ///
+    /// - `upload`: CDI's upload proxy takes one sequential image into a DataVolume that then
+    ///   succeeds and accepts nothing more; a delta is scattered ranges. Refused.
+    /// - `import`: needs CDI's multi-stage import (`spec.checkpoints`), not wired yet. Refused.
+    /// - `job`: each pass is its own Job whose worker copies, from the pass's snapshot, only the
+    ///   areas changed since the previous change id into the PVC, and reports what it did.
+    pub fn supports_warm(self) -> bool {
+        matches!(self, TransferMethod::Job)
+    }
+
+    /// The modes for which [`supports_warm`](Self::supports_warm) holds.
+    pub fn warm_capable() -> Vec<TransferMethod> {
+        TransferMethod::ALL.into_iter().filter(|m| m.supports_warm()).collect()
+    }
+}
+
+impl std::fmt::Display for TransferMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Execution tunables, all optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -31,6 +31,17 @@ pub struct SourceCapabilities {
     pub changed_blocks: bool,
 }
 
+/// What a target can do, so validation and the executor refuse up front what would lose data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCapabilities {
+    /// Applies the delta passes of a warm migration: writes exactly the given changed ranges
+    /// into a volume that already holds the previous pass. Off by default: a target that cannot
+    /// and still accepted a warm plan would finish with the first copy and lose every later
+    /// write, so it must opt in.
+    pub incremental: bool,
+}
+
 /// A snapshot we created, as the source names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -200,8 +211,53 @@ pub struct PreparedVolume {
 pub enum VolumeSink {
     /// Write through this transport with the copy engine.
     Transport(Box<dyn BlockTransport>),
-    /// The target imports by itself (CDI importer); the executor follows its progress.
+    /// The target imports by itself (CDI importer); the executor follows its progress. Copies
+    /// once: it cannot apply a warm delta pass.
     SelfImport,
+    /// The target runs each copy pass itself, next to the volume (the transfer Job's worker):
+    /// the executor calls [`TargetProvider::run_pass`] once per pass and gets its report.
+    Passes,
+}
+
+/// One copy pass a [`VolumeSink::Passes`] target runs by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPass {
+    /// `full`, `precopy-N` or `cutover`; names the pass's objects (one Job per pass).
+    pub name: String,
+    /// Read the disk at this snapshot (warm); `None`: its current state (cold, VM off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
+    /// Copy only the areas changed since this CBT change id (a delta pass); `None`: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<String>,
+}
+
+/// What a pass run by the target did, as its worker reported it (not inferred from the pass
+/// having ended).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassReport {
+    /// The pass name the worker ran (must be the one asked for).
+    pub pass: String,
+    /// Disk size in bytes.
+    pub size: u64,
+    /// Changed ranges the pass was given (delta), or `0` for a full pass.
+    pub ranges: u64,
+    /// Bytes in those ranges (delta), or the disk size (full).
+    pub changed_bytes: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written to the volume.
+    pub bytes_written: u64,
+    /// Bytes zeroed in the volume.
+    pub bytes_zeroed: u64,
+    /// Whether the worker resumed from a checkpoint.
+    #[serde(default)]
+    pub resumed: bool,
+    /// SHA-256 of the volume after the pass, when verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<String>,
 }
 
 /// A migration target.
@@ -209,6 +265,12 @@ pub enum VolumeSink {
 pub trait TargetProvider: Send + Sync + Debug {
     /// Short kind name (`kubevirt`, `dir`).
     fn kind(&self) -> &'static str;
+
+    /// What this target can do (after [`preflight`](Self::preflight), which may adopt the
+    /// plan's options). Default: nothing beyond a cold copy.
+    fn capabilities(&self) -> TargetCapabilities {
+        TargetCapabilities::default()
+    }
 
     /// VMs that already exist in `namespace` (names and MACs feed validation).
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>>;
@@ -225,6 +287,14 @@ pub trait TargetProvider: Send + Sync + Debug {
 
     /// Open a prepared volume for writing, or say the target imports it by itself.
     async fn open_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<VolumeSink>;
+
+    /// For a volume opened as [`VolumeSink::Passes`]: run one copy pass next to it and return
+    /// the worker's own report once it is durable. The executor drops the older snapshot only
+    /// after this returns.
+    async fn run_pass(&self, vm: &TargetVm, volume: &PreparedVolume, pass: &TargetPass) -> Result<PassReport> {
+        let _ = (vm, volume);
+        Err(Error::unsupported(format!("the {} target cannot run copy pass {}", self.kind(), pass.name)))
+    }
 
     /// Called once the copy into a volume has completed and been flushed (e.g. finish an upload).
     async fn finish_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<()> {

@@ -484,6 +484,9 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
                 "this source cannot take snapshots or report changed blocks: use a cold plan".into(),
             );
         }
+        if let Some(msg) = warm_transfer_concern(plan) {
+            push("warm.transfer-unsupported", Severity::Critical, msg);
+        }
     }
     if !warm && vm.power_state == PowerState::PoweredOn && !ctx.capabilities.power {
         push(
@@ -543,6 +546,35 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
     c
 }
 
+/// Why a warm plan's target cannot carry delta passes, when it cannot (`None`: it can, or the
+/// target is not a cluster). Decided from the plan alone so that `vmigrate validate` refuses the
+/// plan without connecting to the cluster; the executor checks the target's own
+/// [`TargetCapabilities`](crate::provider::TargetCapabilities) too.
+pub fn warm_transfer_concern(plan: &Plan) -> Option<String> {
+    if !plan.spec.warm || !plan.spec.target.url.trim().starts_with("kubevirt:") {
+        return None;
+    }
+    let mode = plan.spec.options.transfer;
+    if mode.supports_warm() {
+        return None;
+    }
+    Some(warm_transfer_message(&format!("transfer: {mode}")))
+}
+
+/// The message of `warm.transfer-unsupported` for a target (or transfer mode) described by `what`.
+pub fn warm_transfer_message(what: &str) -> String {
+    let works: Vec<String> =
+        crate::plan::TransferMethod::warm_capable().iter().map(|m| format!("transfer: {m}")).collect();
+    let instead = if works.is_empty() {
+        "no transfer mode into a cluster supports warm migration yet: use a cold plan, or a dir:// target".to_string()
+    } else {
+        format!("warm migration into a cluster works with {}, or use a cold plan", works.join(", "))
+    };
+    format!(
+        "{what} cannot apply the delta passes of a warm migration (the target would keep the first copy and lose every later write): {instead}"
+    )
+}
+
 fn label(d: &crate::model::Disk) -> String {
     if d.label.is_empty() {
         format!("disk {}", d.key)
@@ -573,6 +605,7 @@ pub const CONCERN_IDS: &[&str] = &[
     "snapshot.present",
     "cbt.disabled",
     "warm.unsupported-source",
+    "warm.transfer-unsupported",
     "power.cannot-stop",
     "power.suspended",
     "firmware.secure-boot",

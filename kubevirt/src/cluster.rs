@@ -35,15 +35,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vmigrate_core::model::Disk;
 use vmigrate_core::plan::{NetworkDestination, ServiceSpec, SourceSpec, TransferMethod};
 use vmigrate_core::{
-    Concern, ExistingVm, Plan, PreparedVolume, Result, Severity, TargetProvider, TargetVm, VolumeSink,
+    Concern, ExistingVm, PassReport, Plan, PreparedVolume, Result, Severity, TargetPass, TargetProvider, TargetVm,
+    VolumeSink,
 };
 
 use crate::builder::{self, VolumeSource, ANNOTATION_SOURCE_ID, FIELD_MANAGER};
 use crate::error::KubevirtError;
-use crate::job::{build_transfer_job, JobSource};
 use crate::objects::{DataVolume, HttpSource, UploadTokenRequest, UploadTokenRequestSpec, VirtualMachine};
 use crate::upload::{UploadConfig, UploadSink, UploadStats};
-use crate::wait::{await_condition, is_datavolume_succeeded, is_datavolume_upload_ready, is_job_complete};
+use crate::wait::{await_condition, is_datavolume_succeeded, is_datavolume_upload_ready};
 
 /// Tunables of the cluster target. [`TargetProvider::preflight`] adopts the plan's transfer
 /// method and compression unless [`KubevirtOptions::adopt_plan_options`] is off.
@@ -175,7 +175,17 @@ impl KubevirtTarget {
         self.progress.lock().unwrap_or_else(|p| p.into_inner()).get(volume).copied()
     }
 
-    fn opts(&self) -> KubevirtOptions {
+    /// The slots capping how many transfer Jobs run at once.
+    pub(crate) fn job_slots(&self) -> Arc<Semaphore> {
+        self.jobs.clone()
+    }
+
+    /// How to reach the source (adopted from the plan at preflight).
+    pub(crate) fn source_spec(&self) -> SourceSpec {
+        self.source.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    pub(crate) fn opts(&self) -> KubevirtOptions {
         self.options.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -196,7 +206,7 @@ impl KubevirtTarget {
         }
     }
 
-    async fn apply<K>(&self, api: &Api<K>, name: &str, what: &str, obj: &K) -> Result<K, KubevirtError>
+    pub(crate) async fn apply<K>(&self, api: &Api<K>, name: &str, what: &str, obj: &K) -> Result<K, KubevirtError>
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
@@ -205,7 +215,7 @@ impl KubevirtTarget {
             .map_err(|e| self.classify("apply", what, e))
     }
 
-    fn classify(&self, verb: &'static str, what: &str, e: kube::Error) -> KubevirtError {
+    pub(crate) fn classify(&self, verb: &'static str, what: &str, e: kube::Error) -> KubevirtError {
         if let kube::Error::Api(resp) = &e {
             if resp.code == 404 && resp.message.contains("could not find the requested resource") {
                 return KubevirtError::MissingCrd { group: what.to_string() };
@@ -240,7 +250,7 @@ impl KubevirtTarget {
 
     /// The Secret holding source credentials for CDI (`accessKeyId`/`secretKey`), created from
     /// the plan's credential variables. Returns its name.
-    async fn ensure_source_secret(&self, t: &TargetVm) -> Result<Option<String>> {
+    pub(crate) async fn ensure_source_secret(&self, t: &TargetVm) -> Result<Option<String>> {
         let creds = self.source.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.credentials.clone());
         let Some(creds) = creds else { return Ok(None) };
         let c = creds.resolve()?;
@@ -329,6 +339,12 @@ impl KubevirtTarget {
 impl TargetProvider for KubevirtTarget {
     fn kind(&self) -> &'static str {
         "kubevirt"
+    }
+
+    /// Incremental (warm) passes only in the transfer modes that apply them
+    /// ([`TransferMethod::supports_warm`]); preflight adopts the plan's mode first.
+    fn capabilities(&self) -> vmigrate_core::TargetCapabilities {
+        vmigrate_core::TargetCapabilities { incremental: self.opts().transfer.supports_warm() }
     }
 
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>> {
@@ -473,53 +489,30 @@ impl TargetProvider for KubevirtTarget {
                 Ok(VolumeSink::Transport(Box::new(sink)))
             }
             TransferMethod::Import => Ok(VolumeSink::SelfImport),
-            TransferMethod::Job => {
-                let disk = vm.source.disks.iter().find(|d| d.key == volume.disk_key).ok_or_else(|| {
-                    vmigrate_core::Error::new(
-                        vmigrate_core::ErrorCode::Internal,
-                        format!("no source disk {}", volume.disk_key),
-                    )
-                })?;
-                let permit = self.jobs.clone().acquire_owned().await.map_err(|_| vmigrate_core::Error::cancelled())?;
-                let secret = self.ensure_source_secret(vm).await?;
-                let src = self.source.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
-                let job = build_transfer_job(
-                    vm,
-                    disk,
-                    &volume.name,
-                    &o.job_image,
-                    &JobSource { url: &src.url, thumbprint: src.thumbprint.as_deref(), secret: secret.as_deref() },
-                );
-                let name = job.metadata.name.clone().unwrap_or_default();
-                let api: Api<Job> = ns_api(&self.client, &vm.namespace);
-                self.apply(&api, &name, &format!("Job {}/{name}", vm.namespace), &job).await?;
-                self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(volume.name.clone(), permit);
-                Ok(VolumeSink::SelfImport)
-            }
+            // Each pass is its own Job, created by run_pass.
+            TransferMethod::Job => Ok(VolumeSink::Passes),
         }
     }
 
     async fn finish_volume(&self, vm: &TargetVm, volume: &PreparedVolume) -> Result<()> {
         let o = self.opts();
         if o.transfer == TransferMethod::Job {
-            let name = format!("{}-transfer", volume.name);
-            let api: Api<Job> = ns_api(&self.client, &vm.namespace);
-            let res = await_condition(
-                &api,
-                &name,
-                &format!("Job {}/{name}", vm.namespace),
-                is_job_complete,
-                o.timeout,
-                o.poll_interval,
-                |_| {},
-            )
-            .await;
-            self.permits.lock().unwrap_or_else(|p| p.into_inner()).remove(&volume.name);
-            res?;
+            // Passes were followed (and their reports read) by run_pass.
             return Ok(());
         }
         self.wait_dv(&vm.namespace, &volume.name, is_datavolume_succeeded).await?;
         Ok(())
+    }
+
+    async fn run_pass(&self, vm: &TargetVm, volume: &PreparedVolume, pass: &TargetPass) -> Result<PassReport> {
+        let o = self.opts();
+        if o.transfer != TransferMethod::Job {
+            return Err(vmigrate_core::Error::unsupported(format!(
+                "transfer: {} does not run copy passes in the cluster",
+                o.transfer
+            )));
+        }
+        crate::passes::run_job_pass(self, vm, volume, pass).await
     }
 
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {

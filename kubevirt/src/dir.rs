@@ -258,6 +258,11 @@ impl TargetProvider for DirTarget {
         "dir"
     }
 
+    /// Volumes are sparse files written in place, so a delta pass writes just its ranges.
+    fn capabilities(&self) -> vmigrate_core::TargetCapabilities {
+        vmigrate_core::TargetCapabilities { incremental: true }
+    }
+
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>> {
         let map = self.lock();
         let mut out = Vec::new();

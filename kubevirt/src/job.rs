@@ -1,13 +1,23 @@
-//! The in-cluster transfer Job: one `batch/v1` Job per disk runs the vmigrate transfer worker
-//! (`vmigrate transfer`, image built from `kubevirt/Containerfile`) with the target PVC attached,
-//! copying straight from the source. Kubernetes schedules the workers; we only cap how many run.
+//! The in-cluster transfer Job: one `batch/v1` Job per disk **and per copy pass** runs the
+//! vmigrate transfer worker (`vmigrate transfer`, image built from `kubevirt/Containerfile`) with
+//! the target PVC attached, copying straight from the source. Kubernetes schedules the workers;
+//! we only cap how many run.
 //!
 //! Worker command line (the CLI's `transfer` subcommand reads it):
-//! `vmigrate transfer --source-url URL --vm-id MOREF --disk-key KEY [--thumbprint T]
-//! (--target-device /dev/xvda | --target-file /data/disk.img)`, credentials from the
-//! environment variables `VMIGRATE_SOURCE_USERNAME` / `VMIGRATE_SOURCE_PASSWORD` (a Secret).
-//! Block volumes are attached as a raw device (`volumeDevices`), Filesystem volumes mounted at
-//! `/data` with the image in `disk.img` (CDI's layout).
+//! `vmigrate transfer --source-url URL --vm-id MOREF --disk-key KEY --pass NAME
+//! [--snapshot SNAPSHOT [--changed-since CHANGE_ID]] [--thumbprint T] --result-file
+//! /dev/termination-log (--target-device /dev/xvda | --target-file /data/disk.img)`,
+//! credentials from the environment variables `VMIGRATE_SOURCE_USERNAME` /
+//! `VMIGRATE_SOURCE_PASSWORD` (a Secret). Block volumes are attached as a raw device
+//! (`volumeDevices`), Filesystem volumes mounted at `/data` with the image in `disk.img` (CDI's
+//! layout).
+//!
+//! A cold copy is one pass `full` without a snapshot. A warm migration runs `full` at the first
+//! snapshot, then `precopy-N` and `cutover` passes that copy only the areas changed since the
+//! previous snapshot's change id (the worker asks vSphere's QueryChangedDiskAreas itself). Each
+//! pass is its own Job named after it, so a finished pass is never mistaken for the next one. The
+//! worker writes its [`PassReport`](vmigrate_core::PassReport) as the container's termination
+//! message; the executor takes the pass as done only from that report.
 
 use std::collections::BTreeMap;
 
@@ -19,12 +29,37 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use vmigrate_core::model::Disk;
 use vmigrate_core::plan::VolumeMode;
-use vmigrate_core::TargetVm;
+use vmigrate_core::{TargetPass, TargetVm};
 
 use crate::builder;
 
 /// Device path of the target PVC inside the worker pod.
 pub const TARGET_DEVICE: &str = "/dev/xvda";
+
+/// Where the worker writes its pass report: Kubernetes' default termination message path, so the
+/// report shows up in the pod's `status.containerStatuses[].state.terminated.message`.
+pub const RESULT_PATH: &str = "/dev/termination-log";
+
+/// Label carrying the pass name on the Job and its pod.
+pub const LABEL_PASS: &str = "vmigrate.dev/pass";
+
+/// The Job name of one pass over one volume: `VOLUME-PASS`, shortened with a stable hash when
+/// longer than 63 characters (the `job-name` label its pods get must fit a label value).
+pub fn job_name(volume: &str, pass: &str) -> String {
+    let full = format!("{volume}-{pass}");
+    if full.len() <= 63 {
+        return full;
+    }
+    // FNV-1a: stable across builds and Rust versions (names must match on a resumed run).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in full.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let tail = format!("-{pass}-{:06x}", h & 0xff_ffff);
+    let keep = 63usize.saturating_sub(tail.len());
+    let head: String = volume.chars().take(keep).collect();
+    format!("{}{tail}", head.trim_end_matches('-'))
+}
 
 /// What the worker needs to reach the source.
 #[derive(Debug, Clone)]
@@ -37,8 +72,15 @@ pub struct JobSource<'a> {
     pub secret: Option<&'a str>,
 }
 
-/// The Job copying `disk` into the PVC `volume`.
-pub fn build_transfer_job(t: &TargetVm, disk: &Disk, volume: &str, image: &str, src: &JobSource<'_>) -> Job {
+/// The Job running copy pass `pass` of `disk` into the PVC `volume`.
+pub fn build_transfer_job(
+    t: &TargetVm,
+    disk: &Disk,
+    volume: &str,
+    image: &str,
+    src: &JobSource<'_>,
+    pass: &TargetPass,
+) -> Job {
     let block = t.storage.get(&disk.key).and_then(|s| s.volume_mode) != Some(VolumeMode::Filesystem);
     let mut args = vec![
         "transfer".to_string(),
@@ -48,7 +90,17 @@ pub fn build_transfer_job(t: &TargetVm, disk: &Disk, volume: &str, image: &str, 
         t.source.id.moref.clone(),
         "--disk-key".into(),
         disk.key.to_string(),
+        "--pass".into(),
+        pass.name.clone(),
+        "--result-file".into(),
+        RESULT_PATH.into(),
     ];
+    if let Some(s) = &pass.snapshot {
+        args.extend(["--snapshot".into(), s.id.clone()]);
+    }
+    if let Some(c) = &pass.changed_since {
+        args.extend(["--changed-since".into(), c.clone()]);
+    }
     if let Some(tp) = src.thumbprint {
         args.extend(["--thumbprint".into(), tp.to_string()]);
     }
@@ -75,12 +127,16 @@ pub fn build_transfer_job(t: &TargetVm, disk: &Disk, volume: &str, image: &str, 
         .unwrap_or_default();
     let mut labels: BTreeMap<String, String> = builder::vm_object_labels(t);
     labels.insert("vmigrate.dev/volume".into(), builder::label_value(volume));
+    labels.insert(LABEL_PASS.into(), builder::label_value(&pass.name));
     let container = Container {
         name: "transfer".into(),
         image: Some(image.into()),
         command: Some(vec!["vmigrate".into()]),
         args: Some(args),
         env: Some(env),
+        termination_message_path: Some(RESULT_PATH.into()),
+        // The report when the worker wrote one; the end of its log when it died without.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_devices: block.then(|| vec![VolumeDevice { name: "target".into(), device_path: TARGET_DEVICE.into() }]),
         volume_mounts: (!block)
             .then(|| vec![VolumeMount { name: "target".into(), mount_path: "/data".into(), ..Default::default() }]),
@@ -88,7 +144,7 @@ pub fn build_transfer_job(t: &TargetVm, disk: &Disk, volume: &str, image: &str, 
     };
     Job {
         metadata: ObjectMeta {
-            name: Some(format!("{volume}-transfer")),
+            name: Some(job_name(volume, &pass.name)),
             namespace: Some(t.namespace.clone()),
             labels: Some(labels.clone()),
             ..Default::default()
@@ -114,5 +170,20 @@ pub fn build_transfer_job(t: &TargetVm, disk: &Disk, volume: &str, image: &str, 
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_name;
+
+    #[test]
+    fn job_names_carry_the_pass_and_fit_a_label() {
+        assert_eq!(job_name("database-disk0", "precopy-3"), "database-disk0-precopy-3");
+        let long = "a".repeat(60);
+        let n = job_name(&long, "precopy-12");
+        assert!(n.len() <= 63 && n.contains("-precopy-12-"), "{n}");
+        assert_eq!(n, job_name(&long, "precopy-12"), "stable");
+        assert_ne!(n, job_name(&long, "precopy-13"));
     }
 }

@@ -33,6 +33,7 @@ pub mod fake;
 pub mod job;
 
 pub mod objects;
+mod passes;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod upload;

@@ -12,7 +12,7 @@ use common::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use vmigrate_core::plan::TransferMethod;
-use vmigrate_core::{ErrorCode, Plan, TargetProvider, VolumeSink};
+use vmigrate_core::{ErrorCode, Plan, SnapshotRef, TargetPass, TargetProvider, VolumeSink};
 use vmigrate_kubevirt::fake::{FakeKube, FakeUploadProxy};
 use vmigrate_kubevirt::{KubevirtOptions, KubevirtTarget};
 
@@ -188,34 +188,88 @@ async fn expose_falls_back_to_ingress_without_routes() {
     fake.assert_applies_are_ssa();
 }
 
+/// A finished worker pod of `job` whose container left `message` (exit `code`).
+fn worker_pod(fake: &FakeKube, job: &str, n: u32, code: i32, message: &str) {
+    fake.insert(
+        &format!("/api/v1/namespaces/vmexamples/pods/{job}-{n}"),
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": format!("{job}-{n}"), "namespace": "vmexamples",
+                            "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
+               "status": {"containerStatuses": [{"name": "transfer", "image": "x", "imageID": "", "ready": false,
+                          "restartCount": 0, "state": {"terminated": {"exitCode": code, "message": message}}}]}}),
+    );
+}
+
 #[tokio::test]
-async fn job_path_creates_blank_volume_and_follows_the_job() {
+async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
     let fake = FakeKube::start("t").await;
     let t = target(&fake, None, TransferMethod::Job);
+    assert!(t.capabilities().incremental, "transfer: job applies warm delta passes");
     let vm = database();
     fake.play_statuses(&format!("{DVS}/database-disk0"), vec![json!({"phase": "Succeeded"})]);
     let vol = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect("prepare");
-    let job_path = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-transfer";
-    fake.play_statuses(
-        job_path,
-        vec![json!({"active": 1}), json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})],
-    );
-    assert!(matches!(t.open_volume(&vm, &vol).await.expect("open"), VolumeSink::SelfImport));
-    t.finish_volume(&vm, &vol).await.expect("job completes");
+    assert!(matches!(t.open_volume(&vm, &vol).await.expect("open"), VolumeSink::Passes));
+    let complete = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+
+    // The full pass at a snapshot: its own Job, the snapshot on the worker's command line.
+    let full_path = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-full";
+    fake.play_statuses(full_path, vec![json!({"active": 1}), complete.clone()]);
+    let report = json!({"pass": "full", "size": 1048576, "ranges": 0, "changedBytes": 1048576,
+                        "bytesRead": 524288, "bytesWritten": 524288, "bytesZeroed": 0});
+    worker_pod(&fake, "database-disk0-full", 1, 0, &report.to_string());
+    let snap = SnapshotRef { id: "snapshot-7".into(), name: "s".into(), change_ids: Default::default() };
+    let pass = TargetPass { name: "full".into(), snapshot: Some(snap.clone()), changed_since: None };
+    let got = t.run_pass(&vm, &vol, &pass).await.expect("full pass");
+    assert_eq!(got.bytes_read, 524288);
     let reqs = fake.requests();
     let dv = reqs.iter().find(|r| r.method == "PATCH" && r.path.ends_with("/datavolumes/database-disk0")).expect("dv");
     assert_eq!(dv.body["spec"]["source"]["blank"], json!({}));
-    let job = reqs.iter().find(|r| r.method == "PATCH" && r.path == job_path).expect("job applied");
+    let job = reqs.iter().find(|r| r.method == "PATCH" && r.path == full_path).expect("job applied");
     let c = &job.body["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["volumeDevices"][0]["devicePath"], "/dev/xvda");
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
     let args: Vec<&str> = c["args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
     assert_eq!(args[0], "transfer");
-    assert!(args.windows(2).any(|w| w == ["--target-device", "/dev/xvda"]), "{args:?}");
+    for w in [
+        ["--target-device", "/dev/xvda"],
+        ["--pass", "full"],
+        ["--snapshot", "snapshot-7"],
+        ["--result-file", "/dev/termination-log"],
+    ] {
+        assert!(args.windows(2).any(|x| x == w), "{w:?} in {args:?}");
+    }
+    assert!(!args.contains(&"--changed-since"), "{args:?}");
 
-    fake.play_statuses(job_path, vec![json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]})]);
-    t.open_volume(&vm, &vol).await.expect("open again");
-    let err = t.finish_volume(&vm, &vol).await.expect_err("job failed");
+    // A delta pass is a new Job carrying the change id; a completed Job without a worker report
+    // is not a finished pass.
+    let delta_path = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-precopy-1";
+    fake.play_statuses(delta_path, vec![complete.clone()]);
+    let delta = TargetPass { name: "precopy-1".into(), snapshot: Some(snap), changed_since: Some("52 aa/3".into()) };
+    let err = t.run_pass(&vm, &vol, &delta).await.expect_err("no report, no success");
     assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert!(err.to_string().contains("no worker pod reported"), "{err}");
+    let job =
+        fake.requests().into_iter().rev().find(|r| r.method == "PATCH" && r.path == delta_path).expect("delta job");
+    let args: Vec<String> = job.body["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--changed-since", "52 aa/3"]), "{args:?}");
+    // A report of another pass is refused too.
+    worker_pod(&fake, "database-disk0-precopy-1", 1, 0, &report.to_string());
+    let err = t.run_pass(&vm, &vol, &delta).await.expect_err("wrong pass");
+    assert!(err.to_string().contains("not \"precopy-1\""), "{err}");
+
+    // A failed Job fails the pass with the worker's own last words.
+    let c2 = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-cutover";
+    fake.play_statuses(c2, vec![json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]})]);
+    worker_pod(&fake, "database-disk0-cutover", 1, 1, "vmigrate: snapshot snapshot-9 not found");
+    let cut = TargetPass { name: "cutover".into(), snapshot: None, changed_since: None };
+    let err = t.run_pass(&vm, &vol, &cut).await.expect_err("job failed");
+    assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert!(err.to_string().contains("snapshot-9 not found"), "{err}");
 }
 
 #[tokio::test]

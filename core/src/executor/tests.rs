@@ -208,6 +208,10 @@ impl TargetProvider for MemTarget {
     fn kind(&self) -> &'static str {
         "memory"
     }
+    fn capabilities(&self) -> crate::provider::TargetCapabilities {
+        // The in-memory volumes take scattered writes; the self-importer copies once.
+        crate::provider::TargetCapabilities { incremental: self.importer.is_none() }
+    }
     async fn existing_vms(&self, _ns: &str) -> Result<Vec<ExistingVm>> {
         Ok(self.existing.clone())
     }
@@ -606,4 +610,81 @@ async fn self_importing_target_is_followed_to_the_end() {
         "import progress reported"
     );
     assert!(evs.iter().any(|e| matches!(e, Event::Disk { progress, .. } if progress.done == progress.total)));
+}
+
+/// A target that claims incremental passes but fills volumes by itself (a buggy target).
+#[derive(Debug)]
+struct LyingTarget(MemTarget);
+
+#[async_trait]
+impl TargetProvider for LyingTarget {
+    fn kind(&self) -> &'static str {
+        "lying"
+    }
+    fn capabilities(&self) -> crate::provider::TargetCapabilities {
+        crate::provider::TargetCapabilities { incremental: true }
+    }
+    async fn existing_vms(&self, ns: &str) -> Result<Vec<ExistingVm>> {
+        self.0.existing_vms(ns).await
+    }
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
+        self.0.prepare_volume(vm, disk).await
+    }
+    async fn open_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<VolumeSink> {
+        self.0.open_volume(vm, v).await
+    }
+    async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
+        self.0.finish_volume(vm, v).await
+    }
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        self.0.create_vm(vm, volumes).await
+    }
+    async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
+        self.0.expose(plan, ns, services).await
+    }
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        self.0.cleanup(vm).await
+    }
+}
+
+#[tokio::test]
+async fn warm_plan_into_a_target_without_incremental_passes_is_blocked_before_the_source_is_touched() {
+    let size = 2 * MIB;
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(3, size)])]));
+    let tgt = Arc::new(MemTarget { importer: Some(src.clone()), ..Default::default() });
+    let exec = Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), ExecutorOptions::default());
+    let err = exec.run().await.expect_err("blocked");
+    assert_eq!(err.code(), ErrorCode::ValidationBlocked);
+    let st = exec.status();
+    let c = st.vms[0].concerns.iter().find(|c| c.id == WARM_TRANSFER_UNSUPPORTED).expect("concern");
+    assert_eq!(c.severity, Severity::Critical);
+    assert!(c.message.contains("memory target"), "{}", c.message);
+    assert!(src.calls().is_empty(), "nothing done at the source: {:?}", src.calls());
+    assert!(tgt.calls().is_empty(), "nothing created at the target: {:?}", tgt.calls());
+}
+
+#[tokio::test]
+async fn a_delta_pass_into_a_self_importing_volume_fails_instead_of_dropping_changes() {
+    let size = 2 * MIB;
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(5, size)])]));
+    let inner = MemTarget { importer: Some(src.clone()), ..Default::default() };
+    let tgt = Arc::new(LyingTarget(inner));
+    let exec = Executor::new(
+        plan(&["vm1"], true),
+        src.clone(),
+        tgt.clone(),
+        ExecutorOptions { cutover_now: true, ..Default::default() },
+    );
+    let st = tokio::time::timeout(Duration::from_secs(20), exec.run()).await.expect("ends").expect("runs");
+    let vs = &st.vms[0];
+    assert_eq!(vs.phase, Phase::Failed, "a dropped delta must never complete");
+    let err = vs.error.as_ref().expect("cause");
+    assert_eq!(err.code, ErrorCode::Unsupported as u32);
+    assert!(err.message.contains("refusing to drop"), "{}", err.message);
+    assert!(tgt.0.vms.lock().expect("lock").is_empty(), "no target VM over a stale copy");
+    // Cleanup undid the source changes: every snapshot removed, power restored.
+    let calls = src.calls();
+    let created = calls.iter().filter(|c| c.starts_with("create_snapshot")).count();
+    let removed = calls.iter().filter(|c| c.starts_with("remove_snapshot")).count();
+    assert_eq!(created, removed, "{calls:?}");
 }

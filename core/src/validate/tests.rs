@@ -224,6 +224,35 @@ fn warm_needs_cbt_and_capable_source() {
 }
 
 #[test]
+fn warm_into_a_cluster_needs_a_transfer_mode_that_applies_deltas() {
+    use crate::plan::TransferMethod;
+    let mut p = plan();
+    p.spec.warm = true;
+    // dir:// writes deltas in place: no concern.
+    assert!(!has(&run(&p, good_vm(), &[], FULL).concerns, "warm.transfer-unsupported", Severity::Critical));
+    p.spec.target.url = "kubevirt://lab".into();
+    for mode in TransferMethod::ALL {
+        p.spec.options.transfer = mode;
+        let concerns = run(&p, good_vm(), &[], FULL).concerns;
+        let refused = has(&concerns, "warm.transfer-unsupported", Severity::Critical);
+        assert_eq!(refused, !mode.supports_warm(), "{mode}: {concerns:?}");
+        if refused {
+            let msg = &concerns.iter().find(|c| c.id == "warm.transfer-unsupported").expect("concern").message;
+            assert!(msg.contains(&format!("transfer: {mode}")), "{msg}");
+            for ok in TransferMethod::warm_capable() {
+                assert!(msg.contains(&format!("transfer: {ok}")), "names the modes that work: {msg}");
+            }
+        }
+        // Cold plans into a cluster are fine in every mode.
+        let mut cold = p.clone();
+        cold.spec.warm = false;
+        assert!(!has(&run(&cold, good_vm(), &[], FULL).concerns, "warm.transfer-unsupported", Severity::Critical));
+    }
+    // Upload can never carry a delta: it is always refused.
+    assert!(!TransferMethod::Upload.supports_warm());
+}
+
+#[test]
 fn running_vm_on_read_only_source_blocks_cold() {
     let ro = SourceCapabilities::default();
     let v = run(&plan(), good_vm(), &[], ro);

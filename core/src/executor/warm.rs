@@ -1,0 +1,169 @@
+//! Guards of the warm pipeline: a warm plan whose target cannot apply delta passes is refused
+//! before anything is touched at the source, and a delta pass that reaches such a target anyway
+//! fails loudly instead of "succeeding" with the changed ranges dropped (issue 12: warm into a
+//! cluster used to end with exit 0 and a target frozen at the first copy).
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::plan::Plan;
+use crate::provider::TargetProvider;
+use crate::validate::{warm_transfer_message, Concern, Severity};
+
+/// The concern id of a warm plan whose target cannot take delta passes.
+pub const WARM_TRANSFER_UNSUPPORTED: &str = "warm.transfer-unsupported";
+
+fn target_label(plan: &Plan, target: &dyn TargetProvider) -> String {
+    if target.kind() == "kubevirt" {
+        format!("the kubevirt target with transfer: {}", plan.spec.options.transfer)
+    } else {
+        format!("the {} target", target.kind())
+    }
+}
+
+/// The blocking concern for a warm plan into `target` when the target (after preflight) says it
+/// cannot apply incremental passes; `None` for cold plans and capable targets.
+pub(super) fn target_concern(plan: &Plan, target: &dyn TargetProvider) -> Option<Concern> {
+    if !plan.spec.warm || target.capabilities().incremental {
+        return None;
+    }
+    Some(Concern::new(
+        WARM_TRANSFER_UNSUPPORTED,
+        Severity::Critical,
+        warm_transfer_message(&target_label(plan, target)),
+    ))
+}
+
+/// Add `extra` unless a concern with its id is there already (plan-level validation finds the
+/// same refusal for `kubevirt://` plans).
+pub(super) fn add_once(concerns: &mut Vec<Concern>, extra: Option<&Concern>) {
+    if let Some(c) = extra {
+        if !concerns.iter().any(|x| x.id == c.id) {
+            concerns.push(c.clone());
+        }
+    }
+}
+
+/// Defense in depth before a delta pass: the target must apply it.
+pub(super) fn ensure_incremental(plan: &Plan, target: &dyn TargetProvider) -> Result<()> {
+    if target.capabilities().incremental {
+        return Ok(());
+    }
+    Err(Error::new(ErrorCode::Unsupported, warm_transfer_message(&target_label(plan, target))))
+}
+
+/// A delta pass met a volume the target fills by itself in one go: following that import would
+/// return at once and drop the changed ranges, so this is an error, never a success.
+pub(super) fn self_import_delta(volume: &str, pass: &str) -> Error {
+    Error::new(
+        ErrorCode::Unsupported,
+        format!(
+            "{pass}: the target imports volume {volume} by itself and cannot apply changed ranges; refusing to drop them"
+        ),
+    )
+}
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Executor};
+use crate::engine::ProgressSnapshot;
+use crate::model::{Disk, Vm};
+use crate::provider::{PassReport, PreparedVolume, SnapshotRef, TargetPass, TargetVm};
+use crate::transport::Extent;
+
+impl Executor {
+    /// One pass run by the target itself ([`VolumeSink::Passes`](crate::provider::VolumeSink),
+    /// the transfer Job): full when `only` is `None`, else the areas changed since the disk's
+    /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
+    /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
+    /// a failure, never a silent success.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn target_pass(
+        &self,
+        idx: usize,
+        vm: &Vm,
+        tvm: &TargetVm,
+        disk: &Disk,
+        vol: &PreparedVolume,
+        snapshot: Option<&SnapshotRef>,
+        only: Option<&[Extent]>,
+        pass: &str,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let changed_since = match only {
+            None => None,
+            Some(_) => Some(
+                self.lock().vms[idx]
+                    .disks
+                    .iter()
+                    .find(|d| d.key == disk.key)
+                    .and_then(|d| d.change_id.clone())
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::Internal,
+                            format!("{pass}: disk {} has no change id to copy from", disk.key),
+                        )
+                    })?,
+            ),
+        };
+        if only.is_some() && snapshot.is_none() {
+            return Err(Error::new(ErrorCode::Internal, format!("{pass}: a delta pass needs a snapshot")));
+        }
+        let expected: Option<u64> = only.map(|o| o.iter().map(|e| e.length).sum());
+        let report = if expected == Some(0) {
+            // Nothing changed on this disk since the last pass: no Job to run.
+            PassReport { pass: pass.to_string(), size: vol.size, ..Default::default() }
+        } else {
+            let req = TargetPass { name: pass.to_string(), snapshot: snapshot.cloned(), changed_since };
+            tokio::select! {
+                r = self.target.run_pass(tvm, vol, &req) => r?,
+                _ = cancel.cancelled() => return Err(Error::cancelled()),
+            }
+        };
+        if report.pass != pass {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!("volume {}: asked for pass {pass}, the worker reported pass {:?}", vol.name, report.pass),
+            ));
+        }
+        if let Some(want) = expected {
+            if report.changed_bytes != want {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "volume {} {pass}: the worker copied {} changed bytes, the source reports {want}; refusing a pass that may have missed writes",
+                        vol.name, report.changed_bytes
+                    ),
+                ));
+            }
+        }
+        let total = expected.unwrap_or(report.size);
+        let progress = ProgressSnapshot {
+            total,
+            done: total,
+            copied: report.bytes_written.saturating_sub(report.bytes_zeroed),
+            zeroed: report.bytes_zeroed,
+            bytes_read: report.bytes_read,
+            bytes_written: report.bytes_written,
+            elapsed: started.elapsed(),
+            ..Default::default()
+        };
+        {
+            let mut st = self.lock();
+            if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == disk.key) {
+                d.copied_bytes = if only.is_some() { d.copied_bytes.max(total) } else { report.size };
+                d.transferred_bytes += report.bytes_written;
+                d.checkpoint = None;
+                d.done = true;
+            }
+        }
+        tracing::info!(
+            volume = %vol.name, pass, read = report.bytes_read, written = report.bytes_written,
+            zeroed = report.bytes_zeroed, ranges = report.ranges, resumed = report.resumed, "pass done by the target"
+        );
+        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress });
+        self.save(true)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Copy passes of `transfer: job`: one Job per (volume, pass), followed to its end, and its
+//! result read from what the worker itself reported (the pod's termination message), never
+//! inferred from the Job having completed.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use vmigrate_core::{Error, ErrorCode, PassReport, PreparedVolume, Result, TargetPass, TargetVm};
+
+use crate::cluster::KubevirtTarget;
+use crate::error::KubevirtError;
+use crate::job::{build_transfer_job, job_name, JobSource};
+use crate::wait::{await_condition, is_job_complete};
+
+/// Label Kubernetes puts on the pods of a Job (both spellings exist; this one since 1.27).
+const POD_JOB_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The older label, still set by every supported release.
+const POD_JOB_LABEL_LEGACY: &str = "job-name";
+
+/// Run `pass` over `volume` as its own Job, wait for it, and return the worker's report.
+///
+/// Idempotent: on a resumed run the Job of the same pass is applied again (a no-op) and, when it
+/// already completed, its recorded report is read back.
+pub(crate) async fn run_job_pass(
+    t: &KubevirtTarget,
+    vm: &TargetVm,
+    volume: &PreparedVolume,
+    pass: &TargetPass,
+) -> Result<PassReport> {
+    let o = t.opts();
+    let disk = vm.source.disks.iter().find(|d| d.key == volume.disk_key).ok_or_else(|| {
+        Error::new(ErrorCode::Internal, format!("no source disk {} for volume {}", volume.disk_key, volume.name))
+    })?;
+    let _permit = t.job_slots().acquire_owned().await.map_err(|_| Error::cancelled())?;
+    let secret = t.ensure_source_secret(vm).await?;
+    let src = t.source_spec();
+    let job = build_transfer_job(
+        vm,
+        disk,
+        &volume.name,
+        &o.job_image,
+        &JobSource { url: &src.url, thumbprint: src.thumbprint.as_deref(), secret: secret.as_deref() },
+        pass,
+    );
+    let name = job_name(&volume.name, &pass.name);
+    let what = format!("Job {}/{name}", vm.namespace);
+    let api: Api<Job> = Api::namespaced(t.client().clone(), &vm.namespace);
+    t.apply(&api, &name, &what, &job).await?;
+    tracing::info!(job = %name, pass = %pass.name, "transfer pass started");
+    let done = await_condition(&api, &name, &what, is_job_complete, o.timeout, o.poll_interval, |_| {}).await;
+    if let Err(e) = done {
+        // Say why from the worker's own last words when the pod left some.
+        let why = pod_messages(t, &vm.namespace, &name).await.into_iter().rev().find(|(code, _)| *code != 0);
+        return Err(match (e, why) {
+            (KubevirtError::TransferFailed { what, reason }, Some((code, msg))) => KubevirtError::TransferFailed {
+                what,
+                reason: format!("{reason}; worker exited {code}: {}", msg.trim()),
+            }
+            .into(),
+            (e, _) => e.into(),
+        });
+    }
+    let report = pod_messages(t, &vm.namespace, &name)
+        .await
+        .into_iter()
+        .filter(|(code, _)| *code == 0)
+        .find_map(|(_, msg)| serde_json::from_str::<PassReport>(msg.trim()).ok())
+        .ok_or_else(|| {
+            Error::from(KubevirtError::TransferFailed {
+                what: what.clone(),
+                reason: "the Job completed but no worker pod reported a result (termination message): the pass is not taken as done".into(),
+            })
+        })?;
+    if report.pass != pass.name {
+        return Err(KubevirtError::TransferFailed {
+            what,
+            reason: format!("the worker reported pass {:?}, not {:?}", report.pass, pass.name),
+        }
+        .into());
+    }
+    Ok(report)
+}
+
+/// `(exit code, termination message)` of the worker container of every terminated pod of a Job.
+async fn pod_messages(t: &KubevirtTarget, ns: &str, job: &str) -> Vec<(i32, String)> {
+    let api: Api<Pod> = Api::namespaced(t.client().clone(), ns);
+    let mut out = Vec::new();
+    for label in [POD_JOB_LABEL, POD_JOB_LABEL_LEGACY] {
+        let list = match api.list(&ListParams::default().labels(&format!("{label}={job}"))).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(job, error = %e, "cannot list the pods of a transfer Job");
+                continue;
+            }
+        };
+        for pod in list.items {
+            let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+            for cs in statuses.into_iter().filter(|c| c.name == "transfer") {
+                if let Some(term) = cs.state.and_then(|s| s.terminated) {
+                    out.push((term.exit_code, term.message.unwrap_or_default()));
+                }
+            }
+        }
+        if !out.is_empty() {
+            break;
+        }
+    }
+    out
+}
