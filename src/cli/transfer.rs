@@ -93,6 +93,8 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
             checkpoint,
             no_flush: false,
             copy_file_range: false,
+            // The target is the Job's own volume: a retried Job starts over in it.
+            overwrite: true,
             output: args.output,
         },
     )
