@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use vmigrate_core::engine::{self, Checkpoint, CopyControl, CopyOptions, CopyStats};
-use vmigrate_core::{BlockTransport, Error, ErrorCode, Result};
+use vmigrate_core::{Backing, BlockTransport, Error, ErrorCode, Result};
 
 use crate::transport_url::{open_transport, spec_kind, Role, SpecKind};
 
@@ -33,6 +33,10 @@ pub struct CopyRequest {
     pub checkpoint: Option<PathBuf>,
     /// Between two local files, `copy_file_range` instead of reading and scanning for zeroes.
     pub copy_file_range: bool,
+    /// Replace an existing non-empty target file. Without it such a target is refused
+    /// ([`ErrorCode::TargetExists`]), as `qemu-img` users expect; resuming from a checkpoint
+    /// writes into the existing target and needs no `overwrite`.
+    pub overwrite: bool,
 }
 
 impl Default for CopyRequest {
@@ -45,6 +49,7 @@ impl Default for CopyRequest {
             flush: d.flush,
             checkpoint: None,
             copy_file_range: d.copy_file_range,
+            overwrite: false,
         }
     }
 }
@@ -115,15 +120,31 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
     };
     // Resuming writes into the existing target; a fresh copy creates it sparse.
     let is_file = spec_kind(dst) == SpecKind::File;
-    let existing_file = is_file && Path::new(dst).exists();
+    let existing = if is_file { target_metadata(dst)? } else { None };
+    let existing_file = existing.is_some();
     if resume.is_some() && is_file && !existing_file {
         return Err(Error::new(
             ErrorCode::Checkpoint,
             format!("checkpoint given but target {dst} does not exist; remove the checkpoint to start over"),
         ));
     }
+    // Before anything is created or truncated: a copy onto its own source destroys it.
+    let source_backing = source.backing();
+    if let Some(meta) = &existing {
+        refuse_same_disk(&source_backing, &[Backing::of_metadata(meta)], dst)?;
+        let regular = meta.file_type().is_file();
+        if regular && meta.len() > 0 && resume.is_none() && !req.overwrite {
+            return Err(Error::new(
+                ErrorCode::TargetExists,
+                format!("target {dst} exists and is not empty; pass --overwrite (overwrite=true) to replace it"),
+            ));
+        }
+    }
     let create_size = if resume.is_some() && existing_file { None } else { Some(source.size()) };
     let target = open_transport(dst, Role::Target { create_size }).await?;
+    // An NBD target (or a file that appeared meanwhile) is compared once open: opening an NBD
+    // export changes nothing.
+    refuse_same_disk(&source_backing, &target.backing(), dst)?;
     let options = CopyOptions {
         connections: req.connections.max(1),
         request_size: req.request_size,
@@ -134,6 +155,35 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
         ..Default::default()
     };
     Ok(PreparedCopy { source, target, options, resumed: resume.is_some(), checkpoint: req.checkpoint.clone() })
+}
+
+/// `stat` of a file target (following symlinks, as opening it would), `None` when it does not
+/// exist yet.
+fn target_metadata(dst: &str) -> Result<Option<std::fs::Metadata>> {
+    match std::fs::metadata(dst) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("stat {dst}"), e)),
+    }
+}
+
+/// [`ErrorCode::SameDisk`] when source and target share a file, device or export.
+fn refuse_same_disk(source: &[Backing], target: &[Backing], dst: &str) -> Result<()> {
+    match target.iter().find(|t| source.contains(t)) {
+        Some(b) => Err(Error::new(
+            ErrorCode::SameDisk,
+            format!("target {dst} is the source itself ({}); refusing to copy a disk onto itself", describe(b)),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn describe(b: &Backing) -> String {
+    match b {
+        Backing::File { dev, ino } => format!("the same file: device {dev}, inode {ino}"),
+        Backing::BlockDevice { rdev } => format!("the same block device, rdev {rdev:#x}"),
+        Backing::Nbd { server, export } => format!("the same nbd export {export:?} on {server}"),
+    }
 }
 
 /// Open both specs (see [`prepare`]).

@@ -97,6 +97,19 @@ fn copy_nbd_to_file_and_file_to_nbd() {
         .output()
         .expect("cmp");
     assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+
+    // One export under two spellings of its socket is one disk: refused (issue 14, item 1).
+    let uri2b = format!("nbd+unix:///?socket={}/./nbdkit.sock", dir.path().display());
+    let out = vmigrate(&["copy", &uri2, &uri2b]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SameDisk"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The file qemu-nbd serves, as the target of a copy from its own export: it exists, so it
+    // is refused without --overwrite, and stays intact.
+    let before = std::fs::read(&src).expect("read");
+    let out = vmigrate(&["copy", &uri, src.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TargetExists"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&src).expect("read") == before, "the served file was changed");
 }
 
 #[test]

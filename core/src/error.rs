@@ -108,6 +108,9 @@ error_codes! {
     BadUrl = 1007 => InvalidInput,
     /// A required argument was missing (NULL) or malformed (not UTF-8, not JSON) at a C or Python call.
     InvalidArgument = 1008 => InvalidInput,
+    /// The status file was written for another plan (another target, source, VMs or maps under
+    /// the same name): resuming from it would skip work never done for this one.
+    StatusPlanMismatch = 1009 => Conflict,
     /// Could not connect to the vSphere endpoint.
     VsphereConnect = 2001 => Connection,
     /// The vSphere certificate did not verify or did not match the pinned thumbprint.
@@ -134,6 +137,9 @@ error_codes! {
     VmdkFormat = 2012 => Protocol,
     /// A datastore file is missing.
     DatastoreFileMissing = 2013 => NotFound,
+    /// A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the
+    /// datastore folder (`..`, an absolute name, a symlink out) or is not a regular file.
+    UnsafePath = 2014 => InvalidInput,
     /// Could not load or use the kubeconfig / cluster credentials.
     KubeConfig = 3001 => Auth,
     /// The Kubernetes API refused with 403.
@@ -185,6 +191,11 @@ error_codes! {
     /// An `nbds://` server's certificate did not verify or match the pin, the TLS handshake
     /// failed, or a server requires TLS that the URI did not ask for.
     NbdTls = 4015 => Tls,
+    /// Source and target of a copy are one disk (the same file through another path, the same
+    /// block device, the same NBD export): copying would destroy it.
+    SameDisk = 4016 => InvalidInput,
+    /// The target file exists and is not empty; ask for `overwrite` to replace it.
+    TargetExists = 4017 => Conflict,
     /// The operation was cancelled.
     Cancelled = 5001 => Cancelled,
     /// A deadline passed.

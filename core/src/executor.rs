@@ -260,6 +260,8 @@ fn new_status(plan: &Plan) -> PlanStatus {
                 error: None,
             })
             .collect(),
+        plan_digest: Some(crate::status_binding::plan_digest(plan)),
+        target: Some(crate::status_binding::target_label(plan)),
     }
 }
 
@@ -458,6 +460,7 @@ impl Executor {
             return Ok(());
         }
         let old = PlanStatus::load(path)?;
+        crate::status_binding::check(&old, &self.plan, path)?;
         if old.plan != self.plan.metadata.name || old.vms.len() != self.plan.spec.vms.len() {
             return Err(Error::new(
                 ErrorCode::StatusFile,

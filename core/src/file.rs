@@ -562,6 +562,10 @@ impl BlockTransport for FileTransport {
     fn as_file(&self) -> Option<&FileTransport> {
         Some(self)
     }
+
+    fn backing(&self) -> Vec<crate::transport::Backing> {
+        self.inner.file.metadata().map(|m| vec![crate::transport::Backing::of_metadata(&m)]).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub mod nbd;
 pub mod plan;
 pub mod provider;
 pub mod status;
+pub mod status_binding;
 #[cfg(any(feature = "http", feature = "nbd"))]
 pub mod tls;
 pub mod transport;
@@ -51,5 +52,5 @@ pub use provider::{
     TargetCapabilities, TargetPass, TargetProvider, TargetVm, VolumeSink,
 };
 pub use status::{Phase, PlanStatus, VmStatus};
-pub use transport::{BlockTransport, Extent, ExtentKind, ExtentState};
+pub use transport::{Backing, BlockTransport, Extent, ExtentKind, ExtentState};
 pub use validate::{Concern, Severity};

@@ -181,6 +181,13 @@ pub struct PlanStatus {
     pub completed: Option<String>,
     /// Per VM.
     pub vms: Vec<VmStatus>,
+    /// Digest of the plan this status belongs to
+    /// ([`plan_digest`](crate::status_binding::plan_digest)): a resume of another plan is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
+    /// The plan's target and namespace, for the message when another plan meets this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl PlanStatus {
@@ -273,6 +280,8 @@ mod tests {
                     error: None,
                 })
                 .collect(),
+            plan_digest: None,
+            target: None,
         }
     }
 

@@ -81,6 +81,45 @@ pub enum ExtentKind {
     Changed,
 }
 
+/// What a transport finally reads or writes, so a copy can refuse to copy a disk onto itself
+/// whatever the spelling (symlink, hard link, `/proc/self/fd/N`, bind mount, another device
+/// node, another URI for one NBD export).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// A regular file, by device and inode.
+    File {
+        /// `st_dev`.
+        dev: u64,
+        /// `st_ino`.
+        ino: u64,
+    },
+    /// A block device, by its device number (two nodes for one disk share it).
+    BlockDevice {
+        /// `st_rdev`.
+        rdev: u64,
+    },
+    /// An NBD export: the server (a loopback address normalised, a Unix socket by device and
+    /// inode) and the export name.
+    Nbd {
+        /// The server, normalised.
+        server: String,
+        /// The export name.
+        export: String,
+    },
+}
+
+impl Backing {
+    /// The backing of an opened (or `stat`ed) local file.
+    pub fn of_metadata(m: &std::fs::Metadata) -> Backing {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if m.file_type().is_block_device() || m.file_type().is_char_device() {
+            Backing::BlockDevice { rdev: m.rdev() }
+        } else {
+            Backing::File { dev: m.dev(), ino: m.ino() }
+        }
+    }
+}
+
 /// A disk-like object the copy engine can read and write at byte offsets.
 ///
 /// # Contract
@@ -162,6 +201,13 @@ pub trait BlockTransport: Send + Sync + Debug {
     /// what is read or written must keep the default (`None`).
     fn as_file(&self) -> Option<&crate::file::FileTransport> {
         None
+    }
+
+    /// Every file, device or export this transport reads or writes (a VMDK: all its extents and
+    /// parents). Empty when unknown (HTTP, memory). Copy front ends refuse a copy whose source
+    /// and target share one.
+    fn backing(&self) -> Vec<Backing> {
+        Vec::new()
     }
 }
 

@@ -55,6 +55,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_INVALID_ARGUMENT = 1008,
   /*
+   The status file was written for another plan (another target, source, VMs or maps under the same name): resuming from it would skip work never done for this one. (range `plan`, kind `Conflict`)
+   */
+  VMIGRATE_RESULT_STATUS_PLAN_MISMATCH = 1009,
+  /*
    Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
    */
   VMIGRATE_RESULT_VSPHERE_CONNECT = 2001,
@@ -106,6 +110,10 @@ enum vmigrate_result
    A datastore file is missing. (range `vsphere`, kind `NotFound`)
    */
   VMIGRATE_RESULT_DATASTORE_FILE_MISSING = 2013,
+  /*
+   A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the datastore folder (`..`, an absolute name, a symlink out) or is not a regular file. (range `vsphere`, kind `InvalidInput`)
+   */
+  VMIGRATE_RESULT_UNSAFE_PATH = 2014,
   /*
    Could not load or use the kubeconfig / cluster credentials. (range `kubevirt`, kind `Auth`)
    */
@@ -206,6 +214,14 @@ enum vmigrate_result
    An `nbds://` server's certificate did not verify or match the pin, the TLS handshake failed, or a server requires TLS that the URI did not ask for. (range `transport`, kind `Tls`)
    */
   VMIGRATE_RESULT_NBD_TLS = 4015,
+  /*
+   Source and target of a copy are one disk (the same file through another path, the same block device, the same NBD export): copying would destroy it. (range `transport`, kind `InvalidInput`)
+   */
+  VMIGRATE_RESULT_SAME_DISK = 4016,
+  /*
+   The target file exists and is not empty; ask for `overwrite` to replace it. (range `transport`, kind `Conflict`)
+   */
+  VMIGRATE_RESULT_TARGET_EXISTS = 4017,
   /*
    The operation was cancelled. (range `execution`, kind `Cancelled`)
    */
@@ -329,7 +345,10 @@ extern "C" {
  `nbd+unix:///export?socket=PATH` URIs, and, as a source only, `http(s)://` URLs (Range reads)
  and `.vmdk` files. A file target is created sparse at the source's size. Only data is
  written: zero and unallocated areas stay holes. With `verify`, both sides are hashed afterwards
- and a difference is `VMIGRATE_RESULT_VERIFY_MISMATCH`.
+ and a difference is `VMIGRATE_RESULT_VERIFY_MISMATCH`. A target that is the source itself
+ (any path to the same file, the same device or NBD export) is `VMIGRATE_RESULT_SAME_DISK`;
+ an existing non-empty target file is `VMIGRATE_RESULT_TARGET_EXISTS` (replace it with
+ `vmigrate_copy_disk_with` and `{"overwrite": true}`).
 
  `cb` (may be NULL) receives, on the calling thread, about five times a second and once at the
  end, `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
@@ -382,8 +401,9 @@ void vmigrate_cancel_free(vmigrate_cancel *cancel);
  `options_json` (may be NULL or empty: the defaults) is a JSON object with any of `verify`
  (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
  copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
- finding one resumes from it, exactly as `vmigrate copy --checkpoint`) and `copyFileRange`
- (bool). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+ finding one resumes from it, exactly as `vmigrate copy --checkpoint`), `copyFileRange`
+ (bool) and `overwrite` (bool: replace an existing non-empty target file, as
+ `vmigrate copy --overwrite`). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
  last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
  another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
  `vmigrate_copy_disk`.

@@ -28,6 +28,8 @@ pub enum vmigrate_result {
     BadUrl = 1007,
     /// A required argument was missing (NULL) or malformed (not UTF-8, not JSON) at a C or Python call. (range `plan`, kind `InvalidInput`)
     InvalidArgument = 1008,
+    /// The status file was written for another plan (another target, source, VMs or maps under the same name): resuming from it would skip work never done for this one. (range `plan`, kind `Conflict`)
+    StatusPlanMismatch = 1009,
     /// Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
     VsphereConnect = 2001,
     /// The vSphere certificate did not verify or did not match the pinned thumbprint. (range `vsphere`, kind `Tls`)
@@ -54,6 +56,8 @@ pub enum vmigrate_result {
     VmdkFormat = 2012,
     /// A datastore file is missing. (range `vsphere`, kind `NotFound`)
     DatastoreFileMissing = 2013,
+    /// A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the datastore folder (`..`, an absolute name, a symlink out) or is not a regular file. (range `vsphere`, kind `InvalidInput`)
+    UnsafePath = 2014,
     /// Could not load or use the kubeconfig / cluster credentials. (range `kubevirt`, kind `Auth`)
     KubeConfig = 3001,
     /// The Kubernetes API refused with 403. (range `kubevirt`, kind `Auth`)
@@ -104,6 +108,10 @@ pub enum vmigrate_result {
     HttpTls = 4014,
     /// An `nbds://` server's certificate did not verify or match the pin, the TLS handshake failed, or a server requires TLS that the URI did not ask for. (range `transport`, kind `Tls`)
     NbdTls = 4015,
+    /// Source and target of a copy are one disk (the same file through another path, the same block device, the same NBD export): copying would destroy it. (range `transport`, kind `InvalidInput`)
+    SameDisk = 4016,
+    /// The target file exists and is not empty; ask for `overwrite` to replace it. (range `transport`, kind `Conflict`)
+    TargetExists = 4017,
     /// The operation was cancelled. (range `execution`, kind `Cancelled`)
     Cancelled = 5001,
     /// A deadline passed. (range `execution`, kind `Timeout`)
@@ -130,6 +138,7 @@ impl vmigrate_result {
             ErrorCode::StatusFile => vmigrate_result::StatusFile,
             ErrorCode::BadUrl => vmigrate_result::BadUrl,
             ErrorCode::InvalidArgument => vmigrate_result::InvalidArgument,
+            ErrorCode::StatusPlanMismatch => vmigrate_result::StatusPlanMismatch,
             ErrorCode::VsphereConnect => vmigrate_result::VsphereConnect,
             ErrorCode::VsphereTls => vmigrate_result::VsphereTls,
             ErrorCode::VsphereInvalidLogin => vmigrate_result::VsphereInvalidLogin,
@@ -143,6 +152,7 @@ impl vmigrate_result {
             ErrorCode::VmxParse => vmigrate_result::VmxParse,
             ErrorCode::VmdkFormat => vmigrate_result::VmdkFormat,
             ErrorCode::DatastoreFileMissing => vmigrate_result::DatastoreFileMissing,
+            ErrorCode::UnsafePath => vmigrate_result::UnsafePath,
             ErrorCode::KubeConfig => vmigrate_result::KubeConfig,
             ErrorCode::KubeForbidden => vmigrate_result::KubeForbidden,
             ErrorCode::KubeNotFound => vmigrate_result::KubeNotFound,
@@ -168,6 +178,8 @@ impl vmigrate_result {
             ErrorCode::ShortRead => vmigrate_result::ShortRead,
             ErrorCode::HttpTls => vmigrate_result::HttpTls,
             ErrorCode::NbdTls => vmigrate_result::NbdTls,
+            ErrorCode::SameDisk => vmigrate_result::SameDisk,
+            ErrorCode::TargetExists => vmigrate_result::TargetExists,
             ErrorCode::Cancelled => vmigrate_result::Cancelled,
             ErrorCode::Timeout => vmigrate_result::Timeout,
             ErrorCode::HookFailed => vmigrate_result::HookFailed,
@@ -191,6 +203,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         1006 => Some(c"StatusFile"),
         1007 => Some(c"BadUrl"),
         1008 => Some(c"InvalidArgument"),
+        1009 => Some(c"StatusPlanMismatch"),
         2001 => Some(c"VsphereConnect"),
         2002 => Some(c"VsphereTls"),
         2003 => Some(c"VsphereInvalidLogin"),
@@ -204,6 +217,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         2011 => Some(c"VmxParse"),
         2012 => Some(c"VmdkFormat"),
         2013 => Some(c"DatastoreFileMissing"),
+        2014 => Some(c"UnsafePath"),
         3001 => Some(c"KubeConfig"),
         3002 => Some(c"KubeForbidden"),
         3003 => Some(c"KubeNotFound"),
@@ -229,6 +243,8 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         4013 => Some(c"ShortRead"),
         4014 => Some(c"HttpTls"),
         4015 => Some(c"NbdTls"),
+        4016 => Some(c"SameDisk"),
+        4017 => Some(c"TargetExists"),
         5001 => Some(c"Cancelled"),
         5002 => Some(c"Timeout"),
         5003 => Some(c"HookFailed"),

@@ -82,7 +82,10 @@ unsafe fn copy_entry(
 /// `nbd+unix:///export?socket=PATH` URIs, and, as a source only, `http(s)://` URLs (Range reads)
 /// and `.vmdk` files. A file target is created sparse at the source's size. Only data is
 /// written: zero and unallocated areas stay holes. With `verify`, both sides are hashed afterwards
-/// and a difference is `VMIGRATE_RESULT_VERIFY_MISMATCH`.
+/// and a difference is `VMIGRATE_RESULT_VERIFY_MISMATCH`. A target that is the source itself
+/// (any path to the same file, the same device or NBD export) is `VMIGRATE_RESULT_SAME_DISK`;
+/// an existing non-empty target file is `VMIGRATE_RESULT_TARGET_EXISTS` (replace it with
+/// `vmigrate_copy_disk_with` and `{"overwrite": true}`).
 ///
 /// `cb` (may be NULL) receives, on the calling thread, about five times a second and once at the
 /// end, `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
@@ -175,8 +178,9 @@ unsafe fn cancel_ref<'a>(p: *const vmigrate_cancel) -> Result<&'a CancellationTo
 /// `options_json` (may be NULL or empty: the defaults) is a JSON object with any of `verify`
 /// (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
 /// copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
-/// finding one resumes from it, exactly as `vmigrate copy --checkpoint`) and `copyFileRange`
-/// (bool). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+/// finding one resumes from it, exactly as `vmigrate copy --checkpoint`), `copyFileRange`
+/// (bool) and `overwrite` (bool: replace an existing non-empty target file, as
+/// `vmigrate copy --overwrite`). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
 /// last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
 /// another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
 /// `vmigrate_copy_disk`.

@@ -173,9 +173,10 @@ fn load_status(path: PathBuf) -> PyResult<String> {
 /// Copy one disk between transports with the engine alone; returns the statistics as JSON text.
 /// `progress` is called with one JSON text per tick (and once at the end). The keyword options
 /// are those of `vmigrate copy` (`None`: the engine's default); `checkpoint` names a file where
-/// resume checkpoints are saved and from which a re-run resumes.
+/// resume checkpoints are saved and from which a re-run resumes; `overwrite` replaces an existing
+/// non-empty target file (refused otherwise).
 #[pyfunction]
-#[pyo3(signature = (src, dst, progress=None, verify=false, *, connections=None, request_size=None, flush=true, checkpoint=None, copy_file_range=false))]
+#[pyo3(signature = (src, dst, progress=None, verify=false, *, connections=None, request_size=None, flush=true, checkpoint=None, copy_file_range=false, overwrite=false))]
 #[allow(clippy::too_many_arguments)]
 fn copy_disk(
     py: Python<'_>,
@@ -188,6 +189,7 @@ fn copy_disk(
     flush: bool,
     checkpoint: Option<PathBuf>,
     copy_file_range: bool,
+    overwrite: bool,
 ) -> PyResult<String> {
     let defaults = CopyRequest::default();
     let req = CopyRequest {
@@ -197,6 +199,7 @@ fn copy_disk(
         flush,
         checkpoint,
         copy_file_range,
+        overwrite,
     };
     let ctl = CopyControl::new();
     let progress_of = ctl.progress.clone();

@@ -119,3 +119,27 @@ def test_copy_options_are_checked(tmp_path: Path) -> None:
         vmigrate.copy_disk(tmp_path / "a.img", tmp_path / "out.img", checkpoint=tmp_path / "garbage.cp")
     assert cp.value.code == 4011
     assert "checkpoint" in str(cp.value)
+
+
+def test_copy_never_destroys_its_source_or_an_existing_target(tmp_path: Path) -> None:
+    """Issue 14: a copy onto its own source (any path to it) is refused, overwrite or not; an
+    existing non-empty target needs ``overwrite=True``."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    content = sparse_image(src, 4 << 20)
+    link = tmp_path / "link.img"
+    link.symlink_to(src)
+    hard = tmp_path / "hard.img"
+    os.link(src, hard)
+    for same in (src, link, hard):
+        for overwrite in (False, True):
+            with pytest.raises(vmigrate.TransportError) as info:
+                vmigrate.copy_disk(src, same, overwrite=overwrite)
+            assert info.value.code == 4016, (same, overwrite)
+            assert src.read_bytes() == content
+    dst.write_bytes(b"precious")
+    with pytest.raises(vmigrate.MigrationError) as exists:
+        vmigrate.copy_disk(src, dst)
+    assert exists.value.code == 4017
+    assert dst.read_bytes() == b"precious"
+    vmigrate.copy_disk(src, dst, overwrite=True)
+    assert dst.read_bytes() == content

@@ -594,6 +594,7 @@ def copy_disk(
     flush: bool = True,
     checkpoint: Optional[PathLike] = None,
     copy_file_range: bool = False,
+    overwrite: bool = False,
 ) -> CopyStats:
     """Copy one disk image with the engine alone (sparse-aware, parallel), as ``vmigrate copy``.
 
@@ -609,6 +610,11 @@ def copy_disk(
     that finds one resumes from it, so re-running a failed or cancelled copy continues where it
     stopped (the same file works with the CLI and C). Bad values raise MigrationError with code
     1008 (InvalidArgument).
+
+    A copy onto its own source (the same file through any path, the same device or NBD export)
+    raises TransportError with code 4016 (SameDisk); an existing non-empty target file raises
+    code 4017 (TargetExists) unless ``overwrite=True`` (a resume from ``checkpoint`` needs no
+    ``overwrite``).
     """
     callback = None if progress is None else (lambda text: progress(Progress._from(json.loads(text))))
     stats = json.loads(
@@ -622,6 +628,7 @@ def copy_disk(
             flush=flush,
             checkpoint=None if checkpoint is None else os.fspath(checkpoint),
             copy_file_range=copy_file_range,
+            overwrite=overwrite,
         )
     )
     return CopyStats(

@@ -54,6 +54,7 @@ def copy_disk(
     flush: bool = True,
     checkpoint: Optional[Union[str, PathLike[str]]] = None,
     copy_file_range: bool = False,
+    overwrite: bool = False,
 ) -> str: ...
 
 @final

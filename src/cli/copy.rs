@@ -47,6 +47,10 @@ pub struct CopyArgs {
     /// of reading and scanning for zeroes.
     #[arg(long)]
     pub copy_file_range: bool,
+    /// Replace an existing non-empty target file (refused otherwise). Resuming from
+    /// `--checkpoint` writes into the existing target without it.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -156,6 +160,7 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
         flush: !args.no_flush,
         checkpoint: args.checkpoint.clone(),
         copy_file_range: args.copy_file_range,
+        overwrite: args.overwrite,
     };
     let copy = vmigrate::copy::prepare(src, &args.dst, &req).await?;
     let ctl = CopyControl::new();

@@ -38,9 +38,11 @@
 //! codes at the provider seam. The `vcsim` feature adds the `vcsim` module, the govmomi simulator harness
 //! the tests and benchmarks use.
 
+pub mod beneath;
 pub mod client;
 pub mod error;
 pub mod local;
+pub mod secret;
 pub mod soap;
 pub mod source;
 #[cfg(feature = "vcsim")]

@@ -25,7 +25,8 @@ use vmigrate_core::{
     VmId,
 };
 
-use crate::vmdk::{inspect_vmdk, open_vmdk};
+use crate::beneath::{join_within, Beneath};
+use crate::vmdk::{inspect_vmdk_at, open_vmdk_at, DirOpener, ExtentOpener};
 use crate::vmx::{
     nic_is_distributed, nic_network, parse_vmx, vmsd_snapshots, vmx_devices, vmx_to_vm, DiskFileInfo, VmxLocation,
     MAX_VMX_BYTES,
@@ -39,6 +40,8 @@ pub const DATASTORE_NAME_FILE: &str = ".vmigrate-datastore";
 pub struct LocalSource {
     root: PathBuf,
     datastore: String,
+    /// Every file the source reads is opened through this: it stays inside `root`.
+    beneath: Beneath,
 }
 
 impl LocalSource {
@@ -64,7 +67,7 @@ impl LocalSource {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "datastore".to_owned())
         });
-        Ok(LocalSource { root: root.to_path_buf(), datastore })
+        Ok(LocalSource { root: root.to_path_buf(), datastore, beneath: Beneath::new(root)? })
     }
 
     /// Parse `vmx:///absolute/path[?datastore=NAME]` (`datastore.name=` is accepted too).
@@ -148,27 +151,51 @@ impl LocalSource {
 
     /// Resolve a file a VMX names: relative to the VM folder; an absolute datastore path
     /// falls back to its file name in the VM folder (folders copied off a datastore).
-    fn resolve_in_vm_dir(vm_dir: &Path, name: &str) -> PathBuf {
+    /// The result is relative to the root; `None` when a relative name climbs out of it.
+    fn resolve_in_vm_dir(&self, vm_dir: &Path, name: &str) -> Option<PathBuf> {
         let p = Path::new(name);
         if p.is_absolute() {
-            if p.exists() {
-                return p.to_path_buf();
+            if let Some(rel) = self.beneath.relative(p) {
+                return Some(rel.into_owned());
             }
-            return vm_dir.join(p.file_name().unwrap_or_default());
+            return Some(vm_dir.join(p.file_name().unwrap_or_default()));
         }
-        vm_dir.join(p)
+        join_within(vm_dir, p)
+    }
+
+    /// Read a small file inside the root (a VMX, a `.vmsd`), at most `limit` bytes.
+    async fn read_small(&self, rel: &Path, limit: usize) -> Result<Vec<u8>> {
+        let (beneath, rel) = (self.beneath.clone(), rel.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let f = beneath.open(&rel)?;
+            let mut buf = Vec::new();
+            f.take(limit as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io(format!("reading {}", rel.display()), e))?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, "read task failed").with_source(e))?
+    }
+
+    /// Open a VMDK (relative to the root) with its extents and parents inside the root.
+    fn opener_for(&self, rel: &Path) -> (DirOpener, String) {
+        let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        (DirOpener::beneath(self.beneath.clone(), dir), name)
     }
 
     async fn load_vm(&self, rel: &str) -> Result<Vm> {
         let path = self.below_root(rel).ok_or_else(|| {
             Error::new(ErrorCode::VmNotFound, format!("vm id {rel:?} is not a path inside the datastore"))
         })?;
-        let bytes = match tokio::fs::read(&path).await {
+        let bytes = match self.read_small(Path::new(rel), MAX_VMX_BYTES).await {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.code() == ErrorCode::DatastoreFileMissing => {
                 return Err(Error::new(ErrorCode::VmNotFound, format!("no vmx file {rel}")).with_source(e))
             }
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            Err(e) => return Err(e),
         };
         if bytes.len() > MAX_VMX_BYTES {
             return Err(Error::new(ErrorCode::VmxParse, format!("{rel} is too large for a vmx file")));
@@ -177,12 +204,17 @@ impl LocalSource {
         let vmx =
             parse_vmx(&text).map_err(|e| Error::new(ErrorCode::VmxParse, format!("parsing {rel}")).with_source(e))?;
         let vm_dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let vm_rel_dir = Path::new(rel).parent().map(Path::to_path_buf).unwrap_or_default();
         let folder = Path::new(rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
 
         let mut infos: HashMap<String, DiskFileInfo> = HashMap::new();
         for dev in vmx_devices(&vmx).into_iter().filter(|d| !d.cdrom && !d.file_name.is_empty()) {
-            let disk_path = Self::resolve_in_vm_dir(&vm_dir, &dev.file_name);
-            match inspect_vmdk(&disk_path).await {
+            let Some(disk_path) = self.resolve_in_vm_dir(&vm_rel_dir, &dev.file_name) else {
+                tracing::warn!(vm = rel, disk = %dev.file_name, "disk file escapes the datastore; ignored");
+                continue;
+            };
+            let (opener, name) = self.opener_for(&disk_path);
+            match inspect_vmdk_at(&name, &opener).await {
                 Ok(info) => {
                     let rdm = info.is_rdm();
                     let thin = info.descriptor.is_thin();
@@ -200,8 +232,9 @@ impl LocalSource {
             vm.template = true;
         }
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let vmsd = vm_dir.join(format!("{stem}.vmsd"));
-        if let Ok(text) = tokio::fs::read_to_string(&vmsd).await {
+        let vmsd = vm_rel_dir.join(format!("{stem}.vmsd"));
+        if let Ok(bytes) = self.read_small(&vmsd, MAX_VMX_BYTES).await {
+            let text = String::from_utf8_lossy(&bytes);
             match parse_vmx(&text) {
                 Ok(v) => vm.snapshots = vmsd_snapshots(&v),
                 Err(e) => tracing::warn!(vm = rel, error = %e, "ignoring unreadable snapshot list"),
@@ -262,7 +295,8 @@ impl SourceProvider for LocalSource {
                 Err(e) => return Err(e),
             };
             // Network kinds need the raw keys; re-derive from the NIC names we mapped.
-            let text = tokio::fs::read_to_string(self.root.join(&rel)).await.unwrap_or_default();
+            let bytes = self.read_small(Path::new(&rel), MAX_VMX_BYTES).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             let vmx = parse_vmx(&text).unwrap_or_default();
             for n in crate::vmx::ethernet_indices(&vmx) {
                 let p = format!("ethernet{n}");
@@ -304,20 +338,22 @@ impl SourceProvider for LocalSource {
         if snapshot.is_some() {
             return Err(Error::unsupported("vmx sources have no snapshots"));
         }
-        let vm_dir = self.below_root(&vm.moref).and_then(|p| p.parent().map(Path::to_path_buf)).ok_or_else(|| {
-            Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref))
-        })?;
+        let escapes = || Error::new(ErrorCode::UnsafePath, format!("disk file {:?} escapes the datastore", disk.file));
+        if self.below_root(&vm.moref).is_none() {
+            return Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref)));
+        }
+        let vm_rel_dir = Path::new(&vm.moref).parent().map(Path::to_path_buf).unwrap_or_default();
         let path = match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-            Some((ds, rel)) if ds == self.datastore => self.below_root(rel).ok_or_else(|| {
-                Error::new(ErrorCode::DatastoreFileMissing, format!("disk file {:?} escapes the datastore", disk.file))
-            })?,
+            Some((ds, rel)) if ds == self.datastore => {
+                join_within(Path::new(""), Path::new(rel)).ok_or_else(escapes)?
+            }
             Some((ds, _)) => {
                 return Err(Error::new(
                     ErrorCode::DatastoreFileMissing,
                     format!("disk {:?} is on datastore {ds:?}, not {:?}", disk.file, self.datastore),
                 ))
             }
-            None => Self::resolve_in_vm_dir(&vm_dir, &disk.file),
+            None => self.resolve_in_vm_dir(&vm_rel_dir, &disk.file).ok_or_else(escapes)?,
         };
         if disk.rdm {
             return Err(Error::new(
@@ -325,6 +361,7 @@ impl SourceProvider for LocalSource {
                 format!("{} is a raw device mapping: its LUN is not in the datastore folder", disk.file),
             ));
         }
-        open_vmdk(&path).await
+        let (opener, name) = self.opener_for(&path);
+        open_vmdk_at(&name, std::sync::Arc::new(opener) as std::sync::Arc<dyn ExtentOpener>).await
     }
 }

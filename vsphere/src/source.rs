@@ -28,6 +28,7 @@ use vmigrate_core::http::{http_status, HeaderRefresh, HttpOptions, HttpTransport
 
 use crate::client::{Client, ConnectOptions, ObjectContent, PropSpec};
 use crate::error::VsphereError;
+use crate::secret::SecretDir;
 use crate::soap::xml::Element;
 use crate::soap::MoRef;
 use crate::vmdk::{open_vmdk_at, ExtentOpener};
@@ -528,37 +529,49 @@ impl VsphereSource {
                 ))
             }
         };
-        let dir = std::env::temp_dir().join(format!("vmigrate-vddk-{}-{}-{}", std::process::id(), vm.moref, disk.key));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let pw = dir.join("password");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&pw)
-                .map_err(|e| Error::io("writing the vddk password file", e))?;
-            f.write_all(self.opts.password.as_bytes()).map_err(|e| Error::io("writing the vddk password file", e))?;
-        }
-        let socket = dir.join("nbd.sock");
         let server = self.client.url().host_str().unwrap_or("").to_string();
         let file = self.disk_file_at(disk, snapshot).await?;
-        let argv = vddk_command(
-            libdir,
-            &server,
-            &self.opts.username,
-            &pw,
-            &sha1,
-            &vm.moref,
-            &file,
-            snapshot.map(|s| s.id.as_str()),
-            &socket,
-        );
-        open_nbdkit_disk(&argv, &socket).await
+        let (opts, moref) = (&self.opts, vm.moref.as_str());
+        open_nbdkit_with_password(&opts.password, |pw, socket| {
+            vddk_command(
+                libdir,
+                &server,
+                &opts.username,
+                pw,
+                &sha1,
+                moref,
+                &file,
+                snapshot.map(|s| s.id.as_str()),
+                socket,
+            )
+        })
+        .await
     }
+}
+
+/// Start the nbdkit command `build(password_file, socket)` returns, with `password` in a file
+/// of a fresh private folder ([`SecretDir`]): the file is removed as soon as nbdkit serves (it
+/// reads `password=+FILE` while configuring), the folder with the socket when the returned
+/// transport and its clones are dropped, and both at once on any failure.
+///
+/// # Errors
+/// The folder or file cannot be created; nbdkit failing to start; NBD connection errors.
+pub async fn open_nbdkit_with_password(
+    password: &str,
+    build: impl FnOnce(&Path, &Path) -> Vec<String>,
+) -> Result<Box<dyn BlockTransport>> {
+    let dir = SecretDir::new("vmigrate-vddk-")?;
+    let pw = dir.write("password", password)?;
+    let socket = dir.path().join("nbd.sock");
+    let argv = build(&pw, &socket);
+    let mut proc = NbdkitProcess::spawn(&argv, &socket).await?;
+    // Serving means configured: the password has been read.
+    let _ = std::fs::remove_file(&pw);
+    proc.dir = Some(dir);
+    let proc = Arc::new(proc);
+    let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let nbd = vmigrate_core::nbd::NbdTransport::connect(&uri).await?;
+    Ok(Box::new(NbdkitDisk { inner: Box::new(nbd), _proc: proc }))
 }
 
 /// Start an nbdkit command line serving on `socket` and open it with the NBD client. The
@@ -869,7 +882,17 @@ pub struct NbdkitProcess {
     child: tokio::process::Child,
     /// The socket path.
     pub socket: PathBuf,
-    _dir: Option<PathBuf>,
+    /// The private folder holding the socket (and the secret until it was read); removed
+    /// after the child when this is dropped.
+    dir: Option<SecretDir>,
+}
+
+impl Drop for NbdkitProcess {
+    fn drop(&mut self) {
+        // The folder goes after the child: kill it first so nothing is left using it.
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+    }
 }
 
 impl NbdkitProcess {
@@ -891,7 +914,7 @@ impl NbdkitProcess {
             .map_err(|e| VsphereError::Process { what: format!("cannot start {prog}"), source: e })?;
         for _ in 0..200 {
             if socket.exists() {
-                return Ok(NbdkitProcess { child, socket: socket.to_path_buf(), _dir: None });
+                return Ok(NbdkitProcess { child, socket: socket.to_path_buf(), dir: None });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(VsphereError::Process {
@@ -905,10 +928,11 @@ impl NbdkitProcess {
         Err(VsphereError::Timeout { what: format!("{prog} socket {}", socket.display()), seconds: 5 })
     }
 
-    /// Stop the server.
+    /// Stop the server (and remove its private folder, if it has one).
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+        drop(self.dir.take());
     }
 }
 
@@ -1092,6 +1116,50 @@ mod tests {
     fn datastore_paths_split() {
         assert_eq!(split_datastore_path("[WorkloadDatastore] db/db.vmdk"), Some(("WorkloadDatastore", "db/db.vmdk")));
         assert_eq!(split_datastore_path("db.vmdk"), None);
+    }
+
+    /// The password file nbdkit is given is readable by it, gone once it serves, and its
+    /// private folder is gone when the disk is dropped; on a failed start nothing is left.
+    #[tokio::test]
+    async fn nbdkit_password_file_is_private_and_short_lived() {
+        let out = tempfile::tempdir().expect("tmp");
+        let seen = out.path().join("seen");
+        let mut where_pw = None;
+        // The child copies what it finds in the file (proving it could read it), then serves.
+        let disk = open_nbdkit_with_password("s3cret", |pw, socket| {
+            where_pw = Some(pw.to_path_buf());
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "stat -c %a {pw} > {seen}.mode && cat {pw} > {seen} && exec nbdkit --exit-with-parent --foreground --unix {socket} memory 1M",
+                    pw = pw.display(),
+                    seen = seen.display(),
+                    socket = socket.display()
+                ),
+            ]
+        })
+        .await
+        .expect("nbdkit serves");
+        let pw = where_pw.expect("built");
+        let dir = pw.parent().expect("folder").to_path_buf();
+        assert_eq!(std::fs::read(&seen).expect("child read it"), b"s3cret");
+        assert_eq!(std::fs::read_to_string(format!("{}.mode", seen.display())).expect("mode").trim(), "600");
+        assert!(!pw.exists(), "the password file outlives nbdkit's start");
+        assert_eq!(disk.size(), 1 << 20);
+        drop(disk);
+        assert!(!dir.exists(), "the private folder outlives the disk");
+
+        // A child that fails to start: the folder and the secret are removed too.
+        let mut failed_dir = None;
+        let e = open_nbdkit_with_password("s3cret", |pw, _socket| {
+            failed_dir = pw.parent().map(Path::to_path_buf);
+            vec!["sh".into(), "-c".into(), "exit 3".into()]
+        })
+        .await
+        .expect_err("the child exits");
+        assert!(e.to_string().contains("exited"), "{e}");
+        assert!(!failed_dir.expect("built").exists(), "secret left behind after a failure");
     }
 
     #[test]

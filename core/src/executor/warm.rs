@@ -162,7 +162,13 @@ impl Executor {
             volume = %vol.name, pass, read = report.bytes_read, written = report.bytes_written,
             zeroed = report.bytes_zeroed, ranges = report.ranges, resumed = report.resumed, "pass done by the target"
         );
-        self.emit(Event::Disk { vm: vm.name.clone(), disk: disk.key, pass: pass.to_string(), progress });
+        self.emit(Event::Disk {
+            vm: vm.name.clone(),
+            disk: disk.key,
+            volume: vol.name.clone(),
+            pass: pass.to_string(),
+            progress,
+        });
         self.save(true)?;
         Ok(())
     }

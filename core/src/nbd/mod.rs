@@ -954,6 +954,24 @@ impl BlockTransport for NbdTransport {
         self.shared.info.size
     }
 
+    fn backing(&self) -> Vec<crate::transport::Backing> {
+        let server = match &self.shared.addr {
+            NbdAddr::Unix(p) => match std::fs::metadata(p) {
+                Ok(m) => {
+                    use std::os::unix::fs::MetadataExt;
+                    format!("unix:{}:{}", m.dev(), m.ino())
+                }
+                Err(_) => format!("unix:{}", p.display()),
+            },
+            NbdAddr::Tcp { host, port } => {
+                let h = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+                let loopback = h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                format!("tcp:{}:{port}", if loopback { "loopback" } else { h.as_str() })
+            }
+        };
+        vec![crate::transport::Backing::Nbd { server, export: self.shared.export.clone() }]
+    }
+
     fn max_connections(&self) -> usize {
         if self.shared.info.has(TF_CAN_MULTI_CONN) {
             self.shared.opts.connections.max(1)

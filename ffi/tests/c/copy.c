@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
   CHECK(argc == 3);
   struct progress p = {0};
   char *stats = NULL;
+  remove(argv[2]); /* a target from an earlier run is refused, see below */
   CHECK_OK(vmigrate_copy_disk(argv[1], argv[2], true, on_progress, &p, &stats));
   printf("copy: %d progress events, stats %s\n", p.events, stats);
   CHECK(p.events >= 1);
@@ -35,8 +36,13 @@ int main(int argc, char **argv) {
   CHECK(field(stats, "\"bytesWritten\":") < p.last_total); /* holes were not written */
   vmigrate_string_free(stats);
 
+  /* The target now exists: it is not replaced unless asked (and the source never is). */
+  EXPECT_RC(vmigrate_copy_disk(argv[1], argv[2], false, NULL, NULL, NULL), VMIGRATE_RESULT_TARGET_EXISTS);
+  CHECK(strstr(last_error(), "overwrite") != NULL);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[1], "{\"overwrite\": true}", NULL, NULL, NULL, NULL),
+            VMIGRATE_RESULT_SAME_DISK);
   /* No callback and no stats wanted is fine too. */
-  CHECK_OK(vmigrate_copy_disk(argv[1], argv[2], false, NULL, NULL, NULL));
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], "{\"overwrite\": true}", NULL, NULL, NULL, NULL));
 
   /* Errors are typed: a missing source is an I/O error, a vmdk target is refused. */
   EXPECT_RC(vmigrate_copy_disk("/nonexistent/disk.img", argv[2], false, NULL, NULL, NULL), VMIGRATE_RESULT_IO);

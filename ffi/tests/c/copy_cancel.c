@@ -9,7 +9,7 @@ static vmigrate_result pull_switch(const void *c) { return vmigrate_cancel_trigg
 int main(int argc, char **argv) {
   CHECK(argc == 4);
   char options[4096];
-  const char *small_requests = "{\"connections\": 2, \"requestSize\": 65536}";
+  const char *small_requests = "{\"connections\": 2, \"requestSize\": 65536, \"overwrite\": true}";
   char *stats = NULL;
 
   /* A switch pulled before the call cancels it at once. */
@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
   vmigrate_cancel_free(running);
 
   /* A copy with a checkpoint file completes, verified, and leaves the checkpoint. */
-  snprintf(options, sizeof options, "{\"verify\": true, \"checkpoint\": \"%s\"}", argv[3]);
+  snprintf(options, sizeof options, "{\"verify\": true, \"overwrite\": true, \"checkpoint\": \"%s\"}", argv[3]);
   CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], options, NULL, NULL, NULL, &stats));
   printf("copied: %s\n", stats);
   CHECK(strstr(stats, "\"targetDigest\":\"") != NULL);
@@ -61,9 +61,12 @@ int main(int argc, char **argv) {
             VMIGRATE_RESULT_INVALID_ARGUMENT);
   EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], "{\"verify\": 1}", NULL, NULL, NULL, NULL),
             VMIGRATE_RESULT_INVALID_ARGUMENT);
-  /* NULL and empty options are the defaults. */
-  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], NULL, NULL, NULL, NULL, NULL));
-  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], "", NULL, NULL, NULL, NULL));
+  /* NULL and empty options are the defaults, which do not replace the existing target. */
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], NULL, NULL, NULL, NULL, NULL), VMIGRATE_RESULT_TARGET_EXISTS);
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[2], "", NULL, NULL, NULL, NULL), VMIGRATE_RESULT_TARGET_EXISTS);
+  /* A copy onto its own source is refused, overwrite or not. */
+  EXPECT_RC(vmigrate_copy_disk_with(argv[1], argv[1], "{\"overwrite\": true}", NULL, NULL, NULL, NULL),
+            VMIGRATE_RESULT_SAME_DISK);
   /* A switch is a live handle or NULL. */
   EXPECT_RC(vmigrate_cancel_trigger(NULL), VMIGRATE_RESULT_INVALID_ARGUMENT);
   EXPECT_RC(vmigrate_cancel_new(NULL), VMIGRATE_RESULT_INVALID_ARGUMENT);

@@ -23,9 +23,10 @@ static void on_log(void *userdata, vmigrate_log_level level, const char *target,
 int main(int argc, char **argv) {
   CHECK(argc == 3);
   static struct seen s;
+  const char *overwrite = "{\"overwrite\": true}";
   atomic_store(&s.max_level, VMIGRATE_LOG_LEVEL_DEBUG);
   CHECK_OK(vmigrate_set_log_callback(on_log, &s, VMIGRATE_LOG_LEVEL_DEBUG));
-  CHECK_OK(vmigrate_copy_disk(argv[1], argv[2], false, NULL, NULL, NULL));
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], overwrite, NULL, NULL, NULL, NULL));
   printf("log: %d records at DEBUG, %d about opening a file\n", atomic_load(&s.records), atomic_load(&s.opened));
   CHECK(atomic_load(&s.opened) >= 2); /* source and target */
   CHECK(atomic_load(&s.too_verbose) == 0);
@@ -34,12 +35,12 @@ int main(int argc, char **argv) {
   int before = atomic_load(&s.records);
   atomic_store(&s.max_level, VMIGRATE_LOG_LEVEL_WARN);
   CHECK_OK(vmigrate_set_log_callback(on_log, &s, VMIGRATE_LOG_LEVEL_WARN));
-  CHECK_OK(vmigrate_copy_disk(argv[1], argv[2], false, NULL, NULL, NULL));
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], overwrite, NULL, NULL, NULL, NULL));
   CHECK(atomic_load(&s.records) == before);
 
   /* Removed: nothing more arrives, even at the most verbose level asked before. */
   CHECK_OK(vmigrate_set_log_callback(NULL, NULL, VMIGRATE_LOG_LEVEL_TRACE));
-  CHECK_OK(vmigrate_copy_disk(argv[1], argv[2], false, NULL, NULL, NULL));
+  CHECK_OK(vmigrate_copy_disk_with(argv[1], argv[2], overwrite, NULL, NULL, NULL, NULL));
   CHECK(atomic_load(&s.records) == before);
 
   /* A level out of range is refused. */

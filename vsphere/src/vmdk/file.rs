@@ -11,6 +11,7 @@ use vmigrate_core::buf::BufPool;
 use vmigrate_core::{BlockTransport, Error, ErrorCode, Result};
 
 use super::ExtentOpener;
+use crate::beneath::{join_within, Beneath};
 
 /// A local file read with positional reads on the blocking pool; clones share the descriptor,
 /// since `pread` needs no seek position and so no lock.
@@ -45,6 +46,15 @@ impl LocalFile {
                 Error::io(format!("opening {}", path.display()), e)
             }
         })?;
+        Ok(LocalFile { file: Arc::new(file), size, path: Arc::from(path), pool: BufPool::new() })
+    }
+
+    /// Use a file already opened (by [`Beneath`]); `path` is for messages.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Io`] when it cannot be `stat`ed.
+    pub fn from_file(file: File, path: &Path) -> Result<LocalFile> {
+        let size = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
         Ok(LocalFile { file: Arc::new(file), size, path: Arc::from(path), pool: BufPool::new() })
     }
 }
@@ -96,43 +106,77 @@ impl BlockTransport for LocalFile {
         Err(Error::new(ErrorCode::TransportUnsupported, "vmdk extents are opened read-only"))
     }
 
+    fn backing(&self) -> Vec<vmigrate_core::Backing> {
+        self.file.metadata().map(|m| vec![vmigrate_core::Backing::of_metadata(&m)]).unwrap_or_default()
+    }
+
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
 }
 
-/// Opens extent files relative to the directory of the descriptor, the way VMware resolves
-/// them. An absolute name (`/vmfs/volumes/ds/vm/disk-flat.vmdk`, as ESXi writes for some disks)
-/// that does not exist here falls back to its file name inside the directory, since a copied
-/// datastore folder keeps the files together.
+/// Opens extent files relative to the folder of the descriptor, the way VMware resolves them,
+/// always inside a root folder (the datastore, or the descriptor's own folder): see
+/// [`Beneath`]. An absolute name (`/vmfs/volumes/ds/vm/disk-flat.vmdk`, as ESXi writes for some
+/// disks) is used when it lies under the root, and otherwise falls back to its file name inside
+/// the descriptor's folder, since a copied datastore folder keeps the files together.
 #[derive(Debug, Clone)]
 pub struct DirOpener {
+    beneath: Beneath,
+    /// The descriptor's folder, relative to the root.
     dir: PathBuf,
 }
 
 impl DirOpener {
-    /// Resolve names relative to `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DirOpener { dir: dir.into() }
+    /// Resolve names relative to `dir`, which is also the root nothing may leave.
+    ///
+    /// # Errors
+    /// `dir` cannot be opened as a folder.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
+        Ok(DirOpener { beneath: Beneath::new(dir.as_ref())?, dir: PathBuf::new() })
     }
 
-    fn resolve(&self, name: &str) -> PathBuf {
+    /// Resolve names relative to `dir` (relative to the root of `beneath`).
+    pub fn beneath(beneath: Beneath, dir: impl Into<PathBuf>) -> Self {
+        DirOpener { beneath, dir: dir.into() }
+    }
+
+    /// `name` as a path relative to the root.
+    fn resolve(&self, name: &str) -> Result<PathBuf> {
         let p = Path::new(name);
         if p.is_absolute() {
-            if p.exists() {
-                return p.to_path_buf();
+            if let Some(rel) = self.beneath.relative(p) {
+                return Ok(rel.into_owned());
             }
             if let Some(base) = p.file_name() {
-                return self.dir.join(base);
+                return Ok(self.dir.join(base));
             }
         }
-        self.dir.join(p)
+        join_within(&self.dir, p).ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnsafePath,
+                format!("{name:?} resolves outside the datastore folder {}", self.beneath.root().display()),
+            )
+        })
     }
 }
 
 #[async_trait]
 impl ExtentOpener for DirOpener {
     async fn open(&self, name: &str) -> Result<Box<dyn BlockTransport>> {
-        Ok(Box::new(LocalFile::open(&self.resolve(name)).await?))
+        let rel = self.resolve(name)?;
+        let beneath = self.beneath.clone();
+        let r = rel.clone();
+        let file = tokio::task::spawn_blocking(move || beneath.open(&r))
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, "file open task failed").with_source(e))??;
+        Ok(Box::new(LocalFile::from_file(file, &self.beneath.root().join(&rel))?))
+    }
+
+    fn descend(&self, name: &str) -> Option<(Arc<dyn ExtentOpener>, String)> {
+        let rel = self.resolve(name).ok()?;
+        let file = rel.file_name()?.to_str()?.to_owned();
+        let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        Some((Arc::new(DirOpener { beneath: self.beneath.clone(), dir }), file))
     }
 }

@@ -111,6 +111,14 @@ pub trait ExtentOpener: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`ErrorCode::DatastoreFileMissing`] when the file does not exist; transport errors.
     async fn open(&self, name: &str) -> Result<Box<dyn BlockTransport>>;
+
+    /// An opener for the files the descriptor `name` names (a delta's parent names its own
+    /// extents relative to its own folder), and the name to open it by there. `None`: this
+    /// opener and `name` as they are.
+    fn descend(&self, name: &str) -> Option<(Arc<dyn ExtentOpener>, String)> {
+        let _ = name;
+        None
+    }
 }
 
 /// What [`inspect_vmdk`] learns without opening every extent: enough for an inventory.
@@ -167,9 +175,17 @@ pub async fn open_vmdk_with(descriptor: &[u8], opener: Arc<dyn ExtentOpener>) ->
 /// # Errors
 /// As [`open_vmdk`] for the descriptor file itself.
 pub async fn inspect_vmdk(path: &Path) -> Result<VmdkInfo> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let file: Arc<dyn BlockTransport> = Arc::from(DirOpener::new(dir).open(name).await?);
+    inspect_vmdk_at(name, &DirOpener::new(dir)?).await
+}
+
+/// [`inspect_vmdk`] of the file `name` opened through `opener`.
+///
+/// # Errors
+/// As [`inspect_vmdk`].
+pub async fn inspect_vmdk_at(name: &str, opener: &dyn ExtentOpener) -> Result<VmdkInfo> {
+    let file: Arc<dyn BlockTransport> = Arc::from(opener.open(name).await?);
     let (descriptor, header) = read_descriptor(name, &file).await?;
     let capacity_bytes = match (&header, descriptor.capacity_bytes()) {
         (Some(h), 0) => h.capacity * SECTOR,
@@ -273,7 +289,7 @@ impl VmdkDisk {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::new(ErrorCode::BadUrl, format!("{} is not a vmdk file path", path.display())))?;
-        VmdkDisk::open(name, Arc::new(DirOpener::new(dir))).await
+        VmdkDisk::open(name, Arc::new(DirOpener::new(dir)?)).await
     }
 
     /// Open `name` through `opener` (see [`open_vmdk_at`]).
@@ -365,6 +381,8 @@ impl VmdkDisk {
                 return Err(VmdkError::TooLarge { what: "parent chain", size: depth as u64 }.into());
             }
             let hint = d.parent_file_name_hint.clone().unwrap_or_default();
+            // The parent's own extents are named relative to the parent's folder.
+            let (opener, hint) = opener.descend(&hint).unwrap_or((opener, hint));
             Some(VmdkDisk::open_depth(hint, opener, depth + 1).await?)
         } else {
             None
@@ -540,6 +558,21 @@ impl BlockTransport for VmdkDisk {
 
     async fn write_at(&self, _offset: u64, _data: Bytes) -> Result<()> {
         Err(Error::new(ErrorCode::TransportUnsupported, "the vmdk reader is read-only"))
+    }
+
+    fn backing(&self) -> Vec<vmigrate_core::Backing> {
+        let mut out = Vec::new();
+        for m in &self.inner.extents {
+            match &m.backend {
+                Backend::Flat { file, .. } => out.extend(file.backing()),
+                Backend::Sparse(ext) => out.extend(ext.backing()),
+                Backend::Zero => {}
+            }
+        }
+        if let Some(p) = &self.inner.parent {
+            out.extend(p.backing());
+        }
+        out
     }
 
     async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {

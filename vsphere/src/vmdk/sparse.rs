@@ -74,6 +74,10 @@ enum Seg {
 }
 
 impl SparseExtent {
+    /// What the extent file is (see [`BlockTransport::backing`]).
+    pub(super) fn backing(&self) -> Vec<vmigrate_core::Backing> {
+        self.file.backing()
+    }
     /// Open an extent; `header` when the caller already parsed the first sector.
     pub(super) async fn open(
         name: String,
