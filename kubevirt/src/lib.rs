@@ -33,6 +33,8 @@ pub mod fake;
 pub mod job;
 
 pub mod objects;
+#[cfg(feature = "realkube")]
+pub mod realkube;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod upload;
