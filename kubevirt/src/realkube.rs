@@ -33,7 +33,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use std::sync::{Arc, Mutex};
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::objects::DataVolume;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
@@ -451,5 +456,305 @@ impl Drop for RealKube {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A stand-in for cdi-apiserver's aggregated `upload.cdi.kubevirt.io/v1beta1` API, registered
+/// with the real API server through an APIService (its Service is an ExternalName `localhost`,
+/// so the aggregator proxies to this process over TLS verified with the harness CA).
+///
+/// It serves discovery and answers every UploadTokenRequest with a fixed token: the token check
+/// cdi-uploadproxy makes is done by whichever upload server the test uses. cdi-apiserver itself
+/// cannot be built here (its Go module is refused by the module proxy).
+#[derive(Debug)]
+pub struct UploadTokenApi {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UploadTokenApi {
+    /// The UploadTokenRequests received (as the aggregator forwarded them).
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for UploadTokenApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RealKube {
+    /// Register [`UploadTokenApi`] answering `token`, and wait until the API server reports the
+    /// APIService Available. One per cluster.
+    ///
+    /// # Panics
+    /// When the API does not become available (a test failure).
+    pub async fn serve_upload_token_api(&self, token: &str) -> UploadTokenApi {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let p = |n: &str| self.dir.join(n).display().to_string();
+        std::fs::write(
+            self.dir.join("cdi.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
+            "-keyout",
+            &p("cdi.key"),
+            "-out",
+            &p("cdi.csr"),
+        ]));
+        run(Command::new("openssl").args(["x509", "-req", "-days", "2", "-CAcreateserial"]).args([
+            "-in",
+            &p("cdi.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-out",
+            &p("cdi.crt"),
+            "-extfile",
+            &p("cdi.ext"),
+        ]));
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(p("cdi.crt")).expect("cert").collect::<Result<_, _>>().expect("cert");
+        let key = PrivateKeyDer::from_pem_file(p("cdi.key")).expect("key");
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("tls versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (reqs, token) = (requests.clone(), token.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, reqs, token) = (acceptor.clone(), reqs.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve_token_conn(tls, &reqs, &token).await;
+                    }
+                });
+            }
+        });
+
+        let client = self.client().await;
+        let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "cdi-api", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": port, "protocol": "TCP"}]}});
+        let ca = std::fs::read(self.dir.join("ca.crt")).expect("ca");
+        let ca_b64 = serde_json::to_value(k8s_openapi::ByteString(ca)).expect("base64");
+        let apisvc = serde_json::json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": "v1beta1.upload.cdi.kubevirt.io"},
+            "spec": {"group": "upload.cdi.kubevirt.io", "version": "v1beta1", "caBundle": ca_b64,
+                     "groupPriorityMinimum": 10, "versionPriority": 10,
+                     "service": {"namespace": "default", "name": "cdi-api", "port": port}}});
+        let pp = PatchParams::apply(HARNESS_MANAGER).force();
+        let svc_ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services");
+        Api::<DynamicObject>::namespaced_with(client.clone(), "default", &svc_ar)
+            .patch("cdi-api", &pp, &Patch::Apply(&svc))
+            .await
+            .expect("apply Service cdi-api");
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
+            "apiservices",
+        );
+        let api: Api<DynamicObject> = Api::all_with(client, &ar);
+        api.patch("v1beta1.upload.cdi.kubevirt.io", &pp, &Patch::Apply(&apisvc)).await.expect("apply APIService");
+        let start = Instant::now();
+        loop {
+            let o = api.get("v1beta1.upload.cdi.kubevirt.io").await.expect("get APIService");
+            let cond = o.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Available")
+                .cloned();
+            if cond.as_ref().is_some_and(|c| c["status"] == "True") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "APIService v1beta1.upload.cdi.kubevirt.io not Available: {cond:?}\n{}",
+                tail(&self.dir.join("kube-apiserver.log"))
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        UploadTokenApi { requests, task }
+    }
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`) of the token API stand-in.
+async fn serve_token_conn<S>(mut s: S, reqs: &std::sync::Mutex<Vec<Value>>, token: &str) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 1 << 20 {
+            return Ok(());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = target.split('?').next().unwrap_or_default();
+    let len: usize = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head_end..(head_end + len).min(buf.len())];
+    const G: &str = "upload.cdi.kubevirt.io";
+    let gv = serde_json::json!({"groupVersion": format!("{G}/v1beta1"), "version": "v1beta1"});
+    let group = serde_json::json!({"name": G, "versions": [gv], "preferredVersion": gv});
+    let (code, reply) = match (method, path) {
+        ("GET", "/apis") => (200, serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})),
+        ("GET", "/apis/upload.cdi.kubevirt.io") => {
+            let mut g = group.clone();
+            g["kind"] = "APIGroup".into();
+            g["apiVersion"] = "v1".into();
+            (200, g)
+        }
+        ("GET", "/apis/upload.cdi.kubevirt.io/v1beta1") => (
+            200,
+            serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{G}/v1beta1"),
+                "resources": [{"name": "uploadtokenrequests", "singularName": "uploadtokenrequest", "namespaced": true,
+                               "kind": "UploadTokenRequest", "verbs": ["create"]}]}),
+        ),
+        ("POST", p)
+            if p.starts_with("/apis/upload.cdi.kubevirt.io/v1beta1/namespaces/")
+                && p.ends_with("/uploadtokenrequests") =>
+        {
+            let mut obj: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            reqs.lock().unwrap_or_else(|p| p.into_inner()).push(obj.clone());
+            obj["status"] = serde_json::json!({"token": token});
+            (201, obj)
+        }
+        _ => (
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": format!("{path} not served by the token API stand-in")}),
+        ),
+    };
+    let body = serde_json::to_vec(&reply).unwrap_or_default();
+    let status = match code {
+        200 => "200 OK",
+        201 => "201 Created",
+        _ => "404 Not Found",
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&body).await?;
+    s.shutdown().await
+}
+
+/// The finalizer [`CdiStandIn`] holds deleted DataVolumes with (as CDI's cleanup does).
+pub const HOLD: &str = "vmigrate.test/hold";
+
+/// Plays CDI's DataVolume controller for one namespace: a new DataVolume (no phase yet) gets
+/// the phase in `next_phase` and the finalizer [`HOLD`]; a deleted one loses the finalizer
+/// after `hold` (so deletion lingers as it does behind CDI's and the garbage collector's work).
+pub struct CdiStandIn {
+    next_phase: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CdiStandIn {
+    /// Start playing the controller for DataVolumes in `ns`.
+    pub fn start(client: kube::Client, ns: &str, phase: &str, hold: Duration) -> CdiStandIn {
+        let next_phase = Arc::new(Mutex::new(phase.to_string()));
+        let np = next_phase.clone();
+        let api: Api<DataVolume> = Api::namespaced(client, ns);
+        let task = tokio::spawn(async move {
+            let mut deleting: std::collections::BTreeMap<String, Instant> = Default::default();
+            loop {
+                let Ok(list) = api.list(&ListParams::default()).await else { return };
+                for dv in list.items {
+                    let name = dv.metadata.name.clone().unwrap_or_default();
+                    let uid = dv.metadata.uid.clone().unwrap_or_default();
+                    if dv.metadata.deletion_timestamp.is_some() {
+                        let since = *deleting.entry(uid).or_insert_with(Instant::now);
+                        let held = dv.metadata.finalizers.iter().flatten().any(|f| f == HOLD);
+                        if held && since.elapsed() >= hold {
+                            // Remove only our finalizer; the resourceVersion makes the write fail
+                            // (and retry next round) if the garbage collector changed the list.
+                            let fins: Vec<String> =
+                                dv.metadata.finalizers.iter().flatten().filter(|f| *f != HOLD).cloned().collect();
+                            let rv = dv.metadata.resource_version.clone();
+                            let body = json!({"metadata": {"resourceVersion": rv, "finalizers": fins}});
+                            let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(body)).await;
+                        }
+                        continue;
+                    }
+                    if dv.phase().is_empty() {
+                        let phase = np.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let _ = api
+                            .patch(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"metadata": {"finalizers": [HOLD]}})),
+                            )
+                            .await;
+                        let _ = api
+                            .patch_status(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"status": {"phase": phase}})),
+                            )
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        CdiStandIn { next_phase, task }
+    }
+
+    /// The phase new DataVolumes get from now on.
+    pub fn set_next_phase(&self, phase: &str) {
+        *self.next_phase.lock().unwrap_or_else(|p| p.into_inner()) = phase.to_string();
+    }
+}
+
+impl std::fmt::Debug for CdiStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdiStandIn").finish_non_exhaustive()
+    }
+}
+
+impl Drop for CdiStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -11,20 +11,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vmigrate_core::plan::TransferMethod;
 use vmigrate_core::{ErrorCode, PreparedVolume, TargetProvider, TargetVm};
-use vmigrate_kubevirt::realkube::{Crds, RealKube};
+use vmigrate_kubevirt::realkube::{CdiStandIn, Crds, RealKube};
 use vmigrate_kubevirt::{DataVolume, KubevirtError, KubevirtOptions, KubevirtTarget, VirtualMachine};
-
-/// The finalizer the stand-in holds deleted DataVolumes with (like CDI's own cleanup does).
-const HOLD: &str = "vmigrate.test/hold";
 
 fn options() -> KubevirtOptions {
     KubevirtOptions {
@@ -52,77 +48,6 @@ async fn namespace(kube: &RealKube, name: &str) -> String {
 fn in_ns(mut vm: TargetVm, ns: &str) -> TargetVm {
     vm.namespace = ns.into();
     vm
-}
-
-/// Plays CDI's DataVolume controller for one namespace: a new DataVolume (no phase yet) gets
-/// the phase in `next_phase` and the finalizer [`HOLD`]; a deleted one loses the finalizer
-/// after `hold` (so deletion lingers as it does behind CDI's and the garbage collector's work).
-struct CdiStandIn {
-    next_phase: Arc<Mutex<String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CdiStandIn {
-    fn start(client: kube::Client, ns: &str, phase: &str, hold: Duration) -> CdiStandIn {
-        let next_phase = Arc::new(Mutex::new(phase.to_string()));
-        let np = next_phase.clone();
-        let api: Api<DataVolume> = Api::namespaced(client, ns);
-        let task = tokio::spawn(async move {
-            let mut deleting: std::collections::BTreeMap<String, Instant> = Default::default();
-            loop {
-                let list = api.list(&ListParams::default()).await.expect("list datavolumes");
-                for dv in list.items {
-                    let name = dv.metadata.name.clone().unwrap_or_default();
-                    let uid = dv.metadata.uid.clone().unwrap_or_default();
-                    if dv.metadata.deletion_timestamp.is_some() {
-                        let since = *deleting.entry(uid).or_insert_with(Instant::now);
-                        let held = dv.metadata.finalizers.iter().flatten().any(|f| f == HOLD);
-                        if held && since.elapsed() >= hold {
-                            let fins: Vec<String> =
-                                dv.metadata.finalizers.iter().flatten().filter(|f| *f != HOLD).cloned().collect();
-                            let _ = api
-                                .patch(
-                                    &name,
-                                    &PatchParams::default(),
-                                    &Patch::Merge(json!({"metadata": {"finalizers": fins}})),
-                                )
-                                .await;
-                        }
-                        continue;
-                    }
-                    if dv.phase().is_empty() {
-                        let phase = np.lock().expect("phase").clone();
-                        let _ = api
-                            .patch(
-                                &name,
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"metadata": {"finalizers": [HOLD]}})),
-                            )
-                            .await;
-                        let _ = api
-                            .patch_status(
-                                &name,
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"status": {"phase": phase}})),
-                            )
-                            .await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        CdiStandIn { next_phase, task }
-    }
-
-    fn set_next_phase(&self, phase: &str) {
-        *self.next_phase.lock().expect("phase") = phase.to_string();
-    }
-}
-
-impl Drop for CdiStandIn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn set_phase(client: &kube::Client, ns: &str, name: &str, phase: &str) {
