@@ -19,6 +19,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# The cluster tests' peers (kube-apiserver, kube-controller-manager, etcd) from their Go modules,
+# once per version under ${XDG_CACHE_HOME:-$HOME/.cache}/vmigrate/peers (first build: see
+# tests/peers/build-kube.sh; cached afterwards).
+echo "== peers: Kubernetes control plane"
+bash tests/peers/build-kube.sh kube
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -41,3 +41,65 @@ pub async fn validate_plan(plan: &Plan, inventory: Option<&Inventory>) -> Result
     let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };
     Ok(run_rules(&ctx))
 }
+
+/// What [`validate_plan_with_target`] learned from the plan's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCheck {
+    /// The cluster answered: its read-only preflight (KubeVirt and CDI installed, namespace,
+    /// storage classes, NetworkAttachmentDefinitions) and its existing VMs are in the result.
+    Checked,
+    /// A local output folder: nothing on it to check before a migration.
+    NotACluster,
+    /// The cluster could not be asked; why. The result then holds the plan's own concerns only.
+    NotChecked(String),
+}
+
+/// How long `validate` waits for the target before it reports it as not checked.
+const TARGET_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`validate_plan`], plus the target's read-only preflight when the target is a reachable
+/// cluster, so `validate` shows what `migrate` would be blocked by (a missing storage class,
+/// NetworkAttachmentDefinition or namespace, a name already taken). Nothing is written to the
+/// target.
+///
+/// # Errors
+/// As [`validate_plan`]; a target that cannot be reached is [`TargetCheck::NotChecked`], not an
+/// error.
+pub async fn validate_plan_with_target(
+    plan: &Plan,
+    inventory: Option<&Inventory>,
+) -> Result<(PlanValidation, TargetCheck)> {
+    let (inventory, caps) = match inventory {
+        Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
+        None => {
+            let source = sources::open_source(&plan.spec.source).await?;
+            (source.inventory().await?, source.capabilities())
+        }
+    };
+    if !plan.spec.target.url.trim().starts_with("kubevirt://") {
+        let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };
+        return Ok((run_rules(&ctx), TargetCheck::NotACluster));
+    }
+    let ask = async {
+        let target = targets::open_target(&plan.spec.target).await?;
+        let existing = target.existing_vms(&plan.spec.target_namespace).await?;
+        let concerns = target.preflight(plan).await?;
+        Ok::<_, vmigrate_core::Error>((existing, concerns))
+    };
+    let (existing, preflight, check) = match tokio::time::timeout(TARGET_CHECK_TIMEOUT, ask).await {
+        Ok(Ok((existing, concerns))) => (existing, concerns, TargetCheck::Checked),
+        Ok(Err(e)) => (Vec::new(), Vec::new(), TargetCheck::NotChecked(format!("{}: {}", e.code().name(), e.report()))),
+        Err(_) => (
+            Vec::new(),
+            Vec::new(),
+            TargetCheck::NotChecked(format!("no answer within {} s", TARGET_CHECK_TIMEOUT.as_secs())),
+        ),
+    };
+    let ctx = ValidationContext { plan, inventory: &inventory, existing: &existing, capabilities: caps };
+    let mut v = run_rules(&ctx);
+    // The target's concerns hold for every VM of the plan (as `migrate` records them).
+    for vm in &mut v.vms {
+        vm.concerns.extend(preflight.iter().cloned());
+    }
+    Ok((v, check))
+}

@@ -69,6 +69,10 @@ pub struct KubevirtOptions {
     pub vddk_init_image: Option<String>,
     /// For `import` over HTTP: URL with `{file}` (the disk's datastore path, URL-encoded).
     pub http_url_template: Option<String>,
+    /// Take over fields another field manager owns (server-side apply `force`). Off: such an
+    /// apply fails with KubeConflict naming the other manager, so nobody's settings are
+    /// overwritten silently (`--force-conflicts` turns it on).
+    pub force_conflicts: bool,
 }
 
 impl Default for KubevirtOptions {
@@ -84,6 +88,7 @@ impl Default for KubevirtOptions {
             job_image: "localhost/vmigrate-transfer:latest".into(),
             vddk_init_image: None,
             http_url_template: None,
+            force_conflicts: false,
         }
     }
 }
@@ -98,6 +103,19 @@ pub struct KubevirtTarget {
     permits: Mutex<HashMap<String, OwnedSemaphorePermit>>,
     uploads: Mutex<BTreeMap<String, Arc<UploadStats>>>,
     progress: Mutex<BTreeMap<String, f64>>,
+    /// API group/version + resource pairs discovery found served (only positives are kept: an
+    /// API installed later is found on the next look).
+    served: Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Objects this target created, per VM (`namespace/name`): what cleanup may delete.
+    created: Mutex<BTreeMap<String, Vec<Created>>>,
+}
+
+/// An object created by this run, remembered by UID so cleanup deletes exactly it.
+#[derive(Debug, Clone)]
+struct Created {
+    kind: &'static str,
+    name: String,
+    uid: String,
 }
 
 impl std::fmt::Debug for KubevirtTarget {
@@ -144,6 +162,8 @@ impl KubevirtTarget {
             permits: Mutex::new(HashMap::new()),
             uploads: Mutex::new(BTreeMap::new()),
             progress: Mutex::new(BTreeMap::new()),
+            served: Mutex::new(Default::default()),
+            created: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -206,22 +226,109 @@ impl KubevirtTarget {
         }
     }
 
+    /// Whether the API server serves `resource` (plural) in `group_version`, from discovery.
+    /// A server answers paths of an API it does not serve with a plain-text
+    /// `404 page not found`, indistinguishable from a missing object by status alone, so
+    /// missing APIs are found here and never from error text.
+    ///
+    /// # Errors
+    /// API errors other than 404.
+    pub async fn serves(&self, group_version: &str, resource: &str) -> Result<bool, KubevirtError> {
+        let key = (group_version.to_string(), resource.to_string());
+        if self.served.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+            return Ok(true);
+        }
+        let res = if group_version == "v1" {
+            self.client.list_core_api_resources("v1").await
+        } else {
+            self.client.list_api_group_resources(group_version).await
+        };
+        match res {
+            Ok(list) => {
+                let found = list.resources.iter().any(|r| r.name == resource);
+                if found {
+                    self.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+                }
+                Ok(found)
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(KubevirtError::from_kube("discover", group_version.to_string(), e)),
+        }
+    }
+
+    /// [`KubevirtTarget::serves`], or [`KubevirtError::MissingCrd`] naming the API.
+    async fn require(&self, group_version: &str, resource: &str) -> Result<(), KubevirtError> {
+        if self.serves(group_version, resource).await? {
+            Ok(())
+        } else {
+            Err(KubevirtError::MissingCrd { group: format!("{group_version} ({resource})") })
+        }
+    }
+
     pub(crate) async fn apply<K>(&self, api: &Api<K>, name: &str, what: &str, obj: &K) -> Result<K, KubevirtError>
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(obj))
-            .await
-            .map_err(|e| self.classify("apply", what, e))
+        let mut pp = PatchParams::apply(FIELD_MANAGER);
+        if self.opts().force_conflicts {
+            pp = pp.force();
+        }
+        api.patch(name, &pp, &Patch::Apply(obj)).await.map_err(|e| self.classify("apply", what, e))
     }
 
     pub(crate) fn classify(&self, verb: &'static str, what: &str, e: kube::Error) -> KubevirtError {
-        if let kube::Error::Api(resp) = &e {
-            if resp.code == 404 && resp.message.contains("could not find the requested resource") {
-                return KubevirtError::MissingCrd { group: what.to_string() };
-            }
-        }
         KubevirtError::from_kube(verb, what.to_string(), e)
+    }
+
+    fn remember(&self, vm: &TargetVm, kind: &'static str, meta: &ObjectMeta) {
+        let (Some(name), Some(uid)) = (meta.name.clone(), meta.uid.clone()) else { return };
+        let key = format!("{}/{}", vm.namespace, vm.name);
+        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        let list = created.entry(key).or_default();
+        list.retain(|c| !(c.kind == kind && c.name == name));
+        list.push(Created { kind, name, uid });
+    }
+
+    /// Delete exactly the object this run created (UID precondition, background propagation:
+    /// the garbage collector takes its dependents, e.g. the PVC CDI made for a DataVolume).
+    async fn delete_uid<K>(&self, api: &Api<K>, c: &Created, what: &str) -> Result<(), KubevirtError>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid: Some(c.uid.clone()), resource_version: None }),
+            ..DeleteParams::background()
+        };
+        match api.delete(&c.name, &dp).await {
+            Ok(_) => Ok(()),
+            // Gone already, or a different object by now (UID precondition failed).
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(self.classify("delete", what, e)),
+        }
+    }
+
+    /// Wait until the object `name` with `uid` is gone (finalizers and the garbage collector
+    /// can keep a deleted object for a while; an apply meanwhile would land on the dying one).
+    async fn wait_deleted<K>(&self, api: &Api<K>, name: &str, uid: &str, what: &str) -> Result<(), KubevirtError>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let o = self.opts();
+        let start = std::time::Instant::now();
+        loop {
+            match self.get_opt(api, name).await? {
+                None => return Ok(()),
+                Some(obj) if obj.meta().uid.as_deref() != Some(uid) => return Ok(()),
+                Some(_) => {}
+            }
+            if start.elapsed() >= o.timeout {
+                return Err(KubevirtError::Timeout {
+                    what: format!("{what} to be deleted (finalizers: check its metadata.finalizers)"),
+                    seconds: o.timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(o.poll_interval).await;
+        }
     }
 
     async fn get_opt<K>(&self, api: &Api<K>, name: &str) -> Result<Option<K>, KubevirtError>
@@ -348,6 +455,10 @@ impl TargetProvider for KubevirtTarget {
     }
 
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>> {
+        if !self.serves("kubevirt.io/v1", "virtualmachines").await? {
+            // No KubeVirt: no VMs exist; preflight reports `target.kubevirt-missing`.
+            return Ok(Vec::new());
+        }
         let api: Api<VirtualMachine> = ns_api(&self.client, namespace);
         let list = api
             .list(&ListParams::default())
@@ -431,19 +542,39 @@ impl TargetProvider for KubevirtTarget {
         let dv = builder::build_datavolume(vm, disk, &source);
         let name = dv.metadata.name.clone().unwrap_or_default();
         let what = format!("DataVolume {}/{name}", vm.namespace);
+        self.require("cdi.kubevirt.io/v1beta1", "datavolumes").await?;
         let api: Api<DataVolume> = ns_api(&self.client, &vm.namespace);
-        if o.transfer == TransferMethod::Upload {
-            if let Some(old) = self.get_opt(&api, &name).await? {
-                if old.phase() == "Succeeded" || old.phase() == "Failed" {
-                    // A re-run copies again: an upload DataVolume takes data only once.
-                    tracing::info!(volume = %name, phase = old.phase(), "recreating upload DataVolume");
-                    api.delete(&name, &DeleteParams::foreground())
-                        .await
-                        .map_err(|e| self.classify("delete", &what, e))?;
+        let old = self.get_opt(&api, &name).await?;
+        let mut fresh = old.is_none();
+        if let (TransferMethod::Upload, Some(old)) = (o.transfer, &old) {
+            if old.phase() == "Succeeded" || old.phase() == "Failed" || old.metadata.deletion_timestamp.is_some() {
+                // A re-run copies again: an upload DataVolume takes data only once. Delete the
+                // old object (exactly it: UID precondition) and wait until it is gone, so the
+                // apply below creates a new one instead of landing on the dying one.
+                let uid = old.metadata.uid.clone().unwrap_or_default();
+                tracing::info!(volume = %name, phase = old.phase(), "recreating upload DataVolume");
+                if old.metadata.deletion_timestamp.is_none() {
+                    let dp = DeleteParams {
+                        preconditions: Some(kube::api::Preconditions {
+                            uid: Some(uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::foreground()
+                    };
+                    match api.delete(&name, &dp).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(self.classify("delete", &what, e).into()),
+                    }
                 }
+                self.wait_deleted(&api, &name, &uid, &what).await?;
+                fresh = true;
             }
         }
-        self.apply(&api, &name, &what, &dv).await?;
+        let applied = self.apply(&api, &name, &what, &dv).await?;
+        if fresh {
+            self.remember(vm, "DataVolume", &applied.metadata);
+        }
         match o.transfer {
             TransferMethod::Upload => {
                 self.wait_dv(&vm.namespace, &name, is_datavolume_upload_ready).await?;
@@ -460,6 +591,8 @@ impl TargetProvider for KubevirtTarget {
         let o = self.opts();
         match o.transfer {
             TransferMethod::Upload => {
+                // Served by cdi-apiserver (an aggregated API), not by a CRD.
+                self.require("upload.cdi.kubevirt.io/v1beta1", "uploadtokenrequests").await?;
                 let api: Api<UploadTokenRequest> = ns_api(&self.client, &vm.namespace);
                 let req = UploadTokenRequest {
                     api_version: UploadTokenRequest::API_VERSION.into(),
@@ -516,9 +649,11 @@ impl TargetProvider for KubevirtTarget {
     }
 
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        self.require("kubevirt.io/v1", "virtualmachines").await?;
         let api: Api<VirtualMachine> = ns_api(&self.client, &vm.namespace);
         let what = format!("VirtualMachine {}/{}", vm.namespace, vm.name);
-        if let Some(old) = self.get_opt(&api, &vm.name).await? {
+        let old = self.get_opt(&api, &vm.name).await?;
+        if let Some(old) = &old {
             let ours = old.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
                 == Some(&vm.source.id.moref);
             if !ours && !vm.overwrite {
@@ -528,12 +663,24 @@ impl TargetProvider for KubevirtTarget {
                 .into());
             }
         }
-        self.apply(&api, &vm.name, &what, &builder::build_vm(vm, volumes)).await?;
+        let applied = self.apply(&api, &vm.name, &what, &builder::build_vm(vm, volumes)).await?;
+        if old.is_none() {
+            self.remember(vm, "VirtualMachine", &applied.metadata);
+        }
         Ok(())
     }
 
     async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()> {
-        let routes = self.has_api("route.openshift.io/v1").await?;
+        // `expose` has no plan preflight of its own: check the namespace here, the way
+        // `migrate`'s preflight does, rather than fail on the first object with a 404.
+        let nsapi: Api<Namespace> = Api::all(self.client.clone());
+        if self.get_opt(&nsapi, namespace).await?.is_none() {
+            return Err(vmigrate_core::Error::new(
+                vmigrate_core::ErrorCode::ValidationBlocked,
+                format!("target.namespace-missing: namespace {namespace} does not exist: create it first"),
+            ));
+        }
+        let routes = self.serves("route.openshift.io/v1", "routes").await?;
         for s in services {
             let svc = builder::build_service(plan, namespace, s);
             let api: Api<Service> = ns_api(&self.client, namespace);
@@ -554,9 +701,44 @@ impl TargetProvider for KubevirtTarget {
     }
 
     async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        let ns = &vm.namespace;
+        let mine = self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{ns}/{}", vm.name))
+            .unwrap_or_default();
+        // The VM of a completed earlier run of this plan (same source, not created by this run):
+        // then delete exactly what this run created, by UID, and leave the earlier run's VM,
+        // DataVolumes and Jobs alone. Otherwise (no VM, or ours) everything with the VM's
+        // labels goes, which also covers objects of an interrupted earlier attempt.
+        let earlier = if self.serves("kubevirt.io/v1", "virtualmachines").await? {
+            let api: Api<VirtualMachine> = ns_api(&self.client, ns);
+            self.get_opt(&api, &vm.name).await?.is_some_and(|o| {
+                let same_source = o.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
+                    == Some(&vm.source.id.moref);
+                let by_us = mine.iter().any(|c| c.kind == "VirtualMachine" && o.metadata.uid.as_ref() == Some(&c.uid));
+                same_source && !by_us
+            })
+        } else {
+            false
+        };
+        if earlier {
+            tracing::info!(vm = %vm.name, objects = mine.len(), "cleanup: an earlier run's VM exists; deleting only this run's objects");
+            for c in &mine {
+                let what = format!("{} {ns}/{}", c.kind, c.name);
+                match c.kind {
+                    "VirtualMachine" => self.delete_uid(&ns_api::<VirtualMachine>(&self.client, ns), c, &what).await?,
+                    "DataVolume" => self.delete_uid(&ns_api::<DataVolume>(&self.client, ns), c, &what).await?,
+                    _ => self.delete_uid(&ns_api::<Job>(&self.client, ns), c, &what).await?,
+                }
+            }
+            let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
+            permits.retain(|k, _| !k.starts_with(&format!("{}-disk", vm.name)));
+            return Ok(());
+        }
         let lp = ListParams::default().labels(&builder::vm_selector(vm));
         let dp = DeleteParams::background();
-        let ns = &vm.namespace;
         macro_rules! wipe {
             ($ty:ty, $what:literal) => {{
                 let api: Api<$ty> = ns_api(&self.client, ns);

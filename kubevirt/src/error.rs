@@ -162,8 +162,25 @@ impl KubevirtError {
                 }
                 403 => KubevirtError::Forbidden { verb, what, source },
                 404 => KubevirtError::NotFound { what, source },
+                // Server-side apply names the other field manager in its message
+                // (`conflict with "helm" using v1: .spec.ports...`).
+                409 if resp.message.contains("Apply failed") => KubevirtError::Conflict {
+                    what: format!(
+                        "{what}: {}; another field manager owns these fields: change it there, or re-run \
+                         with --force-conflicts to take them over",
+                        resp.message
+                    ),
+                },
                 409 => KubevirtError::Conflict { what: format!("{what}: {}", resp.message) },
                 422 => KubevirtError::Invalid { what, source },
+                // An apply with a field the schema does not declare is refused with 500
+                // ("failed to create typed patch object ...: .spec.x: field not declared in
+                // schema"): the object is invalid, not the server broken.
+                500 if resp.message.contains("field not declared in schema")
+                    || resp.message.contains("failed to create typed patch object") =>
+                {
+                    KubevirtError::Invalid { what, source }
+                }
                 _ => KubevirtError::Api { verb, what, source },
             },
             _ => KubevirtError::Api { verb, what, source },

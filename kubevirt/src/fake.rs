@@ -94,6 +94,22 @@ fn group_of(path: &str) -> Option<String> {
     }
 }
 
+/// The resources (plurals) discovery lists for a served group/version: those the target uses.
+fn resources_of(group: &str) -> &'static [&'static str] {
+    match group {
+        "v1" => &["namespaces", "secrets", "services", "persistentvolumeclaims", "configmaps"],
+        "batch/v1" => &["jobs"],
+        "networking.k8s.io/v1" => &["ingresses"],
+        "storage.k8s.io/v1" => &["storageclasses"],
+        "kubevirt.io/v1" => &["virtualmachines", "virtualmachineinstances"],
+        "cdi.kubevirt.io/v1beta1" => &["datavolumes", "cdiconfigs", "storageprofiles"],
+        "upload.cdi.kubevirt.io/v1beta1" => &["uploadtokenrequests"],
+        "route.openshift.io/v1" => &["routes"],
+        "k8s.cni.cncf.io/v1" => &["network-attachment-definitions"],
+        _ => &[],
+    }
+}
+
 impl FakeKube {
     /// Start a fake serving the core, batch, networking, KubeVirt, CDI, upload and Route APIs
     /// plus NetworkAttachmentDefinitions; token requests answer `token`.
@@ -224,10 +240,9 @@ async fn handle(State(state): State<Arc<Mutex<KubeState>>>, req: Request) -> Res
     }
     let Some(group) = group_of(&path) else { return StatusCode::NOT_FOUND.into_response() };
     if !st.groups.contains(&group) {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(status_body(404, "NotFound", "the server could not find the requested resource")),
-        )
+        // What a real kube-apiserver answers for an API group/version it does not serve: a
+        // plain-text body, no JSON Status (checked against the real server in tests/realkube.rs).
+        return (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=utf-8")], "404 page not found\n")
             .into_response();
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -235,7 +250,12 @@ async fn handle(State(state): State<Arc<Mutex<KubeState>>>, req: Request) -> Res
     let rest = &segs[base..];
     // Discovery of a group/version.
     if rest.is_empty() {
-        return axum::Json(json!({"kind": "APIResourceList", "groupVersion": group, "resources": []})).into_response();
+        let resources: Vec<Value> = resources_of(&group)
+            .iter()
+            .map(|r| json!({"name": r, "singularName": "", "namespaced": true, "kind": "", "verbs": ["get", "list"]}))
+            .collect();
+        return axum::Json(json!({"kind": "APIResourceList", "groupVersion": group, "resources": resources}))
+            .into_response();
     }
     // Collection vs object: .../namespaces/ns/plural[/name] or .../plural[/name].
     let is_object = match rest {

@@ -34,6 +34,8 @@ pub mod job;
 
 pub mod objects;
 mod passes;
+#[cfg(feature = "realkube")]
+pub mod realkube;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod upload;

@@ -63,6 +63,7 @@ async fn upload_path_end_to_end() {
     assert_eq!(stats.bytes_copied(), 4 << 20);
 
     t.create_vm(&vm, &[vol]).await.expect("create vm");
+    fake.insert(NS, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmexamples"}}));
     t.expose("move-webapp-vmware", "vmexamples", &lab_services(None, None)).await.expect("expose");
 
     fake.assert_applies_are_ssa();
@@ -132,8 +133,12 @@ async fn failed_datavolume_and_http_errors_map_to_codes() {
     let err = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect_err("forbidden namespace");
     assert_eq!(err.code(), ErrorCode::KubeForbidden);
 
+    // No KubeVirt (found from discovery; the fake answers a plain-text 404 like a real server):
+    // no VMs exist, and writing one is KubeMissingCrd.
     fake.uninstall("kubevirt.io/v1");
-    let err = t.existing_vms("vmexamples").await.expect_err("no kubevirt");
+    let t = target(&fake, None, TransferMethod::Upload); // a new run: discovery is per run
+    assert!(t.existing_vms("vmexamples").await.expect("no kubevirt: no VMs").is_empty());
+    let err = t.create_vm(&vm, &[]).await.expect_err("no kubevirt");
     assert_eq!(err.code(), ErrorCode::KubeMissingCrd);
 }
 
@@ -178,6 +183,7 @@ async fn expose_falls_back_to_ingress_without_routes() {
     let fake = FakeKube::start("t").await;
     fake.uninstall("route.openshift.io/v1");
     let t = target(&fake, None, TransferMethod::Upload);
+    fake.insert(NS, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmexamples"}}));
     t.expose("move-webapp-vmware", "vmexamples", &lab_services(None, None)).await.expect("expose");
     let reqs = fake.requests();
     assert!(reqs

@@ -34,6 +34,7 @@ pub struct MigrateArgs {
     pub verify: bool,
     pub connections: Option<usize>,
     pub checkpoint_interval: Option<String>,
+    pub force_conflicts: bool,
     pub output: Output,
 }
 
@@ -68,7 +69,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     let _ = std::fs::remove_file(control_path(&status_path));
 
     let source = vmigrate::sources::open_source(&plan.spec.source).await?;
-    let target = vmigrate::targets::open_target(&plan.spec.target).await?;
+    let topts = vmigrate::targets::TargetOptions { force_conflicts: args.force_conflicts };
+    let target = vmigrate::targets::open_target_with(&plan.spec.target, &topts).await?;
     let mode = Mode::pick(args.output);
     let display = progress::display(mode, plan.spec.vms.len());
     let mut opts = ExecutorOptions {
@@ -218,9 +220,10 @@ fn plan_is_running(status: &Path) -> bool {
     }
 }
 
-pub async fn expose(plan_file: &Path) -> Result<ExitCode, Error> {
+pub async fn expose(plan_file: &Path, force_conflicts: bool) -> Result<ExitCode, Error> {
     let plan = Plan::from_file(plan_file)?;
-    let target = vmigrate::targets::open_target(&plan.spec.target).await?;
+    let topts = vmigrate::targets::TargetOptions { force_conflicts };
+    let target = vmigrate::targets::open_target_with(&plan.spec.target, &topts).await?;
     target.expose(&plan.metadata.name, &plan.spec.target_namespace, &plan.spec.services).await?;
     for s in &plan.spec.services {
         match &s.route {

@@ -72,6 +72,10 @@ pub enum Command {
         /// (e.g. `1s`, `500ms`; default 5s). Shorter loses less work on a crash.
         #[arg(long, value_name = "DURATION")]
         checkpoint_interval: Option<String>,
+        /// Take over fields of the target's objects that another field manager owns (without it,
+        /// such a conflict fails naming that manager).
+        #[arg(long)]
+        force_conflicts: bool,
         /// Output: progress bars and a table, or JSON lines (events, then the final status).
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -105,6 +109,9 @@ pub enum Command {
         /// Plan file.
         #[arg(long)]
         plan: PathBuf,
+        /// Take over fields of the Services and Routes that another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
     },
     /// Copy one source VM disk into a device or file: the worker of in-cluster transfer Jobs.
     Transfer(transfer::TransferArgs),
@@ -161,7 +168,17 @@ fn init_tracing(filter: &str) {
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
-        Command::Migrate { plan, status, resume, cutover, verify, connections, checkpoint_interval, output } => {
+        Command::Migrate {
+            plan,
+            status,
+            resume,
+            cutover,
+            verify,
+            connections,
+            checkpoint_interval,
+            force_conflicts,
+            output,
+        } => {
             migrate::migrate(migrate::MigrateArgs {
                 plan_file: plan,
                 status,
@@ -170,13 +187,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 verify,
                 connections,
                 checkpoint_interval,
+                force_conflicts,
                 output,
             })
             .await
         }
         Command::Status { plan, status, output } => migrate::status(plan.as_deref(), status.as_deref(), output),
         Command::Cancel { plan, status, vm } => migrate::cancel(plan.as_deref(), status.as_deref(), vm.as_deref()),
-        Command::Expose { plan } => migrate::expose(&plan).await,
+        Command::Expose { plan, force_conflicts } => migrate::expose(&plan, force_conflicts).await,
         Command::Transfer(args) => transfer::run(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -4,14 +4,23 @@ use std::process::ExitCode;
 
 use vmigrate::core::validate::PlanValidation;
 use vmigrate::core::{Error, Inventory, Plan};
+use vmigrate::TargetCheck;
 
 use super::{Output, EXIT_BLOCKED};
 
 pub async fn run(plan: &Plan, inventory: Option<&Inventory>, output: Output) -> Result<ExitCode, Error> {
-    let result = vmigrate::validate_plan(plan, inventory).await?;
+    let (result, check) = vmigrate::validate_plan_with_target(plan, inventory).await?;
+    let note = match &check {
+        TargetCheck::Checked => format!("target {}: checked (read-only preflight)", plan.spec.target.url),
+        TargetCheck::NotACluster => format!("target {}: a local folder, nothing to check", plan.spec.target.url),
+        TargetCheck::NotChecked(why) => format!("target {}: NOT checked ({why})", plan.spec.target.url),
+    };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&result).expect("validation serializes")),
-        Output::Table => print!("{}", table(&result)),
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&result).expect("validation serializes"));
+            eprintln!("{note}");
+        }
+        Output::Table => println!("{}{note}", table(&result)),
     }
     Ok(if result.blocked() { ExitCode::from(EXIT_BLOCKED) } else { ExitCode::SUCCESS })
 }
