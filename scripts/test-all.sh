@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)
 
 need_apt=()
-for pair in go:golang-go tmux:tmux qemu-img:qemu-utils qemu-nbd:qemu-utils nbdkit:nbdkit nbdcopy:libnbd-bin valgrind:valgrind nginx:nginx-light openssl:openssl curl:curl; do
+for pair in go:golang-go tmux:tmux chromium:chromium qemu-img:qemu-utils qemu-nbd:qemu-utils nbdkit:nbdkit nbdcopy:libnbd-bin valgrind:valgrind nginx:nginx-light openssl:openssl curl:curl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

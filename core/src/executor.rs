@@ -1026,6 +1026,7 @@ impl Executor {
                             let mut st = state.lock().expect("status lock");
                             if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == key) {
                                 d.copied_bytes = snap.done;
+                                d.pass_read_bytes = snap.bytes_read;
                             }
                         }
                         if let Some(sink) = &events {
@@ -1050,6 +1051,7 @@ impl Executor {
                 if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == key) {
                     d.copied_bytes = snap.done;
                     d.transferred_bytes += stats.bytes_written;
+                    d.pass_read_bytes = 0;
                     d.checkpoint = None;
                     d.done = true;
                 }

@@ -102,6 +102,11 @@ pub struct DiskStatus {
     /// Bytes actually transferred over all passes.
     #[serde(default)]
     pub transferred_bytes: u64,
+    /// Bytes read from the source so far in the pass that is running (0 between passes): with
+    /// `transferred_bytes`, what has moved, from which `status --watch` and `serve` compute
+    /// rates a person can believe (the virtual `copied_bytes` jumps over holes).
+    #[serde(default)]
+    pub pass_read_bytes: u64,
     /// Completed.
     #[serde(default)]
     pub done: bool,

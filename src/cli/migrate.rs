@@ -184,7 +184,7 @@ pub fn status(plan_file: Option<&Path>, status: Option<&Path>, output: Output) -
     Ok(ExitCode::SUCCESS)
 }
 
-fn resolve_status(plan_file: Option<&Path>, status: Option<&Path>) -> Result<PathBuf, Error> {
+pub fn resolve_status(plan_file: Option<&Path>, status: Option<&Path>) -> Result<PathBuf, Error> {
     match (status, plan_file) {
         (Some(s), _) => Ok(s.to_path_buf()),
         (None, Some(p)) => Ok(default_status_path(p, &Plan::from_file(p)?)),

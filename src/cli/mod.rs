@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vmigrate::core::{Error, Inventory, Plan};
@@ -13,6 +14,7 @@ mod migrate;
 mod progress;
 mod transfer;
 mod validate;
+mod watch;
 
 /// Exit code when validation blocks at least one VM.
 pub const EXIT_BLOCKED: u8 = 3;
@@ -91,6 +93,22 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Keep the table on screen, redrawn every second, until every VM has ended.
+        #[arg(long, conflicts_with = "output")]
+        watch: bool,
+    },
+    /// Serve a read-only web page of a plan's status (phases, bytes moved, rates, ETA, downtime,
+    /// concerns, event log), from its status file.
+    Serve {
+        /// Plan file (the status file is found next to it).
+        #[arg(long, required_unless_present = "status")]
+        plan: Option<PathBuf>,
+        /// Status file.
+        #[arg(long)]
+        status: Option<PathBuf>,
+        /// Address to listen on (loopback by default: the page has no authentication).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
     },
     /// Ask a running `vmigrate migrate` to cancel the plan or one VM (it cleans up).
     Cancel {
@@ -192,7 +210,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             })
             .await
         }
-        Command::Status { plan, status, output } => migrate::status(plan.as_deref(), status.as_deref(), output),
+        Command::Status { plan, status, output, watch: false } => {
+            migrate::status(plan.as_deref(), status.as_deref(), output)
+        }
+        Command::Status { plan, status, watch: true, .. } => {
+            watch::watch(migrate::resolve_status(plan.as_deref(), status.as_deref())?, Duration::from_secs(1)).await
+        }
+        Command::Serve { plan, status, listen } => {
+            watch::serve(migrate::resolve_status(plan.as_deref(), status.as_deref())?, &listen).await
+        }
         Command::Cancel { plan, status, vm } => migrate::cancel(plan.as_deref(), status.as_deref(), vm.as_deref()),
         Command::Expose { plan, force_conflicts } => migrate::expose(&plan, force_conflicts).await,
         Command::Transfer(args) => transfer::run(args).await,
