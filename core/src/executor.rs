@@ -758,6 +758,7 @@ impl Executor {
                 Ok(())
             })
             .await?;
+            self.drop_pass_snapshots(idx, vm).await?;
         }
         // Precopy loop until cutover.
         let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
@@ -795,6 +796,7 @@ impl Executor {
                 )
                 .await?;
                 self.lock().vms[idx].precopies = n;
+                self.drop_pass_snapshots(idx, vm).await?;
             }
             let mut stopped = None;
             self.phase(idx, Phase::Cutover, cancel, async {
@@ -808,13 +810,14 @@ impl Executor {
                 }
                 let n = self.lock().vms[idx].precopies + 1;
                 self.delta_pass(idx, vm, tvm, &volumes, n, "cutover", cancel).await?;
-                self.remove_our_snapshots(idx, vm).await?;
                 Ok(())
             })
             .await?;
-            return self.finish_vm(idx, tvm, &volumes, stopped, cancel).await;
+            self.finish_vm(idx, tvm, &volumes, stopped, cancel).await?;
+            return self.remove_final_snapshot(idx, vm).await;
         }
-        self.finish_vm(idx, tvm, &volumes, None, cancel).await
+        self.finish_vm(idx, tvm, &volumes, None, cancel).await?;
+        self.remove_final_snapshot(idx, vm).await
     }
 
     async fn snapshot(&self, idx: usize, vm: &Vm, n: u32) -> Result<SnapshotRef> {
@@ -854,6 +857,9 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<()> {
         warm::ensure_incremental(&self.plan, self.target.as_ref())?;
+        // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
+        // normally none is left, but a resumed run may find one.
+        self.remove_our_snapshots(idx, vm).await?;
         let snap = self.snapshot(idx, vm, n).await?;
         let mut changed = BTreeMap::new();
         for disk in &vm.disks {
@@ -867,16 +873,8 @@ impl Executor {
         }
         self.copy_disks(idx, vm, tvm, volumes, Some(&snap), Some(&changed), pass, cancel).await?;
         self.set_change_ids(idx, &snap);
-        // Drop every older snapshot of ours; the new one is the base of the next pass.
-        let older: Vec<SnapshotRef> = {
-            let st = self.lock();
-            st.vms[idx].source_changes.snapshots.iter().filter(|s| s.id != snap.id).cloned().collect()
-        };
-        for s in older {
-            self.source.remove_snapshot(&vm.id, &s).await?;
-            self.lock().vms[idx].source_changes.snapshots.retain(|x| x.id != s.id);
-            self.save_durable()?;
-        }
+        // The change ids are the base of the next pass: durable before the snapshot goes.
+        self.save_durable()?;
         Ok(())
     }
 

@@ -688,3 +688,37 @@ async fn a_delta_pass_into_a_self_importing_volume_fails_instead_of_dropping_cha
     let removed = calls.iter().filter(|c| c.starts_with("remove_snapshot")).count();
     assert_eq!(created, removed, "{calls:?}");
 }
+
+#[tokio::test]
+async fn warm_never_holds_two_snapshots_and_each_pass_starts_from_a_fresh_one() {
+    let size = 4 * MIB;
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(9, size)])]));
+    let tgt = Arc::new(MemTarget::default());
+    let exec = Arc::new(Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), ExecutorOptions::default()));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    let disk = src.disk("vm-1", 2000).try_clone().await.expect("clone");
+    for round in 0..3u8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        disk.write_at(u64::from(round) * MIB + 77, bytes::Bytes::from(vec![0x10 + round; 5000])).await.expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ctl.cutover_now();
+    let st = tokio::time::timeout(Duration::from_secs(20), run).await.expect("ends").expect("join").expect("run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    assert!(st.vms[0].precopies >= 1);
+    assert_eq!(tgt.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+    // Forklift's order: the previous snapshot is removed (consolidated) before the next is taken.
+    let mut live = 0i32;
+    for c in src.calls() {
+        if c.starts_with("create_snapshot") {
+            live += 1;
+            assert_eq!(live, 1, "a snapshot was created while another of ours existed: {:?}", src.calls());
+        } else if c.starts_with("remove_snapshot") {
+            live -= 1;
+        }
+    }
+    assert_eq!(live, 0, "every snapshot removed");
+    assert!(st.vms[0].source_changes.snapshots.is_empty());
+}

@@ -167,3 +167,42 @@ impl Executor {
         Ok(())
     }
 }
+
+impl Executor {
+    /// Remove the cutover snapshot once the target VM exists: consolidating a snapshot can take
+    /// minutes on a busy datastore, and the source VM is off meanwhile, so doing it inside the
+    /// cutover would lengthen the downtime (source off → target VM created) for nothing. The
+    /// data is already on the target, so a failure here leaves the snapshot recorded in the
+    /// status with a warning instead of failing (and cleaning up) a migrated VM.
+    pub(super) async fn remove_final_snapshot(&self, idx: usize, vm: &Vm) -> Result<()> {
+        if let Err(e) = self.remove_our_snapshots(idx, vm).await {
+            tracing::warn!(
+                error = %e.report(),
+                "could not remove the cutover snapshot; the VM is migrated, remove the snapshot at the source by hand"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Executor {
+    /// After a precopy pass (or the first full copy) whose bytes are durably on the target:
+    /// record the change ids durably, then remove the pass's snapshot, waiting for vSphere to
+    /// finish consolidating it. The next pass creates a fresh snapshot and asks for the areas
+    /// changed since the recorded change id (CBT change ids stay valid once their snapshot is
+    /// gone).
+    ///
+    /// Why this order (Forklift's, after MTV-1656): VMware's VDDK guide has backup tools record
+    /// the change ids, delete the snapshot and only then create the next one. Forklift used to
+    /// create the next snapshot first and saw guest file-system corruption on slow datastores,
+    /// where a snapshot was created while the consolidation of the removed one was still
+    /// writing the overlay back into the base disk, so the new snapshot missed those writes.
+    /// Here the removal task (with consolidation) is awaited before any snapshot is created, at
+    /// most one snapshot of ours exists at a time, and none lingers on the running VM during the
+    /// precopy interval (each costs the guest I/O and datastore space). The cutover snapshot is
+    /// kept until the target VM exists ([`remove_final_snapshot`](Self::remove_final_snapshot)).
+    pub(super) async fn drop_pass_snapshots(&self, idx: usize, vm: &Vm) -> Result<()> {
+        self.save_durable()?;
+        self.remove_our_snapshots(idx, vm).await
+    }
+}
