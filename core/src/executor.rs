@@ -822,7 +822,7 @@ impl Executor {
 
     async fn snapshot(&self, idx: usize, vm: &Vm, n: u32) -> Result<SnapshotRef> {
         let name = format!("vmigrate-{}-{}", self.plan.metadata.name, n);
-        let snap = self.source.create_snapshot(&vm.id, &name).await?;
+        let snap = self.create_pass_snapshot(vm, &name).await?;
         self.lock().vms[idx].source_changes.snapshots.push(snap.clone());
         self.save_durable()?;
         Ok(snap)

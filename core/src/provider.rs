@@ -118,6 +118,15 @@ pub trait SourceProvider: Send + Sync + Debug {
         Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
     }
 
+    /// Create a snapshot without memory, quiesced when `quiesce` (VMware Tools flush the guest's
+    /// file systems and run its freeze scripts first: an application-consistent copy).
+    /// Sources without quiescing take a crash-consistent one, as
+    /// [`create_snapshot`](Self::create_snapshot) does.
+    async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
+        let _ = quiesce;
+        self.create_snapshot(vm, name).await
+    }
+
     /// Remove a snapshot we created (consolidating its delta into the base). Missing is success.
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
         let _ = (vm, snapshot);

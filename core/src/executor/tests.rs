@@ -24,6 +24,8 @@ struct MemSource {
     calls: Mutex<Vec<String>>,
     next_snap: AtomicUsize,
     slow_reads: AtomicBool,
+    /// Quiesced snapshots fail (a guest freeze script error).
+    quiesce_fails: AtomicBool,
 }
 
 impl MemSource {
@@ -130,6 +132,13 @@ impl SourceProvider for MemSource {
         }
         self.snaps.lock().expect("lock").insert(id.clone(), content);
         Ok(SnapshotRef { id, name: name.to_string(), change_ids })
+    }
+    async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
+        self.call(format!("quiesce={quiesce} {name}"));
+        if quiesce && self.quiesce_fails.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::VsphereFault, "the guest's freeze script failed"));
+        }
+        self.create_snapshot(vm, name).await
     }
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
         self.call(format!("remove_snapshot {} {}", vm.moref, snapshot.id));
@@ -721,4 +730,25 @@ async fn warm_never_holds_two_snapshots_and_each_pass_starts_from_a_fresh_one() 
     }
     assert_eq!(live, 0, "every snapshot removed");
     assert!(st.vms[0].source_changes.snapshots.is_empty());
+}
+
+#[tokio::test]
+async fn warm_snapshots_are_quiesced_while_tools_run_and_fall_back_to_crash_consistent() {
+    for fails in [false, true] {
+        let size = 2 * MIB;
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(2, size)])]));
+        src.quiesce_fails.store(fails, Ordering::SeqCst);
+        let tgt = Arc::new(MemTarget::default());
+        let opts = ExecutorOptions { cutover_now: true, ..Default::default() };
+        let st = Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), opts).run().await.expect("runs");
+        assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+        assert_eq!(tgt.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+        let calls = src.calls();
+        // The first snapshot (VM running, Tools running) asks for quiescing; the cutover one, of
+        // a VM already off, does not.
+        assert!(calls.contains(&"quiesce=true vmigrate-p-0".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c == "quiesce=true vmigrate-p-1"), "{calls:?}");
+        let created = calls.iter().filter(|c| c.starts_with("create_snapshot")).count();
+        assert_eq!(created, 2, "one snapshot per pass, quiesced or not: {calls:?}");
+    }
 }

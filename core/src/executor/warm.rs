@@ -206,3 +206,34 @@ impl Executor {
         self.remove_our_snapshots(idx, vm).await
     }
 }
+
+impl Executor {
+    /// A pass snapshot: quiesced when the VM runs with VMware Tools (the guest flushes its file
+    /// systems and runs its freeze scripts, so the copy is application-consistent); when
+    /// quiescing fails (no Tools, a freeze script error, a VSS timeout), or the VM is off or has
+    /// no running Tools, a crash-consistent snapshot with a warning — what a power cut would
+    /// leave, which journaling file systems and databases recover from. The cutover snapshot of a
+    /// powered-off VM is consistent either way.
+    pub(super) async fn create_pass_snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotRef> {
+        use crate::model::{PowerState, ToolsStatus};
+        let fresh = self.source.vm(&vm.id).await.unwrap_or_else(|_| vm.clone());
+        if fresh.power_state != PowerState::PoweredOn {
+            return self.source.create_snapshot(&vm.id, name).await;
+        }
+        if fresh.tools_status != ToolsStatus::Running {
+            tracing::warn!(snapshot = name, "VMware Tools are not running: taking a crash-consistent snapshot");
+            return self.source.create_snapshot(&vm.id, name).await;
+        }
+        match self.source.create_snapshot_quiesced(&vm.id, name, true).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.code() == ErrorCode::Cancelled => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    snapshot = name, error = %e.report(),
+                    "quiescing the guest failed: falling back to a crash-consistent snapshot"
+                );
+                self.source.create_snapshot(&vm.id, name).await
+            }
+        }
+    }
+}
