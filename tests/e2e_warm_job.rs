@@ -83,7 +83,13 @@ struct RanJob {
 
 /// Run every new transfer Job as the real worker process, then publish its pod (with the result
 /// file as termination message) and the Job's Complete/Failed condition.
-fn kubelet(fake: FakeKube, pvcs: PathBuf, ran: Arc<Mutex<Vec<RanJob>>>) -> tokio::task::JoinHandle<()> {
+/// Jobs whose name ends with `hold` are never run (a pass that is still going).
+fn kubelet(
+    fake: FakeKube,
+    pvcs: PathBuf,
+    ran: Arc<Mutex<Vec<RanJob>>>,
+    hold: Option<&'static str>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = BTreeSet::new();
         loop {
@@ -95,6 +101,9 @@ fn kubelet(fake: FakeKube, pvcs: PathBuf, ran: Arc<Mutex<Vec<RanJob>>>) -> tokio
                 .collect();
             for path in paths.difference(&seen.clone()) {
                 seen.insert(path.clone());
+                if hold.is_some_and(|h| path.ends_with(h)) {
+                    continue;
+                }
                 let job = fake.get(path).expect("applied job is stored");
                 let fake = fake.clone();
                 let pvcs = pvcs.clone();
@@ -229,7 +238,7 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     let plan = job_plan(&sim, &env, "warm-job", vm_name, true);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone());
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None);
 
     let sets = change_sets();
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
@@ -337,7 +346,7 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     let plan = job_plan(&sim, &env, "cold-job", vm_name, false);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone());
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None);
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
     let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
@@ -350,4 +359,68 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     assert!(!ran[0].args.iter().any(|a| a == "--snapshot" || a == "--changed-since"), "{:?}", ran[0].args);
     let report = ran[0].report.as_ref().expect("report");
     assert_eq!((report.pass.as_str(), report.size), ("full", 4 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_objects() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database_running";
+    let volume = "database-running-disk0";
+    let src = connect(&sim).await;
+    let vm = find_vm(&src, vm_name).await;
+    assert!(!vm.cbt_enabled && vm.power_state == PowerState::PoweredOn);
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("cancel_job");
+    env.export(&sim);
+    let plan = job_plan(&sim, &env, "cancel-job", vm_name, true);
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    // The first precopy's Job never finishes: the cancel arrives while it "runs".
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some("-precopy-1"));
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    // A guest write after the full copy, so the first precopy has something to move.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while ran.lock().expect("lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the full pass ran");
+    scribble(&sim.flat_file(vm_name), &[(1 << 20, 4096)], 0x42);
+    let job = format!("{JOBS}{volume}-precopy-1");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !fake.requests().iter().any(|r| r.method == "PATCH" && r.path == job) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the precopy Job is created");
+    let mid = src.vm(&vm.id).await.expect("vm");
+    assert!(mid.cbt_enabled && mid.snapshots.len() == 1, "mid-pass: CBT on, one snapshot: {mid:?}");
+    ctl.cancel();
+    let st = tokio::time::timeout(Duration::from_secs(60), run).await.expect("ends").expect("join").expect("run");
+    kubelet.abort();
+    assert_eq!(st.vms[0].phase, Phase::Canceled, "{:?}", st.vms[0].error);
+
+    // The source is as it was: no snapshot, CBT off again, still running.
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(after.snapshots.is_empty(), "{:?}", after.snapshots);
+    assert!(!after.cbt_enabled, "CBT we enabled is turned off again");
+    assert_eq!(after.power_state, PowerState::PoweredOn);
+    let sc = &st.vms[0].source_changes;
+    assert!(sc.snapshots.is_empty() && !sc.enabled_cbt && !sc.powered_off, "{sc:?}");
+    // The cluster keeps nothing half-made: Jobs, DataVolumes and the VM are gone.
+    for path in [
+        format!("{JOBS}{volume}-full"),
+        job.clone(),
+        format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{volume}"),
+        format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running"),
+    ] {
+        assert!(fake.get(&path).is_none(), "{path} left behind");
+    }
 }
