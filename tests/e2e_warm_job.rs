@@ -83,12 +83,15 @@ struct RanJob {
 
 /// Run every new transfer Job as the real worker process, then publish its pod (with the result
 /// file as termination message) and the Job's Complete/Failed condition.
-/// Jobs whose name ends with `hold` are never run (a pass that is still going).
+/// Jobs whose name ends with `hold` are never run (a pass that is still going); before a Job
+/// whose name ends with `vanish.0` runs, its snapshot is removed at the source behind vmigrate's
+/// back.
 fn kubelet(
     fake: FakeKube,
     pvcs: PathBuf,
     ran: Arc<Mutex<Vec<RanJob>>>,
     hold: Option<&'static str>,
+    vanish: Option<(&'static str, Arc<vmigrate::vsphere::VsphereSource>)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = BTreeSet::new();
@@ -105,6 +108,14 @@ fn kubelet(
                     continue;
                 }
                 let job = fake.get(path).expect("applied job is stored");
+                if let Some((_, src)) = vanish.as_ref().filter(|v| path.ends_with(v.0)) {
+                    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().expect("args");
+                    let at = args.iter().position(|a| a == "--snapshot").expect("a snapshot pass");
+                    let id = args[at + 1].as_str().expect("id");
+                    let snap = vmigrate::vsphere::soap::MoRef::new("VirtualMachineSnapshot", id.to_string());
+                    let task = src.client().remove_snapshot(&snap).await.expect("remove snapshot");
+                    src.client().wait_task(&task, Duration::from_secs(30)).await.expect("removed");
+                }
                 let fake = fake.clone();
                 let pvcs = pvcs.clone();
                 let path = path.clone();
@@ -163,7 +174,6 @@ fn run_job(fake: &FakeKube, pvcs: &Path, path: &str, job: &Value) -> RanJob {
         json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]})
     };
     fake.play_statuses(path, vec![status]);
-    assert!(out.status.success(), "worker {name} failed: {}", String::from_utf8_lossy(&out.stderr));
     RanJob { name, args, report: serde_json::from_str(&message).ok() }
 }
 
@@ -238,7 +248,7 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     let plan = job_plan(&sim, &env, "warm-job", vm_name, true);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None);
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
 
     let sets = change_sets();
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
@@ -346,7 +356,7 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     let plan = job_plan(&sim, &env, "cold-job", vm_name, false);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None);
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
     let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
@@ -377,7 +387,7 @@ async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_obje
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
     // The first precopy's Job never finishes: the cancel arrives while it "runs".
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some("-precopy-1"));
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some("-precopy-1"), None);
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
     let ctl = exec.controller();
@@ -423,4 +433,43 @@ async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_obje
     ] {
         assert!(fake.get(&path).is_none(), "{path} left behind");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_vanishing_before_its_pass_fails_the_vm_loudly_and_restores_the_source() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database_running";
+    let volume = "database-running-disk0";
+    let src = Arc::new(connect(&sim).await);
+    let vm = find_vm(&src, vm_name).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("vanish_job");
+    env.export(&sim);
+    let plan = job_plan(&sim, &env, "vanish-job", vm_name, true);
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, Some(("-precopy-1", src.clone())));
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while ran.lock().expect("lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the full pass ran");
+    scribble(&sim.flat_file(vm_name), &[(2 << 20, 8192)], 0x24);
+    let st = tokio::time::timeout(Duration::from_secs(90), run).await.expect("ends").expect("join").expect("run");
+    kubelet.abort();
+    let vs = &st.vms[0];
+    assert_eq!(vs.phase, Phase::Failed, "a pass without its snapshot must fail, not complete");
+    let err = vs.error.as_ref().expect("cause");
+    assert!(err.message.contains("precopy-1"), "names the pass: {}", err.message);
+    assert!(fake.get(&format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running")).is_none());
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(after.snapshots.is_empty() && !after.cbt_enabled, "{after:?}");
+    assert_eq!(after.power_state, PowerState::PoweredOn);
 }
