@@ -249,6 +249,13 @@ pub struct TargetPass {
 pub struct PassReport {
     /// The pass name the worker ran (must be the one asked for).
     pub pass: String,
+    /// The snapshot it read (must be the pass's: a report of an earlier attempt at another
+    /// snapshot is stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The change id its areas were changed since (must be the pass's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<String>,
     /// Disk size in bytes.
     pub size: u64,
     /// Changed ranges the pass was given (delta), or `0` for a full pass.

@@ -116,10 +116,23 @@ impl Executor {
             PassReport { pass: pass.to_string(), size: vol.size, ..Default::default() }
         } else {
             let req = TargetPass { name: pass.to_string(), snapshot: snapshot.cloned(), changed_since };
-            tokio::select! {
+            let report = tokio::select! {
                 r = self.target.run_pass(tvm, vol, &req) => r?,
                 _ = cancel.cancelled() => return Err(Error::cancelled()),
+            };
+            // A report of an earlier attempt at this pass (another snapshot, say, before a
+            // crash) says nothing about this one.
+            let asked = (req.snapshot.as_ref().map(|s| s.id.as_str()), req.changed_since.as_deref());
+            if (report.snapshot.as_deref(), report.changed_since.as_deref()) != asked {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "volume {} {pass}: the worker reported snapshot {:?} since {:?}, not {:?} since {:?}",
+                        vol.name, report.snapshot, report.changed_since, asked.0, asked.1
+                    ),
+                ));
             }
+            report
         };
         if report.pass != pass {
             return Err(Error::new(
