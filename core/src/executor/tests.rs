@@ -752,3 +752,117 @@ async fn warm_snapshots_are_quiesced_while_tools_run_and_fall_back_to_crash_cons
         assert_eq!(created, 2, "one snapshot per pass, quiesced or not: {calls:?}");
     }
 }
+
+/// A target that runs every pass itself (like the transfer Job), copying from the in-memory
+/// source's snapshots; `lie` makes its report wrong in one way.
+#[derive(Debug)]
+struct PassTarget {
+    inner: MemTarget,
+    src: Arc<MemSource>,
+    lie: Option<&'static str>,
+    passes: Mutex<Vec<crate::provider::TargetPass>>,
+}
+
+#[async_trait]
+impl TargetProvider for PassTarget {
+    fn kind(&self) -> &'static str {
+        "passes"
+    }
+    fn capabilities(&self) -> crate::provider::TargetCapabilities {
+        crate::provider::TargetCapabilities { incremental: true }
+    }
+    async fn existing_vms(&self, ns: &str) -> Result<Vec<ExistingVm>> {
+        self.inner.existing_vms(ns).await
+    }
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
+        self.inner.prepare_volume(vm, disk).await
+    }
+    async fn open_volume(&self, _vm: &TargetVm, _v: &PreparedVolume) -> Result<VolumeSink> {
+        Ok(VolumeSink::Passes)
+    }
+    async fn run_pass(
+        &self,
+        vm: &TargetVm,
+        v: &PreparedVolume,
+        pass: &crate::provider::TargetPass,
+    ) -> Result<crate::provider::PassReport> {
+        self.passes.lock().expect("lock").push(pass.clone());
+        let disk = vm.source.disks.iter().find(|d| d.key == v.disk_key).expect("disk");
+        let content = match &pass.snapshot {
+            Some(s) => self.src.snaps.lock().expect("lock")[&s.id][&disk.key].clone(),
+            None => self.src.disk(&vm.source.id.moref, disk.key).contents(),
+        };
+        let changed_bytes = match (&pass.snapshot, &pass.changed_since) {
+            (Some(s), Some(since)) => {
+                let areas = self.src.changed_areas(&vm.source.id, disk, s, since, 0).await?;
+                areas.extents.iter().map(|e| e.length).sum()
+            }
+            _ => content.len() as u64,
+        };
+        let vol = self.inner.volumes.lock().expect("lock")[&v.name].clone();
+        vol.write_at(0, bytes::Bytes::from(content.clone())).await?;
+        let mut report = crate::provider::PassReport {
+            pass: pass.name.clone(),
+            snapshot: pass.snapshot.as_ref().map(|s| s.id.clone()),
+            changed_since: pass.changed_since.clone(),
+            size: content.len() as u64,
+            changed_bytes,
+            bytes_read: changed_bytes,
+            bytes_written: changed_bytes,
+            ..Default::default()
+        };
+        match self.lie {
+            Some("snapshot") => report.snapshot = Some("snap-from-an-earlier-attempt".into()),
+            Some("bytes") => report.changed_bytes += BLOCK,
+            Some("pass") => report.pass = "precopy-99".into(),
+            _ => {}
+        }
+        Ok(report)
+    }
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        self.inner.create_vm(vm, volumes).await
+    }
+    async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
+        self.inner.expose(plan, ns, services).await
+    }
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        self.inner.cleanup(vm).await
+    }
+}
+
+#[tokio::test]
+async fn passes_run_by_the_target_are_taken_only_from_a_matching_report() {
+    for lie in [None, Some("snapshot"), Some("bytes"), Some("pass")] {
+        let size = 2 * MIB;
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(6, size)])]));
+        let tgt = Arc::new(PassTarget { inner: MemTarget::default(), src: src.clone(), lie, passes: Mutex::default() });
+        let exec = Arc::new(Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), ExecutorOptions::default()));
+        let ctl = exec.controller();
+        let e2 = exec.clone();
+        let run = tokio::spawn(async move { e2.run().await });
+        // A guest write after the full pass, so the delta passes have something to carry.
+        let disk = src.disk("vm-1", 2000).try_clone().await.expect("clone");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        disk.write_at(MIB + 5, bytes::Bytes::from(vec![0x99; 3000])).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ctl.cutover_now();
+        let st = tokio::time::timeout(Duration::from_secs(20), run).await.expect("ends").expect("join").expect("run");
+        let vs = &st.vms[0];
+        let passes = tgt.passes.lock().expect("lock").clone();
+        assert_eq!(passes[0].name, "full");
+        assert!(passes[0].snapshot.is_some() && passes[0].changed_since.is_none());
+        match lie {
+            None => {
+                assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
+                assert_eq!(tgt.inner.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+                // The write went by a delta pass; a pass with no changed area runs nothing.
+                assert!(passes[1..].iter().all(|p| p.changed_since.is_some() && p.snapshot.is_some()), "{passes:?}");
+                assert!(passes.len() >= 2, "{passes:?}");
+            }
+            Some(how) => {
+                assert_eq!(vs.phase, Phase::Failed, "{how}: a report that does not match must fail the VM");
+                assert!(tgt.inner.vms.lock().expect("lock").is_empty(), "{how}: no VM over a doubtful copy");
+            }
+        }
+    }
+}
