@@ -141,6 +141,8 @@ fn run_job(fake: &FakeKube, pvcs: &Path, path: &str, job: &Value) -> RanJob {
         .iter()
         .map(|a| match a.as_str() {
             "/data/disk.img" => pvc.join("disk.img").display().to_string(),
+            // A Block volume: the test made `block.dev` (a file standing in for the device).
+            "/dev/xvda" => pvc.join("block.dev").display().to_string(),
             "/dev/termination-log" => term.display().to_string(),
             other => other.to_string(),
         })
@@ -470,4 +472,34 @@ async fn a_snapshot_vanishing_before_its_pass_fails_the_vm_loudly_and_restores_t
     let after = src.vm(&vm.id).await.expect("vm");
     assert!(after.snapshots.is_empty() && !after.cbt_enabled, "{after:?}");
     assert_eq!(after.power_state, PowerState::PoweredOn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_job_mode_into_a_block_volume_with_stale_bytes_ends_equal() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database";
+    let volume = "database-disk0";
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    // A Block PVC is not known to be zeroed: the "device" holds stale bytes everywhere, so every
+    // hole of the source must be written as zeroes.
+    std::fs::create_dir_all(pvcs.join(volume)).expect("pvc");
+    let dev = pvcs.join(volume).join("block.dev");
+    std::fs::write(&dev, vec![0x5au8; 4 << 20]).expect("stale device");
+    let env = CredEnv::new("cold_job_block");
+    env.export(&sim);
+    let text = vcsim_plan("cold-block", &sim, &env, "kubevirt://", &[vm_name], false, "    transfer: job\n");
+    assert!(text.contains("volumeMode: Block"));
+    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
+    let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
+    kubelet.abort();
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    let ran = ran.lock().expect("lock").clone();
+    assert!(ran[0].args.windows(2).any(|w| w == ["--target-device", "/dev/xvda"]), "{:?}", ran[0].args);
+    qemu_img_compare_raw(&sim.flat_file(vm_name), &dev).expect("byte-equal, stale bytes overwritten");
 }
