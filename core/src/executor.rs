@@ -948,7 +948,8 @@ impl Executor {
     ) -> Result<()> {
         let span = info_span!("disk", disk = disk.key, volume = %vol.name, pass);
         async {
-            let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
+            // The target first: when it copies by itself (importer, transfer Job) the source
+            // disk is not opened here at all (no local nbdkit for a VDDK source, say).
             let dst = match self.target.open_volume(tvm, vol).await? {
                 VolumeSink::Transport(t) => t,
                 VolumeSink::SelfImport if only.is_some() => return Err(warm::self_import_delta(&vol.name, pass)),
@@ -957,6 +958,7 @@ impl Executor {
                     return self.target_pass(idx, vm, tvm, disk, vol, snapshot, only.as_deref(), pass, cancel).await
                 }
             };
+            let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();
             let resume = if only.is_none() {

@@ -26,6 +26,8 @@ struct MemSource {
     slow_reads: AtomicBool,
     /// Quiesced snapshots fail (a guest freeze script error).
     quiesce_fails: AtomicBool,
+    /// Disks opened for reading.
+    opens: AtomicUsize,
 }
 
 impl MemSource {
@@ -176,6 +178,7 @@ impl SourceProvider for MemSource {
         disk: &Disk,
         snapshot: Option<&SnapshotRef>,
     ) -> Result<Box<dyn BlockTransport>> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
         let t: Box<dyn BlockTransport> = match snapshot {
             Some(s) => {
                 Box::new(MemoryTransport::from_bytes(self.snaps.lock().expect("lock")[&s.id][&disk.key].clone()))
@@ -858,6 +861,8 @@ async fn passes_run_by_the_target_are_taken_only_from_a_matching_report() {
                 // The write went by a delta pass; a pass with no changed area runs nothing.
                 assert!(passes[1..].iter().all(|p| p.changed_since.is_some() && p.snapshot.is_some()), "{passes:?}");
                 assert!(passes.len() >= 2, "{passes:?}");
+                // The target read the disk itself: the executor never opened it.
+                assert_eq!(src.opens.load(Ordering::SeqCst), 0, "the executor opened the source disk");
             }
             Some(how) => {
                 assert_eq!(vs.phase, Phase::Failed, "{how}: a report that does not match must fail the VM");
