@@ -25,6 +25,11 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json summary");
     assert_eq!(summary["size"].as_u64(), Some(disk.capacity_bytes as u64));
+    // The pass report (what a Job's termination message carries) is the printed summary.
+    let report: vmigrate::core::PassReport = serde_json::from_value(summary.clone()).expect("a pass report");
+    assert_eq!((report.pass.as_str(), report.changed_bytes), ("full", disk.capacity_bytes as u64));
+    assert!(report.snapshot.is_none() && report.changed_since.is_none());
+    assert!(!work.path().join("disk.img.full.vmigrate-checkpoint").exists(), "a durable pass leaves no checkpoint");
     let vmdk = ds.join("database/database_1.vmdk");
     let cmp = Command::new("qemu-img").arg("compare").arg(&vmdk).arg(&out).output().expect("qemu-img");
     assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
@@ -39,4 +44,32 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("no disk with key 9999"));
     assert!(!bad.exists());
+
+    // A delta pass needs the snapshot it reads: refused as a usage error, nothing written.
+    let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--changed-since", "52 aa/1", "--disk-key"])
+        .arg(disk.key.to_string())
+        .arg("--target-file")
+        .arg(&bad)
+        .output()
+        .expect("run transfer");
+    assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--snapshot"));
+    assert!(!bad.exists());
+
+    // A result file gets the same report.
+    let result = work.path().join("termination-log");
+    let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--pass", "full", "--disk-key"])
+        .arg(disk.key.to_string())
+        .arg("--target-file")
+        .arg(&out)
+        .arg("--result-file")
+        .arg(&result)
+        .output()
+        .expect("run transfer");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: vmigrate::core::PassReport =
+        serde_json::from_slice(&std::fs::read(&result).expect("result file")).expect("report");
+    assert_eq!(report.size, disk.capacity_bytes as u64);
 }

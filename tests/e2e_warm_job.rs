@@ -83,7 +83,16 @@ struct RanJob {
 
 /// Run every new transfer Job as the real worker process, then publish its pod (with the result
 /// file as termination message) and the Job's Complete/Failed condition.
-fn kubelet(fake: FakeKube, pvcs: PathBuf, ran: Arc<Mutex<Vec<RanJob>>>) -> tokio::task::JoinHandle<()> {
+/// Jobs whose name ends with `hold` are never run (a pass that is still going); before a Job
+/// whose name ends with `vanish.0` runs, its snapshot is removed at the source behind vmigrate's
+/// back.
+fn kubelet(
+    fake: FakeKube,
+    pvcs: PathBuf,
+    ran: Arc<Mutex<Vec<RanJob>>>,
+    hold: Option<&'static str>,
+    vanish: Option<(&'static str, Arc<vmigrate::vsphere::VsphereSource>)>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = BTreeSet::new();
         loop {
@@ -95,7 +104,18 @@ fn kubelet(fake: FakeKube, pvcs: PathBuf, ran: Arc<Mutex<Vec<RanJob>>>) -> tokio
                 .collect();
             for path in paths.difference(&seen.clone()) {
                 seen.insert(path.clone());
+                if hold.is_some_and(|h| path.contains(h)) {
+                    continue;
+                }
                 let job = fake.get(path).expect("applied job is stored");
+                if let Some((_, src)) = vanish.as_ref().filter(|v| path.contains(v.0)) {
+                    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().expect("args");
+                    let at = args.iter().position(|a| a == "--snapshot").expect("a snapshot pass");
+                    let id = args[at + 1].as_str().expect("id");
+                    let snap = vmigrate::vsphere::soap::MoRef::new("VirtualMachineSnapshot", id.to_string());
+                    let task = src.client().remove_snapshot(&snap).await.expect("remove snapshot");
+                    src.client().wait_task(&task, Duration::from_secs(30)).await.expect("removed");
+                }
                 let fake = fake.clone();
                 let pvcs = pvcs.clone();
                 let path = path.clone();
@@ -121,6 +141,8 @@ fn run_job(fake: &FakeKube, pvcs: &Path, path: &str, job: &Value) -> RanJob {
         .iter()
         .map(|a| match a.as_str() {
             "/data/disk.img" => pvc.join("disk.img").display().to_string(),
+            // A Block volume: the test made `block.dev` (a file standing in for the device).
+            "/dev/xvda" => pvc.join("block.dev").display().to_string(),
             "/dev/termination-log" => term.display().to_string(),
             other => other.to_string(),
         })
@@ -154,7 +176,6 @@ fn run_job(fake: &FakeKube, pvcs: &Path, path: &str, job: &Value) -> RanJob {
         json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]})
     };
     fake.play_statuses(path, vec![status]);
-    assert!(out.status.success(), "worker {name} failed: {}", String::from_utf8_lossy(&out.stderr));
     RanJob { name, args, report: serde_json::from_str(&message).ok() }
 }
 
@@ -229,7 +250,7 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     let plan = job_plan(&sim, &env, "warm-job", vm_name, true);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone());
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
 
     let sets = change_sets();
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
@@ -283,19 +304,13 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     // One Job per pass, named after it; each reads a snapshot; deltas carry the change id.
     let ran = ran.lock().expect("lock").clone();
     let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            format!("{volume}-full"),
-            format!("{volume}-precopy-1"),
-            format!("{volume}-precopy-2"),
-            format!("{volume}-cutover")
-        ],
-        "{names:?}"
-    );
+    assert_eq!(names.len(), 4, "{names:?}");
+    for (name, pass) in names.iter().zip(["full", "precopy-1", "precopy-2", "cutover"]) {
+        assert!(name.starts_with(&format!("{volume}-{pass}-")), "{name} is not the {pass} Job");
+    }
     for r in &ran {
         assert!(r.args.iter().any(|a| a == "--snapshot"), "{}: {:?}", r.name, r.args);
-        assert_eq!(r.args.iter().any(|a| a == "--changed-since"), !r.name.ends_with("-full"), "{}", r.name);
+        assert_eq!(r.args.iter().any(|a| a == "--changed-since"), !r.name.contains("-full-"), "{}", r.name);
     }
     // Each delta moved no more than the blocks its writes touched, and at least the writes.
     let br = bytes_read.lock().expect("lock").clone();
@@ -337,7 +352,7 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     let plan = job_plan(&sim, &env, "cold-job", vm_name, false);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone());
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
     let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
@@ -350,4 +365,141 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     assert!(!ran[0].args.iter().any(|a| a == "--snapshot" || a == "--changed-since"), "{:?}", ran[0].args);
     let report = ran[0].report.as_ref().expect("report");
     assert_eq!((report.pass.as_str(), report.size), ("full", 4 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_objects() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database_running";
+    let volume = "database-running-disk0";
+    let src = connect(&sim).await;
+    let vm = find_vm(&src, vm_name).await;
+    assert!(!vm.cbt_enabled && vm.power_state == PowerState::PoweredOn);
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("cancel_job");
+    env.export(&sim);
+    let plan = job_plan(&sim, &env, "cancel-job", vm_name, true);
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    // The first precopy's Job never finishes: the cancel arrives while it "runs".
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some("-precopy-1"), None);
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    // A guest write after the full copy, so the first precopy has something to move.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while ran.lock().expect("lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the full pass ran");
+    scribble(&sim.flat_file(vm_name), &[(1 << 20, 4096)], 0x42);
+    let prefix = format!("{JOBS}{volume}-precopy-1-");
+    let job = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(r) = fake.requests().into_iter().find(|r| r.method == "PATCH" && r.path.starts_with(&prefix)) {
+                return r.path;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the precopy Job is created");
+    let full_job = format!("{JOBS}{}", ran.lock().expect("lock")[0].name);
+    let mid = src.vm(&vm.id).await.expect("vm");
+    assert!(mid.cbt_enabled && mid.snapshots.len() == 1, "mid-pass: CBT on, one snapshot: {mid:?}");
+    ctl.cancel();
+    let st = tokio::time::timeout(Duration::from_secs(60), run).await.expect("ends").expect("join").expect("run");
+    kubelet.abort();
+    assert_eq!(st.vms[0].phase, Phase::Canceled, "{:?}", st.vms[0].error);
+
+    // The source is as it was: no snapshot, CBT off again, still running.
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(after.snapshots.is_empty(), "{:?}", after.snapshots);
+    assert!(!after.cbt_enabled, "CBT we enabled is turned off again");
+    assert_eq!(after.power_state, PowerState::PoweredOn);
+    let sc = &st.vms[0].source_changes;
+    assert!(sc.snapshots.is_empty() && !sc.enabled_cbt && !sc.powered_off, "{sc:?}");
+    // The cluster keeps nothing half-made: Jobs, DataVolumes and the VM are gone.
+    for path in [
+        full_job,
+        job.clone(),
+        format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{volume}"),
+        format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running"),
+    ] {
+        assert!(fake.get(&path).is_none(), "{path} left behind");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_vanishing_before_its_pass_fails_the_vm_loudly_and_restores_the_source() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database_running";
+    let volume = "database-running-disk0";
+    let src = Arc::new(connect(&sim).await);
+    let vm = find_vm(&src, vm_name).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("vanish_job");
+    env.export(&sim);
+    let plan = job_plan(&sim, &env, "vanish-job", vm_name, true);
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, Some(("-precopy-1", src.clone())));
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while ran.lock().expect("lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the full pass ran");
+    scribble(&sim.flat_file(vm_name), &[(2 << 20, 8192)], 0x24);
+    let st = tokio::time::timeout(Duration::from_secs(90), run).await.expect("ends").expect("join").expect("run");
+    kubelet.abort();
+    let vs = &st.vms[0];
+    assert_eq!(vs.phase, Phase::Failed, "a pass without its snapshot must fail, not complete");
+    let err = vs.error.as_ref().expect("cause");
+    assert!(err.message.contains("precopy-1"), "names the pass: {}", err.message);
+    assert!(fake.get(&format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running")).is_none());
+    let after = src.vm(&vm.id).await.expect("vm");
+    assert!(after.snapshots.is_empty() && !after.cbt_enabled, "{after:?}");
+    assert_eq!(after.power_state, PowerState::PoweredOn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_job_mode_into_a_block_volume_with_stale_bytes_ends_equal() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database";
+    let volume = "database-disk0";
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    // A Block PVC is not known to be zeroed: the "device" holds stale bytes everywhere, so every
+    // hole of the source must be written as zeroes.
+    std::fs::create_dir_all(pvcs.join(volume)).expect("pvc");
+    let dev = pvcs.join(volume).join("block.dev");
+    std::fs::write(&dev, vec![0x5au8; 4 << 20]).expect("stale device");
+    let env = CredEnv::new("cold_job_block");
+    env.export(&sim);
+    let text = vcsim_plan("cold-block", &sim, &env, "kubevirt://", &[vm_name], false, "    transfer: job\n");
+    assert!(text.contains("volumeMode: Block"));
+    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let fake = cluster(&[volume]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
+    let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
+    kubelet.abort();
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    let ran = ran.lock().expect("lock").clone();
+    assert!(ran[0].args.windows(2).any(|w| w == ["--target-device", "/dev/xvda"]), "{:?}", ran[0].args);
+    qemu_img_compare_raw(&sim.flat_file(vm_name), &dev).expect("byte-equal, stale bytes overwritten");
 }

@@ -764,6 +764,7 @@ impl Executor {
                 Ok(())
             })
             .await?;
+            self.drop_pass_snapshots(idx, vm).await?;
         }
         // Precopy loop until cutover.
         let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
@@ -801,6 +802,7 @@ impl Executor {
                 )
                 .await?;
                 self.lock().vms[idx].precopies = n;
+                self.drop_pass_snapshots(idx, vm).await?;
             }
             let mut stopped = None;
             self.phase(idx, Phase::Cutover, cancel, async {
@@ -814,18 +816,19 @@ impl Executor {
                 }
                 let n = self.lock().vms[idx].precopies + 1;
                 self.delta_pass(idx, vm, tvm, &volumes, n, "cutover", cancel).await?;
-                self.remove_our_snapshots(idx, vm).await?;
                 Ok(())
             })
             .await?;
-            return self.finish_vm(idx, tvm, &volumes, stopped, cancel).await;
+            self.finish_vm(idx, tvm, &volumes, stopped, cancel).await?;
+            return self.remove_final_snapshot(idx, vm).await;
         }
-        self.finish_vm(idx, tvm, &volumes, None, cancel).await
+        self.finish_vm(idx, tvm, &volumes, None, cancel).await?;
+        self.remove_final_snapshot(idx, vm).await
     }
 
     async fn snapshot(&self, idx: usize, vm: &Vm, n: u32) -> Result<SnapshotRef> {
         let name = format!("vmigrate-{}-{}", self.plan.metadata.name, n);
-        let snap = self.source.create_snapshot(&vm.id, &name).await?;
+        let snap = self.create_pass_snapshot(vm, &name).await?;
         self.lock().vms[idx].source_changes.snapshots.push(snap.clone());
         self.save_durable()?;
         Ok(snap)
@@ -860,6 +863,9 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<()> {
         warm::ensure_incremental(&self.plan, self.target.as_ref())?;
+        // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
+        // normally none is left, but a resumed run may find one.
+        self.remove_our_snapshots(idx, vm).await?;
         let snap = self.snapshot(idx, vm, n).await?;
         let mut changed = BTreeMap::new();
         for disk in &vm.disks {
@@ -873,16 +879,8 @@ impl Executor {
         }
         self.copy_disks(idx, vm, tvm, volumes, Some(&snap), Some(&changed), pass, cancel).await?;
         self.set_change_ids(idx, &snap);
-        // Drop every older snapshot of ours; the new one is the base of the next pass.
-        let older: Vec<SnapshotRef> = {
-            let st = self.lock();
-            st.vms[idx].source_changes.snapshots.iter().filter(|s| s.id != snap.id).cloned().collect()
-        };
-        for s in older {
-            self.source.remove_snapshot(&vm.id, &s).await?;
-            self.lock().vms[idx].source_changes.snapshots.retain(|x| x.id != s.id);
-            self.save_durable()?;
-        }
+        // The change ids are the base of the next pass: durable before the snapshot goes.
+        self.save_durable()?;
         Ok(())
     }
 
@@ -956,7 +954,8 @@ impl Executor {
     ) -> Result<()> {
         let span = info_span!("disk", disk = disk.key, volume = %vol.name, pass);
         async {
-            let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
+            // The target first: when it copies by itself (importer, transfer Job) the source
+            // disk is not opened here at all (no local nbdkit for a VDDK source, say).
             let dst = match self.target.open_volume(tvm, vol).await? {
                 VolumeSink::Transport(t) => t,
                 VolumeSink::SelfImport if only.is_some() => return Err(warm::self_import_delta(&vol.name, pass)),
@@ -965,6 +964,7 @@ impl Executor {
                     return self.target_pass(idx, vm, tvm, disk, vol, snapshot, only.as_deref(), pass, cancel).await
                 }
             };
+            let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();
             let resume = if only.is_none() {

@@ -118,6 +118,15 @@ pub trait SourceProvider: Send + Sync + Debug {
         Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
     }
 
+    /// Create a snapshot without memory, quiesced when `quiesce` (VMware Tools flush the guest's
+    /// file systems and run its freeze scripts first: an application-consistent copy).
+    /// Sources without quiescing take a crash-consistent one, as
+    /// [`create_snapshot`](Self::create_snapshot) does.
+    async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
+        let _ = quiesce;
+        self.create_snapshot(vm, name).await
+    }
+
     /// Remove a snapshot we created (consolidating its delta into the base). Missing is success.
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
         let _ = (vm, snapshot);
@@ -240,6 +249,13 @@ pub struct TargetPass {
 pub struct PassReport {
     /// The pass name the worker ran (must be the one asked for).
     pub pass: String,
+    /// The snapshot it read (must be the pass's: a report of an earlier attempt at another
+    /// snapshot is stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The change id its areas were changed since (must be the pass's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<String>,
     /// Disk size in bytes.
     pub size: u64,
     /// Changed ranges the pass was given (delta), or `0` for a full pass.

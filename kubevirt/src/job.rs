@@ -43,6 +43,31 @@ pub const RESULT_PATH: &str = "/dev/termination-log";
 /// Label carrying the pass name on the Job and its pod.
 pub const LABEL_PASS: &str = "vmigrate.dev/pass";
 
+/// FNV-1a: stable across builds and Rust versions (names must match on a resumed run).
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0u8]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The Job name of a pass: `VOLUME-PASS` for a pass without a snapshot (cold), and
+/// `VOLUME-PASS-XXXXXX` with a hash of the snapshot id and change id for a warm one, so a pass
+/// redone at another snapshot (after a crash) never finds the Job, or the report, of the earlier
+/// attempt; the same pass at the same snapshot finds its own Job again.
+pub fn pass_job_name(volume: &str, pass: &TargetPass) -> String {
+    match &pass.snapshot {
+        None => job_name(volume, &pass.name),
+        Some(s) => {
+            let h = fnv(&[&s.id, pass.changed_since.as_deref().unwrap_or("")]);
+            job_name(volume, &format!("{}-{:06x}", pass.name, h & 0xff_ffff))
+        }
+    }
+}
+
 /// The Job name of one pass over one volume: `VOLUME-PASS`, shortened with a stable hash when
 /// longer than 63 characters (the `job-name` label its pods get must fit a label value).
 pub fn job_name(volume: &str, pass: &str) -> String {
@@ -50,11 +75,7 @@ pub fn job_name(volume: &str, pass: &str) -> String {
     if full.len() <= 63 {
         return full;
     }
-    // FNV-1a: stable across builds and Rust versions (names must match on a resumed run).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in full.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv(&[&full]);
     let tail = format!("-{pass}-{:06x}", h & 0xff_ffff);
     let keep = 63usize.saturating_sub(tail.len());
     let head: String = volume.chars().take(keep).collect();
@@ -144,7 +165,7 @@ pub fn build_transfer_job(
     };
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(volume, &pass.name)),
+            name: Some(pass_job_name(volume, pass)),
             namespace: Some(t.namespace.clone()),
             labels: Some(labels.clone()),
             ..Default::default()
@@ -175,7 +196,8 @@ pub fn build_transfer_job(
 
 #[cfg(test)]
 mod tests {
-    use super::job_name;
+    use super::{job_name, pass_job_name};
+    use vmigrate_core::{SnapshotRef, TargetPass};
 
     #[test]
     fn job_names_carry_the_pass_and_fit_a_label() {
@@ -185,5 +207,18 @@ mod tests {
         assert!(n.len() <= 63 && n.contains("-precopy-12-"), "{n}");
         assert_eq!(n, job_name(&long, "precopy-12"), "stable");
         assert_ne!(n, job_name(&long, "precopy-13"));
+        let snap = |id: &str| Some(SnapshotRef { id: id.into(), name: String::new(), change_ids: Default::default() });
+        let pass = |id: &str, since: Option<&str>| TargetPass {
+            name: "precopy-1".into(),
+            snapshot: snap(id),
+            changed_since: since.map(str::to_string),
+        };
+        let cold = TargetPass { name: "full".into(), snapshot: None, changed_since: None };
+        assert_eq!(pass_job_name("db-disk0", &cold), "db-disk0-full");
+        let a = pass_job_name("db-disk0", &pass("snapshot-1", Some("c1")));
+        assert!(a.starts_with("db-disk0-precopy-1-") && a.len() == "db-disk0-precopy-1-".len() + 6, "{a}");
+        assert_eq!(a, pass_job_name("db-disk0", &pass("snapshot-1", Some("c1"))), "a resumed pass finds its Job");
+        assert_ne!(a, pass_job_name("db-disk0", &pass("snapshot-2", Some("c1"))), "a redone pass gets a new Job");
+        assert_ne!(a, pass_job_name("db-disk0", &pass("snapshot-1", Some("c2"))));
     }
 }

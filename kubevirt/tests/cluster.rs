@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use vmigrate_core::plan::TransferMethod;
 use vmigrate_core::{ErrorCode, Plan, SnapshotRef, TargetPass, TargetProvider, VolumeSink};
 use vmigrate_kubevirt::fake::{FakeKube, FakeUploadProxy};
+use vmigrate_kubevirt::job::pass_job_name;
 use vmigrate_kubevirt::{KubevirtOptions, KubevirtTarget};
 
 const NS: &str = "/api/v1/namespaces/vmexamples";
@@ -218,13 +219,16 @@ async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
     let complete = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
 
     // The full pass at a snapshot: its own Job, the snapshot on the worker's command line.
-    let full_path = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-full";
+    let snap = SnapshotRef { id: "snapshot-7".into(), name: "s".into(), change_ids: Default::default() };
+    let pass = TargetPass { name: "full".into(), snapshot: Some(snap.clone()), changed_since: None };
+    let full_job = pass_job_name("database-disk0", &pass);
+    assert!(full_job.starts_with("database-disk0-full-"), "{full_job}");
+    let full_path = format!("/apis/batch/v1/namespaces/vmexamples/jobs/{full_job}");
+    let full_path = full_path.as_str();
     fake.play_statuses(full_path, vec![json!({"active": 1}), complete.clone()]);
     let report = json!({"pass": "full", "size": 1048576, "ranges": 0, "changedBytes": 1048576,
                         "bytesRead": 524288, "bytesWritten": 524288, "bytesZeroed": 0});
-    worker_pod(&fake, "database-disk0-full", 1, 0, &report.to_string());
-    let snap = SnapshotRef { id: "snapshot-7".into(), name: "s".into(), change_ids: Default::default() };
-    let pass = TargetPass { name: "full".into(), snapshot: Some(snap.clone()), changed_since: None };
+    worker_pod(&fake, &full_job, 1, 0, &report.to_string());
     let got = t.run_pass(&vm, &vol, &pass).await.expect("full pass");
     assert_eq!(got.bytes_read, 524288);
     let reqs = fake.requests();
@@ -248,9 +252,11 @@ async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
 
     // A delta pass is a new Job carrying the change id; a completed Job without a worker report
     // is not a finished pass.
-    let delta_path = "/apis/batch/v1/namespaces/vmexamples/jobs/database-disk0-precopy-1";
-    fake.play_statuses(delta_path, vec![complete.clone()]);
     let delta = TargetPass { name: "precopy-1".into(), snapshot: Some(snap), changed_since: Some("52 aa/3".into()) };
+    let delta_job = pass_job_name("database-disk0", &delta);
+    let delta_path = format!("/apis/batch/v1/namespaces/vmexamples/jobs/{delta_job}");
+    let delta_path = delta_path.as_str();
+    fake.play_statuses(delta_path, vec![complete.clone()]);
     let err = t.run_pass(&vm, &vol, &delta).await.expect_err("no report, no success");
     assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
     assert!(err.to_string().contains("no worker pod reported"), "{err}");
@@ -264,7 +270,7 @@ async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
         .collect();
     assert!(args.windows(2).any(|w| w == ["--changed-since", "52 aa/3"]), "{args:?}");
     // A report of another pass is refused too.
-    worker_pod(&fake, "database-disk0-precopy-1", 1, 0, &report.to_string());
+    worker_pod(&fake, &delta_job, 1, 0, &report.to_string());
     let err = t.run_pass(&vm, &vol, &delta).await.expect_err("wrong pass");
     assert!(err.to_string().contains("not \"precopy-1\""), "{err}");
 

@@ -191,6 +191,8 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
     let stats = engine::copy(src.as_ref(), target.as_ref(), &opts, &ctl).await?;
     let report = PassReport {
         pass: args.pass.clone(),
+        snapshot: args.snapshot.clone(),
+        changed_since: args.changed_since.clone(),
         size: src.size(),
         ranges: only.as_ref().map_or(0, |o| o.len() as u64),
         changed_bytes: only.as_ref().map_or(src.size(), |o| o.iter().map(|e| e.length).sum()),

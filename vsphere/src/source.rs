@@ -1020,7 +1020,11 @@ impl SourceProvider for VsphereSource {
     }
 
     async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
-        let task = self.client.create_snapshot(&vm_ref(vm), name, "created by vmigrate", false).await?;
+        self.create_snapshot_quiesced(vm, name, false).await
+    }
+
+    async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
+        let task = self.client.create_snapshot(&vm_ref(vm), name, "created by vmigrate", quiesce).await?;
         let result = self.client.wait_task(&task, TASK_TIMEOUT).await?;
         let snap = result.as_ref().and_then(MoRef::from_element).ok_or_else(|| {
             Error::from(VsphereError::Malformed {

@@ -24,6 +24,10 @@ struct MemSource {
     calls: Mutex<Vec<String>>,
     next_snap: AtomicUsize,
     slow_reads: AtomicBool,
+    /// Quiesced snapshots fail (a guest freeze script error).
+    quiesce_fails: AtomicBool,
+    /// Disks opened for reading.
+    opens: AtomicUsize,
 }
 
 impl MemSource {
@@ -131,6 +135,13 @@ impl SourceProvider for MemSource {
         self.snaps.lock().expect("lock").insert(id.clone(), content);
         Ok(SnapshotRef { id, name: name.to_string(), change_ids })
     }
+    async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
+        self.call(format!("quiesce={quiesce} {name}"));
+        if quiesce && self.quiesce_fails.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::VsphereFault, "the guest's freeze script failed"));
+        }
+        self.create_snapshot(vm, name).await
+    }
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
         self.call(format!("remove_snapshot {} {}", vm.moref, snapshot.id));
         Ok(())
@@ -167,6 +178,7 @@ impl SourceProvider for MemSource {
         disk: &Disk,
         snapshot: Option<&SnapshotRef>,
     ) -> Result<Box<dyn BlockTransport>> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
         let t: Box<dyn BlockTransport> = match snapshot {
             Some(s) => {
                 Box::new(MemoryTransport::from_bytes(self.snaps.lock().expect("lock")[&s.id][&disk.key].clone()))
@@ -687,4 +699,175 @@ async fn a_delta_pass_into_a_self_importing_volume_fails_instead_of_dropping_cha
     let created = calls.iter().filter(|c| c.starts_with("create_snapshot")).count();
     let removed = calls.iter().filter(|c| c.starts_with("remove_snapshot")).count();
     assert_eq!(created, removed, "{calls:?}");
+}
+
+#[tokio::test]
+async fn warm_never_holds_two_snapshots_and_each_pass_starts_from_a_fresh_one() {
+    let size = 4 * MIB;
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(9, size)])]));
+    let tgt = Arc::new(MemTarget::default());
+    let exec = Arc::new(Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), ExecutorOptions::default()));
+    let ctl = exec.controller();
+    let e2 = exec.clone();
+    let run = tokio::spawn(async move { e2.run().await });
+    let disk = src.disk("vm-1", 2000).try_clone().await.expect("clone");
+    for round in 0..3u8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        disk.write_at(u64::from(round) * MIB + 77, bytes::Bytes::from(vec![0x10 + round; 5000])).await.expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ctl.cutover_now();
+    let st = tokio::time::timeout(Duration::from_secs(20), run).await.expect("ends").expect("join").expect("run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    assert!(st.vms[0].precopies >= 1);
+    assert_eq!(tgt.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+    // Forklift's order: the previous snapshot is removed (consolidated) before the next is taken.
+    let mut live = 0i32;
+    for c in src.calls() {
+        if c.starts_with("create_snapshot") {
+            live += 1;
+            assert_eq!(live, 1, "a snapshot was created while another of ours existed: {:?}", src.calls());
+        } else if c.starts_with("remove_snapshot") {
+            live -= 1;
+        }
+    }
+    assert_eq!(live, 0, "every snapshot removed");
+    assert!(st.vms[0].source_changes.snapshots.is_empty());
+}
+
+#[tokio::test]
+async fn warm_snapshots_are_quiesced_while_tools_run_and_fall_back_to_crash_consistent() {
+    for fails in [false, true] {
+        let size = 2 * MIB;
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(2, size)])]));
+        src.quiesce_fails.store(fails, Ordering::SeqCst);
+        let tgt = Arc::new(MemTarget::default());
+        let opts = ExecutorOptions { cutover_now: true, ..Default::default() };
+        let st = Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), opts).run().await.expect("runs");
+        assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+        assert_eq!(tgt.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+        let calls = src.calls();
+        // The first snapshot (VM running, Tools running) asks for quiescing; the cutover one, of
+        // a VM already off, does not.
+        assert!(calls.contains(&"quiesce=true vmigrate-p-0".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c == "quiesce=true vmigrate-p-1"), "{calls:?}");
+        let created = calls.iter().filter(|c| c.starts_with("create_snapshot")).count();
+        assert_eq!(created, 2, "one snapshot per pass, quiesced or not: {calls:?}");
+    }
+}
+
+/// A target that runs every pass itself (like the transfer Job), copying from the in-memory
+/// source's snapshots; `lie` makes its report wrong in one way.
+#[derive(Debug)]
+struct PassTarget {
+    inner: MemTarget,
+    src: Arc<MemSource>,
+    lie: Option<&'static str>,
+    passes: Mutex<Vec<crate::provider::TargetPass>>,
+}
+
+#[async_trait]
+impl TargetProvider for PassTarget {
+    fn kind(&self) -> &'static str {
+        "passes"
+    }
+    fn capabilities(&self) -> crate::provider::TargetCapabilities {
+        crate::provider::TargetCapabilities { incremental: true }
+    }
+    async fn existing_vms(&self, ns: &str) -> Result<Vec<ExistingVm>> {
+        self.inner.existing_vms(ns).await
+    }
+    async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
+        self.inner.prepare_volume(vm, disk).await
+    }
+    async fn open_volume(&self, _vm: &TargetVm, _v: &PreparedVolume) -> Result<VolumeSink> {
+        Ok(VolumeSink::Passes)
+    }
+    async fn run_pass(
+        &self,
+        vm: &TargetVm,
+        v: &PreparedVolume,
+        pass: &crate::provider::TargetPass,
+    ) -> Result<crate::provider::PassReport> {
+        self.passes.lock().expect("lock").push(pass.clone());
+        let disk = vm.source.disks.iter().find(|d| d.key == v.disk_key).expect("disk");
+        let content = match &pass.snapshot {
+            Some(s) => self.src.snaps.lock().expect("lock")[&s.id][&disk.key].clone(),
+            None => self.src.disk(&vm.source.id.moref, disk.key).contents(),
+        };
+        let changed_bytes = match (&pass.snapshot, &pass.changed_since) {
+            (Some(s), Some(since)) => {
+                let areas = self.src.changed_areas(&vm.source.id, disk, s, since, 0).await?;
+                areas.extents.iter().map(|e| e.length).sum()
+            }
+            _ => content.len() as u64,
+        };
+        let vol = self.inner.volumes.lock().expect("lock")[&v.name].clone();
+        vol.write_at(0, bytes::Bytes::from(content.clone())).await?;
+        let mut report = crate::provider::PassReport {
+            pass: pass.name.clone(),
+            snapshot: pass.snapshot.as_ref().map(|s| s.id.clone()),
+            changed_since: pass.changed_since.clone(),
+            size: content.len() as u64,
+            changed_bytes,
+            bytes_read: changed_bytes,
+            bytes_written: changed_bytes,
+            ..Default::default()
+        };
+        match self.lie {
+            Some("snapshot") => report.snapshot = Some("snap-from-an-earlier-attempt".into()),
+            Some("bytes") => report.changed_bytes += BLOCK,
+            Some("pass") => report.pass = "precopy-99".into(),
+            _ => {}
+        }
+        Ok(report)
+    }
+    async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
+        self.inner.create_vm(vm, volumes).await
+    }
+    async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
+        self.inner.expose(plan, ns, services).await
+    }
+    async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
+        self.inner.cleanup(vm).await
+    }
+}
+
+#[tokio::test]
+async fn passes_run_by_the_target_are_taken_only_from_a_matching_report() {
+    for lie in [None, Some("snapshot"), Some("bytes"), Some("pass")] {
+        let size = 2 * MIB;
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[size]), vec![content(6, size)])]));
+        let tgt = Arc::new(PassTarget { inner: MemTarget::default(), src: src.clone(), lie, passes: Mutex::default() });
+        let exec = Arc::new(Executor::new(plan(&["vm1"], true), src.clone(), tgt.clone(), ExecutorOptions::default()));
+        let ctl = exec.controller();
+        let e2 = exec.clone();
+        let run = tokio::spawn(async move { e2.run().await });
+        // A guest write after the full pass, so the delta passes have something to carry.
+        let disk = src.disk("vm-1", 2000).try_clone().await.expect("clone");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        disk.write_at(MIB + 5, bytes::Bytes::from(vec![0x99; 3000])).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ctl.cutover_now();
+        let st = tokio::time::timeout(Duration::from_secs(20), run).await.expect("ends").expect("join").expect("run");
+        let vs = &st.vms[0];
+        let passes = tgt.passes.lock().expect("lock").clone();
+        assert_eq!(passes[0].name, "full");
+        assert!(passes[0].snapshot.is_some() && passes[0].changed_since.is_none());
+        match lie {
+            None => {
+                assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
+                assert_eq!(tgt.inner.volume("vm1-disk2000"), src.disk("vm-1", 2000).contents());
+                // The write went by a delta pass; a pass with no changed area runs nothing.
+                assert!(passes[1..].iter().all(|p| p.changed_since.is_some() && p.snapshot.is_some()), "{passes:?}");
+                assert!(passes.len() >= 2, "{passes:?}");
+                // The target read the disk itself: the executor never opened it.
+                assert_eq!(src.opens.load(Ordering::SeqCst), 0, "the executor opened the source disk");
+            }
+            Some(how) => {
+                assert_eq!(vs.phase, Phase::Failed, "{how}: a report that does not match must fail the VM");
+                assert!(tgt.inner.vms.lock().expect("lock").is_empty(), "{how}: no VM over a doubtful copy");
+            }
+        }
+    }
 }

@@ -116,10 +116,23 @@ impl Executor {
             PassReport { pass: pass.to_string(), size: vol.size, ..Default::default() }
         } else {
             let req = TargetPass { name: pass.to_string(), snapshot: snapshot.cloned(), changed_since };
-            tokio::select! {
+            let report = tokio::select! {
                 r = self.target.run_pass(tvm, vol, &req) => r?,
                 _ = cancel.cancelled() => return Err(Error::cancelled()),
+            };
+            // A report of an earlier attempt at this pass (another snapshot, say, before a
+            // crash) says nothing about this one.
+            let asked = (req.snapshot.as_ref().map(|s| s.id.as_str()), req.changed_since.as_deref());
+            if (report.snapshot.as_deref(), report.changed_since.as_deref()) != asked {
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "volume {} {pass}: the worker reported snapshot {:?} since {:?}, not {:?} since {:?}",
+                        vol.name, report.snapshot, report.changed_since, asked.0, asked.1
+                    ),
+                ));
             }
+            report
         };
         if report.pass != pass {
             return Err(Error::new(
@@ -171,5 +184,75 @@ impl Executor {
         });
         self.save(true)?;
         Ok(())
+    }
+}
+
+impl Executor {
+    /// Remove the cutover snapshot once the target VM exists: consolidating a snapshot can take
+    /// minutes on a busy datastore, and the source VM is off meanwhile, so doing it inside the
+    /// cutover would lengthen the downtime (source off → target VM created) for nothing. The
+    /// data is already on the target, so a failure here leaves the snapshot recorded in the
+    /// status with a warning instead of failing (and cleaning up) a migrated VM.
+    pub(super) async fn remove_final_snapshot(&self, idx: usize, vm: &Vm) -> Result<()> {
+        if let Err(e) = self.remove_our_snapshots(idx, vm).await {
+            tracing::warn!(
+                error = %e.report(),
+                "could not remove the cutover snapshot; the VM is migrated, remove the snapshot at the source by hand"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Executor {
+    /// After a precopy pass (or the first full copy) whose bytes are durably on the target:
+    /// record the change ids durably, then remove the pass's snapshot, waiting for vSphere to
+    /// finish consolidating it. The next pass creates a fresh snapshot and asks for the areas
+    /// changed since the recorded change id (CBT change ids stay valid once their snapshot is
+    /// gone).
+    ///
+    /// Why this order (Forklift's, after MTV-1656): VMware's VDDK guide has backup tools record
+    /// the change ids, delete the snapshot and only then create the next one. Forklift used to
+    /// create the next snapshot first and saw guest file-system corruption on slow datastores,
+    /// where a snapshot was created while the consolidation of the removed one was still
+    /// writing the overlay back into the base disk, so the new snapshot missed those writes.
+    /// Here the removal task (with consolidation) is awaited before any snapshot is created, at
+    /// most one snapshot of ours exists at a time, and none lingers on the running VM during the
+    /// precopy interval (each costs the guest I/O and datastore space). The cutover snapshot is
+    /// kept until the target VM exists ([`remove_final_snapshot`](Self::remove_final_snapshot)).
+    pub(super) async fn drop_pass_snapshots(&self, idx: usize, vm: &Vm) -> Result<()> {
+        self.save_durable()?;
+        self.remove_our_snapshots(idx, vm).await
+    }
+}
+
+impl Executor {
+    /// A pass snapshot: quiesced when the VM runs with VMware Tools (the guest flushes its file
+    /// systems and runs its freeze scripts, so the copy is application-consistent); when
+    /// quiescing fails (no Tools, a freeze script error, a VSS timeout), or the VM is off or has
+    /// no running Tools, a crash-consistent snapshot with a warning — what a power cut would
+    /// leave, which journaling file systems and databases recover from. The cutover snapshot of a
+    /// powered-off VM is consistent either way.
+    pub(super) async fn create_pass_snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotRef> {
+        use crate::model::{PowerState, ToolsStatus};
+        let fresh = self.source.vm(&vm.id).await.unwrap_or_else(|_| vm.clone());
+        if fresh.power_state != PowerState::PoweredOn {
+            return self.source.create_snapshot(&vm.id, name).await;
+        }
+        if fresh.tools_status != ToolsStatus::Running {
+            tracing::warn!(snapshot = name, "VMware Tools are not running: taking a crash-consistent snapshot");
+            return self.source.create_snapshot(&vm.id, name).await;
+        }
+        match self.source.create_snapshot_quiesced(&vm.id, name, true).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.code() == ErrorCode::Cancelled => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    snapshot = name, error = %e.report(),
+                    "quiescing the guest failed: falling back to a crash-consistent snapshot"
+                );
+                self.source.create_snapshot(&vm.id, name).await
+            }
+        }
     }
 }
