@@ -5,7 +5,6 @@
 //! target specs; this is the layer every front end needs on top, written once so a checkpoint
 //! left by the CLI resumes from Python and the other way round.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -241,19 +240,9 @@ pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
 /// # Errors
 /// I/O errors writing, syncing or renaming.
 pub fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    let bytes = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    // Exclusive, no link followed, 0600 (vmigrate_core::safe_fs).
+    vmigrate_core::safe_fs::write_atomic(path, &vmigrate_core::safe_fs::tmp_name(path), &bytes, true)
 }
 
 #[cfg(test)]

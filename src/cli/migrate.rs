@@ -47,11 +47,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
         ));
     }
     // One executor per plan: a second `migrate` only forwards a cutover request.
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(&status_path))
+    let lock_file = vmigrate::core::safe_fs::open_own_file(&lock_path(&status_path))
         .map_err(|e| Error::io(format!("opening lock file {}", lock_path(&status_path).display()), e))?;
     if lock_file.try_lock().is_err() {
         if args.cutover_now {
