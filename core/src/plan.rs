@@ -557,6 +557,11 @@ impl Plan {
             if vm.name.is_none() && vm.id.is_none() {
                 return bad(format!("spec.vms[{i}] needs a name or an id"));
             }
+            for (field, v) in [("name", &vm.name), ("id", &vm.id)] {
+                if let Some(v) = v {
+                    check_name(v, &format!("spec.vms[{i}].{field}"))?;
+                }
+            }
             if !seen.insert(vm.display().to_string()) {
                 return bad(format!("spec.vms[{i}]: VM {:?} is listed twice", vm.display()));
             }
@@ -661,6 +666,28 @@ impl Plan {
     pub fn network_for(&self, network: &str, id: Option<&str>) -> Option<&NetworkDestination> {
         self.spec.network_map.iter().find(|m| m.source.matches(network, id)).map(|m| &m.destination)
     }
+}
+
+/// Longest VM name or id accepted (vSphere allows 80 characters; VMX files anything).
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// A VM name or id from a plan, a VMX or an inventory: at most [`MAX_NAME_LEN`] bytes, no
+/// control characters (NUL, terminal escapes). The error quotes only the start of the name.
+///
+/// # Errors
+/// [`ErrorCode::PlanInvalid`] naming `at`.
+pub fn check_name(name: &str, at: &str) -> Result<()> {
+    let start: String = name.chars().take(40).collect::<String>().escape_debug().to_string();
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::new(
+            ErrorCode::PlanInvalid,
+            format!("{at} is {} bytes long (at most {MAX_NAME_LEN}): \"{start}...\"", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::new(ErrorCode::PlanInvalid, format!("{at} \"{start}\" holds control characters")));
+    }
+    Ok(())
 }
 
 fn check_hook(hook: &HookSpec, at: &str) -> Result<()> {

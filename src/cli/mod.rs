@@ -11,6 +11,7 @@ mod demo;
 mod inventory;
 mod migrate;
 mod progress;
+mod text;
 mod transfer;
 mod validate;
 

@@ -63,6 +63,7 @@ pub fn sink(mode: Mode, total_vms: usize) -> EventSink {
 }
 
 fn plain(st: &mut State, e: &Event) {
+    let e = &super::text::safe_event(e);
     match e {
         Event::Plan { summary, .. } => eprintln!("plan: {summary}"),
         Event::Phase { vm, phase } => eprintln!("{vm}: {phase:?}"),
@@ -91,6 +92,7 @@ fn plain(st: &mut State, e: &Event) {
 }
 
 fn bars(st: &mut State, e: &Event) {
+    let e = &super::text::safe_event(e);
     match e {
         Event::Plan { migrated, summary, .. } => {
             if let Some(pb) = &st.overall {
