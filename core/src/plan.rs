@@ -126,12 +126,16 @@ impl CredentialsRef {
     /// Read the variables. Missing or empty variables are a typed error naming the variable,
     /// never its value.
     pub fn resolve(&self) -> Result<Credentials> {
-        let get = |name: &str| {
+        let get = |name: &str, shown: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                Error::new(ErrorCode::CredentialsMissing, format!("environment variable {name} is not set"))
+                Error::new(ErrorCode::CredentialsMissing, format!("environment variable {shown} is not set"))
             })
         };
-        Ok(Credentials { username: get(&self.username_env)?, password: get(&self.password_env)? })
+        // The password variable's name is never echoed: people put the password itself there by
+        // mistake, and this message goes to terminals and logs.
+        let username = get(&self.username_env, &self.username_env)?;
+        let password = get(&self.password_env, "named by credentials.passwordEnv (name not shown)")?;
+        Ok(Credentials { username, password })
     }
 }
 
@@ -745,6 +749,15 @@ spec:
       ports: [{ protocol: TCP, port: 3306, targetPort: 3306 }]
   hooks: []
 "#;
+
+    /// Issue 14 item 16: a password put in `passwordEnv` by mistake is not echoed.
+    #[test]
+    fn a_password_in_password_env_is_not_echoed() {
+        let r = CredentialsRef { username_env: "PATH".into(), password_env: "hunter2-Secret!".into() };
+        let e = r.resolve().expect_err("no such variable");
+        assert_eq!(e.code(), ErrorCode::CredentialsMissing);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn lab_plan_parses_as_written() {

@@ -58,8 +58,9 @@ fn credentials(args: &InventoryArgs) -> Result<Credentials, Error> {
             )
         })?;
     let password = match &args.password_env {
+        // The name is not echoed: it may be the password, given by mistake.
         Some(var) => env_nonempty(var).ok_or_else(|| {
-            Error::new(ErrorCode::CredentialsMissing, format!("environment variable {var} is not set"))
+            Error::new(ErrorCode::CredentialsMissing, "the environment variable named by --password-env is not set")
         })?,
         None => {
             env_nonempty("VMIGRATE_SOURCE_PASSWORD").or_else(|| env_nonempty("GOVC_PASSWORD")).ok_or_else(|| {
