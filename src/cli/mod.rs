@@ -146,7 +146,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vmigrate: error[{}]: {}", e.code().name(), e.report());
-            ExitCode::FAILURE
+            // Cancelled (Ctrl-C) has its own exit code, as documented, whichever command it hit.
+            if e.code() == vmigrate::core::ErrorCode::Cancelled {
+                ExitCode::from(EXIT_CANCELED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
