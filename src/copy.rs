@@ -5,7 +5,6 @@
 //! target specs; this is the layer every front end needs on top, written once so a checkpoint
 //! left by the CLI resumes from Python and the other way round.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -98,6 +97,11 @@ pub struct PreparedCopy {
     /// Whether a checkpoint was found and the copy resumes.
     pub resumed: bool,
     checkpoint: Option<PathBuf>,
+    /// What the source is ([`source_identity`]), stored in the checkpoint file.
+    identity: String,
+    /// The target file this copy created (or replaced): removed when the copy fails and no
+    /// checkpoint could resume it, so no partial output is left looking like a disk.
+    created: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PreparedCopy {
@@ -114,8 +118,9 @@ impl std::fmt::Debug for PreparedCopy {
 /// whatever opening the target gives.
 pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyRequest) -> Result<PreparedCopy> {
     req.check()?;
+    let identity = source_identity(source.as_ref());
     let resume = match &req.checkpoint {
-        Some(p) => load_checkpoint(p)?,
+        Some(p) => load_checkpoint_for(p, &identity)?,
         None => None,
     };
     // Resuming writes into the existing target; a fresh copy creates it sparse.
@@ -141,6 +146,8 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
         }
     }
     let create_size = if resume.is_some() && existing_file { None } else { Some(source.size()) };
+    let created = (is_file && create_size.is_some() && existing.as_ref().is_none_or(|m| m.file_type().is_file()))
+        .then(|| PathBuf::from(dst));
     let target = open_transport(dst, Role::Target { create_size }).await?;
     // An NBD target (or a file that appeared meanwhile) is compared once open: opening an NBD
     // export changes nothing.
@@ -154,7 +161,15 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
         copy_file_range: req.copy_file_range,
         ..Default::default()
     };
-    Ok(PreparedCopy { source, target, options, resumed: resume.is_some(), checkpoint: req.checkpoint.clone() })
+    Ok(PreparedCopy {
+        source,
+        target,
+        options,
+        resumed: resume.is_some(),
+        checkpoint: req.checkpoint.clone(),
+        identity,
+        created,
+    })
 }
 
 /// `stat` of a file target (following symlinks, as opening it would), `None` when it does not
@@ -207,8 +222,9 @@ impl PreparedCopy {
     pub async fn run(&self, mut ctl: CopyControl) -> Result<CopyStats> {
         if let Some(path) = self.checkpoint.clone() {
             let chained = ctl.on_checkpoint.take();
+            let identity = self.identity.clone();
             ctl.on_checkpoint = Some(Arc::new(move |cp: &Checkpoint| {
-                if let Err(e) = save_checkpoint(&path, cp) {
+                if let Err(e) = save_checkpoint_for(&path, cp, &identity) {
                     tracing::warn!(path = %path.display(), error = %e, "could not save checkpoint");
                 }
                 if let Some(next) = &chained {
@@ -216,8 +232,78 @@ impl PreparedCopy {
                 }
             }));
         }
-        engine::copy(self.source.as_ref(), self.target.as_ref(), &self.options, &ctl).await
+        let result = engine::copy(self.source.as_ref(), self.target.as_ref(), &self.options, &ctl).await;
+        if let (Ok(_), Some(path)) = (&result, &self.checkpoint) {
+            // Done: a checkpoint left behind would make a later run with a changed source skip
+            // everything and leave a stale target.
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove the checkpoint");
+                }
+            }
+        }
+        if result.is_err() && self.checkpoint.is_none() {
+            if let Some(path) = &self.created {
+                // Nothing can resume it: a partial output would only look like a disk.
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove the partial target");
+                }
+            }
+        }
+        result
     }
+}
+
+/// What a checkpoint is bound to: every file, device or export behind the source (device and
+/// inode, NBD server and export), its size, and for a plain file its modification time. A
+/// checkpoint of another source, or of this one changed since, is refused.
+pub fn source_identity(source: &dyn BlockTransport) -> String {
+    let mut parts: Vec<String> = source.backing().iter().map(|b| format!("{b:?}")).collect();
+    parts.sort();
+    parts.push(format!("size={}", source.size()));
+    if let Some(f) = source.as_file() {
+        if let Ok(m) = std::fs::metadata(f.path()) {
+            use std::os::unix::fs::MetadataExt;
+            parts.push(format!("mtime={}.{:09}", m.mtime(), m.mtime_nsec()));
+        }
+    }
+    parts.join(";")
+}
+
+/// [`load_checkpoint`], refusing one saved for another source identity
+/// ([`source_identity`]). A checkpoint without an identity (older vmigrate) is accepted.
+///
+/// # Errors
+/// [`ErrorCode::Checkpoint`] for another source; as [`load_checkpoint`].
+pub fn load_checkpoint_for(path: &Path, identity: &str) -> Result<Option<Checkpoint>> {
+    let Some(cp) = load_checkpoint(path)? else { return Ok(None) };
+    let saved = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_owned));
+    match saved {
+        Some(s) if s != identity => Err(Error::new(
+            ErrorCode::Checkpoint,
+            format!(
+                "checkpoint {} was made for another source, or the source changed since (was {s}, now {identity}); remove it to start over",
+                path.display()
+            ),
+        )),
+        _ => Ok(Some(cp)),
+    }
+}
+
+/// [`save_checkpoint`] with the source identity stored next to the engine's fields.
+///
+/// # Errors
+/// As [`save_checkpoint`].
+pub fn save_checkpoint_for(path: &Path, cp: &Checkpoint, identity: &str) -> std::io::Result<()> {
+    let mut v = serde_json::to_value(cp).map_err(std::io::Error::other)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("source".into(), serde_json::Value::String(identity.to_owned()));
+    }
+    let bytes = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
+    vmigrate_core::safe_fs::write_atomic(path, &vmigrate_core::safe_fs::tmp_name(path), &bytes, true)
 }
 
 /// Read a checkpoint file; a missing or empty file means "start from the beginning".
@@ -241,24 +327,48 @@ pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
 /// # Errors
 /// I/O errors writing, syncing or renaming.
 pub fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    let bytes = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    // Exclusive, no link followed, 0600 (vmigrate_core::safe_fs).
+    vmigrate_core::safe_fs::write_atomic(path, &vmigrate_core::safe_fs::tmp_name(path), &bytes, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14 item 6: a checkpoint is bound to its source: another file of the same size, or
+    /// the same file modified since, does not resume from it.
+    #[tokio::test]
+    async fn checkpoints_are_bound_to_the_source_identity() {
+        use vmigrate_core::file::{FileOptions, FileTransport};
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b, cp_path) = (dir.path().join("a.raw"), dir.path().join("b.raw"), dir.path().join("cp"));
+        std::fs::write(&a, vec![1u8; 1 << 20]).expect("a");
+        std::fs::write(&b, vec![2u8; 1 << 20]).expect("b");
+        let open = |p: &Path| {
+            let p = p.to_path_buf();
+            async move { FileTransport::open(&p, FileOptions::default()).await.expect("open") }
+        };
+        let id_a = source_identity(&open(&a).await);
+        let id_b = source_identity(&open(&b).await);
+        assert_ne!(id_a, id_b, "two files of one size");
+        let cp = Checkpoint {
+            version: 1,
+            source_size: 1 << 20,
+            work_unit: 1 << 20,
+            fingerprint: "f".into(),
+            done: vec![[0, 1]],
+        };
+        save_checkpoint_for(&cp_path, &cp, &id_a).expect("save");
+        assert_eq!(load_checkpoint_for(&cp_path, &id_a).expect("same source"), Some(cp));
+        assert_eq!(load_checkpoint_for(&cp_path, &id_b).expect_err("other file").code(), ErrorCode::Checkpoint);
+        // The same file, modified since.
+        let f = std::fs::OpenOptions::new().write(true).open(&a).expect("open");
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).expect("touch");
+        let id_a2 = source_identity(&open(&a).await);
+        assert_ne!(id_a, id_a2);
+        assert_eq!(load_checkpoint_for(&cp_path, &id_a2).expect_err("changed").code(), ErrorCode::Checkpoint);
+    }
 
     #[test]
     fn json_options_default_and_reject_unknown_or_zero() {

@@ -61,24 +61,27 @@ fn copy_table_summary_and_checkpoint_file() {
     for word in ["read", "written", "zeroed", "skipped", "seconds", "moved MiB/s"] {
         assert!(text.contains(word), "summary lacks {word}: {text}");
     }
-    // The final checkpoint says everything is done: a re-run resumes and reads nothing.
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cp).expect("checkpoint written")).expect("json");
-    assert_eq!(saved["done"], serde_json::json!([[0, 1]]));
-    let out = vmigrate()
-        .arg("copy")
-        .arg(&src)
-        .arg(&dst)
-        .arg("--checkpoint")
-        .arg(&cp)
-        .args(["--output", "json"])
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["bytesRead"], 0);
-    assert_eq!(v["resumed"], true);
+    // A finished copy removes its checkpoint (issue 14 item 6): a re-run must not skip work
+    // against a source changed since. It then finds an existing target and needs --overwrite.
+    assert!(!cp.exists(), "the checkpoint outlived a successful copy");
+    let out = vmigrate().arg("copy").arg(&src).arg(&dst).arg("--checkpoint").arg(&cp).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TargetExists"));
     assert_eq!(std::fs::read(&dst).expect("read target"), want);
+
+    // A checkpoint made for another source (here: another file of the same size) is refused.
+    let other = dir.path().join("other.raw");
+    make_source(&other);
+    let foreign = serde_json::json!({
+        "version": 1, "source_size": 16 << 20, "work_unit": 16 << 20, "fingerprint": "x", "done": [[0, 1]],
+        "source": "File { dev: 1, ino: 1 };size=16777216;mtime=1.000000000"
+    });
+    std::fs::write(&cp, foreign.to_string()).expect("write");
+    let out = vmigrate().arg("copy").arg(&other).arg(&dst).arg("--checkpoint").arg(&cp).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Checkpoint") && err.contains("another source"), "{err}");
+    assert_eq!(std::fs::read(&dst).expect("read target"), want, "the target was touched");
 
     // A corrupt checkpoint is a typed failure with a non-zero exit.
     std::fs::write(&cp, b"{not json").expect("write");

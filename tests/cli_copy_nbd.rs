@@ -119,3 +119,44 @@ fn unreachable_nbd_is_a_typed_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("NbdConnect"), "{err}");
 }
+
+/// Issue 14 item 14: Ctrl-C (SIGINT) during `vmigrate copy` exits 5 (cancelled), as documented,
+/// and, with no checkpoint to resume from, leaves no partial output behind.
+#[test]
+fn ctrl_c_exits_5_and_removes_the_partial_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("slow.sock");
+    // Every read takes 200 ms: the copy is still running when SIGINT comes.
+    let _kit = Server(
+        Command::new("nbdkit")
+            .args(["--foreground", "--exit-with-parent", "--unix"])
+            .arg(&sock)
+            .args(["--filter=delay", "--filter=noextents", "pattern", "64M", "rdelay=200ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdkit is installed"),
+    );
+    wait_for(&sock);
+    let out_file = dir.path().join("partial.raw");
+    let child = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["copy", "--connections", "1", "--request-size", "65536"])
+        .arg(format!("nbd+unix:///?socket={}", sock.display()))
+        .arg(&out_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start copy");
+    let t = Instant::now();
+    while !out_file.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the copy never created its target");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Cancelled"));
+    assert!(!out_file.exists(), "a partial output was left behind");
+}

@@ -203,9 +203,8 @@ impl ControlRequests {
         }
         cur.cutover |= cutover;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&cur).expect("control serializes"))
-            .map_err(|e| Error::io(format!("writing control file {}", path.display()), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing control file {}", path.display()), e))
+        crate::safe_fs::write_atomic(path, &tmp, &serde_json::to_vec(&cur).expect("control serializes"), false)
+            .map_err(|e| Error::io(format!("writing control file {}", path.display()), e))
     }
 }
 

@@ -138,30 +138,55 @@ impl FileTransport {
     /// Dropping the future may still leave a created file behind.
     pub async fn open(path: impl AsRef<Path>, opts: FileOptions) -> Result<FileTransport> {
         let path = path.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path, opts))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, opts, false))
             .await
             .map_err(|e| Error::new(ErrorCode::Internal, "file open task failed").with_source(e))?
     }
 
-    fn open_blocking(path: PathBuf, opts: FileOptions) -> Result<FileTransport> {
+    /// Open (or create) one of vmigrate's own output disks, in a folder others may write to:
+    /// a symbolic link at `path` is refused rather than followed, so is anything but a regular
+    /// file, and a created file is mode 0600 (disks can hold secrets).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open); [`ErrorCode::Io`] for a link or a non-regular file.
+    pub async fn open_output(path: impl AsRef<Path>, create_size: Option<u64>) -> Result<FileTransport> {
+        let path = path.as_ref().to_path_buf();
+        let opts = FileOptions { write: true, create_size, direct: false };
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, opts, true))
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, "file open task failed").with_source(e))?
+    }
+
+    fn open_blocking(path: PathBuf, opts: FileOptions, strict: bool) -> Result<FileTransport> {
         let write = opts.write || opts.create_size.is_some();
+        let extra = if strict { crate::safe_fs::nofollow() } else { 0 };
         let mut oo = OpenOptions::new();
-        oo.read(true).write(write);
+        oo.read(true).write(write).custom_flags(extra);
         let mut zero_initialized = false;
         if let Some(size) = opts.create_size {
-            let is_block = std::fs::metadata(&path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+            let is_block = if strict {
+                false
+            } else {
+                std::fs::metadata(&path).map(|m| m.file_type().is_block_device()).unwrap_or(false)
+            };
             if !is_block {
-                oo.create(true).truncate(true);
+                oo.create(true).truncate(true).mode(crate::safe_fs::OUTPUT_MODE);
                 zero_initialized = true;
                 let f = oo.open(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
                 f.set_len(size).map_err(|e| Error::io(format!("sizing {} to {size}", path.display()), e))?;
                 drop(f);
                 oo = OpenOptions::new();
-                oo.read(true).write(true);
+                oo.read(true).write(true).custom_flags(extra);
             }
         }
         let file = oo.open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let meta = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if strict && !meta.file_type().is_file() {
+            return Err(Error::new(
+                ErrorCode::Io,
+                format!("{} is not a regular file; refusing to write to it", path.display()),
+            ));
+        }
         let block_device = meta.file_type().is_block_device();
         let size = if block_device {
             rustix::fs::seek(&file, SeekFrom::End(0))
@@ -174,7 +199,7 @@ impl FileTransport {
         // asked for.
         let direct = if opts.direct || write {
             let mut d = OpenOptions::new();
-            d.read(true).write(write).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
+            d.read(true).write(write).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32 | extra);
             match d.open(&path) {
                 Ok(f) => Some(f),
                 Err(e) if opts.direct => return Err(Error::io(format!("opening {} with O_DIRECT", path.display()), e)),
@@ -431,7 +456,29 @@ impl Inner {
         Ok(false)
     }
 
+    /// A regular file that is now shorter than when it was opened: its tail would read as a
+    /// hole (SEEK_DATA says "no more data"), so a copy would silently write zeroes there.
+    fn check_not_shrunk(&self) -> Result<()> {
+        if self.block_device {
+            return Ok(());
+        }
+        let now = rustix::fs::fstat(&self.file).map_err(|e| os_err(format!("stat {}", self.path.display()), e))?;
+        let now = now.st_size as u64;
+        if now < self.size {
+            return Err(Error::new(
+                ErrorCode::ShortRead,
+                format!(
+                    "{} shrank from {} to {now} bytes while being read; the copy would be missing its tail",
+                    self.path.display(),
+                    self.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn extents_blocking(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        self.check_not_shrunk()?;
         let end = offset + len;
         let ctx = || format!("mapping {} at {offset}", self.path.display());
         let mut out = Vec::new();
@@ -629,6 +676,47 @@ mod tests {
         assert!(!ro.is_zero_initialized());
         let e = ro.write_at(0, Bytes::from_static(b"x")).await.expect_err("read-only");
         assert_eq!(e.code(), ErrorCode::TransportUnsupported);
+    }
+
+    /// Issue 14 item 5: a source truncated after it was opened is an error, never a tail of
+    /// holes, in the extent map and in a whole copy (with verify too, which hashes what the map
+    /// says).
+    #[tokio::test]
+    async fn a_source_that_shrinks_is_an_error_not_zeroes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("src.raw");
+        std::fs::write(&path, vec![0x5au8; 4 << 20]).expect("write");
+        let src = FileTransport::open(&path, FileOptions::default()).await.expect("open");
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(2 << 20).expect("truncate");
+        let e = src.extents(0, 4 << 20, ExtentKind::Allocation).await.expect_err("shrunk");
+        assert_eq!(e.code(), ErrorCode::ShortRead, "{e}");
+        for verify in [false, true] {
+            let dst = crate::memory::MemoryTransport::new(4 << 20);
+            let opts = crate::engine::CopyOptions { verify, ..Default::default() };
+            let r = crate::engine::copy(&src, &dst, &opts, &crate::engine::CopyControl::new()).await;
+            assert_eq!(r.expect_err("copy of a shrunk source").code(), ErrorCode::ShortRead, "verify {verify}");
+        }
+    }
+
+    /// Issue 14 items 7 and 14: an output disk is never opened through a link (created or
+    /// reopened for a resume), never a FIFO or device, and is created 0600.
+    #[tokio::test]
+    async fn output_disks_refuse_links_and_are_private() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").expect("write");
+        let link = dir.path().join("disk.raw");
+        std::os::unix::fs::symlink(&victim, &link).expect("link");
+        for create in [Some(1u64 << 20), None] {
+            assert!(FileTransport::open_output(&link, create).await.is_err(), "{create:?}");
+            assert_eq!(std::fs::read(&victim).expect("read"), b"keep");
+        }
+        assert!(FileTransport::open_output("/dev/null", None).await.is_err(), "a device");
+        let ok = dir.path().join("ok.raw");
+        FileTransport::open_output(&ok, Some(1 << 20)).await.expect("create");
+        assert_eq!(std::fs::metadata(&ok).expect("stat").mode() & 0o777, 0o600);
+        FileTransport::open_output(&ok, None).await.expect("reopen");
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@ pub mod naming;
 pub mod nbd;
 pub mod plan;
 pub mod provider;
+pub mod safe_fs;
 pub mod status;
 pub mod status_binding;
 #[cfg(any(feature = "http", feature = "nbd"))]

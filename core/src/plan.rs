@@ -126,12 +126,16 @@ impl CredentialsRef {
     /// Read the variables. Missing or empty variables are a typed error naming the variable,
     /// never its value.
     pub fn resolve(&self) -> Result<Credentials> {
-        let get = |name: &str| {
+        let get = |name: &str, shown: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                Error::new(ErrorCode::CredentialsMissing, format!("environment variable {name} is not set"))
+                Error::new(ErrorCode::CredentialsMissing, format!("environment variable {shown} is not set"))
             })
         };
-        Ok(Credentials { username: get(&self.username_env)?, password: get(&self.password_env)? })
+        // The password variable's name is never echoed: people put the password itself there by
+        // mistake, and this message goes to terminals and logs.
+        let username = get(&self.username_env, &self.username_env)?;
+        let password = get(&self.password_env, "named by credentials.passwordEnv (name not shown)")?;
+        Ok(Credentials { username, password })
     }
 }
 
@@ -599,6 +603,11 @@ impl Plan {
             if vm.name.is_none() && vm.id.is_none() {
                 return bad(format!("spec.vms[{i}] needs a name or an id"));
             }
+            for (field, v) in [("name", &vm.name), ("id", &vm.id)] {
+                if let Some(v) = v {
+                    check_name(v, &format!("spec.vms[{i}].{field}"))?;
+                }
+            }
             if !seen.insert(vm.display().to_string()) {
                 return bad(format!("spec.vms[{i}]: VM {:?} is listed twice", vm.display()));
             }
@@ -705,6 +714,28 @@ impl Plan {
     }
 }
 
+/// Longest VM name or id accepted (vSphere allows 80 characters; VMX files anything).
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// A VM name or id from a plan, a VMX or an inventory: at most [`MAX_NAME_LEN`] bytes, no
+/// control characters (NUL, terminal escapes). The error quotes only the start of the name.
+///
+/// # Errors
+/// [`ErrorCode::PlanInvalid`] naming `at`.
+pub fn check_name(name: &str, at: &str) -> Result<()> {
+    let start: String = name.chars().take(40).collect::<String>().escape_debug().to_string();
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::new(
+            ErrorCode::PlanInvalid,
+            format!("{at} is {} bytes long (at most {MAX_NAME_LEN}): \"{start}...\"", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::new(ErrorCode::PlanInvalid, format!("{at} \"{start}\" holds control characters")));
+    }
+    Ok(())
+}
+
 fn check_hook(hook: &HookSpec, at: &str) -> Result<()> {
     let bad = |msg: String| Err(Error::new(ErrorCode::PlanInvalid, msg));
     match (hook.command.is_empty(), &hook.image) {
@@ -760,6 +791,15 @@ spec:
       ports: [{ protocol: TCP, port: 3306, targetPort: 3306 }]
   hooks: []
 "#;
+
+    /// Issue 14 item 16: a password put in `passwordEnv` by mistake is not echoed.
+    #[test]
+    fn a_password_in_password_env_is_not_echoed() {
+        let r = CredentialsRef { username_env: "PATH".into(), password_env: "hunter2-Secret!".into() };
+        let e = r.resolve().expect_err("no such variable");
+        assert_eq!(e.code(), ErrorCode::CredentialsMissing);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn lab_plan_parses_as_written() {

@@ -236,16 +236,8 @@ impl PlanStatus {
         };
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("status always serializes");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&text).map_err(err)?;
-            if durable {
-                f.sync_all().map_err(err)?;
-            }
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        Ok(())
+        // Exclusive, no link followed, 0600: see crate::safe_fs.
+        crate::safe_fs::write_atomic(path, &tmp, &text, durable).map_err(err)
     }
 }
 

@@ -230,9 +230,27 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
         .collect();
     let names = assign_names(&requests, &all_foreign);
 
+    // One source VM listed twice (by name and by id, or by two ids): both would copy into one
+    // set of disks. The later entries are blocked, naming the first (linear, by moref).
+    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(plan.spec.vms.len());
-    for ((sel, vm), (target_name, origin)) in plan.spec.vms.iter().zip(&found).zip(names) {
+    for (i, ((sel, vm), (target_name, origin))) in plan.spec.vms.iter().zip(&found).zip(names).enumerate() {
         let mut concerns = Vec::new();
+        if let Some(v) = vm {
+            let first = *first_of.entry(v.id.moref.as_str()).or_insert(i);
+            if first != i {
+                concerns.push(Concern::new(
+                    "vm.duplicate-in-plan",
+                    Severity::Critical,
+                    format!(
+                        "spec.vms[{i}] ({:?}) is the same source VM ({}) as spec.vms[{first}] ({:?}): list it once",
+                        sel.display(),
+                        v.id.moref,
+                        plan.spec.vms[first].display()
+                    ),
+                ));
+            }
+        }
         match vm {
             None => concerns.push(Concern::new(
                 "vm.not-found",
@@ -586,6 +604,7 @@ fn label(d: &crate::model::Disk) -> String {
 /// All concern ids this module can emit, for documentation and bindings.
 pub const CONCERN_IDS: &[&str] = &[
     "vm.not-found",
+    "vm.duplicate-in-plan",
     "vm.template",
     "name.dns1123",
     "name.duplicate-in-target",

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use vmigrate_core::file::{FileOptions, FileTransport};
+use vmigrate_core::file::FileTransport;
 use vmigrate_core::model::Disk;
 use vmigrate_core::plan::ServiceSpec;
 use vmigrate_core::{Error, ErrorCode, ExistingVm, PreparedVolume, Result, TargetProvider, TargetVm, VolumeSink};
@@ -90,6 +90,18 @@ impl DirTarget {
     pub fn with_options(root: impl AsRef<Path>, options: DirOptions) -> Result<DirTarget> {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(root.join("disks")).map_err(io(format!("creating {}", root.display())))?;
+        // Disks are written under disks/: a link there would send them elsewhere.
+        let disks =
+            std::fs::symlink_metadata(root.join("disks")).map_err(io(format!("stat {}/disks", root.display())))?;
+        if !disks.file_type().is_dir() {
+            return Err(Error::new(
+                ErrorCode::Io,
+                format!(
+                    "{}/disks is not a folder (a symbolic link?); refusing to write disks through it",
+                    root.display()
+                ),
+            ));
+        }
         let objects = Self::load(&root.join("manifests.yaml"))?;
         Ok(DirTarget { root, options, objects: Mutex::new(objects), fresh: Mutex::default() })
     }
@@ -248,8 +260,8 @@ fn to_value<T: Serialize>(t: &T) -> Result<serde_json::Value> {
 
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("renaming {} into place", tmp.display())))
+    // Exclusive, no link followed, 0600 (vmigrate_core::safe_fs).
+    vmigrate_core::safe_fs::write_atomic(path, &tmp, bytes, false).map_err(io(format!("writing {}", path.display())))
 }
 
 #[async_trait]
@@ -292,7 +304,7 @@ impl TargetProvider for DirTarget {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("removing stale {}", path.display()))(e)),
         }
-        FileTransport::open(&path, FileOptions { write: true, create_size: Some(size), direct: false }).await?;
+        FileTransport::open_output(&path, Some(size)).await?;
         self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
         Ok(PreparedVolume { disk_key: disk.key, name, size })
     }
@@ -305,8 +317,10 @@ impl TargetProvider for DirTarget {
         // and not opened since is still empty: recreating it tells the engine the target reads
         // as zeroes, so it skips holes instead of punching them again.
         let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner()).remove(&volume.name);
-        let create_size = (fresh || !path.exists()).then_some(volume.size);
-        let t = FileTransport::open(&path, FileOptions { write: true, create_size, direct: false }).await?;
+        // A link planted here is refused, not followed (open_output), also when resuming.
+        let exists = std::fs::symlink_metadata(&path).is_ok();
+        let create_size = (fresh || !exists).then_some(volume.size);
+        let t = FileTransport::open_output(&path, create_size).await?;
         Ok(VolumeSink::Transport(Box::new(t)))
     }
 
@@ -317,6 +331,12 @@ impl TargetProvider for DirTarget {
         let raw = self.raw_path(&volume.name);
         let qcow = self.disk_path(&volume.name);
         tracing::info!(vm = %vm.name, disk = %volume.name, "converting to qcow2");
+        // qemu-img would write through a link planted at the output name: remove whatever is there.
+        match std::fs::remove_file(&qcow) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing stale {}", qcow.display()))(e)),
+        }
         let out = tokio::process::Command::new("qemu-img")
             .args(["convert", "-f", "raw", "-O", "qcow2"])
             .arg(&raw)

@@ -58,8 +58,9 @@ fn credentials(args: &InventoryArgs) -> Result<Credentials, Error> {
             )
         })?;
     let password = match &args.password_env {
+        // The name is not echoed: it may be the password, given by mistake.
         Some(var) => env_nonempty(var).ok_or_else(|| {
-            Error::new(ErrorCode::CredentialsMissing, format!("environment variable {var} is not set"))
+            Error::new(ErrorCode::CredentialsMissing, "the environment variable named by --password-env is not set")
         })?,
         None => {
             env_nonempty("VMIGRATE_SOURCE_PASSWORD").or_else(|| env_nonempty("GOVC_PASSWORD")).ok_or_else(|| {
@@ -110,10 +111,17 @@ fn gib(bytes: u64) -> String {
 /// The readable form: one line per VM, then networks and datastores.
 pub fn table(inv: &Inventory) -> String {
     let mut s = String::new();
-    let w = inv.vms.iter().map(|v| v.name.len()).max().unwrap_or(4).max(4);
+    let w = super::text::column(inv.vms.iter().map(|v| v.name.as_str()), 4);
     s.push_str(&format!(
-        "{:<w$}  {:<10}  {:<26}  {:<4}  {:>4}  {:>7}  {:>5}  {:<8}  NETWORKS\n",
-        "NAME", "POWER", "GUEST", "BOOT", "CPU", "MEM MiB", "DISKS", "DISK GiB"
+        "{}  {:<10}  {:<26}  {:<4}  {:>4}  {:>7}  {:>5}  {:<8}  NETWORKS\n",
+        super::text::cell("NAME", w),
+        "POWER",
+        "GUEST",
+        "BOOT",
+        "CPU",
+        "MEM MiB",
+        "DISKS",
+        "DISK GiB"
     ));
     for v in &inv.vms {
         let power = match v.power_state {
@@ -142,10 +150,10 @@ pub fn table(inv: &Inventory) -> String {
             nets.push("-".into());
         }
         s.push_str(&format!(
-            "{:<w$}  {:<10}  {:<26}  {:<4}  {:>4}  {:>7}  {:>5}  {:<8}  {}\n",
-            v.name,
+            "{}  {:<10}  {:<26}  {:<4}  {:>4}  {:>7}  {:>5}  {:<8}  {}\n",
+            super::text::cell(&v.name, w),
             power,
-            v.guest_id,
+            super::text::safe(&v.guest_id),
             boot,
             v.vcpus(),
             v.memory_mib,

@@ -48,11 +48,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
         ));
     }
     // One executor per plan: a second `migrate` only forwards a cutover request.
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(&status_path))
+    let lock_file = vmigrate::core::safe_fs::open_own_file(&lock_path(&status_path))
         .map_err(|e| Error::io(format!("opening lock file {}", lock_path(&status_path).display()), e))?;
     if lock_file.try_lock().is_err() {
         if args.cutover_now {
@@ -151,12 +147,17 @@ pub fn print_status(st: &PlanStatus, output: Output, stream: bool) {
 }
 
 pub fn status_table(st: &PlanStatus) -> String {
-    let mut out = format!("plan {}: {}\n", st.plan, st.summary());
-    let w = st.vms.iter().map(|v| v.name.len()).max().unwrap_or(2).max(2);
-    let tw = st.vms.iter().map(|v| v.target_name.len()).max().unwrap_or(6).max(6);
+    use super::text::{cell, column, safe};
+    let mut out = format!("plan {}: {}\n", safe(&st.plan), st.summary());
+    let w = column(st.vms.iter().map(|v| v.name.as_str()), 2);
+    let tw = column(st.vms.iter().map(|v| v.target_name.as_str()), 6);
     out.push_str(&format!(
-        "{:<w$}  {:<tw$}  {:<14}  {:>7}  {:>9}  DETAIL\n",
-        "VM", "TARGET", "PHASE", "COPIED", "DOWNTIME"
+        "{}  {}  {:<14}  {:>7}  {:>9}  DETAIL\n",
+        cell("VM", w),
+        cell("TARGET", tw),
+        "PHASE",
+        "COPIED",
+        "DOWNTIME"
     ));
     for v in &st.vms {
         let total: u64 = v.disks.iter().map(|d| d.total_bytes).sum();
@@ -165,13 +166,13 @@ pub fn status_table(st: &PlanStatus) -> String {
         let down = v.downtime_seconds.map(|d| format!("{d:.1}s")).unwrap_or_else(|| "-".into());
         let detail = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
         out.push_str(&format!(
-            "{:<w$}  {:<tw$}  {:<14}  {:>7}  {:>9}  {}\n",
-            v.name,
-            v.target_name,
+            "{}  {}  {:<14}  {:>7}  {:>9}  {}\n",
+            cell(&v.name, w),
+            cell(&v.target_name, tw),
             format!("{:?}", v.phase),
             pct,
             down,
-            detail
+            safe(&detail)
         ));
     }
     out

@@ -12,6 +12,7 @@ mod demo;
 mod inventory;
 mod migrate;
 mod progress;
+mod text;
 mod transfer;
 mod validate;
 mod watch;
@@ -170,7 +171,12 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vmigrate: error[{}]: {}", e.code().name(), e.report());
-            ExitCode::FAILURE
+            // Cancelled (Ctrl-C) has its own exit code, as documented, whichever command it hit.
+            if e.code() == vmigrate::core::ErrorCode::Cancelled {
+                ExitCode::from(EXIT_CANCELED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -151,6 +151,7 @@ fn vm_done_line(vm: &str, phase: &Phase, error: Option<&str>, downtime: Option<f
 }
 
 fn plain(st: &mut State, e: &Event) {
+    let e = &super::text::safe_event(e);
     match e {
         Event::Plan { summary, .. } => eprintln!("plan: {summary}"),
         Event::Phase { vm, phase } => eprintln!("{vm}: {phase:?}"),
@@ -170,6 +171,7 @@ fn plain(st: &mut State, e: &Event) {
 }
 
 fn bars(st: &mut State, e: &Event) {
+    let e = &super::text::safe_event(e);
     match e {
         Event::Plan { migrated, total, .. } => {
             if let Some(pb) = &st.overall {

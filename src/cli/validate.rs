@@ -28,22 +28,21 @@ pub async fn run(plan: &Plan, inventory: Option<&Inventory>, output: Output) -> 
 /// A plain table: one block per VM, one line per concern.
 pub fn table(v: &PlanValidation) -> String {
     let mut out = String::new();
-    let w = v.vms.iter().map(|vm| vm.name.chars().count()).max().unwrap_or(2).max(2);
-    let tw = v.vms.iter().map(|vm| vm.target_name.len()).max().unwrap_or(6).max(6);
-    out.push_str(&format!("{:<w$}  {:<tw$}  {:<8}  CONCERNS\n", "VM", "TARGET", "STATUS"));
+    use super::text::{cell, column, safe};
+    let w = column(v.vms.iter().map(|vm| vm.name.as_str()), 2);
+    let tw = column(v.vms.iter().map(|vm| vm.target_name.as_str()), 6);
+    out.push_str(&format!("{}  {}  {:<8}  CONCERNS\n", cell("VM", w), cell("TARGET", tw), "STATUS"));
     for vm in &v.vms {
         let status = if vm.blocked() { "BLOCKED" } else { "ok" };
-        let pad = w.saturating_sub(vm.name.chars().count());
         out.push_str(&format!(
-            "{}{}  {:<tw$}  {:<8}  {}\n",
-            vm.name,
-            " ".repeat(pad),
-            vm.target_name,
+            "{}  {}  {:<8}  {}\n",
+            cell(&vm.name, w),
+            cell(&vm.target_name, tw),
             status,
             vm.concerns.len()
         ));
         for c in &vm.concerns {
-            out.push_str(&format!("    {:<8} {:<26} {}\n", c.severity.to_string(), c.id, c.message));
+            out.push_str(&format!("    {:<8} {:<26} {}\n", c.severity.to_string(), c.id, safe(&c.message)));
         }
     }
     let blocked = v.vms.iter().filter(|vm| vm.blocked()).count();

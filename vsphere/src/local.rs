@@ -228,6 +228,9 @@ impl LocalSource {
         }
         let loc = VmxLocation { datastore: &self.datastore, folder: &folder };
         let mut vm = vmx_to_vm(&vmx, rel, loc, &|name| infos.get(name).copied());
+        // Names are bounded where they enter (the tables, the target names, the status).
+        vmigrate_core::plan::check_name(&vm.name, &format!("displayName in {rel}"))
+            .map_err(|e| Error::new(ErrorCode::VmxParse, e.message().to_string()))?;
         if rel.ends_with(".vmtx") {
             vm.template = true;
         }

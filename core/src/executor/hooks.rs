@@ -12,7 +12,14 @@ use crate::plan::{parse_duration, HookSpec};
 /// Longest hook output kept in an error message.
 const OUTPUT_TAIL: usize = 4096;
 
-/// Run a command hook with the VM's context as JSON on stdin and as environment variables.
+/// Variables a hook inherits from vmigrate's environment; everything else (the source password
+/// in `VMIGRATE_SOURCE_PASSWORD`, `GOVC_PASSWORD`, whatever variables the plan's `credentials`
+/// name, cloud tokens) is withheld. A hook needing a secret reads it itself.
+pub const HOOK_ENV_ALLOWED: &[&str] =
+    &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM", "KUBECONFIG"];
+
+/// Run a command hook with the VM's context as JSON on stdin and as environment variables, in an
+/// explicit environment ([`HOOK_ENV_ALLOWED`] plus the `VMIGRATE_*` context variables).
 ///
 /// # Errors
 /// [`ErrorCode::HookFailed`] with the tail of the hook's output when it exits non-zero, cannot
@@ -27,7 +34,14 @@ pub async fn run_local_hook(hook: &HookSpec, input: &serde_json::Value, cancel: 
         None => Duration::from_secs(600),
     };
     let s = |k: &str| input.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let mut child = tokio::process::Command::new(prog)
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.env_clear();
+    for k in HOOK_ENV_ALLOWED {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
         .args(args)
         .env("VMIGRATE_PLAN", s("plan"))
         .env("VMIGRATE_NAMESPACE", s("namespace"))
@@ -115,6 +129,22 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(out.lines().next().expect("line")).expect("json on stdin");
         assert_eq!(first, input);
         assert!(out.contains("database vm-1 db pre"), "{out}");
+    }
+
+    /// Issue 14 item 9: a hook sees only the allowed variables and its context, never the rest
+    /// of vmigrate's environment (where the source password lives).
+    #[tokio::test]
+    async fn hook_environment_is_explicit() {
+        let out = run_local_hook(&hook(&["env"], None), &serde_json::json!({}), &CancellationToken::new())
+            .await
+            .expect("hook runs");
+        let names: Vec<&str> = out.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+        assert!(!names.is_empty(), "{out}");
+        for n in names {
+            assert!(HOOK_ENV_ALLOWED.contains(&n) || n.starts_with("VMIGRATE_") || n == "PWD", "hook inherited {n}");
+        }
+        // The test process has CARGO_* variables (cargo sets them): none reached the hook.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some() && !out.contains("CARGO_PKG_NAME"));
     }
 
     #[tokio::test]

@@ -321,3 +321,16 @@ fn concerns_sorted_most_severe_first() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(sev, sorted);
 }
+
+/// Issue 14 item 10: the same VM by name and by id is blocked (it would share disk files).
+#[test]
+fn same_vm_by_name_and_by_id_is_blocked() {
+    let text = PLAN.replace("    - name: database\n", "    - name: database\n    - id: vm-42\n");
+    let plan = Plan::from_yaml_str(&text).expect("plan");
+    let inv = inventory(good_vm());
+    let ctx = ValidationContext { plan: &plan, inventory: &inv, existing: &[], capabilities: FULL };
+    let v = validate_plan(&ctx);
+    assert!(!v.vms[0].concerns.iter().any(|c| c.id == "vm.duplicate-in-plan"), "{:?}", v.vms[0].concerns);
+    assert!(has(&v.vms[1].concerns, "vm.duplicate-in-plan", Severity::Critical), "{:?}", v.vms[1].concerns);
+    assert!(v.blocked());
+}
