@@ -461,7 +461,8 @@ impl Drop for RealKube {
 
 /// A stand-in for cdi-apiserver's aggregated `upload.cdi.kubevirt.io/v1beta1` API, registered
 /// with the real API server through an APIService (its Service is an ExternalName `localhost`,
-/// so the aggregator proxies to this process over TLS verified with the harness CA).
+/// so the aggregator proxies to this process over TLS verified with the harness CA; the
+/// certificate names `cdi-api.default.svc`, the name the aggregator verifies).
 ///
 /// It serves discovery and answers every UploadTokenRequest with a fixed token: the token check
 /// cdi-uploadproxy makes is done by whichever upload server the test uses. cdi-apiserver itself
@@ -498,7 +499,7 @@ impl RealKube {
         let p = |n: &str| self.dir.join(n).display().to_string();
         std::fs::write(
             self.dir.join("cdi.ext"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,DNS:cdi-api.default.svc\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .expect("ext");
         run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
@@ -699,7 +700,14 @@ impl CdiStandIn {
         let task = tokio::spawn(async move {
             let mut deleting: std::collections::BTreeMap<String, Instant> = Default::default();
             loop {
-                let Ok(list) = api.list(&ListParams::default()).await else { return };
+                let list = match api.list(&ListParams::default()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cdi stand-in: list datavolumes");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
                 for dv in list.items {
                     let name = dv.metadata.name.clone().unwrap_or_default();
                     let uid = dv.metadata.uid.clone().unwrap_or_default();
