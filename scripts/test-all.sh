@@ -23,7 +23,7 @@ fi
 # once per version under ${XDG_CACHE_HOME:-$HOME/.cache}/vmigrate/peers (first build: see
 # tests/peers/build-kube.sh; cached afterwards).
 echo "== peers: Kubernetes control plane"
-bash tests/peers/build-kube.sh kube
+bash tests/peers/build-kube.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -47,7 +47,7 @@ async fn validate_runs_the_cluster_preflight_and_says_when_it_cannot() {
     let (code, v, err) = validate(&plan, &kube.kubeconfig());
     assert_eq!(code, Some(3), "{err}");
     let ids = concern_ids(&v, 0);
-    assert!(ids.contains(&"target.namespace-missing".into()), "{ids:?}");
+    assert!(ids.contains(&"target.namespace-missing".into()), "{ids:?} {err}");
     assert!(ids.contains(&"target.storage-class-missing".into()), "{ids:?}");
     assert!(err.contains("checked (read-only preflight)"), "{err}");
 

@@ -383,8 +383,9 @@ kill $child 2>/dev/null; wait $child"#;
             &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
             "customresourcedefinitions",
         );
-        let api: Api<DynamicObject> = Api::all_with(client, &ar);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         let mut names = Vec::new();
+        let mut served: Vec<(String, String)> = Vec::new();
         for mut crd in fixture_crds() {
             let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
             if crds == Crds::WithoutKubevirt && name.ends_with("kubevirt.io") && !name.ends_with("cdi.kubevirt.io") {
@@ -395,6 +396,13 @@ kill $child 2>/dev/null; wait $child"#;
             }
             let pp = PatchParams::apply(HARNESS_MANAGER).force();
             api.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            let group = crd["spec"]["group"].as_str().unwrap_or_default().to_string();
+            let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
+            for v in crd["spec"]["versions"].as_array().into_iter().flatten() {
+                if v["served"] == true {
+                    served.push((format!("{group}/{}", v["name"].as_str().unwrap_or_default()), plural.clone()));
+                }
+            }
             names.push(name);
         }
         let start = Instant::now();
@@ -410,6 +418,22 @@ kill $child 2>/dev/null; wait $child"#;
                     break;
                 }
                 assert!(start.elapsed() < Duration::from_secs(120), "CRD {name} not Established after 120 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Established is not yet "in discovery": wait until each served version lists the
+        // resource, so a test's first discovery call sees what a settled cluster shows.
+        for (gv, plural) in served {
+            loop {
+                let listed = client
+                    .list_api_group_resources(&gv)
+                    .await
+                    .map(|l| l.resources.iter().any(|r| r.name == plural))
+                    .unwrap_or(false);
+                if listed {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(120), "{gv} {plural} not in discovery after 120 s");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -461,7 +485,8 @@ impl Drop for RealKube {
 
 /// A stand-in for cdi-apiserver's aggregated `upload.cdi.kubevirt.io/v1beta1` API, registered
 /// with the real API server through an APIService (its Service is an ExternalName `localhost`,
-/// so the aggregator proxies to this process over TLS verified with the harness CA).
+/// so the aggregator proxies to this process over TLS verified with the harness CA; the
+/// certificate names `cdi-api.default.svc`, the name the aggregator verifies).
 ///
 /// It serves discovery and answers every UploadTokenRequest with a fixed token: the token check
 /// cdi-uploadproxy makes is done by whichever upload server the test uses. cdi-apiserver itself
@@ -498,7 +523,7 @@ impl RealKube {
         let p = |n: &str| self.dir.join(n).display().to_string();
         std::fs::write(
             self.dir.join("cdi.ext"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,DNS:cdi-api.default.svc\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .expect("ext");
         run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
@@ -699,7 +724,14 @@ impl CdiStandIn {
         let task = tokio::spawn(async move {
             let mut deleting: std::collections::BTreeMap<String, Instant> = Default::default();
             loop {
-                let Ok(list) = api.list(&ListParams::default()).await else { return };
+                let list = match api.list(&ListParams::default()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cdi stand-in: list datavolumes");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
                 for dv in list.items {
                     let name = dv.metadata.name.clone().unwrap_or_default();
                     let uid = dv.metadata.uid.clone().unwrap_or_default();

@@ -268,3 +268,31 @@ fn assert_subset(want: &serde_json::Value, got: &serde_json::Value, at: &str) {
         _ => assert_eq!(want, got, "{at}"),
     }
 }
+
+/// The fake models how a server answers an API it does not serve (plain-text 404, found by
+/// discovery): the same requests against both must give the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_answers_unserved_apis_like_the_real_server() {
+    let kube = RealKube::shared().await;
+    let fake = vmigrate_kubevirt::fake::FakeKube::start("t").await;
+    fake.uninstall("upload.cdi.kubevirt.io/v1beta1");
+    for (who, client) in [("real", kube.client().await), ("fake", fake.client())] {
+        for path in [
+            "/apis/upload.cdi.kubevirt.io/v1beta1",
+            "/apis/upload.cdi.kubevirt.io/v1beta1/namespaces/default/uploadtokenrequests",
+        ] {
+            let req = axum::http::Request::get(path).body(Vec::new()).expect("request");
+            match client.request_text(req).await {
+                Err(kube::Error::Api(e)) => {
+                    assert_eq!(e.code, 404, "{who} {path}");
+                    assert!(e.message.contains("404 page not found"), "{who} {path}: {e:?}");
+                }
+                other => panic!("{who} {path}: {other:?}"),
+            }
+        }
+        let t = KubevirtTarget::from_client(client).with_options(options());
+        assert!(!t.serves("upload.cdi.kubevirt.io/v1beta1", "uploadtokenrequests").await.expect(who));
+        assert!(t.serves("cdi.kubevirt.io/v1beta1", "datavolumes").await.expect(who), "{who}");
+        assert!(t.serves("kubevirt.io/v1", "virtualmachines").await.expect(who), "{who}");
+    }
+}
