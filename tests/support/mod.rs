@@ -83,6 +83,7 @@ spec:
   target:
     url: "{target_url}"
   targetNamespace: vmexamples
+  skipGuestConversion: true # the simulator's disks hold no guest
   warm: {warm}
   vms:
 {vm_list}  networkMap:
@@ -348,6 +349,7 @@ spec:
   target:
     url: "{target_url}"
   targetNamespace: vmexamples
+  skipGuestConversion: true # the simulator's disks hold no guest
   vms:
 {list}  networkMap:
     - source: {{ name: {NETWORK} }}
