@@ -20,6 +20,11 @@ for pair in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
+# Guest conversion (docs/conversion.md): Debian's virt-v2v 2.2 (virt-v2v-in-place, with
+# libguestfs). supermin builds libguestfs's appliance from the host's kernel, so one must be in
+# /boot (a CI container has none): linux-image-amd64.
+command -v virt-v2v-in-place >/dev/null 2>&1 || need_apt+=(virt-v2v)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

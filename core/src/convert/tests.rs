@@ -258,3 +258,19 @@ fn osinfo_to_preference() {
         assert_eq!(preference_for_osinfo(id), pref, "{id}");
     }
 }
+
+/// The report lines of a real `virt-v2v-in-place -v` run (virt-v2v 2.2.0, Debian bookworm) on
+/// the host-only Debian 12 guest of the boot test, cut from its log.
+#[test]
+fn real_debian_report_parses() {
+    let log = include_str!("testdata/debian12-hostonly-in-place.log");
+    let r = parse_report(log);
+    let os = r.os.as_ref().expect("inspected");
+    assert_eq!((os.kind.as_str(), os.distro.as_str(), os.osinfo.as_str()), ("linux", "debian", "debian12"));
+    assert_eq!((os.root.as_str(), os.major), ("/dev/sda1", 12));
+    assert_eq!(os.preference(), Some("debian"));
+    let c = decide(&r, &ConversionRequest::default()).expect("decided");
+    assert_eq!(c.disk_bus, Some(TargetDiskBus::Virtio));
+    assert_eq!(c.nic_model.as_deref(), Some("virtio"));
+    assert!(c.guest_agent, "virt-v2v installs the agent at first boot");
+}
