@@ -150,6 +150,43 @@ pub fn vmware_datastore(root: &Path, vms: &[DatastoreVm<'_>]) -> PathBuf {
     ds
 }
 
+/// Plan text migrating `vms` (name, optional `diskBus`) of the `vmx://` datastore `ds` into the
+/// `dir://` folder `out`, cold. `options` is extra YAML under `spec.options`, each line indented
+/// four spaces (e.g. `"    skipGuestConversion: true\n"`).
+pub fn boot_plan(name: &str, ds: &Path, out: &Path, vms: &[(&str, Option<&str>)], options: &str) -> String {
+    let mut list = String::new();
+    for (vm, bus) in vms {
+        list.push_str(&format!("    - name: {vm}\n"));
+        if let Some(bus) = bus {
+            list.push_str(&format!("      diskBus: {bus}\n"));
+        }
+    }
+    format!(
+        r#"apiVersion: vmigrate.dev/v1alpha1
+kind: Plan
+metadata:
+  name: {name}
+spec:
+  source:
+    url: "vmx://{ds}?datastore={DATASTORE}"
+  target:
+    url: "dir://{out}"
+  targetNamespace: vmexamples
+  vms:
+{list}  networkMap:
+    - source: {{ name: {NETWORK} }}
+      destination: {{ type: pod }}
+  storageMap:
+    - source: {{ name: {DATASTORE} }}
+      destination: {{ storageClass: standard }}
+  options:
+    maxInFlight: 2
+{options}"#,
+        ds = ds.display(),
+        out = out.display()
+    )
+}
+
 /// The `.vmx` of `vm`, in the shape vSphere 7/8 writes for a Linux guest on PVSCSI.
 pub fn vmx(vm: &DatastoreVm<'_>) -> String {
     let firmware = match vm.guest.firmware {
