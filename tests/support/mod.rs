@@ -3,6 +3,9 @@
 //! read-backs through the vSphere API.
 #![allow(dead_code)]
 
+pub mod boot;
+pub mod guests;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
