@@ -112,9 +112,9 @@ fn generic_bios_guest_boots_on_sata_from_a_stream_optimized_disk() {
     assert_boots("debian-sata", "bios-generic", Firmware::Bios, DiskBus::Sata, "sda1");
 }
 
-/// CONVERSION (issue 13): today's raw copy leaves the VMware host-only initramfs as it was, so
-/// the guest finds no root file system on the generated VM's virtio disk. Once the conversion
-/// phase exists this becomes "fails with `skipGuestConversion: true`, boots after conversion".
+/// A raw copy (`skipGuestConversion: true`) leaves the VMware host-only initramfs as it was, so
+/// the guest finds no root file system on the generated VM's virtio disk
+/// (`tests/e2e_convert_boot.rs` proves that the conversion makes the same guest boot).
 #[test]
 fn hostonly_guest_copied_raw_does_not_boot_on_virtio() {
     let m = migrated();

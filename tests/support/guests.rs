@@ -151,8 +151,9 @@ pub fn vmware_datastore(root: &Path, vms: &[DatastoreVm<'_>]) -> PathBuf {
 }
 
 /// Plan text migrating `vms` (name, optional `diskBus`) of the `vmx://` datastore `ds` into the
-/// `dir://` folder `out`, cold. `options` is extra YAML under `spec.options`, each line indented
-/// four spaces (e.g. `"    skipGuestConversion: true\n"`).
+/// `dir://` folder `out`, cold, as a byte copy (`skipGuestConversion: true`; the conversion test
+/// swaps it for `false`). `options` is extra YAML under `spec.options`, each line indented four
+/// spaces (e.g. `"    verify: true\n"`).
 pub fn boot_plan(name: &str, ds: &Path, out: &Path, vms: &[(&str, Option<&str>)], options: &str) -> String {
     let mut list = String::new();
     for (vm, bus) in vms {
@@ -172,6 +173,7 @@ spec:
   target:
     url: "dir://{out}"
   targetNamespace: vmexamples
+  skipGuestConversion: true
   vms:
 {list}  networkMap:
     - source: {{ name: {NETWORK} }}
