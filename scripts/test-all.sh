@@ -12,6 +12,19 @@ for pair in go:golang-go tmux:tmux chromium:chromium qemu-img:qemu-utils qemu-nb
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need_apt+=(golang-github-vmware-govmomi-dev)
+# The boot tests (tests/e2e_boot.rs): QEMU and OVMF boot the migrated guests; debootstrap and the
+# file-system tools build them (tests/guests/build-guests.sh). bookworm's qemu-system-x86 matches
+# its qemu-utils.
+for pair in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools sfdisk:fdisk zstd:zstd; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
+# Guest conversion (docs/conversion.md): Debian's virt-v2v 2.2 (virt-v2v-in-place, with
+# libguestfs). supermin builds libguestfs's appliance from the host's kernel, so one must be in
+# /boot (a CI container has none): linux-image-amd64.
+command -v virt-v2v-in-place >/dev/null 2>&1 || need_apt+=(virt-v2v)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +45,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo doc (broken or private links are errors)"
 # The C ABI crate shares the facade's library name (libvmigrate); its documentation is the header.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p vmigrate -p vmigrate-core -p vmigrate-vsphere -p vmigrate-kubevirt
+# The bootable Debian guests of the boot tests: built once (debootstrap, a few minutes), then
+# cached under ${XDG_CACHE_HOME:-$HOME/.cache}/vmigrate/guests by a hash of their recipe.
+echo "== test guests"
+bash tests/guests/build-guests.sh
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 

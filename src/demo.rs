@@ -239,6 +239,7 @@ spec:
   target:
     url: "{target_url}"
   targetNamespace: vmexamples
+  skipGuestConversion: true # the demo's disks hold no bootable guest
   vms:
     - name: database
     - name: winweb01

@@ -204,6 +204,8 @@ error_codes! {
     HookFailed = 5003 => Conflict,
     /// The provider does not support the operation the plan needs.
     Unsupported = 5004 => Unsupported,
+    /// Guest conversion (virt-v2v) failed or could not run.
+    ConversionFailed = 5005 => Conflict,
     /// A panic was caught at a binding boundary.
     Panic = 9001 => Internal,
     /// An internal invariant was broken.

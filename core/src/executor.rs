@@ -1,9 +1,10 @@
 //! The plan executor: runs every VM of a plan through its cold or warm pipeline.
 //!
 //! ```text
-//! cold: Initialize → Validate → PreHook → PowerOff → AllocateDisks → CopyDisks → CreateVm → PostHook → Expose → Completed
+//! cold: Initialize → Validate → PreHook → PowerOff → AllocateDisks → CopyDisks → ConvertGuest → CreateVm
+//!       → PostHook → Expose → Completed
 //! warm: Initialize → Validate → PreHook → EnableCbt → CreateInitialSnapshot → AllocateDisks → CopyDisks
-//!       → Precopy* → Cutover → CreateVm → PostHook → Expose → Completed
+//!       → Precopy* → Cutover → ConvertGuest → CreateVm → PostHook → Expose → Completed
 //! ```
 //!
 //! Every phase change and every engine checkpoint is written to the status file (atomically), so
@@ -21,10 +22,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::convert::{ConversionRequest, GuestConversion};
 use crate::engine::{self, Checkpoint, CopyControl, CopyOptions, ProgressSnapshot};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Disk, PowerState, Vm};
-use crate::plan::{parse_duration, HookSpec, HookStep, NetworkDestination, Plan};
+use crate::plan::{parse_duration, HookSpec, HookStep, NetworkDestination, Plan, TargetPowerState};
 use crate::provider::{PreparedVolume, SnapshotRef, SourceProvider, TargetProvider, TargetVm, VolumeSink};
 use crate::status::{DiskStatus, Phase, PhaseRecord, PlanStatus, SourceChanges, StatusError, VmStatus};
 use crate::transport::{Extent, ExtentState};
@@ -257,6 +259,7 @@ fn new_status(plan: &Plan) -> PlanStatus {
                 downtime_seconds: None,
                 precopies: 0,
                 error: None,
+                conversion: None,
             })
             .collect(),
         plan_digest: Some(crate::status_binding::plan_digest(plan)),
@@ -485,6 +488,7 @@ impl Executor {
                 new.history.clear();
                 new.disks.clear();
                 new.error = None;
+                new.conversion = None;
             }
         }
         st.started = old.started;
@@ -543,9 +547,26 @@ impl Executor {
             networks,
             storage,
             disk_bus: sel.disk_bus,
-            run_strategy: self.plan.spec.options.run_strategy.clone(),
+            run_strategy: self.run_strategy(idx, vm),
             overwrite: sel.overwrite,
+            conversion: self.lock().vms[idx].conversion.clone(),
         }
+    }
+
+    /// The VM's `runStrategy`: its `targetPowerState` when `on` / `off`, else the plan's
+    /// `options.runStrategy` when set, else as the source was before we touched it.
+    fn run_strategy(&self, idx: usize, vm: &Vm) -> String {
+        let on = match self.plan.spec.vms[idx].target_power_state.unwrap_or_default() {
+            TargetPowerState::On => true,
+            TargetPowerState::Off => false,
+            TargetPowerState::Auto => {
+                if let Some(rs) = &self.plan.spec.options.run_strategy {
+                    return rs.clone();
+                }
+                vm.power_state == PowerState::PoweredOn || self.lock().vms[idx].source_changes.powered_off
+            }
+        };
+        if on { "Always" } else { "Halted" }.to_string()
     }
 
     async fn run_vm(&self, idx: usize, inventory: &crate::model::Inventory) {
@@ -718,6 +739,15 @@ impl Executor {
         stopped_at: Option<Instant>,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        if !self.done(idx, Phase::ConvertGuest) {
+            let conversion =
+                self.phase(idx, Phase::ConvertGuest, cancel, self.convert_guest(idx, tvm, volumes)).await?;
+            self.lock().vms[idx].conversion = Some(conversion);
+            self.save(true)?;
+        }
+        let mut tvm = tvm.clone();
+        tvm.conversion = self.lock().vms[idx].conversion.clone();
+        let tvm = &tvm;
         if !self.done(idx, Phase::CreateVm) {
             self.phase(idx, Phase::CreateVm, cancel, self.target.create_vm(tvm, volumes)).await?;
             if let Some(t) = stopped_at {
@@ -728,6 +758,16 @@ impl Executor {
             self.phase(idx, Phase::PostHook, cancel, self.hooks(idx, HookStep::Post, tvm, cancel)).await?;
         }
         Ok(())
+    }
+
+    /// The conversion phase: the plan's choice (skip) or the target's conversion of the copied
+    /// disks (see [`crate::convert`]).
+    async fn convert_guest(&self, idx: usize, tvm: &TargetVm, volumes: &[PreparedVolume]) -> Result<GuestConversion> {
+        if self.plan.spec.skip_guest_conversion {
+            return Ok(GuestConversion::skipped("spec.skipGuestConversion: disks copied as they are"));
+        }
+        let request = ConversionRequest::for_vm(&self.plan, idx);
+        self.target.convert_guest(tvm, volumes, &request).await
     }
 
     async fn run_warm(&self, idx: usize, vm: &Vm, tvm: &TargetVm, cancel: &CancellationToken) -> Result<()> {

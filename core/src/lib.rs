@@ -24,6 +24,7 @@
 //! ```
 
 pub mod buf;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -72,6 +72,18 @@ pub struct PlanSpec {
     /// Execution tunables.
     #[serde(default)]
     pub options: PlanOptions,
+    /// Copy disks byte for byte without converting the guest (Forklift's field): the guest
+    /// keeps its VMware drivers and initramfs, and may not boot on KubeVirt.
+    #[serde(default)]
+    pub skip_guest_conversion: bool,
+    /// Carry every NIC's static IPs (as the source inventory reports them) over to the
+    /// converted guest, keyed by MAC (Forklift's field; default true).
+    #[serde(default = "yes", rename = "preserveStaticIPs")]
+    pub preserve_static_ips: bool,
+    /// Path of the virtio-win ISO used to install virtio drivers and the QEMU guest agent into
+    /// Windows guests. Without it Windows guests stay on SATA disks and e1000e NICs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_win: Option<String>,
 }
 
 /// Source provider connection.
@@ -172,6 +184,27 @@ pub struct VmSelector {
     /// Replace an existing VM of the same name in the target namespace.
     #[serde(default)]
     pub overwrite: bool,
+    /// Root file system the conversion works on, as virt-v2v's `--root` takes it (`first`,
+    /// `/dev/sda2`, `/dev/VG/LV`); virt-v2v's `first` when unset (Forklift's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk: Option<String>,
+    /// Power state of the migrated VM (Forklift's field): `on`, `off`, or `auto` (the
+    /// default: as the source VM was before the migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_power_state: Option<TargetPowerState>,
+}
+
+/// Power state of a migrated VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetPowerState {
+    /// Running (`runStrategy: Always`).
+    On,
+    /// Stopped (`runStrategy: Halted`).
+    Off,
+    /// As the source VM was before the migration; `spec.options.runStrategy` wins when set.
+    #[default]
+    Auto,
 }
 
 impl VmSelector {
@@ -449,9 +482,10 @@ pub struct PlanOptions {
     /// Verify every disk by digest after copying.
     #[serde(default)]
     pub verify: bool,
-    /// `runStrategy` of the VMs once migrated (`Always`, `Halted`, `Manual`, `RerunOnFailure`).
-    #[serde(default = "default_run_strategy")]
-    pub run_strategy: String,
+    /// `runStrategy` of the VMs once migrated (`Always`, `Halted`, `Manual`, `RerunOnFailure`);
+    /// when unset, each VM's `targetPowerState` decides (by default: as the source was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_strategy: Option<String>,
     /// Power the source VM back on after a successful cold migration? (MTV: keep off.)
     #[serde(default)]
     pub restore_power_state: bool,
@@ -465,9 +499,6 @@ fn default_precopy_interval() -> String {
 }
 fn default_shutdown_timeout() -> String {
     "5m".into()
-}
-fn default_run_strategy() -> String {
-    "Halted".into()
 }
 fn yes() -> bool {
     true
@@ -484,7 +515,7 @@ impl Default for PlanOptions {
             transfer: TransferMethod::default(),
             compression: true,
             verify: false,
-            run_strategy: default_run_strategy(),
+            run_strategy: None,
             restore_power_state: false,
         }
     }
@@ -619,6 +650,15 @@ impl Plan {
             for hook in &vm.hooks {
                 check_hook(hook, &format!("spec.vms[{i}].hooks"))?;
             }
+            if let Some(root) = &vm.root_disk {
+                let ok = matches!(root.as_str(), "first" | "single")
+                    || (root.starts_with("/dev/") && root.len() > 5 && !root.contains(char::is_whitespace));
+                if !ok {
+                    return bad(format!(
+                        "spec.vms[{i}].rootDisk {root:?} must be `first` or a device such as /dev/sda2 or /dev/VG/LV"
+                    ));
+                }
+            }
         }
         for (i, m) in spec.network_map.iter().enumerate() {
             if m.source.name.is_none() && m.source.id.is_none() {
@@ -697,8 +737,15 @@ impl Plan {
         }
         parse_duration(&o.precopy_interval)?;
         parse_duration(&o.shutdown_timeout)?;
-        if !matches!(o.run_strategy.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
-            return bad(format!("spec.options.runStrategy {:?} is not a KubeVirt run strategy", o.run_strategy));
+        if let Some(rs) = &o.run_strategy {
+            if !matches!(rs.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
+                return bad(format!("spec.options.runStrategy {rs:?} is not a KubeVirt run strategy"));
+            }
+        }
+        if let Some(path) = &spec.virtio_win {
+            if path.trim().is_empty() {
+                return bad("spec.virtioWin is empty: give the path of the virtio-win ISO or leave it out".into());
+            }
         }
         Ok(())
     }
@@ -820,6 +867,37 @@ spec:
         assert_eq!(again, plan);
         let json = serde_json::to_string(&plan).expect("json");
         assert_eq!(Plan::from_json_str(&json).expect("round trip json"), plan);
+    }
+
+    #[test]
+    fn conversion_options_with_forklift_names() {
+        let plan = Plan::from_yaml_str(LAB_PLAN).expect("lab plan");
+        assert!(!plan.spec.skip_guest_conversion, "guests are converted by default");
+        assert!(plan.spec.preserve_static_ips, "static IPs are kept by default");
+        assert_eq!(plan.spec.virtio_win, None);
+        assert_eq!(plan.spec.vms[0].target_power_state, None);
+        let text = LAB_PLAN
+            .replace(
+                "  warm: false\n",
+                "  warm: false\n  skipGuestConversion: true\n  preserveStaticIPs: false\n  virtioWin: /isos/virtio-win.iso\n",
+            )
+            .replacen("    - name: database\n", "    - name: database\n      rootDisk: /dev/sda2\n      targetPowerState: on\n", 1);
+        let plan = Plan::from_yaml_str(&text).expect("conversion options parse");
+        assert!(plan.spec.skip_guest_conversion);
+        assert!(!plan.spec.preserve_static_ips);
+        assert_eq!(plan.spec.virtio_win.as_deref(), Some("/isos/virtio-win.iso"));
+        assert_eq!(plan.spec.vms[0].root_disk.as_deref(), Some("/dev/sda2"));
+        assert_eq!(plan.spec.vms[0].target_power_state, Some(TargetPowerState::On));
+        assert_eq!(Plan::from_yaml_str(&plan.to_yaml()).expect("round trip"), plan);
+        // Misspellings and bad values are errors, not silently ignored.
+        let typo = LAB_PLAN.replace("  warm: false\n", "  warm: false\n  preserveStaticIps: true\n");
+        assert_eq!(Plan::from_yaml_str(&typo).expect_err("typo").code(), ErrorCode::PlanParse);
+        let bad =
+            LAB_PLAN.replacen("    - name: database\n", "    - name: database\n      targetPowerState: running\n", 1);
+        assert_eq!(Plan::from_yaml_str(&bad).expect_err("bad state").code(), ErrorCode::PlanParse);
+        let bad = LAB_PLAN.replacen("    - name: database\n", "    - name: database\n      rootDisk: sda2\n", 1);
+        let err = Plan::from_yaml_str(&bad).expect_err("bad root");
+        assert!(err.to_string().contains("rootDisk"), "{err}");
     }
 
     #[test]

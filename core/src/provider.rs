@@ -201,6 +201,10 @@ pub struct TargetVm {
     /// Replace an existing VM of the same name.
     #[serde(default)]
     pub overwrite: bool,
+    /// The result of the guest conversion, once it ran: the disk bus, NIC model, guest agent
+    /// and OS the converted guest needs (`None`: decide from the source's guest id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<crate::convert::GuestConversion>,
 }
 
 /// A target volume prepared for one source disk.
@@ -337,6 +341,23 @@ pub trait TargetProvider: Send + Sync + Debug {
     async fn run_hook(&self, vm: &TargetVm, hook: &crate::plan::HookSpec, input: &serde_json::Value) -> Result<String> {
         let _ = (vm, input);
         Err(Error::unsupported(format!("the {} target cannot run image hooks ({})", self.kind(), hook.name)))
+    }
+
+    /// Convert the guest on its copied volumes (virt-v2v-in-place: virtio drivers, initramfs,
+    /// bootloader, guest agent, static IPs) and say what the converted guest needs. Runs after
+    /// the last copy and before [`create_vm`](Self::create_vm); idempotent enough to be run
+    /// again after a crash (virt-v2v converts an already converted guest without harm).
+    async fn convert_guest(
+        &self,
+        vm: &TargetVm,
+        volumes: &[PreparedVolume],
+        request: &crate::convert::ConversionRequest,
+    ) -> Result<crate::convert::GuestConversion> {
+        let _ = (vm, volumes, request);
+        Err(Error::unsupported(format!(
+            "the {} target cannot convert guests; set spec.skipGuestConversion to copy them as they are",
+            self.kind()
+        )))
     }
 
     /// Remove everything created for this VM by this plan (after failure or cancel).

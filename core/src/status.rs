@@ -35,6 +35,8 @@ pub enum Phase {
     Precopy,
     /// Warm: final shutdown, snapshot and delta.
     Cutover,
+    /// Converting the guest on its copied disks (virt-v2v), or recording why not.
+    ConvertGuest,
     /// Creating the target VM.
     CreateVm,
     /// Running post hooks.
@@ -152,6 +154,10 @@ pub struct VmStatus {
     /// Failure cause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StatusError>,
+    /// What the guest conversion found and decided (kept so a resumed plan does not convert
+    /// again and still builds the VM the conversion called for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<crate::convert::GuestConversion>,
 }
 
 /// Source-side changes the executor made, recorded so cleanup can undo exactly those.
@@ -275,6 +281,7 @@ mod tests {
                     downtime_seconds: None,
                     precopies: 0,
                     error: None,
+                    conversion: None,
                 })
                 .collect(),
             plan_digest: None,

@@ -368,6 +368,29 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
         ),
         Severity::Info => {}
     }
+    // Guest conversion (virt-v2v converts Linux and Windows guests only).
+    if !plan.spec.skip_guest_conversion {
+        let g = vm.guest_id.to_ascii_lowercase();
+        let convertible = is_windows(&vm.guest_id)
+            || g.contains("linux")
+            || SUPPORTED_GUESTS.iter().any(|p| g.starts_with(&p.to_ascii_lowercase()) && !g.starts_with("freebsd"));
+        if !convertible {
+            push(
+                "conversion.unsupported-os",
+                Severity::Critical,
+                format!(
+                    "virt-v2v converts only Linux and Windows guests, not {:?}: set spec.skipGuestConversion: true to copy it as it is (it keeps VMware's drivers)",
+                    vm.guest_id
+                ),
+            );
+        } else if is_windows(&vm.guest_id) && plan.spec.virtio_win.is_none() {
+            push(
+                "conversion.no-virtio-win",
+                Severity::Warning,
+                "Windows guest without spec.virtioWin: no virtio drivers or guest agent are installed, so it stays on SATA disks and e1000e NICs (slower); give the virtio-win ISO".into(),
+            );
+        }
+    }
     // Networks.
     let mut pod_nics = 0;
     for nic in &vm.nics {
@@ -612,6 +635,8 @@ pub const CONCERN_IDS: &[&str] = &[
     "nic.multiple-ips",
     "nic.mac-conflict",
     "guest-os.unsupported",
+    "conversion.unsupported-os",
+    "conversion.no-virtio-win",
     "network.unmapped",
     "network.multiple-pod",
     "storage.unmapped",

@@ -239,6 +239,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_UNSUPPORTED = 5004,
   /*
+   Guest conversion (virt-v2v) failed or could not run. (range `execution`, kind `Conflict`)
+   */
+  VMIGRATE_RESULT_CONVERSION_FAILED = 5005,
+  /*
    A panic was caught at a binding boundary. (range `internal`, kind `Internal`)
    */
   VMIGRATE_RESULT_PANIC = 9001,

@@ -120,6 +120,8 @@ pub enum vmigrate_result {
     HookFailed = 5003,
     /// The provider does not support the operation the plan needs. (range `execution`, kind `Unsupported`)
     Unsupported = 5004,
+    /// Guest conversion (virt-v2v) failed or could not run. (range `execution`, kind `Conflict`)
+    ConversionFailed = 5005,
     /// A panic was caught at a binding boundary. (range `internal`, kind `Internal`)
     Panic = 9001,
     /// An internal invariant was broken. (range `internal`, kind `Internal`)
@@ -184,6 +186,7 @@ impl vmigrate_result {
             ErrorCode::Timeout => vmigrate_result::Timeout,
             ErrorCode::HookFailed => vmigrate_result::HookFailed,
             ErrorCode::Unsupported => vmigrate_result::Unsupported,
+            ErrorCode::ConversionFailed => vmigrate_result::ConversionFailed,
             ErrorCode::Panic => vmigrate_result::Panic,
             ErrorCode::Internal => vmigrate_result::Internal,
             _ => vmigrate_result::Internal,
@@ -249,6 +252,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         5002 => Some(c"Timeout"),
         5003 => Some(c"HookFailed"),
         5004 => Some(c"Unsupported"),
+        5005 => Some(c"ConversionFailed"),
         9001 => Some(c"Panic"),
         9002 => Some(c"Internal"),
         _ => None,

@@ -258,7 +258,7 @@ impl Lab {
     fn plan(&self, name: &str, out: &Path) -> PathBuf {
         let text = format!(
             "apiVersion: vmigrate.dev/v1alpha1\nkind: Plan\nmetadata: {{ name: {name} }}\nspec:\n  \
-             source: {{ url: \"{}\" }}\n  target: {{ url: \"dir://{}\" }}\n  targetNamespace: demo\n  \
+             source: {{ url: \"{}\" }}\n  target: {{ url: \"dir://{}\" }}\n  targetNamespace: demo\n  skipGuestConversion: true\n  \
              vms: [ {{ name: haproxy }} ]\n  networkMap:\n    - source: {{ name: segment-migrating-to-ocpvirt }}\n      \
              destination: {{ type: pod }}\n  storageMap:\n    - source: {{ name: WorkloadDatastore }}\n      \
              destination: {{ storageClass: standard }}\n",

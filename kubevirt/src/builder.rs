@@ -190,10 +190,11 @@ pub fn quantity(bytes: u64) -> Quantity {
     })
 }
 
-/// The bus disks get: the plan's override, else SATA for Windows (no virtio drivers yet), else
-/// virtio.
+/// The bus disks get: the plan's override, else what the guest conversion installed drivers
+/// for, else (not converted) SATA for Windows (no virtio drivers yet) and virtio otherwise.
 pub fn disk_bus(t: &TargetVm) -> &'static str {
-    match t.disk_bus {
+    let converted = t.conversion.as_ref().filter(|c| c.converted).and_then(|c| c.disk_bus);
+    match t.disk_bus.or(converted) {
         Some(TargetDiskBus::Virtio) => "virtio",
         Some(TargetDiskBus::Sata) => "sata",
         Some(TargetDiskBus::Scsi) => "scsi",
@@ -202,14 +203,32 @@ pub fn disk_bus(t: &TargetVm) -> &'static str {
     }
 }
 
-/// The NIC model: e1000e for Windows (inbox driver), virtio otherwise. When the plan forces a
+/// The NIC model: what the guest conversion chose for the guest's drivers; else (not
+/// converted) e1000e for Windows (inbox driver) and virtio otherwise. When the plan forces a
 /// virtio disk bus on Windows, the drivers are there, so NICs get virtio too.
-pub fn nic_model(t: &TargetVm) -> &'static str {
-    if is_windows(&t.source.guest_id) && t.disk_bus != Some(TargetDiskBus::Virtio) {
-        "e1000e"
-    } else {
-        "virtio"
+pub fn nic_model(t: &TargetVm) -> String {
+    if let Some(m) = t.conversion.as_ref().filter(|c| c.converted).and_then(|c| c.nic_model.clone()) {
+        if t.disk_bus == Some(TargetDiskBus::Virtio) {
+            return "virtio".into();
+        }
+        return m;
     }
+    if is_windows(&t.source.guest_id) && t.disk_bus != Some(TargetDiskBus::Virtio) {
+        "e1000e".into()
+    } else {
+        "virtio".into()
+    }
+}
+
+/// The OS defaults of a guest: from the conversion's inspection (libosinfo id) when the guest
+/// was converted, else from the source's guest id.
+pub fn guest_os_of(t: &TargetVm) -> Option<(String, String)> {
+    if let Some(os) = t.conversion.as_ref().and_then(|c| c.os.as_ref()) {
+        if let Some(p) = os.preference() {
+            return Some((p.to_string(), os.osinfo.clone()));
+        }
+    }
+    guest_os(&t.source.guest_id).map(|g| (g.preference.to_string(), g.os.to_string()))
 }
 
 fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -224,14 +243,20 @@ fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> Object
 /// The `VirtualMachine` for `t` over its prepared volumes (see the module doc for names).
 pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
     let src = &t.source;
-    let windows = is_windows(&src.guest_id);
-    let os = guest_os(&src.guest_id);
+    let inspected = t.conversion.as_ref().and_then(|c| c.os.as_ref());
+    let windows = inspected.map_or_else(|| is_windows(&src.guest_id), |o| o.is_windows());
+    let os = guest_os_of(t);
 
     let mut labels = vm_object_labels(t);
-    if let Some(os) = os {
-        labels.insert(format!("os.template.kubevirt.io/{}", os.os), "true".into());
-        labels.insert(LABEL_DEFAULT_PREFERENCE.into(), os.preference.into());
+    if let Some((preference, os)) = &os {
+        labels.insert(format!("os.template.kubevirt.io/{os}"), "true".into());
+        labels.insert(LABEL_DEFAULT_PREFERENCE.into(), preference.clone());
     }
+    // The inspected OS picks KubeVirt's common preference for the VM; a guest id alone is too
+    // coarse (and may be wrong) to commit the VM to one.
+    let preference = inspected
+        .and_then(|o| o.preference())
+        .map(|p| PreferenceMatcher { kind: Some("VirtualMachineClusterPreference".into()), name: p.into() });
     let mut metadata = meta(&t.name, &t.namespace, labels);
     metadata.annotations = Some(source_annotations(t));
 
@@ -287,7 +312,7 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
         interfaces.push(Interface {
             name: name.clone(),
             mac_address: (!nic.mac.is_empty()).then(|| nic.mac.to_ascii_lowercase()),
-            model: Some(model.into()),
+            model: Some(model.clone()),
             ..iface
         });
         networks.push(Network { name, ..net });
@@ -346,7 +371,7 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
         metadata,
         spec: VirtualMachineSpec {
             run_strategy: Some(t.run_strategy.clone()),
-            preference: None,
+            preference,
             template: VmiTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(template_labels), ..Default::default() }),
                 spec: VmiSpec {

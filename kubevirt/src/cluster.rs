@@ -529,6 +529,16 @@ impl TargetProvider for KubevirtTarget {
                 }
             }
         }
+        if !plan.spec.skip_guest_conversion {
+            // The conversion Job is built (crate::convert_job) but not yet run by this target:
+            // say so before anything moves rather than create VMs that may not boot.
+            c.push(Concern::new(
+                "target.conversion-unsupported",
+                Severity::Critical,
+                "guest conversion is not run in the cluster yet: migrate to dir:// (virt-v2v runs locally), \
+                 or set spec.skipGuestConversion: true to copy guests as they are (they may not boot: docs/conversion.md)",
+            ));
+        }
         Ok(c)
     }
 

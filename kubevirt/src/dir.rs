@@ -20,6 +20,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use vmigrate_core::convert::{self, ConversionRequest, DiskImage, GuestConversion};
 use vmigrate_core::file::FileTransport;
 use vmigrate_core::model::Disk;
 use vmigrate_core::plan::ServiceSpec;
@@ -351,6 +352,26 @@ impl TargetProvider for DirTarget {
             ));
         }
         std::fs::remove_file(&raw).map_err(io(format!("removing {}", raw.display())))
+    }
+
+    /// Runs `virt-v2v-in-place` on the VM's output images (in source disk order), with its
+    /// input description and log in `<root>/conversion/`.
+    async fn convert_guest(
+        &self,
+        vm: &TargetVm,
+        volumes: &[PreparedVolume],
+        request: &ConversionRequest,
+    ) -> Result<GuestConversion> {
+        let mut disks = Vec::new();
+        for d in &vm.source.disks {
+            let vol = volumes.iter().find(|v| v.disk_key == d.key).ok_or_else(|| {
+                Error::new(ErrorCode::Internal, format!("no output volume for disk {} of {}", d.key, vm.name))
+            })?;
+            let format = if self.options.qcow2 { "qcow2" } else { "raw" };
+            disks.push(DiskImage { path: self.disk_path(&vol.name), format: format.into() });
+        }
+        let cancel = tokio_util::sync::CancellationToken::new();
+        convert::run_in_place(&self.root.join("conversion"), &vm.name, &vm.source, &disks, request, &cancel).await
     }
 
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {

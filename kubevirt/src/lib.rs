@@ -25,6 +25,7 @@
 
 pub mod builder;
 pub mod cluster;
+pub mod convert_job;
 
 pub mod dir;
 pub mod error;

@@ -122,6 +122,44 @@ fn linux_vm_decisions() {
 }
 
 #[test]
+fn converted_guests_get_what_the_conversion_installed() {
+    // A RHEL guest on PVSCSI at the source, converted: virtio, and the inspected OS picks the
+    // cluster preference (not the coarser vSphere guest id).
+    let mut t = database();
+    t.source.guest_id = "otherLinux64Guest".into();
+    t.conversion = Some(converted("linux", "rhel8.6", TargetDiskBus::Virtio, "virtio", true));
+    let vm = j(&builder::build_vm(&t, &vols(&t)));
+    let dom = &vm["spec"]["template"]["spec"]["domain"];
+    assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "virtio");
+    assert_eq!(dom["devices"]["interfaces"][0]["model"], "virtio");
+    assert_eq!(
+        vm["spec"]["preference"],
+        serde_json::json!({"name": "rhel.8", "kind": "VirtualMachineClusterPreference"})
+    );
+    assert_eq!(vm["metadata"]["labels"]["os.template.kubevirt.io/rhel8.6"], "true");
+    // Windows converted without virtio-win: SATA and e1000e; with it: virtio everywhere.
+    let mut w = winweb01();
+    w.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Sata, "e1000e", false));
+    let vm = j(&builder::build_vm(&w, &vols(&w)));
+    let dom = &vm["spec"]["template"]["spec"]["domain"];
+    assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "sata");
+    assert_eq!(dom["devices"]["interfaces"][0]["model"], "e1000e");
+    assert_eq!(vm["spec"]["preference"]["name"], "windows.2k19");
+    assert!(dom["features"]["hyperv"].is_object(), "still a Windows domain");
+    w.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Virtio, "virtio", true));
+    let vm = j(&builder::build_vm(&w, &vols(&w)));
+    let dom = &vm["spec"]["template"]["spec"]["domain"];
+    assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "virtio");
+    assert_eq!(dom["devices"]["interfaces"][1]["model"], "virtio");
+    // Not converted (skipGuestConversion): today's choice by guest id, and no preference pinned.
+    let mut s = database();
+    s.conversion = Some(vmigrate_core::convert::GuestConversion::skipped("spec.skipGuestConversion"));
+    let vm = j(&builder::build_vm(&s, &vols(&s)));
+    assert!(vm["spec"].get("preference").is_none());
+    assert_eq!(vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"][0]["disk"]["bus"], "virtio");
+}
+
+#[test]
 fn datavolume_sizes_and_storage_map() {
     let t = winweb01();
     let dv = j(&builder::build_datavolume(&t, &t.source.disks[1], &VolumeSource::Upload));

@@ -154,7 +154,13 @@ async fn preflight_reports_missing_pieces() {
     let ids: Vec<String> = t.preflight(&plan).await.expect("preflight").into_iter().map(|c| c.id).collect();
     assert_eq!(
         ids,
-        ["target.kubevirt-missing", "target.namespace-missing", "target.storage-class-missing", "target.nad-missing"]
+        [
+            "target.kubevirt-missing",
+            "target.namespace-missing",
+            "target.storage-class-missing",
+            "target.nad-missing",
+            "target.conversion-unsupported"
+        ]
     );
 
     fake.insert(NS, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmexamples"}}));
@@ -176,7 +182,11 @@ async fn preflight_reports_missing_pieces() {
         fake2.insert(&p, v);
     }
     let t2 = KubevirtTarget::from_client(fake2.client());
-    assert!(t2.preflight(&plan).await.expect("preflight").is_empty());
+    let ids: Vec<String> = t2.preflight(&plan).await.expect("preflight").into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["target.conversion-unsupported"], "the cluster does not convert guests yet");
+    let mut raw = plan.clone();
+    raw.spec.skip_guest_conversion = true;
+    assert!(t2.preflight(&raw).await.expect("preflight").is_empty());
 }
 
 #[tokio::test]

@@ -55,6 +55,12 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     let mut with_tpm = winweb01();
     with_tpm.name = "bitlocker".into();
     with_tpm.source.tpm = true;
+    let mut converted_rhel = database();
+    converted_rhel.name = "converted-rhel".into();
+    converted_rhel.conversion = Some(converted("linux", "rhel8.6", TargetDiskBus::Virtio, "virtio", true));
+    let mut converted_win = winweb01();
+    converted_win.name = "converted-win".into();
+    converted_win.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Sata, "e1000e", false));
     let mut unknown_os = database();
     unknown_os.source.guest_id = "otherGuest64".into();
     unknown_os.source.memory_mib = 0;
@@ -67,6 +73,8 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
         ("multiple-disks", many),
         ("unknown-os", unknown_os),
         ("vtpm", with_tpm),
+        ("converted-rhel", converted_rhel),
+        ("converted-windows-without-virtio", converted_win),
     ]
 }
 

@@ -46,6 +46,7 @@ def haproxy_plan(lab_datastore: Path, tmp_path: Path) -> Callable[[str], vmigrat
                     "source": {"url": f"vmx://{lab_datastore}"},
                     "target": {"url": f"dir://{tmp_path / name}"},
                     "targetNamespace": "demo",
+                    "skipGuestConversion": True,
                     "vms": [{"name": "haproxy"}],
                     "networkMap": [
                         {"source": {"name": "segment-migrating-to-ocpvirt"}, "destination": {"type": "pod"}}

@@ -79,6 +79,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     }
 
     say(format!("\n== 4. Migration into namespace {} (target {})", plan.spec.target_namespace, target_url));
+    say("   Guest conversion (virt-v2v) is skipped: the demo's disks hold test patterns, not bootable guests \
+         (the plan sets skipGuestConversion: true; see docs/conversion.md)."
+        .to_string());
     let target = vmigrate::targets::open_target(&plan.spec.target).await?;
     let status_path = work.join("move-webapp-vmware.status.json");
     let display = progress::display(if json { Mode::Json } else { Mode::pick(Output::Table) }, plan.spec.vms.len());

@@ -164,7 +164,11 @@ pub fn status_table(st: &PlanStatus) -> String {
         let done: u64 = v.disks.iter().map(|d| d.copied_bytes.min(d.total_bytes)).sum();
         let pct = (done * 100).checked_div(total).map(|p| format!("{p}%")).unwrap_or_else(|| "-".into());
         let down = v.downtime_seconds.map(|d| format!("{d:.1}s")).unwrap_or_else(|| "-".into());
-        let detail = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        let detail = match (&v.error, &v.conversion) {
+            (Some(e), _) => e.message.clone(),
+            (None, Some(c)) => c.summary(),
+            (None, None) => String::new(),
+        };
         out.push_str(&format!(
             "{}  {}  {:<14}  {:>7}  {:>9}  {}\n",
             cell(&v.name, w),

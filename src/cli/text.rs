@@ -39,9 +39,13 @@ pub fn safe_event(e: &vmigrate::core::executor::Event) -> vmigrate::core::execut
     let name = |s: &String| safe(s).into_owned();
     match e {
         Event::Phase { vm, phase } => Event::Phase { vm: name(vm), phase: *phase },
-        Event::Disk { vm, disk, pass, progress } => {
-            Event::Disk { vm: name(vm), disk: *disk, pass: pass.clone(), progress: progress.clone() }
-        }
+        Event::Disk { vm, disk, volume, pass, progress } => Event::Disk {
+            vm: name(vm),
+            disk: *disk,
+            volume: name(volume),
+            pass: pass.clone(),
+            progress: progress.clone(),
+        },
         Event::VmDone { vm, phase, error, downtime_seconds } => Event::VmDone {
             vm: name(vm),
             phase: *phase,

@@ -3,6 +3,9 @@
 //! read-backs through the vSphere API.
 #![allow(dead_code)]
 
+pub mod boot;
+pub mod guests;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -83,6 +86,7 @@ spec:
   target:
     url: "{target_url}"
   targetNamespace: vmexamples
+  skipGuestConversion: true # the simulator's disks hold no guest
   warm: {warm}
   vms:
 {vm_list}  networkMap:
@@ -348,6 +352,7 @@ spec:
   target:
     url: "{target_url}"
   targetNamespace: vmexamples
+  skipGuestConversion: true # the simulator's disks hold no guest
   vms:
 {list}  networkMap:
     - source: {{ name: {NETWORK} }}

@@ -106,7 +106,7 @@ fn write_vm(ds: &Path, i: usize, quick: bool) -> u64 {
 fn plan_text(ds: &Path, out: &Path) -> String {
     let vms: String = (0..VMS).map(|i| format!("    - name: app{i:02}\n")).collect();
     format!(
-        "apiVersion: vmigrate.dev/v1alpha1\nkind: Plan\nmetadata:\n  name: bench-20\nspec:\n  source:\n    url: \"vmx://{}?datastore=bench\"\n  target:\n    url: \"dir://{}\"\n  targetNamespace: bench\n  vms:\n{vms}  networkMap:\n    - source: {{ name: bench-net }}\n      destination: {{ type: pod }}\n  storageMap:\n    - source: {{ name: bench }}\n      destination: {{ storageClass: standard }}\n  options:\n    maxInFlight: 1\n",
+        "apiVersion: vmigrate.dev/v1alpha1\nkind: Plan\nmetadata:\n  name: bench-20\nspec:\n  source:\n    url: \"vmx://{}?datastore=bench\"\n  target:\n    url: \"dir://{}\"\n  targetNamespace: bench\n  skipGuestConversion: true\n  vms:\n{vms}  networkMap:\n    - source: {{ name: bench-net }}\n      destination: {{ type: pod }}\n  storageMap:\n    - source: {{ name: bench }}\n      destination: {{ storageClass: standard }}\n  options:\n    maxInFlight: 1\n",
         ds.display(),
         out.display()
     )

@@ -201,6 +201,10 @@ struct MemTarget {
     existing: Vec<ExistingVm>,
     /// When set, the target "imports by itself" from this source, like CDI's importer.
     importer: Option<Arc<MemSource>>,
+    /// Conversions to fail before one succeeds.
+    fail_convert: AtomicUsize,
+    /// The VMs create_vm was given, with what the conversion decided.
+    created: Mutex<Vec<TargetVm>>,
 }
 
 impl MemTarget {
@@ -261,7 +265,39 @@ impl TargetProvider for MemTarget {
         }
         self.call(format!("create_vm {} {}", vm.name, volumes.len()));
         self.vms.lock().expect("lock").push(vm.name.clone());
+        self.created.lock().expect("lock").push(vm.clone());
         Ok(())
+    }
+    async fn convert_guest(
+        &self,
+        vm: &TargetVm,
+        volumes: &[PreparedVolume],
+        req: &ConversionRequest,
+    ) -> Result<GuestConversion> {
+        self.call(format!(
+            "convert {} {} root={} static-ips={}",
+            vm.name,
+            volumes.len(),
+            req.root_disk.as_deref().unwrap_or("first"),
+            req.preserve_static_ips
+        ));
+        if self.fail_convert.load(Ordering::SeqCst) > 0 {
+            self.fail_convert.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::new(ErrorCode::ConversionFailed, "virt-v2v-in-place failed: no root device found"));
+        }
+        Ok(GuestConversion {
+            converted: true,
+            os: Some(crate::convert::InspectedOs {
+                kind: "linux".into(),
+                distro: "rhel".into(),
+                osinfo: "rhel9.4".into(),
+                ..Default::default()
+            }),
+            disk_bus: Some(crate::plan::TargetDiskBus::Scsi),
+            nic_model: Some("virtio".into()),
+            guest_agent: true,
+            ..Default::default()
+        })
     }
     async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
         self.call(format!("expose {plan} {ns} {}", services.len()));
@@ -383,12 +419,29 @@ async fn cold_migration_copies_powers_off_and_exposes() {
             Phase::PowerOff,
             Phase::AllocateDisks,
             Phase::CopyDisks,
+            Phase::ConvertGuest,
             Phase::CreateVm,
             Phase::PostHook,
             Phase::Expose,
             Phase::Completed
         ]
     );
+    // The conversion ran once per VM, between the copy and the VM, and the VM was built from it.
+    let convert = calls.iter().position(|c| c == "convert vm2 2 root=first static-ips=true").expect("vm2 converted");
+    let create = calls.iter().position(|c| c == "create_vm vm2 2").expect("vm2 created");
+    assert!(convert < create, "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("convert ")).count(), 2, "{calls:?}");
+    let conv = saved.vms[1].conversion.as_ref().expect("conversion kept in the status");
+    assert!(conv.converted && conv.disk_bus == Some(crate::plan::TargetDiskBus::Scsi));
+    let created = tgt.created.lock().expect("lock");
+    assert!(
+        created.iter().all(|t| t.conversion.as_ref().is_some_and(|c| c.converted)),
+        "VMs built from the conversion"
+    );
+    // Source power state decides the run strategy (targetPowerState auto): vm1 was on, vm2 off.
+    let rs = |n: &str| created.iter().find(|t| t.name == n).map(|t| t.run_strategy.clone());
+    assert_eq!(rs("vm1").as_deref(), Some("Always"));
+    assert_eq!(rs("vm2").as_deref(), Some("Halted"));
     let evs = evs.lock().expect("lock");
     assert!(evs.iter().any(|e| matches!(e, Event::Plan { migrated: 2, total: 2, .. })));
     assert!(evs
@@ -520,6 +573,73 @@ async fn resume_skips_completed_phases_and_copies() {
     assert_eq!(st2.vms[0].disks[0].transferred_bytes, st.vms[0].disks[0].transferred_bytes, "no bytes copied again");
     assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("create_vm")).count(), 2);
     assert_eq!(tgt.volume("vm1-disk2000"), c);
+    // The conversion completed before the "crash": it is not redone, and its outcome (from the
+    // status file) still shapes the VM.
+    assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("convert ")).count(), 1, "{:?}", tgt.calls());
+    let created = tgt.created.lock().expect("lock");
+    assert_eq!(
+        created.last().and_then(|t| t.conversion.as_ref()).and_then(|c| c.disk_bus),
+        Some(crate::plan::TargetDiskBus::Scsi)
+    );
+}
+
+#[tokio::test]
+async fn resume_before_conversion_converts_once() {
+    let c = content(6, 2 * MIB);
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[2 * MIB]), vec![c.clone()])]));
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("s.json");
+    let tgt = Arc::new(MemTarget::default());
+    let opts = ExecutorOptions { status_path: Some(status_path.clone()), ..Default::default() };
+    Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts.clone()).run().await.expect("first run");
+    // The process "died" during the conversion: its phase started but never completed.
+    let mut st = PlanStatus::load(&status_path).expect("status");
+    let cut = st.vms[0].history.iter().position(|r| r.phase == Phase::ConvertGuest).expect("convert phase");
+    st.vms[0].history.truncate(cut + 1);
+    st.vms[0].history[cut].completed = None;
+    st.vms[0].conversion = None;
+    st.vms[0].phase = Phase::ConvertGuest;
+    st.completed = None;
+    st.save(&status_path).expect("rewrite");
+    let st2 = Executor::new(plan(&["vm1"], false), src, tgt.clone(), opts).run().await.expect("resume");
+    assert_eq!(st2.summary(), "1 of 1 VMs migrated");
+    assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("convert ")).count(), 2, "converted again after the crash");
+    assert!(st2.vms[0].conversion.as_ref().is_some_and(|c| c.converted));
+}
+
+#[tokio::test]
+async fn skip_guest_conversion_copies_as_is_and_says_so() {
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[MIB]), vec![content(1, MIB)])]));
+    let tgt = Arc::new(MemTarget::default());
+    let mut p = plan(&["vm1"], false);
+    p.spec.skip_guest_conversion = true;
+    p.spec.vms[0].target_power_state = Some(crate::plan::TargetPowerState::Off);
+    let st = Executor::new(p, src, tgt.clone(), ExecutorOptions::default()).run().await.expect("runs");
+    assert_eq!(st.summary(), "1 of 1 VMs migrated");
+    assert!(!tgt.calls().iter().any(|c| c.starts_with("convert ")), "{:?}", tgt.calls());
+    let conv = st.vms[0].conversion.as_ref().expect("recorded");
+    assert!(!conv.converted);
+    assert!(conv.summary().contains("skipGuestConversion"), "{}", conv.summary());
+    assert!(st.vms[0].history.iter().any(|r| r.phase == Phase::ConvertGuest && r.completed.is_some()));
+    let created = tgt.created.lock().expect("lock");
+    assert_eq!(created[0].run_strategy, "Halted", "targetPowerState off wins over the source's power");
+}
+
+#[tokio::test]
+async fn failed_conversion_fails_the_vm_and_cleans_up() {
+    let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOn, &[MIB]), vec![content(1, MIB)])]));
+    let tgt = Arc::new(MemTarget { fail_convert: AtomicUsize::new(1), ..Default::default() });
+    let mut p = plan(&["vm1"], false);
+    p.spec.vms[0].root_disk = Some("/dev/sda2".into());
+    p.spec.preserve_static_ips = false;
+    let st = Executor::new(p, src.clone(), tgt.clone(), ExecutorOptions::default()).run().await.expect("runs");
+    assert_eq!(st.vms[0].phase, Phase::Failed);
+    let err = st.vms[0].error.as_ref().expect("error");
+    assert_eq!(err.code, ErrorCode::ConversionFailed as u32);
+    assert!(tgt.calls().contains(&"convert vm1 1 root=/dev/sda2 static-ips=false".to_string()), "{:?}", tgt.calls());
+    assert!(!tgt.calls().iter().any(|c| c.starts_with("create_vm")), "no VM over an unconverted guest");
+    assert!(tgt.calls().contains(&"cleanup vm1".to_string()));
+    assert_eq!(src.power("vm-1"), PowerState::PoweredOn, "source powered back on");
 }
 
 #[tokio::test]
@@ -583,6 +703,11 @@ async fn warm_migration_copies_deltas_and_ends_equal() {
         }
     }
     assert!(evs.iter().any(|e| matches!(e, Event::Disk { pass, .. } if pass == "cutover")));
+    // Warm: the guest is converted after the final (cutover) copy, before the VM exists.
+    let phases: Vec<Phase> = st.vms[0].history.iter().map(|r| r.phase).collect();
+    let cut = phases.iter().position(|p| *p == Phase::Cutover).expect("cutover");
+    assert_eq!(&phases[cut + 1..cut + 3], &[Phase::ConvertGuest, Phase::CreateVm], "{phases:?}");
+    assert_eq!(tgt.calls().iter().filter(|c| c.starts_with("convert ")).count(), 1);
 }
 
 #[tokio::test]

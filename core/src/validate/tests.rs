@@ -334,3 +334,30 @@ fn same_vm_by_name_and_by_id_is_blocked() {
     assert!(has(&v.vms[1].concerns, "vm.duplicate-in-plan", Severity::Critical), "{:?}", v.vms[1].concerns);
     assert!(v.blocked());
 }
+
+#[test]
+fn conversion_concerns() {
+    let p = plan();
+    // Linux converts; Windows without virtio-win is a warning; other OSes cannot be converted.
+    let c = run(&p, good_vm(), &[], SourceCapabilities::default()).concerns;
+    assert!(!c.iter().any(|x| x.id.starts_with("conversion.")), "{c:?}");
+    let mut win = good_vm();
+    win.guest_id = "windows2019srv_64Guest".into();
+    let c = run(&p, win.clone(), &[], SourceCapabilities::default()).concerns;
+    assert!(has(&c, "conversion.no-virtio-win", Severity::Warning), "{c:?}");
+    let mut with_iso = plan();
+    with_iso.spec.virtio_win = Some("/isos/virtio-win.iso".into());
+    let c = run(&with_iso, win, &[], SourceCapabilities::default()).concerns;
+    assert!(!c.iter().any(|x| x.id.starts_with("conversion.")), "{c:?}");
+    let mut bsd = good_vm();
+    bsd.guest_id = "freebsd13_64Guest".into();
+    let c = run(&p, bsd.clone(), &[], SourceCapabilities::default()).concerns;
+    let concern = c.iter().find(|x| x.id == "conversion.unsupported-os").expect("critical concern");
+    assert_eq!(concern.severity, Severity::Critical);
+    assert!(concern.message.contains("skipGuestConversion"), "the raw-copy fallback is offered");
+    // The raw copy needs no conversion, so nothing to say.
+    let mut raw = plan();
+    raw.spec.skip_guest_conversion = true;
+    let c = run(&raw, bsd, &[], SourceCapabilities::default()).concerns;
+    assert!(!c.iter().any(|x| x.id.starts_with("conversion.")), "{c:?}");
+}

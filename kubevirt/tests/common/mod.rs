@@ -67,7 +67,31 @@ pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, Network
         storage,
         disk_bus: None,
         run_strategy: "Halted".into(),
+        conversion: None,
         overwrite: false,
+    }
+}
+
+/// What a conversion of `osinfo` (a libosinfo id) reported: virt-v2v's block bus and NIC model
+/// mapped to KubeVirt's.
+pub fn converted(
+    kind: &str,
+    osinfo: &str,
+    bus: vmigrate_core::plan::TargetDiskBus,
+    nic: &str,
+    agent: bool,
+) -> vmigrate_core::convert::GuestConversion {
+    vmigrate_core::convert::GuestConversion {
+        converted: true,
+        os: Some(vmigrate_core::convert::InspectedOs {
+            kind: kind.into(),
+            osinfo: osinfo.into(),
+            ..Default::default()
+        }),
+        disk_bus: Some(bus),
+        nic_model: Some(nic.into()),
+        guest_agent: agent,
+        ..Default::default()
     }
 }
 
