@@ -684,7 +684,14 @@ impl TargetProvider for KubevirtTarget {
         // `expose` has no plan preflight of its own: check the namespace here, the way
         // `migrate`'s preflight does, rather than fail on the first object with a 404.
         let nsapi: Api<Namespace> = Api::all(self.client.clone());
-        if self.get_opt(&nsapi, namespace).await?.is_none() {
+        let missing = match self.get_opt(&nsapi, namespace).await {
+            Ok(ns) => ns.is_none(),
+            // A user with rights in the namespace only may not read Namespaces: go on, the
+            // applies below tell.
+            Err(KubevirtError::Forbidden { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if missing {
             return Err(vmigrate_core::Error::new(
                 vmigrate_core::ErrorCode::ValidationBlocked,
                 format!("target.namespace-missing: namespace {namespace} does not exist: create it first"),

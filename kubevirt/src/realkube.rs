@@ -274,16 +274,19 @@ impl RealKube {
         kube
     }
 
-    /// Start `bin` under a watchdog shell: it ends the process when the test process is gone
-    /// (or when the watchdog is told to stop), then the last one out removes nothing: the folder
-    /// is removed by [`Drop`] or by the reaper below.
+    /// Start `bin` under a watchdog shell: it ends the process (TERM, then KILL) when the test
+    /// process is gone or when the watchdog is told to stop. The folder is removed by [`Drop`],
+    /// or for a shared cluster by the reaper started with the first process.
     fn watch(&mut self, name: &str, bin: &Path, args: &[&str]) {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        // kube-apiserver can hang in its graceful shutdown once etcd is gone: TERM, then KILL
+        // after 5 s.
         let script = r#"parent=$1; shift
 "$@" & child=$!
-trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM INT
+stop() { kill $child 2>/dev/null; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 $child 2>/dev/null || exit 0; sleep 0.5; done; kill -9 $child 2>/dev/null; exit 0; }
+trap stop TERM INT
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
-kill $child 2>/dev/null; wait $child"#;
+stop"#;
         let child = Command::new("bash")
             .arg("-c")
             .arg(script)

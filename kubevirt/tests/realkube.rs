@@ -296,3 +296,38 @@ async fn the_fake_answers_unserved_apis_like_the_real_server() {
         assert!(t.serves("kubevirt.io/v1", "virtualmachines").await.expect(who), "{who}");
     }
 }
+
+/// A user who may not read Namespaces (RBAC: `alice` has a Role in her namespace only) still
+/// exposes: the namespace check steps aside on 403 instead of blocking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expose_by_a_namespace_scoped_user() {
+    let kube = RealKube::shared().await;
+    let ns = namespace(kube, "alice").await;
+    let admin = kube.client().await;
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "exposer"},
+        "rules": [{"apiGroups": ["", "route.openshift.io"], "resources": ["services", "routes"], "verbs": ["*"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "alice-exposer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "exposer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]});
+    let pp = PatchParams::apply("test");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(admin.clone(), &ns);
+    roles.patch("exposer", &pp, &Patch::Apply(&role)).await.expect("role");
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(admin.clone(), &ns);
+    rbs.patch("alice-exposer", &pp, &Patch::Apply(&binding)).await.expect("binding");
+
+    let t = KubevirtTarget::from_client(kube.unprivileged_client().await).with_options(options());
+    let start = Instant::now();
+    loop {
+        // RBAC caches settle within a moment of the binding.
+        match t.expose("p", &ns, &lab_services(None, None)).await {
+            Ok(()) => break,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(e.code(), ErrorCode::KubeForbidden, "{}", e.report());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{}", e.report()),
+        }
+    }
+    let svcs: Api<Service> = Api::namespaced(admin, &ns);
+    svcs.get("webapp").await.expect("service");
+}
