@@ -950,6 +950,14 @@ impl TargetProvider for PassTarget {
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         self.inner.create_vm(vm, volumes).await
     }
+    async fn convert_guest(
+        &self,
+        vm: &TargetVm,
+        volumes: &[PreparedVolume],
+        req: &ConversionRequest,
+    ) -> Result<GuestConversion> {
+        self.inner.convert_guest(vm, volumes, req).await
+    }
     async fn expose(&self, plan: &str, ns: &str, services: &[crate::plan::ServiceSpec]) -> Result<()> {
         self.inner.expose(plan, ns, services).await
     }
