@@ -131,10 +131,16 @@ impl CredentialsRef {
                 Error::new(ErrorCode::CredentialsMissing, format!("environment variable {shown} is not set"))
             })
         };
-        // The password variable's name is never echoed: people put the password itself there by
-        // mistake, and this message goes to terminals and logs.
+        // People put the password itself in passwordEnv by mistake, and this message goes to
+        // terminals and logs: the name is shown only when it looks like a variable name.
         let username = get(&self.username_env, &self.username_env)?;
-        let password = get(&self.password_env, "named by credentials.passwordEnv (name not shown)")?;
+        let shown = if looks_like_env_name(&self.password_env) {
+            self.password_env.clone()
+        } else {
+            "named by credentials.passwordEnv (not shown: it does not look like a variable name; is it the password?)"
+                .to_string()
+        };
+        let password = get(&self.password_env, &shown)?;
         Ok(Credentials { username, password })
     }
 }
@@ -675,6 +681,13 @@ impl Plan {
     pub fn network_for(&self, network: &str, id: Option<&str>) -> Option<&NetworkDestination> {
         self.spec.network_map.iter().find(|m| m.source.matches(network, id)).map(|m| &m.destination)
     }
+}
+
+/// `[A-Z_][A-Z0-9_]*`: the shape of an environment variable name, which a password rarely has.
+pub fn looks_like_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_uppercase() || f == '_')
+        && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
 }
 
 /// Largest plan file accepted (a plan of 10,000 VMs is well under this).
