@@ -46,3 +46,37 @@ fn planted_links_in_output_and_status_folders_are_not_followed() {
     assert_ne!(r.status.code(), Some(0), "a symlinked lock file was used");
     assert_eq!(std::fs::read(&victim).expect("victim"), b"the victim's file");
 }
+
+/// Issue 14 item 16: a run holding an output folder (here: its lock, held by this test) keeps a
+/// second run with another status file out of it, instead of both writing the same disks.
+#[test]
+fn a_busy_output_folder_is_refused() {
+    let work = tempfile::tempdir().expect("tmp");
+    let (ds, _vmdk) = big_vmx_datastore(work.path(), "busydb", 16 << 20, 1);
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".vmigrate.lock"))
+        .expect("lock file");
+    held.try_lock().expect("lock");
+    let plan_file = work.path().join("plan.yaml");
+    std::fs::write(&plan_file, vmx_plan("busy", &ds, &format!("dir://{}", out.display()), &["busydb"])).expect("plan");
+    let other_status = work.path().join("other.status.json");
+    let r = run_cli(
+        &["migrate", "--plan", plan_file.to_str().expect("utf-8"), "--status", other_status.to_str().expect("utf-8")],
+        |_| {},
+    );
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_ne!(r.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("in use by another vmigrate run"), "{stderr}");
+    assert_eq!(std::fs::read_dir(out.join("disks")).map(|d| d.count()).unwrap_or(0), 0, "a disk was written");
+    drop(held);
+    let r = run_cli(
+        &["migrate", "--plan", plan_file.to_str().expect("utf-8"), "--status", other_status.to_str().expect("utf-8")],
+        |_| {},
+    );
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+}

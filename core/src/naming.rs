@@ -113,13 +113,18 @@ pub fn assign_names(requests: &[NameRequest<'_>], taken: &[String]) -> Vec<(Stri
             None => (sanitize_name(r.source_name), NameOrigin::Sanitized),
         })
         .collect();
+    // How often each base name occurs: a clash check in one pass (80k VMs took 48 s pairwise).
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (b, _) in &bases {
+        *count.entry(b.as_str()).or_default() += 1;
+    }
     let mut out = Vec::with_capacity(bases.len());
     for (i, (base, origin)) in bases.iter().enumerate() {
         if *origin == NameOrigin::Explicit {
             out.push((base.clone(), origin.clone()));
             continue;
         }
-        let clash_in_plan = bases.iter().enumerate().any(|(j, (b, _))| j != i && b == base);
+        let clash_in_plan = count.get(base.as_str()).copied().unwrap_or(0) > 1;
         if clash_in_plan || taken.contains(base.as_str()) {
             let seed = format!("{}\u{0}{}", requests[i].identity, requests[i].source_name);
             out.push((with_suffix(base, &stable_suffix(&seed)), NameOrigin::Deduplicated));

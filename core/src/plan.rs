@@ -143,10 +143,16 @@ impl CredentialsRef {
                 Error::new(ErrorCode::CredentialsMissing, format!("environment variable {shown} is not set"))
             })
         };
-        // The password variable's name is never echoed: people put the password itself there by
-        // mistake, and this message goes to terminals and logs.
+        // People put the password itself in passwordEnv by mistake, and this message goes to
+        // terminals and logs: the name is shown only when it looks like a variable name.
         let username = get(&self.username_env, &self.username_env)?;
-        let password = get(&self.password_env, "named by credentials.passwordEnv (name not shown)")?;
+        let shown = if looks_like_env_name(&self.password_env) {
+            self.password_env.clone()
+        } else {
+            "named by credentials.passwordEnv (not shown: it does not look like a variable name; is it the password?)"
+                .to_string()
+        };
+        let password = get(&self.password_env, &shown)?;
         Ok(Credentials { username, password })
     }
 }
@@ -563,6 +569,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 impl Plan {
     /// Parse a plan from YAML (JSON is valid YAML too). Errors name the field and the line.
     pub fn from_yaml_str(text: &str) -> Result<Plan> {
+        check_text(text, true)?;
         let plan: Plan = serde_yaml_ng::from_str(text)
             .map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
         plan.check()?;
@@ -571,6 +578,7 @@ impl Plan {
 
     /// Parse a plan from JSON. Errors name the field, line and column.
     pub fn from_json_str(text: &str) -> Result<Plan> {
+        check_text(text, false)?;
         let plan: Plan =
             serde_json::from_str(text).map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
         plan.check()?;
@@ -628,6 +636,9 @@ impl Plan {
         }
         if spec.vms.is_empty() {
             return bad("spec.vms is empty: name at least one VM".into());
+        }
+        if spec.vms.len() > MAX_PLAN_VMS {
+            return bad(format!("spec.vms lists {} VMs; at most {MAX_PLAN_VMS} per plan", spec.vms.len()));
         }
         let mut seen = HashSet::new();
         for (i, vm) in spec.vms.iter().enumerate() {
@@ -761,6 +772,65 @@ impl Plan {
     }
 }
 
+/// `[A-Z_][A-Z0-9_]*`: the shape of an environment variable name, which a password rarely has.
+pub fn looks_like_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_uppercase() || f == '_')
+        && c.all(|x| x.is_ascii_uppercase() || x.is_ascii_digit() || x == '_')
+}
+
+/// Largest plan file accepted (a plan of 10,000 VMs is well under this).
+pub const MAX_PLAN_BYTES: usize = 4 << 20;
+/// Deepest `[`/`{` nesting accepted in a plan (a real plan needs 4).
+pub const MAX_PLAN_DEPTH: usize = 32;
+/// Most VMs in one plan.
+pub const MAX_PLAN_VMS: usize = 10_000;
+
+/// Cheap checks before a plan is parsed, so that hostile text cannot take minutes or gigabytes:
+/// its size, its flow nesting depth, and (YAML) no anchors/aliases, whose expansion is the
+/// "billion laughs" bomb. Quoted strings and comments are skipped.
+fn check_text(text: &str, yaml: bool) -> Result<()> {
+    let bad = |msg: String| Err(Error::new(ErrorCode::PlanParse, msg));
+    if text.len() > MAX_PLAN_BYTES {
+        return bad(format!("the plan is {} bytes; at most {MAX_PLAN_BYTES} are accepted", text.len()));
+    }
+    let (mut depth, mut quote, mut comment, mut prev) = (0usize, None::<char>, false, ' ');
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if c == '\\' && q == '"' {
+                chars.next();
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                '"' | '\'' if prev.is_whitespace() || "[{,:".contains(prev) => quote = Some(c),
+                '#' if yaml && prev.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_PLAN_DEPTH {
+                        return bad(format!("the plan nests deeper than {MAX_PLAN_DEPTH} levels"));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '&' | '*'
+                    if yaml
+                        && (prev.is_whitespace() || "[{,".contains(prev))
+                        && chars.peek().is_some_and(|n| n.is_alphanumeric() || *n == '_' || *n == '-') =>
+                {
+                    return bad("YAML anchors and aliases (&name, *name) are not accepted in plans".into());
+                }
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
 /// Longest VM name or id accepted (vSphere allows 80 characters; VMX files anything).
 pub const MAX_NAME_LEN: usize = 1024;
 
@@ -838,6 +908,39 @@ spec:
       ports: [{ protocol: TCP, port: 3306, targetPort: 3306 }]
   hooks: []
 "#;
+
+    /// Issue 14 item 11: hostile plan text is refused quickly and cheaply: deep nesting, alias
+    /// bombs, oversize files, too many VMs; the name-clash check of a large plan is linear.
+    #[test]
+    fn plan_size_depth_and_alias_limits() {
+        let head = "apiVersion: vmigrate.dev/v1alpha1\nkind: Plan\nmetadata: { name: p }\nspec:\n  source: { url: \"vmx:///d\" }\n  target: { url: \"dir:///o\" }\n  targetNamespace: ns\n";
+        let t = std::time::Instant::now();
+        let deep = format!("{head}  vms: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = Plan::from_yaml_str(&deep).expect_err("deep");
+        assert!(e.to_string().contains("nests deeper"), "{e}");
+        let bomb = format!(
+            "{head}  vms:\n    - name: a\nx: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\ny: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nz: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        );
+        let e = Plan::from_yaml_str(&bomb).expect_err("alias bomb");
+        assert!(e.to_string().contains("anchors"), "{e}");
+        let e = Plan::from_yaml_str(&" ".repeat(MAX_PLAN_BYTES + 1)).expect_err("huge");
+        assert!(e.to_string().contains("bytes"), "{e}");
+        let many: String = (0..MAX_PLAN_VMS + 1).map(|i| format!("    - name: vm{i}\n")).collect();
+        let e = Plan::from_yaml_str(&format!("{head}  vms:\n{many}")).expect_err("too many");
+        assert_eq!(e.code(), ErrorCode::PlanInvalid);
+        // Quoted text and comments with the same characters are fine.
+        let ok = format!("{head}  vms:\n    - name: \"a&b *c [[[[\" # &x *y\n");
+        Plan::from_yaml_str(&ok).expect("quoted");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+        // 80,000 names through the clash check.
+        let names: Vec<String> = (0..80_000).map(|i| format!("vm{}", i % 40_000)).collect();
+        let reqs: Vec<crate::naming::NameRequest<'_>> =
+            names.iter().map(|n| crate::naming::NameRequest { source_name: n, identity: n, explicit: None }).collect();
+        let t = std::time::Instant::now();
+        let out = crate::naming::assign_names(&reqs, &[]);
+        assert_eq!(out.len(), 80_000);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "clash check took {:?}", t.elapsed());
+    }
 
     /// Issue 14 item 16: a password put in `passwordEnv` by mistake is not echoed.
     #[test]

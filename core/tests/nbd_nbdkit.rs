@@ -187,3 +187,17 @@ async fn server_without_structured_replies_uses_simple_replies() {
     assert!(!t2.info().structured);
     assert_eq!(t2.read_at(0, 4096).await.unwrap().len(), 4096);
 }
+
+/// Issue 14 item 13: a stalled server is a typed Timeout after `request_timeout`, not a wait
+/// forever.
+#[tokio::test]
+async fn a_stalled_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = nbdkit(dir.path(), &["--filter=delay", "memory", "1M", "rdelay=30"]);
+    let opts = NbdOptions { request_timeout: std::time::Duration::from_millis(500), ..NbdOptions::default() };
+    let t = NbdTransport::connect_with(NbdAddr::Unix(server.sock.clone()), "", opts).await.unwrap();
+    let started = std::time::Instant::now();
+    let e = t.read_at(0, 4096).await.expect_err("stalled");
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}

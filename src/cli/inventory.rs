@@ -58,9 +58,15 @@ fn credentials(args: &InventoryArgs) -> Result<Credentials, Error> {
             )
         })?;
     let password = match &args.password_env {
-        // The name is not echoed: it may be the password, given by mistake.
+        // The name is echoed only when it looks like one: it may be the password, given by mistake.
         Some(var) => env_nonempty(var).ok_or_else(|| {
-            Error::new(ErrorCode::CredentialsMissing, "the environment variable named by --password-env is not set")
+            let msg = if vmigrate::core::plan::looks_like_env_name(var) {
+                format!("environment variable {var} is not set")
+            } else {
+                "the environment variable named by --password-env is not set (its name is not shown: is it the password?)"
+                    .to_string()
+            };
+            Error::new(ErrorCode::CredentialsMissing, msg)
         })?,
         None => {
             env_nonempty("VMIGRATE_SOURCE_PASSWORD").or_else(|| env_nonempty("GOVC_PASSWORD")).ok_or_else(|| {

@@ -79,6 +79,9 @@ pub struct NbdOptions {
     pub structured_replies: bool,
     /// Limit for connecting plus the handshake.
     pub connect_timeout: Duration,
+    /// Limit for one request's reply: a stalled server is an error ([`ErrorCode::Timeout`])
+    /// after this long, not a wait forever (default 10 minutes).
+    pub request_timeout: Duration,
     /// Upgrade every connection to TLS (`nbds://`) before negotiating.
     pub tls: Option<NbdTls>,
 }
@@ -163,6 +166,7 @@ impl Default for NbdOptions {
             dirty_bitmap: None,
             structured_replies: true,
             connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(600),
             tls: None,
         }
     }
@@ -643,6 +647,8 @@ struct Conn {
     next_cookie: AtomicU64,
     writer: Option<JoinHandle<()>>,
     reader: JoinHandle<()>,
+    /// [`NbdOptions::request_timeout`].
+    timeout: Duration,
 }
 
 impl Conn {
@@ -664,7 +670,14 @@ impl Conn {
             tracing::debug!(error = %err.report(), "nbd reader stopped");
             fail_all(&rstate, current, &err);
         });
-        Conn { state, tx: Some(tx), next_cookie: AtomicU64::new(1), writer: Some(writer), reader }
+        Conn {
+            state,
+            tx: Some(tx),
+            next_cookie: AtomicU64::new(1),
+            writer: Some(writer),
+            reader,
+            timeout: NbdOptions::default().request_timeout,
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // one field per NBD request header field
@@ -693,7 +706,18 @@ impl Conn {
             lock(&self.state).map.remove(&cookie);
             return Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what} refused: connection closed")));
         }
-        rx.await.unwrap_or_else(|_| Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what}: connection lost"))))
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(r) => {
+                r.unwrap_or_else(|_| Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what}: connection lost"))))
+            }
+            Err(_) => {
+                lock(&self.state).map.remove(&cookie);
+                Err(Error::new(
+                    ErrorCode::Timeout,
+                    format!("nbd {what} at {offset}: no reply within {:?} (server stalled?)", self.timeout),
+                ))
+            }
+        }
     }
 }
 
@@ -850,9 +874,10 @@ impl NbdTransport {
     /// # Cancel safety
     /// Cancel safe: a dropped connect closes its socket.
     pub async fn connect_with(addr: NbdAddr, export: &str, opts: NbdOptions) -> Result<NbdTransport> {
-        let (info, conn) = tokio::time::timeout(opts.connect_timeout, open(&addr, export, &opts))
+        let (info, mut conn) = tokio::time::timeout(opts.connect_timeout, open(&addr, export, &opts))
             .await
             .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {addr} timed out")))??;
+        conn.timeout = opts.request_timeout;
         tracing::debug!(%addr, export, size = info.size, flags = info.flags, structured = info.structured,
             go = info.used_go, "nbd connected");
         let pool = BufPool::new();
@@ -986,9 +1011,11 @@ impl BlockTransport for NbdTransport {
 
     async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
         let s = &self.shared;
-        let (info, conn) = tokio::time::timeout(s.opts.connect_timeout, open(&s.addr, &s.export, &s.opts))
-            .await
-            .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {} timed out", s.addr)))??;
+        let (info, mut conn) =
+            tokio::time::timeout(s.opts.connect_timeout, open(&s.addr, &s.export, &s.opts))
+                .await
+                .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {} timed out", s.addr)))??;
+        conn.timeout = s.opts.request_timeout;
         if info.size != s.info.size {
             return Err(protocol(format!("nbd export size changed from {} to {}", s.info.size, info.size)));
         }

@@ -269,6 +269,10 @@ fn parse_extent(l: &str, line: usize) -> Result<ExtentLine, VmdkError> {
         _ => return Err(err("bad extent access")),
     };
     let sectors: u64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| err("bad extent size"))?;
+    if sectors == 0 {
+        // qemu-img refuses it too; copying it would make an empty disk and exit 0.
+        return Err(err("extent of zero sectors"));
+    }
     let kind = match it.next().map(str::to_ascii_uppercase).as_deref() {
         Some("FLAT") => ExtentType::Flat,
         Some("SPARSE") => ExtentType::Sparse,
@@ -331,5 +335,10 @@ mod tests {
         assert!(parse_descriptor(b"createType=\"vmfs\"\nRW 1 FLAT\n").is_err());
         assert!(parse_descriptor(b"createType=\"vmfs\"\nRW 1 FLAT \"a\" 0 9\n").is_err());
         assert!(parse_descriptor(b"\xff\xfe").is_err());
+        // Issue 14 item 12: `RW 0` is refused, not read as an empty disk.
+        assert!(matches!(
+            parse_descriptor(b"createType=\"monolithicFlat\"\nRW 0 FLAT \"a\" 0\n"),
+            Err(VmdkError::Descriptor { line: 2, .. })
+        ));
     }
 }
