@@ -439,6 +439,19 @@ stop"#;
                 assert!(start.elapsed() < Duration::from_secs(120), "{gv} {plural} not in discovery after 120 s");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            // In discovery is not yet "storage ready": a loaded server answers reads of a fresh
+            // CRD with 429 "storage is (re)initializing" for a while. Wait until a list works.
+            loop {
+                let (group, version) = gv.split_once('/').unwrap_or(("", gv.as_str()));
+                let gvk = kube::api::GroupVersionKind::gvk(group, version, "");
+                let ar = kube::discovery::ApiResource::from_gvk_with_plural(&gvk, &plural);
+                let any: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &ar);
+                if any.list(&kube::api::ListParams::default().limit(1)).await.is_ok() {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(180), "{gv} {plural} cannot be listed after 180 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }
