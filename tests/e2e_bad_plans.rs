@@ -125,3 +125,21 @@ fn wrong_password_is_invalid_login_with_exit_1_and_no_secret() {
     assert!(!err.contains(wrong) && !out.contains(wrong), "the password leaked: {err}");
     c.assert_untouched();
 }
+
+/// `validate` without `--inventory` and without credentials says how to validate offline.
+#[test]
+fn validate_without_credentials_points_at_inventory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let plan = dir.path().join("plan.yaml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plan.yaml")).expect("plan");
+    std::fs::write(&plan, text.replace("VMIGRATE_SOURCE_USERNAME", "VMIGRATE_TEST_NO_SUCH_USER")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmigrate"))
+        .args(["validate", "--plan"])
+        .arg(&plan)
+        .env_remove("VMIGRATE_TEST_NO_SUCH_USER")
+        .output()
+        .expect("run validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CredentialsMissing") && err.contains("--inventory"), "{err}");
+}

@@ -237,8 +237,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Inventory(args) => inventory::run(args).await,
         Command::Validate { plan, inventory, output } => {
             let plan = Plan::from_file(&plan)?;
+            let offline = inventory.is_some();
             let inventory = inventory.map(|p| read_inventory(&p)).transpose()?;
-            validate::run(&plan, inventory.as_ref(), output).await
+            validate::run(&plan, inventory.as_ref(), output).await.map_err(|e| {
+                if !offline && e.code() == vmigrate::core::ErrorCode::CredentialsMissing {
+                    // Validation needs the source's inventory, not necessarily the source.
+                    vmigrate::core::Error::new(
+                        e.code(),
+                        format!(
+                            "{}; or validate offline from a saved inventory: `vmigrate inventory --source URL --output json > inventory.json`, then `vmigrate validate --plan P --inventory inventory.json`",
+                            e.message()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })
         }
     }
 }
