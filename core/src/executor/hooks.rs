@@ -19,7 +19,7 @@ pub const HOOK_ENV_ALLOWED: &[&str] =
     &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM", "KUBECONFIG"];
 
 /// Run a command hook with the VM's context as JSON on stdin and as environment variables, in an
-/// explicit environment ([`HOOK_ENV_ALLOWED`] plus the `VMIGRATE_*` context variables).
+/// explicit environment (the allow-list `HOOK_ENV_ALLOWED` plus the `VMIGRATE_*` context variables).
 ///
 /// # Errors
 /// [`ErrorCode::HookFailed`] with the tail of the hook's output when it exits non-zero, cannot
