@@ -320,7 +320,17 @@ impl Vcsim {
 
 impl Drop for Vcsim {
     fn drop(&mut self) {
+        // Closing stdin asks the simulator to stop; it then removes its CBT state folder (a
+        // kill at once left one `vmigrate-vcsim-cbt-*` folder in /tmp per test). Kill only
+        // when it does not stop within two seconds.
         drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -409,6 +409,12 @@ fn http_to_file(scenario: &'static str, src: &Path, dir: &Path, dst: &Path, roun
     let root = src.parent().expect("image in a directory").display().to_string();
     let tmp = dir.join("nginx-tmp");
     let _ = std::fs::create_dir_all(&tmp);
+    // vmigrate creates its outputs 0600 (disks can hold secrets); nginx's workers run as an
+    // unprivileged user and must read the image they serve.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o644));
+    }
     let t = tmp.display();
     let text = format!(
         "worker_processes 2;\npid {t}/nginx.pid;\nerror_log {t}/error.log;\nevents {{ worker_connections 256; }}\n\
