@@ -142,7 +142,7 @@ impl SparseHeader {
         if self.descriptor_size > (super::descriptor::MAX_DESCRIPTOR_BYTES as u64) / SECTOR {
             return Err(VmdkError::TooLarge { what: "embedded descriptor", size: self.descriptor_size * SECTOR });
         }
-        if self.is_compressed() && self.compress_algorithm != COMPRESSION_DEFLATE {
+        if self.compress_algorithm > COMPRESSION_DEFLATE && self.flags & FLAG_COMPRESSED != 0 {
             return Err(VmdkError::Unsupported { what: format!("compression algorithm {}", self.compress_algorithm) });
         }
         if self.gd_offset == 0 && self.capacity > 0 {
@@ -167,9 +167,31 @@ impl SparseHeader {
         grains.div_ceil(u64::from(self.num_gtes_per_gt))
     }
 
-    /// Grains are deflate-compressed (streamOptimized).
+    /// Grains are deflate-compressed (streamOptimized). Decided by compressAlgorithm, as qemu-img
+    /// does, so both read a file the same way; [`SparseHeader::flags_disagree`] refuses the files
+    /// where the flags say otherwise and the two readers would part.
     pub fn is_compressed(&self) -> bool {
-        self.flags & FLAG_COMPRESSED != 0
+        self.compress_algorithm == COMPRESSION_DEFLATE
+    }
+
+    /// Why this (effective) header's flags disagree with how its grains are stored, or `None`.
+    ///
+    /// A compressed-flag without deflate means the grains hold markers and deflate data that a
+    /// plain read would copy as disk bytes; markers without compression, or compression without
+    /// markers, likewise make the grain offsets point at something other than what is read there.
+    /// qemu-img either refuses these files or reads such bytes as data: we refuse.
+    pub fn flags_disagree(&self) -> Option<&'static str> {
+        let flag = self.flags & FLAG_COMPRESSED != 0;
+        if flag && !self.is_compressed() {
+            return Some("the compressed flag is set but compressAlgorithm is not deflate");
+        }
+        if self.has_markers() && !self.is_compressed() {
+            return Some("the markers flag is set but the grains are not compressed");
+        }
+        if self.is_compressed() && !self.has_markers() {
+            return Some("the grains are compressed but the markers flag is clear");
+        }
+        None
     }
 
     /// Grains are preceded by markers.

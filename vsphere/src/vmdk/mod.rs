@@ -346,10 +346,10 @@ impl VmdkDisk {
                 }
                 ExtentType::Sparse => {
                     // An embedded descriptor always describes the file it sits in, whatever
-                    // name it gives (files get renamed).
-                    let (file, h) = match &own {
-                        Some((_, f, h)) if d.extents.len() == 1 => (f.clone(), Some(*h)),
-                        _ => (Arc::from(opener.open(&name).await?) as Arc<dyn BlockTransport>, None),
+                    // name it gives (files get renamed); errors name the file opened.
+                    let (file, h, name) = match &own {
+                        Some((own_name, f, h)) if d.extents.len() == 1 => (f.clone(), Some(*h), own_name.clone()),
+                        _ => (Arc::from(opener.open(&name).await?) as Arc<dyn BlockTransport>, None, name),
                     };
                     let ext = SparseExtent::open(name.clone(), file, h).await?;
                     if ext.capacity_bytes() < len {
