@@ -176,3 +176,31 @@ async fn stream_grain_marker_sizes() {
     // Trailing bytes after the deflate stream's end are ignored by both.
     check(d, &raw, "size_long", &with_marker_size(&img, size + 100), Want::BothReadSource, "").await;
 }
+
+/// VMware's exports keep the real header in the footer: there, qemu-img and we read the footer's
+/// flags and ignore the head's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_footer_flags_that_disagree_with_grains() {
+    if !have_qemu_img() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let raw = d.join("src.raw");
+    make_raw(&raw, SIZE, 43, 12);
+    let img = vmware_stream(&std::fs::read(&raw).expect("read raw"));
+    let footer = img.len() - 1024;
+    assert_eq!(u64_at(&img, 56), u64::MAX, "grain directory in the footer");
+    check(d, &raw, "vmware", &img, Want::BothReadSource, "").await;
+    // The head says plain sparse; the footer, which both follow, says stream.
+    let mut head_plain = with_flags(&img, FLAG_COMPRESSED | FLAG_MARKERS);
+    head_plain[77..79].copy_from_slice(&0u16.to_le_bytes());
+    check(d, &raw, "head_plain", &head_plain, Want::BothReadSource, "").await;
+    let mut footer_no_markers = img.clone();
+    let flags = u32_at(&img, footer + 8) & !FLAG_MARKERS;
+    footer_no_markers[footer + 8..footer + 12].copy_from_slice(&flags.to_le_bytes());
+    check(d, &raw, "footer_no_markers", &footer_no_markers, Want::BothRefuse, "markers flag is clear").await;
+    let mut footer_no_algo = img.clone();
+    footer_no_algo[footer + 77..footer + 79].copy_from_slice(&0u16.to_le_bytes());
+    check(d, &raw, "footer_no_algorithm", &footer_no_algo, Want::WeRefuseQemuReadsGarbage, "not deflate").await;
+}

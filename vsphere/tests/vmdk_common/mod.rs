@@ -3,11 +3,18 @@
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+
 use vmigrate_core::{BlockTransport, ExtentKind, ExtentState};
+use vmigrate_vsphere::vmdk::header::{
+    marker, SparseHeader, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_TEST, GD_AT_END,
+};
 
 /// Grain size qemu-img and our writer use.
 pub const GRAIN: u64 = 64 << 10;
@@ -150,4 +157,75 @@ pub async fn grain_is_data(src: &dyn BlockTransport) -> Vec<bool> {
         pos = exts.last().map(|e| e.end()).expect("non-empty");
     }
     out
+}
+
+/// Build a streamOptimized file the way VMware exports it: grain markers, GT and GD markers,
+/// and the grain directory found through the footer.
+pub fn vmware_stream(raw: &[u8]) -> Vec<u8> {
+    let grain = 128u64;
+    let gb = (grain * 512) as usize;
+    let capacity = (raw.len() as u64).div_ceil(512);
+    let grains = capacity.div_ceil(grain) as usize;
+    let gd_entries = grains.div_ceil(512);
+    let desc = format!(
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"streamOptimized\"\n\
+         RW {capacity} SPARSE \"export.vmdk\"\nddb.adapterType = \"lsilogic\"\n"
+    );
+    let header = SparseHeader {
+        version: 3,
+        flags: FLAG_NEWLINE_TEST | FLAG_COMPRESSED | FLAG_MARKERS,
+        capacity,
+        grain_size: grain,
+        descriptor_offset: 1,
+        descriptor_size: 1,
+        num_gtes_per_gt: 512,
+        rgd_offset: 0,
+        gd_offset: GD_AT_END,
+        over_head: 2,
+        unclean_shutdown: false,
+        compress_algorithm: 1,
+    };
+    let mut f = header.to_bytes().to_vec();
+    let mut d = desc.into_bytes();
+    d.resize(512, 0);
+    f.extend(d);
+    let pad = |f: &mut Vec<u8>| f.resize(f.len().div_ceil(512) * 512, 0);
+    let meta_marker = |f: &mut Vec<u8>, sectors: u64, kind: u32| {
+        let mut m = [0u8; 512];
+        m[0..8].copy_from_slice(&sectors.to_le_bytes());
+        m[12..16].copy_from_slice(&kind.to_le_bytes());
+        f.extend_from_slice(&m);
+    };
+    let mut gtes = vec![0u32; gd_entries * 512];
+    for (g, chunk) in raw.chunks(gb).enumerate() {
+        if chunk.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let mut enc = ZlibEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(chunk).expect("deflate");
+        let z = enc.finish().expect("deflate");
+        gtes[g] = (f.len() / 512) as u32;
+        f.extend_from_slice(&(g as u64 * grain).to_le_bytes());
+        f.extend_from_slice(&(z.len() as u32).to_le_bytes());
+        f.extend_from_slice(&z);
+        pad(&mut f);
+    }
+    let mut gd = Vec::new();
+    for t in 0..gd_entries {
+        meta_marker(&mut f, 4, marker::GT);
+        gd.push((f.len() / 512) as u32);
+        for e in &gtes[t * 512..(t + 1) * 512] {
+            f.extend_from_slice(&e.to_le_bytes());
+        }
+    }
+    meta_marker(&mut f, (gd_entries as u64 * 4).div_ceil(512), marker::GD);
+    let gd_offset = (f.len() / 512) as u64;
+    for e in gd {
+        f.extend_from_slice(&e.to_le_bytes());
+    }
+    pad(&mut f);
+    meta_marker(&mut f, 1, marker::FOOTER);
+    f.extend_from_slice(&SparseHeader { gd_offset, ..header }.to_bytes());
+    meta_marker(&mut f, 0, marker::EOS);
+    f
 }
