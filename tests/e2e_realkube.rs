@@ -31,24 +31,30 @@ use vmigrate::kubevirt::{DataVolume, KubevirtOptions, KubevirtTarget, VirtualMac
 const TOKEN: &str = "upload-token-realkube";
 const NS: &str = "vmexamples";
 
-/// Marks every UploadReady DataVolume of `ns` Succeeded once `proxy` holds as many uploads as
-/// there are such volumes plus `before` (what CDI does when the upload pod finished).
-fn succeed_after_upload(client: kube::Client, proxy: FakeUploadProxy, before: usize) -> tokio::task::JoinHandle<()> {
+/// Marks an UploadReady DataVolume of `ns` Succeeded once `proxy` has received an upload after
+/// the volume was first seen (what CDI does when the upload pod finished). Each
+/// volume is followed by its UID: a volume re-created under the same name waits for an upload of
+/// its own, never counts the earlier run's.
+fn succeed_after_upload(client: kube::Client, proxy: FakeUploadProxy) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<DataVolume> = Api::namespaced(client, NS);
+        // Per UID: the proxy's upload count when the volume was first seen UploadReady.
+        let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
         loop {
             if let Ok(list) = api.list(&Default::default()).await {
-                let ready: Vec<String> = list
-                    .items
-                    .iter()
-                    .filter(|d| d.phase() == "UploadReady" && d.metadata.deletion_timestamp.is_none())
-                    .filter_map(|d| d.metadata.name.clone())
-                    .collect();
-                if !ready.is_empty() && proxy.uploads().len() >= before + ready.len() {
-                    for n in ready {
+                let uploads = proxy.uploads().len();
+                for d in &list.items {
+                    if d.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let (Some(uid), Some(name)) = (d.metadata.uid.clone(), d.metadata.name.clone()) else { continue };
+                    // Counted from the first sight of the volume, in whatever phase: vmigrate
+                    // cannot upload before the volume is UploadReady, which comes later.
+                    let since = *seen.entry(uid).or_insert(uploads);
+                    if d.phase() == "UploadReady" && uploads > since {
                         let _ = api
                             .patch_status(
-                                &n,
+                                &name,
                                 &PatchParams::default(),
                                 &Patch::Merge(json!({"status": {"phase": "Succeeded", "progress": "100.0%"}})),
                             )
@@ -85,7 +91,7 @@ async fn cold_upload_expose_rerun_and_cancel_against_a_real_api_server() {
     Api::<StorageClass>::all(client.clone()).create(&PostParams::default(), &sc).await.expect("storage class");
     let _cdi = CdiStandIn::start(client.clone(), NS, "UploadReady", Duration::from_secs(2));
     let proxy = FakeUploadProxy::start(TOKEN).await;
-    let _succeed = succeed_after_upload(client.clone(), proxy.clone(), 0);
+    let _succeed = succeed_after_upload(client.clone(), proxy.clone());
 
     let sim = start_vcsim(32 << 20);
     let env = CredEnv::new("realkube_e2e");
