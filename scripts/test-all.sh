@@ -89,3 +89,7 @@ cargo run -q --locked -p vmigrate-benches --bin copy_bench -- --quick --dir "$he
 # The plan bench (docs/benchmarks.md, "Plans"): 20 VMs through the executor against the bare engine.
 echo "== benches: plans (--quick)"
 cargo run -q --locked -p vmigrate-benches --bin plan_bench -- --quick --dir "$here/target/bench-plan-quick"
+# The conversion bench (docs/benchmarks.md, "Guest conversion"): the host-only guest migrated
+# with conversion against `virt-v2v -i vmx`, once each, no boots (a few minutes under TCG).
+echo "== benches: guest conversion (--quick)"
+cargo run -q --locked -p vmigrate-benches --bin convert_bench -- --quick --dir "$here/target/bench-convert-quick"

@@ -61,9 +61,14 @@ impl GuestSet {
     }
 }
 
-/// The builder script.
+/// The builder script, found from the crate that compiles this file (the root crate's tests, or
+/// the benches crate that shares it) up to the workspace root.
 pub fn builder_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests/build-guests.sh")
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|d| d.join("tests/guests/build-guests.sh"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("tests/guests/build-guests.sh not found above {}", here.display()))
 }
 
 /// Build (or find in the cache) the guests, once per process.
