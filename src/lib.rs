@@ -33,10 +33,7 @@ use vmigrate_core::{Inventory, Plan, Result};
 pub async fn validate_plan(plan: &Plan, inventory: Option<&Inventory>) -> Result<PlanValidation> {
     let (inventory, caps) = match inventory {
         Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
-        None => {
-            let source = sources::open_source(&plan.spec.source).await?;
-            (source.inventory().await?, source.capabilities())
-        }
+        None => sources::read_inventory(&plan.spec.source).await?,
     };
     let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };
     Ok(run_rules(&ctx))
@@ -71,10 +68,7 @@ pub async fn validate_plan_with_target(
 ) -> Result<(PlanValidation, TargetCheck)> {
     let (inventory, caps) = match inventory {
         Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
-        None => {
-            let source = sources::open_source(&plan.spec.source).await?;
-            (source.inventory().await?, source.capabilities())
-        }
+        None => sources::read_inventory(&plan.spec.source).await?,
     };
     if !plan.spec.target.url.trim().starts_with("kubevirt://") {
         let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };

@@ -80,3 +80,27 @@ pub async fn open_vsphere(
     })
     .await
 }
+
+/// The inventory and capabilities of the source a plan names, with the source's session ended
+/// before returning (whatever the outcome): what `validate` needs, without leaving a vCenter
+/// session behind until its idle timeout.
+///
+/// # Errors
+/// As [`open_source`], and reading the inventory.
+pub async fn read_inventory(
+    spec: &SourceSpec,
+) -> Result<(vmigrate_core::Inventory, vmigrate_core::SourceCapabilities)> {
+    let source = open_source(spec).await?;
+    let inventory = source.inventory().await;
+    let caps = source.capabilities();
+    close_quietly(source.as_ref()).await;
+    Ok((inventory?, caps))
+}
+
+/// End a source's session, logging (never failing on) an error: used on the way out of a run
+/// whose own outcome matters more than a failed logout.
+pub async fn close_quietly(source: &dyn SourceProvider) {
+    if let Err(e) = source.close().await {
+        tracing::warn!(source = source.kind(), error = %e.report(), "ending the source session failed");
+    }
+}

@@ -8,6 +8,7 @@ mod support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use support::*;
 use vmigrate::core::executor::{Event, Executor, ExecutorOptions};
@@ -122,9 +123,16 @@ async fn cold_vcsim_to_dir_through_the_cli() {
     )
     .expect("write plan");
     let plan_arg = plan_file.to_str().expect("utf-8 path");
+    // The test's own session (prepare) logs out in the background; every CLI command must leave
+    // no session behind (vCenter caps sessions per user).
+    wait_for(Duration::from_secs(10), "the test's own session to end", || (sim.sessions() == 0).then_some(()));
+    let v = run_cli(&["validate", "--plan", plan_arg], |c| env.apply(c, &sim));
+    assert_eq!(v.status.code(), Some(0), "validate: {}", String::from_utf8_lossy(&v.stderr));
+    assert_eq!(sim.sessions(), 0, "`vmigrate validate` left a vCenter session behind");
     let res = run_cli(&["migrate", "--plan", plan_arg, "--output", "json"], |c| env.apply(c, &sim));
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(sim.sessions(), 0, "`vmigrate migrate` left a vCenter session behind");
     assert!(!stderr.contains(&sim.password), "the password leaked into stderr");
     let lines = json_lines(&res.stdout);
     assert!(lines.iter().any(|e| e["event"] == "plan" && e["summary"] == "3 of 3 VMs migrated"), "{lines:#?}");

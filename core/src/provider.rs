@@ -83,6 +83,15 @@ pub trait SourceProvider: Send + Sync + Debug {
     /// VMs, networks, datastores and hosts, in as few round trips as the source allows.
     async fn inventory(&self) -> Result<Inventory>;
 
+    /// End the source's session now (vSphere: `Logout`). Every front end calls it when it is
+    /// done, because vCenter caps concurrent sessions per user and an abandoned one lives until
+    /// its idle timeout (30 minutes by default): a tool that leaks a session per run locks
+    /// automation out. Later calls on this provider may fail; a second `close` is a no-op.
+    /// Default: nothing to end.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Fresh detail of one VM (by moref/id), e.g. after a power change.
     async fn vm(&self, id: &VmId) -> Result<Vm>;
 
@@ -294,6 +303,12 @@ pub trait TargetProvider: Send + Sync + Debug {
 
     /// VMs that already exist in `namespace` (names and MACs feed validation).
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>>;
+
+    /// Release what the target holds open (sessions, locks) now rather than at drop, which a
+    /// binding may reach without a runtime. A second `close` is a no-op. Default: nothing.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Problems of the target itself for this plan (missing namespace, storage class,
     /// NetworkAttachmentDefinition, CRDs), reported before anything is created.

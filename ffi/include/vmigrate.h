@@ -635,7 +635,7 @@ vmigrate_result vmigrate_source_new(const char *url,
 vmigrate_result vmigrate_source_inventory(const vmigrate_source *source, char **out_json);
 
 /*
- Release a source. NULL is ignored.
+ Release a source, ending its vCenter session first (`Logout`). NULL is ignored.
 
  # Safety
  `source` is NULL or a live handle, not used again afterwards.

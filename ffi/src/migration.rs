@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
-use vmigrate_core::{Error, ErrorCode, PlanStatus, Result};
+use vmigrate_core::{Error, ErrorCode, PlanStatus, Result, SourceProvider, TargetProvider};
 
 use crate::codes::vmigrate_result;
 use crate::plan::{plan_ref, to_json, vmigrate_plan};
@@ -30,6 +30,19 @@ struct Migration {
     /// Where the executor's events go while a run is in progress.
     events: EventSlot,
     running: AtomicBool,
+    /// The executor's source and target, ended (vCenter logout) when the handle is freed.
+    providers: Providers,
+}
+
+/// A run's source and target, kept to be closed when the run's handle goes away.
+pub(crate) type Providers = (Arc<dyn SourceProvider>, Arc<dyn TargetProvider>);
+
+/// End the sessions of a run's source and target (never fails: a failed logout is logged).
+pub(crate) async fn close_providers((source, target): Providers) {
+    vmigrate_facade::sources::close_quietly(source.as_ref()).await;
+    if let Err(e) = target.close().await {
+        tracing::warn!(error = %e.report(), "releasing the target failed");
+    }
 }
 
 /// An executor event as the JSON callers see: the executor's own serialisation (`"event"` tag,
@@ -43,9 +56,9 @@ pub(crate) fn event_json(event: &Event) -> Value {
 pub(crate) async fn prepare(
     plan: vmigrate_core::Plan,
     status_path: Option<PathBuf>,
-) -> Result<(Arc<Executor>, EventSlot)> {
-    let source = vmigrate_facade::sources::open_source(&plan.spec.source).await?;
-    let target = vmigrate_facade::targets::open_target(&plan.spec.target).await?;
+) -> Result<(Arc<Executor>, EventSlot, Providers)> {
+    let source: Arc<dyn SourceProvider> = Arc::from(vmigrate_facade::sources::open_source(&plan.spec.source).await?);
+    let target: Arc<dyn TargetProvider> = Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
     let slot: EventSlot = Arc::new(Mutex::new(None));
     let sink_slot = slot.clone();
     let mut opts = ExecutorOptions {
@@ -58,7 +71,8 @@ pub(crate) async fn prepare(
         ..ExecutorOptions::default()
     };
     opts.copy.verify = plan.spec.options.verify;
-    Ok((Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts)), slot))
+    let executor = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
+    Ok((executor, slot, (source, target)))
 }
 
 /// Run an executor to the end, handing each event to `on_event` on the calling thread.
@@ -117,9 +131,9 @@ pub unsafe extern "C" fn vmigrate_migration_new(
         non_null(out, "out")?;
         // SAFETY: caller contract.
         let (plan, status_path) = unsafe { (plan_ref(plan)?, optional_str(status_path, "status_path")?) };
-        let (executor, events) = block_on(prepare(plan.clone(), status_path.map(PathBuf::from)))??;
+        let (executor, events, providers) = block_on(prepare(plan.clone(), status_path.map(PathBuf::from)))??;
         let controller = executor.controller();
-        let m = Migration { executor, controller, events, running: AtomicBool::new(false) };
+        let m = Migration { executor, controller, events, running: AtomicBool::new(false), providers };
         // SAFETY: out was checked for NULL; C treats the Box<Migration> as opaque.
         unsafe { write_out(out, Box::into_raw(Box::new(m)).cast::<vmigrate_migration>()) };
         Ok(())
@@ -231,7 +245,11 @@ pub unsafe extern "C" fn vmigrate_migration_free(migration: *mut vmigrate_migrat
     ffi_panic_boundary_void! {
         if !migration.is_null() {
             // SAFETY: the Box<Migration> leaked by vmigrate_migration_new, freed once.
-            crate::runtime::drop_in_runtime(unsafe { Box::from_raw(migration.cast::<Migration>()) });
+            let m = unsafe { Box::from_raw(migration.cast::<Migration>()) };
+            // A runtime already shut down (vmigrate_shutdown) cannot log out; the drop below
+            // then still tries its best.
+            let _ = block_on(close_providers(m.providers.clone()));
+            crate::runtime::drop_in_runtime(m);
         }
     }
 }

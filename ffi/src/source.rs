@@ -120,7 +120,7 @@ pub unsafe extern "C" fn vmigrate_source_inventory(
     }
 }
 
-/// Release a source. NULL is ignored.
+/// Release a source, ending its vCenter session first (`Logout`). NULL is ignored.
 ///
 /// # Safety
 /// `source` is NULL or a live handle, not used again afterwards.
@@ -129,7 +129,12 @@ pub unsafe extern "C" fn vmigrate_source_free(source: *mut vmigrate_source) {
     ffi_panic_boundary_void! {
         if !source.is_null() {
             // SAFETY: the handle is the Box<Source> leaked by vmigrate_source_new, freed once.
-            crate::runtime::drop_in_runtime(unsafe { Box::from_raw(source.cast::<Source>()) });
+            let s = unsafe { Box::from_raw(source.cast::<Source>()) };
+            // End the vCenter session now: vCenter caps sessions per user, and one left to its
+            // idle timeout per handle locks automation out.
+            let provider = s.provider.clone();
+            let _ = block_on(async move { vmigrate_facade::sources::close_quietly(provider.as_ref()).await });
+            crate::runtime::drop_in_runtime(s);
         }
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use vmigrate_core::engine::{CopyControl, CopyStats, ProgressSnapshot};
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
+use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider, TargetProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 use vmigrate_facade::logging::{self, ForwardLayer, Record};
 
@@ -368,8 +368,36 @@ impl Source {
         to_json(&inventory, "the inventory")
     }
 
+    /// End the source's session now (vSphere `Logout`; GIL released). Later calls fail; a
+    /// second `close` is a no-op.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let provider = self.provider.clone();
+        block_on(py, async move { provider.close().await })?.map_err(to_py_err)
+    }
+
     fn __repr__(&self) -> String {
         format!("Source({:?})", self.url)
+    }
+}
+
+/// End a provider's session in the background when its Python object goes away without
+/// `close()`: the object may be collected on any thread, holding the GIL, outside any runtime, so
+/// the logout is handed to the package's runtime instead of blocking here.
+fn close_in_background(source: Option<Arc<dyn SourceProvider>>, target: Option<Arc<dyn TargetProvider>>) {
+    let Ok(rt) = runtime() else { return };
+    rt.spawn(async move {
+        if let Some(s) = source {
+            vmigrate_facade::sources::close_quietly(s.as_ref()).await;
+        }
+        if let Some(t) = target {
+            let _ = t.close().await;
+        }
+    });
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        close_in_background(Some(self.provider.clone()), None);
     }
 }
 
@@ -382,6 +410,15 @@ struct Migration {
     controller: Controller,
     events: EventSlot,
     running: AtomicBool,
+    /// The executor's source and target, ended by `close()` or when the object goes away.
+    source: Arc<dyn SourceProvider>,
+    target: Arc<dyn TargetProvider>,
+}
+
+impl Drop for Migration {
+    fn drop(&mut self) {
+        close_in_background(Some(self.source.clone()), Some(self.target.clone()));
+    }
 }
 
 #[pymethods]
@@ -394,9 +431,11 @@ impl Migration {
         let plan = plan.inner.clone();
         let slot: EventSlot = Arc::new(Mutex::new(None));
         let sink_slot = slot.clone();
-        let executor = block_on(py, async move {
-            let source = vmigrate_facade::sources::open_source(&plan.spec.source).await?;
-            let target = vmigrate_facade::targets::open_target(&plan.spec.target).await?;
+        let (executor, source, target) = block_on(py, async move {
+            let source: Arc<dyn SourceProvider> =
+                Arc::from(vmigrate_facade::sources::open_source(&plan.spec.source).await?);
+            let target: Arc<dyn TargetProvider> =
+                Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
             let mut opts = ExecutorOptions {
                 status_path,
                 events: Some(Arc::new(move |e: &Event| {
@@ -407,11 +446,18 @@ impl Migration {
                 ..ExecutorOptions::default()
             };
             opts.copy.verify = plan.spec.options.verify;
-            Ok::<_, Error>(Executor::new(plan, Arc::from(source), Arc::from(target), opts))
+            Ok::<_, Error>((Executor::new(plan, source.clone(), target.clone(), opts), source, target))
         })?
         .map_err(to_py_err)?;
         let controller = executor.controller();
-        Ok(Migration { executor: Arc::new(executor), controller, events: slot, running: AtomicBool::new(false) })
+        Ok(Migration {
+            executor: Arc::new(executor),
+            controller,
+            events: slot,
+            running: AtomicBool::new(false),
+            source,
+            target,
+        })
     }
 
     /// Run to the end with the GIL released; `progress` gets each event as JSON text. Returns the
@@ -478,6 +524,17 @@ impl Migration {
     /// The current status as JSON text.
     fn status(&self) -> PyResult<String> {
         to_json(&self.executor.status(), "the status")
+    }
+
+    /// End the source's and target's sessions (vSphere `Logout`; GIL released). The status stays
+    /// readable; a later `run` fails.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let (source, target) = (self.source.clone(), self.target.clone());
+        block_on(py, async move {
+            vmigrate_facade::sources::close_quietly(source.as_ref()).await;
+            target.close().await
+        })?
+        .map_err(to_py_err)
     }
 }
 

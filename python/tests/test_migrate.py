@@ -116,3 +116,59 @@ def test_vsphere_errors_are_typed(vcsim: Dict[str, Any]) -> None:
     with pytest.raises(vmigrate.VsphereError) as tls:
         vmigrate.Source(vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=bad).inventory()
     assert tls.value.code == 2002 and tls.value.kind == "tls"
+
+
+def _vcsim_sessions(vcsim: Dict[str, Any]) -> int:
+    """Client sessions alive in the simulator (its own admin session not counted)."""
+    import ssl
+    import urllib.request
+
+    base = vcsim["url"].rsplit("/sdk", 1)[0]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the simulator's admin endpoint, loopback, test only
+    req = urllib.request.Request(base + "/vmigrate/sessions", method="POST")
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        return int(r.read().decode().strip())
+
+
+def _settled_sessions(vcsim: Dict[str, Any], want: int, seconds: float = 10.0) -> int:
+    """Poll until the session count is ``want`` (background logouts take a moment) or time runs out."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    n = _vcsim_sessions(vcsim)
+    while n != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        n = _vcsim_sessions(vcsim)
+    return n
+
+
+def test_sources_end_their_vcenter_session(vcsim: Dict[str, Any]) -> None:
+    """vCenter caps sessions per user: a closed, exited or dropped Source must log out."""
+    import gc
+
+    def connect() -> vmigrate.Source:
+        return vmigrate.Source(
+            vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=vcsim["thumbprint_sha256"]
+        )
+
+    base = _settled_sessions(vcsim, 0)
+    with connect() as source:
+        source.inventory()
+        assert _vcsim_sessions(vcsim) == base + 1
+    assert _vcsim_sessions(vcsim) == base, "leaving `with Source(...)` must log out"
+
+    closed = connect()
+    closed.close()
+    assert _vcsim_sessions(vcsim) == base
+    with pytest.raises(vmigrate.VsphereError):
+        closed.inventory()
+    closed.close()  # a second close is a no-op
+
+    dropped = connect()
+    dropped.inventory()
+    assert _vcsim_sessions(vcsim) == base + 1
+    del dropped
+    gc.collect()
+    assert _settled_sessions(vcsim, base) == base, "a Source dropped without close() left its session"

@@ -297,6 +297,18 @@ class Source:
         """List VMs (with disks and NICs), networks, datastores and hosts."""
         return Inventory.from_dict(json.loads(self._native.inventory_json()))
 
+    def close(self) -> None:
+        """End the source's session now (vSphere ``Logout``). vCenter limits sessions per user and
+        keeps an abandoned one until its idle timeout, so close sources you are done with (or use
+        ``with Source(...) as source:``). A dropped source is logged out in the background."""
+        self._native.close()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"Source({self.url!r})"
 
@@ -488,6 +500,8 @@ class Plan:
         finally:
             with self._lock:
                 self._cancel_requested = False
+            # The run's vCenter session ends with the run (status() stays readable).
+            migration.close()
 
     def run_iter(self, status_path: Optional[PathLike] = None) -> Iterator[Dict[str, Any]]:
         """Run in a background thread and yield its events; the final status is then

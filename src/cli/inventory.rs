@@ -97,7 +97,7 @@ pub async fn run(args: InventoryArgs) -> Result<ExitCode, Error> {
         let _ = source.close().await;
         inv?
     } else {
-        vmigrate::sources::open_source(&spec).await?.inventory().await?
+        vmigrate::sources::read_inventory(&spec).await?.0
     };
     let mut out = std::io::stdout().lock();
     let written = match args.output {

@@ -108,7 +108,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     if let Some(every) = &args.checkpoint_interval {
         opts.copy.checkpoint_interval = vmigrate::core::plan::parse_duration(every)?;
     }
-    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts));
+    let source: Arc<dyn vmigrate::core::SourceProvider> = Arc::from(source);
+    let target: Arc<dyn vmigrate::core::TargetProvider> = Arc::from(target);
+    let exec = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
     let ctl = exec.controller();
     let ctrlc = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -123,6 +125,10 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     // The bars leave the screen before the result is printed (see `Display::finish`).
     display.finish();
     ctrlc.abort();
+    vmigrate::sources::close_quietly(source.as_ref()).await;
+    if let Err(e) = target.close().await {
+        tracing::warn!(error = %e.report(), "releasing the target failed");
+    }
     drop(lock_file);
     let status = match res {
         Ok(s) => s,

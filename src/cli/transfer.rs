@@ -188,14 +188,20 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
             cancel.cancel();
         }
     });
-    let stats = engine::copy(src.as_ref(), target.as_ref(), &opts, &ctl).await?;
+    let stats = engine::copy(src.as_ref(), target.as_ref(), &opts, &ctl).await;
+    // One worker per pass and disk: a session left to vCenter's idle timeout per Job would
+    // exhaust the user's session limit on a large warm plan.
+    let size = src.size();
+    drop(src);
+    vmigrate::sources::close_quietly(source.as_ref()).await;
+    let stats = stats?;
     let report = PassReport {
         pass: args.pass.clone(),
         snapshot: args.snapshot.clone(),
         changed_since: args.changed_since.clone(),
-        size: src.size(),
+        size,
         ranges: only.as_ref().map_or(0, |o| o.len() as u64),
-        changed_bytes: only.as_ref().map_or(src.size(), |o| o.iter().map(|e| e.length).sum()),
+        changed_bytes: only.as_ref().map_or(size, |o| o.iter().map(|e| e.length).sum()),
         bytes_read: stats.bytes_read,
         bytes_written: stats.bytes_written,
         bytes_zeroed: stats.bytes_zeroed,

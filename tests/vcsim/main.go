@@ -527,6 +527,16 @@ func main() {
 			}
 			fmt.Fprintf(w, "%d\n", n)
 			return
+		case r.URL.Path == "/vmigrate/sessions":
+			// Client sessions alive (the simulator's own admin session not counted): how the
+			// tests see that every front end logs out.
+			n, err := clientSessions(r.Context(), admin)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "%d\n", n)
+			return
 		case r.URL.Path == "/vmigrate/destroy":
 			if err := destroyVM(r.Context(), admin, r.URL.Query().Get("vm")); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -636,6 +646,21 @@ func sessionList(ctx context.Context, admin *govmomi.Client) []types.UserSession
 		return nil
 	}
 	return sm.SessionList
+}
+
+// clientSessions counts the live sessions other than the simulator's own admin session.
+func clientSessions(ctx context.Context, admin *govmomi.Client) (int, error) {
+	self, err := admin.SessionManager.UserSession(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range sessionList(ctx, admin) {
+		if self == nil || s.Key != self.Key {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // expireSessions terminates every session but the simulator's own admin session, as a vCenter

@@ -942,6 +942,10 @@ impl SourceProvider for VsphereSource {
         "vsphere"
     }
 
+    async fn close(&self) -> Result<()> {
+        VsphereSource::close(self).await
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities { power: true, snapshots: true, changed_blocks: true }
     }

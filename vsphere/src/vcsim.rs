@@ -312,6 +312,12 @@ impl Vcsim {
         self.admin("/vmigrate/expire-sessions").trim().parse().expect("session count")
     }
 
+    /// Client sessions alive now (the simulator's own not counted): what a front end that
+    /// forgot to log out leaves behind.
+    pub fn sessions(&self) -> usize {
+        self.admin("/vmigrate/sessions").trim().parse().expect("session count")
+    }
+
     /// Destroy a VM (and its files) behind the client's back.
     pub fn destroy_vm(&self, name: &str) {
         self.admin(&format!("/vmigrate/destroy?vm={name}"));
