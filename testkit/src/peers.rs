@@ -48,7 +48,15 @@ pub fn qemu_img_compare(a: &Path, b: &Path) -> Result<(), String> {
 /// # Errors
 /// As [`qemu_img_compare`].
 pub fn qemu_img_compare_raw(a: &Path, b: &Path) -> Result<(), String> {
-    run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(a).arg(b))
+    qemu_img_compare_as("raw", a, "raw", b)
+}
+
+/// `qemu-img compare` of `a` read as format `fmt_a` and `b` as `fmt_b` (`raw`, `vmdk`, `qcow2`).
+///
+/// # Errors
+/// As [`qemu_img_compare`].
+pub fn qemu_img_compare_as(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> Result<(), String> {
+    run(Command::new("qemu-img").args(["compare", "-f", fmt_a, "-F", fmt_b]).arg(a).arg(b))
 }
 
 /// Convert the raw image `raw` to a streamOptimized VMDK with qemu-img (as ovftool and vSphere
