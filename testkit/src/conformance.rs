@@ -11,10 +11,10 @@
 //!   (when accepted) reads as zeroes; a zero-initialised device reads as zeroes.
 //! - [`source_provider`]: the inventory is consistent, `vm` finds what it lists and refuses what
 //!   it does not, every disk opens as a conforming readable transport no larger than its
-//!   capacity, and capabilities a source lacks answer `Unsupported`.
+//!   capacity, capabilities a source lacks answer `Unsupported`, and `close` may be called twice.
 //! - [`target_provider`]: volumes are prepared idempotently and at least as large as the disk,
 //!   a transport sink keeps what was written, `create_vm` and `cleanup` are idempotent, and a
-//!   re-run after cleanup works.
+//!   re-run after cleanup works, and `close` may be called twice.
 
 use std::future::Future;
 
@@ -348,6 +348,8 @@ where
     );
     let any_disk = Disk { key: 2000, capacity_bytes: 1 << 20, file: "no-such-disk.vmdk".into(), ..Default::default() };
     ensure!(src.open_disk(&unknown, &any_disk, None).await.is_err(), "open_disk of an unknown VM succeeded");
+    ok(src.close().await, "close")?;
+    ok(src.close().await, "a second close (it must be a no-op)")?;
     Ok(())
 }
 
@@ -420,6 +422,8 @@ where
     let v = ok(t2.prepare_volume(&vm, &vm.source.disks[0]).await, "prepare_volume after cleanup")?;
     ensure!(v.size >= vm.source.disks[0].capacity_bytes as u64, "re-prepared volume too small");
     ok(t2.cleanup(&vm).await, "final cleanup")?;
+    ok(t2.close().await, "close")?;
+    ok(t2.close().await, "a second close (it must be a no-op)")?;
     Ok(())
 }
 
