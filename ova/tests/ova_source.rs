@@ -268,3 +268,81 @@ async fn urls_are_checked() {
     let e = OvaSource::from_url(&format!("{}?colour=blue", url(dir.path()))).expect_err("param");
     assert_eq!(e.code(), ErrorCode::BadUrl);
 }
+
+/// A vApp export: one package, a VirtualSystemCollection of two VMs, each with its own disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vapp_package_lists_each_virtual_system_with_its_own_disk() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).expect("parts");
+    let mut raws = Vec::new();
+    for (i, name) in ["app", "db"].iter().enumerate() {
+        let raw = parts.join(format!("{name}.raw"));
+        std::fs::write(&raw, vmigrate_testkit::ova::disk_content(i as u64 + 40, 2 * MIB)).expect("raw");
+        vmigrate_testkit::peers::qemu_img_stream_optimized(&raw, &parts.join(format!("{name}-disk1.vmdk")))
+            .expect("vmdk");
+        raws.push(raw);
+    }
+    let system = |name: &str, n: u32| {
+        format!(
+            r#"    <VirtualSystem ovf:id="{name}">
+      <Info>A virtual machine</Info>
+      <Name>{name}</Name>
+      <OperatingSystemSection ovf:id="101"><Info>os</Info><Description>Linux</Description></OperatingSystemSection>
+      <VirtualHardwareSection>
+        <Info>hw</Info>
+        <Item><rasd:ElementName>1 CPU</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+        <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>mem</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+        <Item><rasd:Address>0</rasd:Address><rasd:ElementName>SATA Controller 0</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>vmware.sata.ahci</rasd:ResourceSubType><rasd:ResourceType>20</rasd:ResourceType></Item>
+        <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard Disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk{n}</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      </VirtualHardwareSection>
+    </VirtualSystem>
+"#
+        )
+    };
+    let ovf = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References>
+    <File ovf:href="app-disk1.vmdk" ovf:id="file1"/>
+    <File ovf:href="db-disk1.vmdk" ovf:id="file2"/>
+  </References>
+  <DiskSection>
+    <Info>disks</Info>
+    <Disk ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+    <Disk ovf:capacity="2097152" ovf:diskId="vmdisk2" ovf:fileRef="file2" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystemCollection ovf:id="shop">
+    <Info>A vApp</Info>
+{}{}  </VirtualSystemCollection>
+</Envelope>
+"#,
+        system("app", 1),
+        system("db", 2)
+    );
+    std::fs::write(parts.join("shop.ovf"), ovf).expect("ovf");
+    let mf = manifest_lines(&parts, "sha256", &["shop.ovf", "app-disk1.vmdk", "db-disk1.vmdk"]).expect("sum");
+    std::fs::write(parts.join("shop.mf"), mf).expect("mf");
+    let ova = dir.path().join("shop.ova");
+    tar_ustar(&parts, &ova, &["shop.ovf", "shop.mf", "app-disk1.vmdk", "db-disk1.vmdk"]).expect("tar");
+    let src = OvaSource::from_url(&url(&ova)).expect("open");
+    let inv = src.inventory().await.expect("inventory");
+    let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.moref.as_str()).collect();
+    assert_eq!(ids, ["shop.ova#app", "shop.ova#db"]);
+    for (listed, raw) in inv.vms.iter().zip(&raws) {
+        let vm = src.vm(&listed.id).await.expect("vm");
+        assert_eq!(vm.disks.len(), 1);
+        assert_eq!(vm.disks[0].bus, vmigrate_core::model::DiskBus::Sata);
+        assert_eq!(vm.memory_mib, 512);
+        let t = src.open_disk(&vm.id, &vm.disks[0], None).await.expect("open");
+        assert!(read_all(t.as_ref()).await == std::fs::read(raw).expect("raw"), "{}", vm.name);
+    }
+    let e = src
+        .vm(&vmigrate_core::VmId { moref: "shop.ova#web".into(), ..Default::default() })
+        .await
+        .expect_err("no such system");
+    assert_eq!(e.code(), ErrorCode::VmNotFound);
+}
