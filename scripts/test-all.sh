@@ -44,7 +44,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo doc (broken or private links are errors)"
 # The C ABI crate shares the facade's library name (libvmigrate); its documentation is the header.
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p vmigrate -p vmigrate-core -p vmigrate-vsphere -p vmigrate-kubevirt
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p vmigrate -p vmigrate-core -p vmigrate-vsphere -p vmigrate-kubevirt -p vmigrate-ova -p vmigrate-testkit
 # The bootable Debian guests of the boot tests: built once (debootstrap, a few minutes), then
 # cached under ${XDG_CACHE_HOME:-$HOME/.cache}/vmigrate/guests by a hash of their recipe.
 echo "== test guests"

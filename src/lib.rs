@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the crates of the workspace so that most users depend on `vmigrate`
 //! alone: [`core`] (model, plans, validation, the copy engine), [`vsphere`] (the vSphere and
-//! local VMX sources) and [`kubevirt`] (the KubeVirt and local-folder targets).
+//! local VMX sources), [`ova`] (the OVA package source) and [`kubevirt`] (the KubeVirt and
+//! local-folder targets). [`sources`] is the one registry of source URL schemes.
 //!
 //! ```no_run
 //! # async fn demo() -> vmigrate::core::Result<()> {
@@ -14,6 +15,7 @@
 
 pub use vmigrate_core as core;
 pub use vmigrate_kubevirt as kubevirt;
+pub use vmigrate_ova as ova;
 pub use vmigrate_vsphere as vsphere;
 
 pub mod copy;

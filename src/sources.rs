@@ -1,35 +1,113 @@
-//! Open a source provider from a plan's source URL.
+//! Open a source provider from a plan's source URL: the one registry of source URL schemes.
+//!
+//! Every front end (the CLI, the C library, the Python module) chooses a source here and
+//! nowhere else: [`SOURCE_SCHEMES`] lists what each scheme opens and whether it logs in, and
+//! [`open_source_with`] opens it. A new source provider adds one row and one match arm (see
+//! `docs/architecture.md`).
 
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Error, ErrorCode, Result, SourceProvider};
+use vmigrate_core::{Credentials, Error, ErrorCode, Result, SourceProvider};
 
-/// Open the source a plan names: `vmx:///path` (local datastore folder) or `https://host/sdk`
-/// (vSphere).
+/// Which provider a source URL scheme opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// A vCenter or ESXi endpoint (`https://host/sdk`): `vmigrate_vsphere::VsphereSource`.
+    Vsphere,
+    /// A local copy of a datastore folder (`vmx:///path`): `vmigrate_vsphere::local::LocalSource`.
+    Vmx,
+    /// An OVA package or a folder of them (`ova:///path`): [`vmigrate_ova::OvaSource`].
+    Ova,
+}
+
+/// One row of the source registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceScheme {
+    /// The URL scheme, lower case, without `://`.
+    pub scheme: &'static str,
+    /// The provider it opens.
+    pub kind: SourceKind,
+    /// How a URL of this scheme looks (for messages and help).
+    pub example: &'static str,
+    /// Whether opening it logs in (credentials from the plan, the environment or the caller).
+    pub needs_credentials: bool,
+}
+
+/// The registry: every source URL scheme vmigrate opens.
+pub const SOURCE_SCHEMES: &[SourceScheme] = &[
+    SourceScheme {
+        scheme: "https",
+        kind: SourceKind::Vsphere,
+        example: "https://vcenter/sdk",
+        needs_credentials: true,
+    },
+    SourceScheme { scheme: "http", kind: SourceKind::Vsphere, example: "http://vcenter/sdk", needs_credentials: true },
+    SourceScheme {
+        scheme: "vmx",
+        kind: SourceKind::Vmx,
+        example: "vmx:///path/to/datastore-folder",
+        needs_credentials: false,
+    },
+    SourceScheme {
+        scheme: "ova",
+        kind: SourceKind::Ova,
+        example: "ova:///path/vm.ova (or a folder of .ova files)",
+        needs_credentials: false,
+    },
+];
+
+fn supported() -> String {
+    SOURCE_SCHEMES.iter().filter(|s| s.scheme != "http").map(|s| s.example).collect::<Vec<_>>().join(", ")
+}
+
+/// The registry row for `url`'s scheme.
+///
+/// # Errors
+/// [`ErrorCode::BadUrl`] for a URL without a scheme or with one no provider registers.
+pub fn source_scheme(url: &str) -> Result<&'static SourceScheme> {
+    let url = url.trim();
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::new(ErrorCode::BadUrl, format!("source {url:?} has no scheme: use {}", supported())));
+    };
+    SOURCE_SCHEMES.iter().find(|s| s.scheme.eq_ignore_ascii_case(scheme)).ok_or_else(|| {
+        Error::new(
+            ErrorCode::BadUrl,
+            format!("source scheme {scheme:?} is not supported (url {url}): use {}", supported()),
+        )
+    })
+}
+
+/// Whether the source `url` names logs in (a vSphere endpoint). False for unknown schemes
+/// (opening them fails with [`ErrorCode::BadUrl`]).
+pub fn needs_credentials(url: &str) -> bool {
+    source_scheme(url).is_ok_and(|s| s.needs_credentials)
+}
+
+/// Open the source a plan names (see [`SOURCE_SCHEMES`]); a source that logs in takes its
+/// credentials from the plan or the environment ([`source_credentials`]).
 ///
 /// # Errors
 /// [`ErrorCode::BadUrl`] for an unknown scheme; connection and credential errors of the provider.
 pub async fn open_source(spec: &SourceSpec) -> Result<Box<dyn SourceProvider>> {
-    let scheme = spec.url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    match scheme {
-        "vmx" => Ok(Box::new(vmigrate_vsphere::local::LocalSource::from_url(&spec.url)?)),
-        "https" | "http" => {
-            let creds = source_credentials(spec)?;
+    open_source_with(spec, None).await
+}
+
+/// [`open_source`] with credentials given by the caller (C and Python pass them as values);
+/// `None` reads them as [`open_source`] does. Sources that do not log in ignore them.
+///
+/// # Errors
+/// As [`open_source`].
+pub async fn open_source_with(spec: &SourceSpec, credentials: Option<Credentials>) -> Result<Box<dyn SourceProvider>> {
+    match source_scheme(&spec.url)?.kind {
+        SourceKind::Vsphere => {
+            let creds = match credentials {
+                Some(c) => c,
+                None => source_credentials(spec)?,
+            };
             Ok(Box::new(open_vsphere(spec, creds).await?))
         }
-        "" => Err(Error::new(
-            ErrorCode::BadUrl,
-            format!(
-                "source {:?} has no scheme: a datastore folder is vmx:///absolute/path, a vCenter https://host/sdk",
-                spec.url
-            ),
-        )),
-        _ => Err(Error::new(
-            ErrorCode::BadUrl,
-            format!(
-                "source scheme {scheme:?} is not supported (url {}): use vmx:///path (a datastore folder) or https://host/sdk (vCenter)",
-                spec.url
-            ),
-        )),
+        SourceKind::Vmx => Ok(Box::new(vmigrate_vsphere::local::LocalSource::from_url(spec.url.trim())?)),
+        SourceKind::Ova => Ok(Box::new(vmigrate_ova::OvaSource::from_url(spec.url.trim())?)),
     }
 }
 
@@ -39,7 +117,7 @@ pub async fn open_source(spec: &SourceSpec) -> Result<Box<dyn SourceProvider>> {
 ///
 /// # Errors
 /// [`ErrorCode::CredentialsMissing`] naming the variables (never their values).
-pub fn source_credentials(spec: &SourceSpec) -> Result<vmigrate_core::Credentials> {
+pub fn source_credentials(spec: &SourceSpec) -> Result<Credentials> {
     if let Some(r) = &spec.credentials {
         return r.resolve();
     }
@@ -47,7 +125,7 @@ pub fn source_credentials(spec: &SourceSpec) -> Result<vmigrate_core::Credential
         std::env::var(a).ok().filter(|v| !v.is_empty()).or_else(|| std::env::var(b).ok().filter(|v| !v.is_empty()))
     };
     match (get("VMIGRATE_SOURCE_USERNAME", "GOVC_USERNAME"), get("VMIGRATE_SOURCE_PASSWORD", "GOVC_PASSWORD")) {
-        (Some(username), Some(password)) => Ok(vmigrate_core::Credentials { username, password }),
+        (Some(username), Some(password)) => Ok(Credentials { username, password }),
         _ => Err(Error::new(
             ErrorCode::CredentialsMissing,
             "vsphere credentials missing: set VMIGRATE_SOURCE_USERNAME and VMIGRATE_SOURCE_PASSWORD (or GOVC_USERNAME/GOVC_PASSWORD)",
@@ -102,5 +180,26 @@ pub async fn read_inventory(
 pub async fn close_quietly(source: &dyn SourceProvider) {
     if let Err(e) = source.close().await {
         tracing::warn!(source = source.kind(), error = %e.report(), "ending the source session failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_answers_for_every_scheme_and_refuses_others() {
+        assert_eq!(source_scheme("https://vc/sdk").map(|s| s.kind).ok(), Some(SourceKind::Vsphere));
+        assert_eq!(source_scheme("HTTPS://vc/sdk").map(|s| s.kind).ok(), Some(SourceKind::Vsphere));
+        assert_eq!(source_scheme("vmx:///ds").map(|s| s.kind).ok(), Some(SourceKind::Vmx));
+        assert_eq!(source_scheme("ova:///x.ova").map(|s| s.kind).ok(), Some(SourceKind::Ova));
+        assert!(
+            needs_credentials("https://vc/sdk") && !needs_credentials("ova:///x.ova") && !needs_credentials("nope")
+        );
+        for bad in ["/plain/path", "ftp://x/y"] {
+            let e = source_scheme(bad).expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::BadUrl);
+            assert!(e.message().contains("ova:///"), "{}", e.message());
+        }
     }
 }

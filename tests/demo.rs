@@ -5,11 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn qemu_img_compare(a: &Path, b: &Path) -> bool {
-    let out =
-        Command::new("qemu-img").arg("compare").arg(a).arg(b).output().expect("qemu-img is installed (qemu-utils)");
-    out.status.success()
-}
+use vmigrate_testkit::peers::qemu_img_compare;
 
 #[test]
 fn demo_migrates_the_lab_byte_for_byte() {
@@ -48,7 +44,7 @@ fn demo_migrates_the_lab_byte_for_byte() {
         let file = if index == 0 { format!("{vm}.vmdk") } else { format!("{vm}_{index}.vmdk") };
         let src = ds.join(vm).join(file);
         let dst = Path::new(c["path"].as_str().expect("path"));
-        assert!(qemu_img_compare(&src, dst), "{} differs from {}", dst.display(), src.display());
+        qemu_img_compare(&src, dst).unwrap_or_else(|e| panic!("{} differs from {}: {e}", dst.display(), src.display()));
         // The output stays sparse: far fewer blocks than its virtual size.
         let meta = std::fs::metadata(dst).expect("output disk");
         use std::os::unix::fs::MetadataExt;

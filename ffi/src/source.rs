@@ -24,11 +24,8 @@ pub(crate) struct Source {
 /// Open a source; credentials given as values are used for vSphere instead of the environment
 /// variables the spec (or `VMIGRATE_SOURCE_USERNAME`/`_PASSWORD`) names.
 pub(crate) async fn open(spec: SourceSpec, credentials: Option<Credentials>) -> Result<Source> {
-    let is_vsphere = spec.url.starts_with("https://") || spec.url.starts_with("http://");
-    let provider: Arc<dyn SourceProvider> = match credentials {
-        Some(creds) if is_vsphere => Arc::new(vmigrate_facade::sources::open_vsphere(&spec, creds).await?),
-        _ => Arc::from(vmigrate_facade::sources::open_source(&spec).await?),
-    };
+    let provider: Arc<dyn SourceProvider> =
+        Arc::from(vmigrate_facade::sources::open_source_with(&spec, credentials).await?);
     Ok(Source { provider })
 }
 

@@ -24,14 +24,7 @@ fn lib_dir() -> PathBuf {
 }
 
 /// Whether an external program exists; under CI its absence fails the test instead of skipping.
-fn have(program: &str) -> bool {
-    let found = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{program} is required under CI but is not installed");
-        eprintln!("skipping: {program} is not installed");
-    }
-    found
-}
+use vmigrate_testkit::peers::have;
 
 #[derive(Clone, Copy, Debug)]
 enum Link {

@@ -343,12 +343,9 @@ impl Source {
         };
         let spec =
             SourceSpec { url: url.clone(), thumbprint, ca_file, insecure, credentials: None, vddk_lib_dir: None };
-        let is_vsphere = url.starts_with("https://") || url.starts_with("http://");
         let provider = block_on(py, async move {
-            let provider: Arc<dyn SourceProvider> = match credentials {
-                Some(creds) if is_vsphere => Arc::new(vmigrate_facade::sources::open_vsphere(&spec, creds).await?),
-                _ => Arc::from(vmigrate_facade::sources::open_source(&spec).await?),
-            };
+            let provider: Arc<dyn SourceProvider> =
+                Arc::from(vmigrate_facade::sources::open_source_with(&spec, credentials).await?);
             Ok::<_, Error>(provider)
         })?
         .map_err(to_py_err)?;

@@ -17,7 +17,8 @@ use super::Output;
 /// Arguments of `vmigrate inventory`.
 #[derive(Debug, Args)]
 pub struct InventoryArgs {
-    /// Source URL: `https://vcenter/sdk` or `vmx:///path/to/datastore-folder` (default: $GOVC_URL).
+    /// Source URL: `https://vcenter/sdk`, `vmx:///path/to/datastore-folder` or `ova:///path/vm.ova`
+    /// (a file or a folder of them) (default: $GOVC_URL).
     #[arg(long, env = "GOVC_URL")]
     pub source: String,
     /// User name (default: $VMIGRATE_SOURCE_USERNAME, then $GOVC_USERNAME).
@@ -91,7 +92,7 @@ pub async fn run(args: InventoryArgs) -> Result<ExitCode, Error> {
         insecure,
         ..Default::default()
     };
-    let inventory = if args.source.starts_with("https://") || args.source.starts_with("http://") {
+    let inventory = if vmigrate::sources::needs_credentials(&args.source) {
         let source = vmigrate::sources::open_vsphere(&spec, credentials(&args)?).await?;
         let inv = vmigrate::core::SourceProvider::inventory(&source).await;
         let _ = source.close().await;

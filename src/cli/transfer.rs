@@ -27,7 +27,7 @@ use super::Output;
 /// Arguments of `vmigrate transfer`.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// Source URL (`https://vcenter/sdk` or `vmx:///path`).
+    /// Source URL (`https://vcenter/sdk`, `vmx:///path` or `ova:///path/vm.ova`).
     #[arg(long)]
     pub source_url: String,
     /// Source VM moref (or, for `vmx://`, the VMX path relative to the datastore folder).
@@ -111,7 +111,7 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
             format!("--pass {:?}: use letters, digits and -", args.pass),
         ));
     }
-    let https = args.source_url.starts_with("https://") || args.source_url.starts_with("http://");
+    let https = vmigrate::sources::needs_credentials(&args.source_url);
     let spec = SourceSpec {
         url: args.source_url.clone(),
         thumbprint: args.thumbprint.clone(),

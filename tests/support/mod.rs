@@ -201,37 +201,10 @@ pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// `qemu-img compare` (an independent VMDK reader) of two images; Err with its output.
-pub fn qemu_img_compare(a: &Path, b: &Path) -> Result<(), String> {
-    let out =
-        Command::new("qemu-img").arg("compare").arg(a).arg(b).output().expect("qemu-img is installed (qemu-utils)");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} vs {}: {}{}",
-            a.display(),
-            b.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// `qemu-img compare` of two raw images (a vcsim flat extent and an output disk).
-pub fn qemu_img_compare_raw(a: &Path, b: &Path) -> Result<(), String> {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-f", "raw", "-F", "raw"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .expect("qemu-img is installed (qemu-utils)");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} vs {}: {}", a.display(), b.display(), String::from_utf8_lossy(&out.stdout)))
-    }
-}
+/// `qemu-img compare` (an independent VMDK reader) of two images, and of two raw images: the
+/// test kit's, shared by every crate's tests.
+#[allow(unused_imports)] // not every test binary that includes this module compares images
+pub use vmigrate_testkit::peers::{qemu_img_compare, qemu_img_compare_raw};
 
 /// The descriptor of a simulator VM's disk (`<ds>/<vm>/<vm>.vmdk`).
 pub fn vcsim_descriptor(sim: &Vcsim, vm: &str) -> PathBuf {

@@ -21,12 +21,7 @@ pub const GRAIN: u64 = 64 << 10;
 
 /// Whether qemu-img can be run; under CI its absence fails the test.
 pub fn have_qemu_img() -> bool {
-    let ok = Command::new("qemu-img").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "qemu-img is required in CI");
-        eprintln!("skipping: qemu-img is not installed");
-    }
-    ok
+    vmigrate_testkit::peers::have("qemu-img")
 }
 
 /// Run qemu-img and assert success.
@@ -42,13 +37,10 @@ pub fn qemu_img(args: &[&str]) {
 
 /// `qemu-img compare` exit status: 0 identical, 1 different.
 pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> (bool, String) {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-f", fmt_a, "-F", fmt_b])
-        .arg(a)
-        .arg(b)
-        .output()
-        .expect("run qemu-img compare");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    match vmigrate_testkit::peers::qemu_img_compare_as(fmt_a, a, fmt_b, b) {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e),
+    }
 }
 
 /// A tiny deterministic generator (xorshift) so images are the same on every run.
