@@ -255,19 +255,11 @@ impl PreparedCopy {
 }
 
 /// What a checkpoint is bound to: every file, device or export behind the source (device and
-/// inode, NBD server and export), its size, and for a plain file its modification time. A
-/// checkpoint of another source, or of this one changed since, is refused.
+/// inode, NBD server and export), its size, and for local files their modification times
+/// ([`BlockTransport::identity`]). A checkpoint of another source, or of this one changed since,
+/// is refused.
 pub fn source_identity(source: &dyn BlockTransport) -> String {
-    let mut parts: Vec<String> = source.backing().iter().map(|b| format!("{b:?}")).collect();
-    parts.sort();
-    parts.push(format!("size={}", source.size()));
-    if let Some(f) = source.as_file() {
-        if let Ok(m) = std::fs::metadata(f.path()) {
-            use std::os::unix::fs::MetadataExt;
-            parts.push(format!("mtime={}.{:09}", m.mtime(), m.mtime_nsec()));
-        }
-    }
-    parts.join(";")
+    source.identity().to_string()
 }
 
 /// [`load_checkpoint`], refusing one saved for another source identity

@@ -1004,3 +1004,61 @@ async fn passes_run_by_the_target_are_taken_only_from_a_matching_report() {
         }
     }
 }
+
+/// Issue 14 item 6: what a resumed copy phase finds in the status is bound to the source it was
+/// made from. A disk marked done and a disk with a checkpoint, both recorded for another source
+/// identity (the source changed between the runs), are copied again from the start; the
+/// target equals the source as it is now, never stale units kept beside new ones.
+#[tokio::test]
+async fn a_resume_recopies_disks_recorded_for_another_source_identity() {
+    let (c0, c1) = (content(4, 2 * MIB), content(5, MIB));
+    let src =
+        Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[2 * MIB, MIB]), vec![c0.clone(), c1.clone()])]));
+    let tgt = Arc::new(MemTarget::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("status.json");
+    let opts = || ExecutorOptions { status_path: Some(status_path.clone()), ..Default::default() };
+    let st = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts()).run().await.expect("first run");
+    assert_eq!(st.summary(), "1 of 1 VMs migrated");
+    let recorded = st.vms[0].disks[0].copied_from.clone().expect("a done disk records its source");
+    assert!(recorded.as_str().contains("disk=[ds] vm1/disk0.vmdk"), "{recorded}");
+
+    // Rewind the status to the middle of CopyDisks, as a kill there leaves it, but with both
+    // records made from another source state; the volumes hold that state's bytes.
+    // A real engine checkpoint of this disk's copy, every unit done.
+    let all_done = {
+        let seen = Arc::new(Mutex::new(None));
+        let keep = seen.clone();
+        let ctl = CopyControl {
+            progress: engine::Progress::default(),
+            cancel: CancellationToken::new(),
+            on_checkpoint: Some(Arc::new(move |cp: &Checkpoint| *keep.lock().expect("lock") = Some(cp.clone()))),
+        };
+        let (from, to) = (MemoryTransport::from_bytes(c1.clone()), MemoryTransport::new(MIB));
+        engine::copy(&from, &to, &CopyOptions::default(), &ctl).await.expect("copy");
+        let cp = seen.lock().expect("lock").clone().expect("final checkpoint");
+        assert!(cp.done_units() > 0);
+        cp
+    };
+    let mut saved = PlanStatus::load(&status_path).expect("status");
+    let stale = SourceIdentity::of_parts(["disk=[ds] vm1/disk0.vmdk".to_string(), "changeId=52 aa".to_string()]);
+    {
+        let vs = &mut saved.vms[0];
+        vs.phase = Phase::CopyDisks;
+        let at = vs.history.iter().position(|r| r.phase == Phase::CopyDisks).expect("copy record");
+        vs.history.truncate(at);
+        vs.disks[0].copied_from = Some(stale.clone());
+        vs.disks[1].done = false;
+        vs.disks[1].checkpoint = Some(DiskCheckpoint { copy: all_done.clone(), source: stale });
+    }
+    saved.completed = None;
+    saved.save(&status_path).expect("rewound status");
+    for (name, size) in [("vm1-disk2000", 2 * MIB), ("vm1-disk2001", MIB)] {
+        // As a reopened volume is: written before, so not known to read as zeroes.
+        tgt.volumes.lock().expect("lock").insert(name.into(), MemoryTransport::from_bytes(vec![0xEE; size as usize]));
+    }
+    let st = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts()).run().await.expect("resumed run");
+    assert_eq!(st.summary(), "1 of 1 VMs migrated", "{:?}", st.vms[0].error);
+    assert!(tgt.volume("vm1-disk2000") == c0, "the done disk of another source state was copied again");
+    assert!(tgt.volume("vm1-disk2001") == c1, "the checkpoint of another source state was not resumed");
+}
