@@ -101,6 +101,8 @@ pub struct ExecutorOptions {
     /// Control file polled for cancel / cutover requests from other processes.
     pub control_path: Option<PathBuf>,
     /// Engine settings shared by every disk copy (their buffer budget is shared, not multiplied).
+    /// The plan's own copy options are applied on top by [`Executor::new`]: `options.verify`
+    /// turns verification on whatever `copy.verify` says, so no caller can forget it.
     pub copy: CopyOptions,
     /// Progress sink.
     pub events: Option<EventSink>,
@@ -273,8 +275,11 @@ impl Executor {
         plan: Plan,
         source: Arc<dyn SourceProvider>,
         target: Arc<dyn TargetProvider>,
-        opts: ExecutorOptions,
+        mut opts: ExecutorOptions,
     ) -> Self {
+        // The plan's choices hold for every front end (CLI, C, Python, a Rust program): a caller
+        // may ask for more (`--verify`) but never drops what the plan asks for.
+        opts.copy.verify |= plan.spec.options.verify;
         let state = Arc::new(Mutex::new(new_status(&plan)));
         Executor {
             plan,

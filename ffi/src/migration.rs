@@ -48,7 +48,7 @@ pub(crate) async fn prepare(
     let target = vmigrate_facade::targets::open_target(&plan.spec.target).await?;
     let slot: EventSlot = Arc::new(Mutex::new(None));
     let sink_slot = slot.clone();
-    let mut opts = ExecutorOptions {
+    let opts = ExecutorOptions {
         status_path,
         events: Some(Arc::new(move |e: &Event| {
             if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -57,7 +57,6 @@ pub(crate) async fn prepare(
         })),
         ..ExecutorOptions::default()
     };
-    opts.copy.verify = plan.spec.options.verify;
     Ok((Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts)), slot))
 }
 

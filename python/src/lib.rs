@@ -397,7 +397,7 @@ impl Migration {
         let executor = block_on(py, async move {
             let source = vmigrate_facade::sources::open_source(&plan.spec.source).await?;
             let target = vmigrate_facade::targets::open_target(&plan.spec.target).await?;
-            let mut opts = ExecutorOptions {
+            let opts = ExecutorOptions {
                 status_path,
                 events: Some(Arc::new(move |e: &Event| {
                     if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -406,7 +406,6 @@ impl Migration {
                 })),
                 ..ExecutorOptions::default()
             };
-            opts.copy.verify = plan.spec.options.verify;
             Ok::<_, Error>(Executor::new(plan, Arc::from(source), Arc::from(target), opts))
         })?
         .map_err(to_py_err)?;

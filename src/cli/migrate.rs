@@ -101,7 +101,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
         cutover_now: args.cutover_now,
         ..Default::default()
     };
-    opts.copy.verify = args.verify || plan.spec.options.verify;
+    // The plan's own `options.verify` is applied by the executor.
+    opts.copy.verify = args.verify;
     if let Some(n) = args.connections {
         opts.copy.connections = n.max(1);
     }

@@ -192,8 +192,38 @@ impl SourceProvider for MemSource {
     }
 }
 
+/// A target transport that damages every write (flips its first byte): what verification
+/// exists to catch.
+#[derive(Debug)]
+struct Corrupting(Box<dyn BlockTransport>);
+
+#[async_trait]
+impl BlockTransport for Corrupting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(Corrupting(self.0.try_clone().await?)))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+        self.0.read_at(offset, len).await
+    }
+    async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+        let mut bad = data.to_vec();
+        if let Some(b) = bad.first_mut() {
+            *b ^= 0xFF;
+        }
+        self.0.write_at(offset, bytes::Bytes::from(bad)).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.0.flush().await
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemTarget {
+    /// Volumes are opened through [`Corrupting`].
+    corrupt: AtomicBool,
     volumes: Mutex<HashMap<String, MemoryTransport>>,
     vms: Mutex<Vec<String>>,
     calls: Mutex<Vec<String>>,
@@ -243,6 +273,9 @@ impl TargetProvider for MemTarget {
             return Ok(VolumeSink::SelfImport);
         }
         let vol = self.volumes.lock().expect("lock")[&v.name].clone();
+        if self.corrupt.load(Ordering::SeqCst) {
+            return Ok(VolumeSink::Transport(Box::new(Corrupting(Box::new(vol)))));
+        }
         Ok(VolumeSink::Transport(Box::new(vol)))
     }
     async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
@@ -1061,4 +1094,27 @@ async fn a_resume_recopies_disks_recorded_for_another_source_identity() {
     assert_eq!(st.summary(), "1 of 1 VMs migrated", "{:?}", st.vms[0].error);
     assert!(tgt.volume("vm1-disk2000") == c0, "the done disk of another source state was copied again");
     assert!(tgt.volume("vm1-disk2001") == c1, "the checkpoint of another source state was not resumed");
+}
+
+/// Issue 15: the plan's `options.verify` is applied by the executor itself, so a program that
+/// builds an `Executor` with default options (the README's example) verifies when the plan says
+/// so: a target that damages the bytes fails the VM with `VerifyMismatch`. Without `verify` the
+/// same damage goes unnoticed, which is what the option is for.
+#[tokio::test]
+async fn the_plans_verify_option_is_applied_by_the_executor() {
+    for verify in [false, true] {
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[MIB]), vec![content(6, MIB)])]));
+        let tgt = Arc::new(MemTarget { corrupt: AtomicBool::new(true), ..Default::default() });
+        let mut p = plan(&["vm1"], false);
+        p.spec.options.verify = verify;
+        let st = Executor::new(p, src, tgt, ExecutorOptions::default()).run().await.expect("plan runs");
+        let vs = &st.vms[0];
+        if verify {
+            assert_eq!(vs.phase, Phase::Failed);
+            let e = vs.error.as_ref().expect("error recorded");
+            assert_eq!(e.code, ErrorCode::VerifyMismatch as u32, "{e:?}");
+        } else {
+            assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
+        }
+    }
 }
