@@ -385,6 +385,8 @@ impl Executor {
     }
 
     async fn run_inner(&self) -> Result<PlanStatus> {
+        // Held until the run ends (or its future is dropped), whichever front end runs it.
+        let _target_lock = self.lock_target()?;
         self.resume_status()?;
         let plan = &self.plan;
         let ns = &plan.spec.target_namespace;
@@ -459,6 +461,29 @@ impl Executor {
         let st = self.status();
         info!(summary = %st.summary(), "plan finished");
         Ok(st)
+    }
+
+    /// Take the target's run lock ([`TargetProvider::run_lock`]) without waiting.
+    ///
+    /// # Errors
+    /// [`ErrorCode::TargetBusy`] when another run holds it; I/O errors opening it (a link or a
+    /// non-regular file there is refused, not followed).
+    fn lock_target(&self) -> Result<Option<std::fs::File>> {
+        let Some(path) = self.target.run_lock() else { return Ok(None) };
+        let f = crate::safe_fs::open_own_file(&path)
+            .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+                ErrorCode::TargetBusy,
+                format!(
+                    "the {} target is in use by another vmigrate run (lock {} held); wait for it or use another output",
+                    self.target.kind(),
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+        }
     }
 
     fn resume_status(&self) -> Result<()> {

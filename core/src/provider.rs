@@ -320,6 +320,15 @@ pub trait TargetProvider: Send + Sync + Debug {
         TargetCapabilities::default()
     }
 
+    /// A file the executor holds an exclusive lock on for the whole of a run, so two runs (two
+    /// processes, or a C and a Python program, with different status files) never write this
+    /// target at once: the second is [`ErrorCode::TargetBusy`](crate::ErrorCode::TargetBusy).
+    /// `None` (the default): the target needs no such lock (a cluster's objects carry the plan
+    /// that owns them).
+    fn run_lock(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// VMs that already exist in `namespace` (names and MACs feed validation).
     async fn existing_vms(&self, namespace: &str) -> Result<Vec<ExistingVm>>;
 

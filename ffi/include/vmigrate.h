@@ -59,6 +59,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_STATUS_PLAN_MISMATCH = 1009,
   /*
+   The target (an output folder) is in use by another vmigrate run, in this or another process: two runs would write the same disks. (range `plan`, kind `Conflict`)
+   */
+  VMIGRATE_RESULT_TARGET_BUSY = 1010,
+  /*
    Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
    */
   VMIGRATE_RESULT_VSPHERE_CONNECT = 2001,
