@@ -200,6 +200,7 @@ fn copy_disk(
         checkpoint,
         copy_file_range,
         overwrite,
+        ..defaults
     };
     let ctl = CopyControl::new();
     let progress_of = ctl.progress.clone();
