@@ -116,3 +116,24 @@ def test_vsphere_errors_are_typed(vcsim: Dict[str, Any]) -> None:
     with pytest.raises(vmigrate.VsphereError) as tls:
         vmigrate.Source(vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=bad).inventory()
     assert tls.value.code == 2002 and tls.value.kind == "tls"
+
+
+def test_busy_output_folder_is_target_busy(haproxy_plan: Callable[[str], vmigrate.Plan], tmp_path: Path) -> None:
+    """Issue 14 item 16: a Python migration takes the output folder's lock as every front end
+    does; while another run holds it (here: this test), the run raises code 1010 (TargetBusy)
+    and writes no disk; once it is free, the same plan migrates."""
+    import fcntl
+
+    plan = haproxy_plan("py-busy")
+    out = tmp_path / "py-busy"
+    out.mkdir()
+    status_path = tmp_path / "py-busy.status.json"
+    with open(out / ".vmigrate.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(vmigrate.PlanError) as info:
+            plan.run(status_path=status_path)
+        assert info.value.code == 1010
+        assert ".vmigrate.lock" in str(info.value)
+        assert not list((out / "disks").glob("*.img"))
+    status = plan.run(status_path=status_path)
+    assert status.summary == "1 of 1 VMs migrated"
