@@ -330,6 +330,28 @@ mod tests {
         assert!(s.is_finished());
     }
 
+    /// A checkpoint is typed: one of an older vmigrate (no source identity) decodes with an
+    /// empty identity, which matches no source (the disk restarts); one that is not a
+    /// checkpoint fails the load with `StatusFile` instead of being dropped in silence.
+    #[test]
+    fn checkpoints_decode_typed() {
+        let old = r#"{"key":2000,"totalBytes":8,"copiedBytes":0,
+            "checkpoint":{"version":1,"source_size":8,"work_unit":4,"fingerprint":"f","done":[[0,1]]}}"#;
+        let d: DiskStatus = serde_json::from_str(old).expect("an older checkpoint decodes");
+        let cp = d.checkpoint.expect("kept");
+        assert_eq!(cp.copy.done, vec![[0, 1]]);
+        assert_eq!(cp.source, SourceIdentity::default());
+        let mut d2 = DiskStatus { key: 1, ..Default::default() };
+        d2.checkpoint =
+            Some(DiskCheckpoint { copy: cp.copy.clone(), source: SourceIdentity::of_parts(["a=1".into()]) });
+        let text = serde_json::to_string(&d2).expect("encode");
+        assert!(text.contains(r#""source":"a=1""#) && text.contains(r#""work_unit":4"#), "{text}");
+        assert_eq!(serde_json::from_str::<DiskStatus>(&text).expect("round trip"), d2);
+        assert!(
+            serde_json::from_str::<DiskStatus>(r#"{"key":1,"totalBytes":1,"copiedBytes":0,"checkpoint":[1]}"#).is_err()
+        );
+    }
+
     #[test]
     fn save_load_round_trip_atomic() {
         let dir = std::env::temp_dir().join(format!("vmigrate-status-{}", std::process::id()));
