@@ -12,7 +12,7 @@ use serde::Deserialize;
 use vmigrate_core::engine::{self, Checkpoint, CopyControl, CopyOptions, CopyStats};
 use vmigrate_core::{Backing, BlockTransport, Error, ErrorCode, Result};
 
-use crate::transport_url::{open_transport, spec_kind, Role, SpecKind};
+use crate::transport_url::{open_transport_with, spec_kind, Role, SpecKind, TransportOptions};
 
 /// What a standalone copy is asked to do. Deserialises from the camelCase JSON the C binding
 /// takes (`{"verify": true, "connections": 8, "checkpoint": "/var/tmp/disk.cp"}`); unknown
@@ -36,6 +36,18 @@ pub struct CopyRequest {
     /// ([`ErrorCode::TargetExists`]), as `qemu-img` users expect; resuming from a checkpoint
     /// writes into the existing target and needs no `overwrite`.
     pub overwrite: bool,
+    /// Deadline for one NBD request's reply, as a duration (`"30s"`, `"5m"`; JSON
+    /// `"nbdTimeout"`). `None`: 10 minutes. A stalled NBD server is then a
+    /// [`ErrorCode::Timeout`] instead of a wait without end.
+    #[serde(deserialize_with = "duration_text")]
+    pub nbd_timeout: Option<std::time::Duration>,
+}
+
+/// A duration written as text (`"30s"`, `"5m"`, `"1h30m"`; see
+/// [`parse_duration`](vmigrate_core::plan::parse_duration)).
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    vmigrate_core::plan::parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Default for CopyRequest {
@@ -49,6 +61,7 @@ impl Default for CopyRequest {
             checkpoint: None,
             copy_file_range: d.copy_file_range,
             overwrite: false,
+            nbd_timeout: None,
         }
     }
 }
@@ -73,14 +86,22 @@ impl CopyRequest {
         Ok(req)
     }
 
+    /// How to open the transports of this copy ([`open_transport_with`]).
+    pub fn transport_options(&self) -> TransportOptions {
+        TransportOptions::default().with_nbd_request_timeout(self.nbd_timeout)
+    }
+
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for a zero `connections` or `request_size`.
+    /// [`ErrorCode::InvalidArgument`] for a zero `connections`, `request_size` or `nbd_timeout`.
     pub fn check(&self) -> Result<()> {
         if self.connections == 0 {
             return Err(Error::new(ErrorCode::InvalidArgument, "copy options: connections must be at least 1"));
         }
         if self.request_size == 0 {
             return Err(Error::new(ErrorCode::InvalidArgument, "copy options: requestSize must be at least 1"));
+        }
+        if self.nbd_timeout == Some(std::time::Duration::ZERO) {
+            return Err(Error::new(ErrorCode::InvalidArgument, "copy options: nbdTimeout must be more than 0"));
         }
         Ok(())
     }
@@ -148,7 +169,7 @@ pub async fn prepare(source: Box<dyn BlockTransport>, dst: &str, req: &CopyReque
     let create_size = if resume.is_some() && existing_file { None } else { Some(source.size()) };
     let created = (is_file && create_size.is_some() && existing.as_ref().is_none_or(|m| m.file_type().is_file()))
         .then(|| PathBuf::from(dst));
-    let target = open_transport(dst, Role::Target { create_size }).await?;
+    let target = open_transport_with(dst, Role::Target { create_size }, &req.transport_options()).await?;
     // An NBD target (or a file that appeared meanwhile) is compared once open: opening an NBD
     // export changes nothing.
     refuse_same_disk(&source_backing, &target.backing(), dst)?;
@@ -208,7 +229,7 @@ fn describe(b: &Backing) -> String {
 pub async fn prepare_specs(src: &str, dst: &str, req: &CopyRequest) -> Result<PreparedCopy> {
     // Bad options fail before anything is opened (prepare checks them again, cheaply).
     req.check()?;
-    let source = open_transport(src, Role::Source).await?;
+    let source = open_transport_with(src, Role::Source, &req.transport_options()).await?;
     prepare(source, dst, req).await
 }
 
@@ -255,19 +276,11 @@ impl PreparedCopy {
 }
 
 /// What a checkpoint is bound to: every file, device or export behind the source (device and
-/// inode, NBD server and export), its size, and for a plain file its modification time. A
-/// checkpoint of another source, or of this one changed since, is refused.
+/// inode, NBD server and export), its size, and for local files their modification times
+/// ([`BlockTransport::identity`]). A checkpoint of another source, or of this one changed since,
+/// is refused.
 pub fn source_identity(source: &dyn BlockTransport) -> String {
-    let mut parts: Vec<String> = source.backing().iter().map(|b| format!("{b:?}")).collect();
-    parts.sort();
-    parts.push(format!("size={}", source.size()));
-    if let Some(f) = source.as_file() {
-        if let Ok(m) = std::fs::metadata(f.path()) {
-            use std::os::unix::fs::MetadataExt;
-            parts.push(format!("mtime={}.{:09}", m.mtime(), m.mtime_nsec()));
-        }
-    }
-    parts.join(";")
+    source.identity().to_string()
 }
 
 /// [`load_checkpoint`], refusing one saved for another source identity
@@ -386,5 +399,11 @@ mod tests {
         }
         let e = CopyRequest::from_json(Some(r#"{"conections": 2}"#)).expect_err("unknown");
         assert!(e.to_string().contains("conections"), "{e}");
+        let r = CopyRequest::from_json(Some(r#"{"nbdTimeout": "30s"}"#)).expect("nbd timeout");
+        assert_eq!(r.nbd_timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(r.transport_options().nbd_request_timeout, r.nbd_timeout);
+        for bad in [r#"{"nbdTimeout": 30}"#, r#"{"nbdTimeout": "soon"}"#, r#"{"nbdTimeout": "0s"}"#] {
+            assert_eq!(CopyRequest::from_json(Some(bad)).expect_err(bad).code(), ErrorCode::InvalidArgument, "{bad}");
+        }
     }
 }

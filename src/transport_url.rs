@@ -28,6 +28,27 @@ pub enum Role {
     },
 }
 
+/// How to open transports, beyond what the spec says: the settings a user may tune on the
+/// command line (`vmigrate copy --nbd-timeout`) or in the copy options of the bindings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportOptions {
+    /// Deadline for one NBD request's reply (`None`: [`NbdOptions`]'s default, 10 minutes): a
+    /// stalled server is then a [`ErrorCode::Timeout`] instead of a wait without end.
+    ///
+    /// [`NbdOptions`]: vmigrate_core::nbd::NbdOptions
+    pub nbd_request_timeout: Option<std::time::Duration>,
+}
+
+impl TransportOptions {
+    /// These options with an NBD request deadline.
+    #[must_use]
+    pub fn with_nbd_request_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.nbd_request_timeout = timeout;
+        self
+    }
+}
+
 /// The kind of transport a spec names, decided without opening anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecKind {
@@ -64,9 +85,21 @@ pub fn spec_kind(spec: &str) -> SpecKind {
 /// # Cancel safety
 /// Dropping the future may leave a created target file behind.
 pub async fn open_transport(spec: &str, role: Role) -> Result<Box<dyn BlockTransport>> {
+    open_transport_with(spec, role, &TransportOptions::default()).await
+}
+
+/// [`open_transport`] with [`TransportOptions`].
+///
+/// # Errors
+/// As [`open_transport`].
+pub async fn open_transport_with(
+    spec: &str,
+    role: Role,
+    options: &TransportOptions,
+) -> Result<Box<dyn BlockTransport>> {
     let target = matches!(role, Role::Target { .. });
     match spec_kind(spec) {
-        SpecKind::Nbd => open_nbd(spec).await,
+        SpecKind::Nbd => open_nbd(spec, options).await,
         SpecKind::Http if target => Err(Error::new(ErrorCode::BadUrl, "an http(s) url can only be a source")),
         SpecKind::Http => open_http(spec).await,
         SpecKind::Vmdk if target => {
@@ -86,8 +119,12 @@ pub async fn open_transport(spec: &str, role: Role) -> Result<Box<dyn BlockTrans
     }
 }
 
-async fn open_nbd(spec: &str) -> Result<Box<dyn BlockTransport>> {
-    Ok(Box::new(vmigrate_core::nbd::NbdTransport::connect(spec).await?))
+async fn open_nbd(spec: &str, options: &TransportOptions) -> Result<Box<dyn BlockTransport>> {
+    let mut opts = vmigrate_core::nbd::NbdOptions::default();
+    if let Some(t) = options.nbd_request_timeout {
+        opts.request_timeout = t;
+    }
+    Ok(Box::new(vmigrate_core::nbd::NbdTransport::connect_uri(spec, opts).await?))
 }
 
 async fn open_http(spec: &str) -> Result<Box<dyn BlockTransport>> {

@@ -160,3 +160,37 @@ fn ctrl_c_exits_5_and_removes_the_partial_output() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Cancelled"));
     assert!(!out_file.exists(), "a partial output was left behind");
 }
+
+/// Issue 14 item 13: `--nbd-timeout` is the deadline of one NBD request. A server that stops
+/// answering (nbdkit's delay filter holding every read of its data for 60 s) makes `vmigrate copy` fail
+/// with the typed Timeout soon after the deadline (and its retries), not wait for the server;
+/// a zero deadline is refused as a usage error.
+#[test]
+fn nbd_timeout_flag_bounds_a_stalled_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("stalled.sock");
+    let _kit = Server(
+        Command::new("nbdkit")
+            .args(["--foreground", "--exit-with-parent", "--unix"])
+            .arg(&sock)
+            .args(["--filter=delay", "pattern", "1M", "rdelay=60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdkit is installed"),
+    );
+    wait_for(&sock);
+    let uri = format!("nbd+unix:///?socket={}", sock.display());
+    let out_file = dir.path().join("out.raw");
+    let started = Instant::now();
+    let out = vmigrate(&["copy", &uri, out_file.to_str().expect("utf8"), "--nbd-timeout", "1s", "--output", "json"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Timeout") || stderr.contains("timed out"), "{stderr}");
+    assert!(took < Duration::from_secs(45), "the copy waited {took:?} for a stalled server");
+    assert!(!out_file.exists(), "a partial output was left");
+
+    let out = vmigrate(&["copy", &uri, out_file.to_str().expect("utf8"), "--nbd-timeout", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

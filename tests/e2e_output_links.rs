@@ -80,3 +80,70 @@ fn a_busy_output_folder_is_refused() {
     );
     assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// Issue 14 item 16, for every front end: the output folder's lock is taken by the executor, so
+/// two runs from the Rust API (as C and Python make them) into one folder with different status
+/// files cannot both write it: while the first copies, the second is `TargetBusy` and writes
+/// nothing; the first still ends byte-equal, and once it is done the folder is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_library_runs_into_one_folder_the_second_is_target_busy() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use vmigrate::core::executor::{Executor, ExecutorOptions};
+    use vmigrate::core::{ErrorCode, Phase};
+
+    let work = tempfile::tempdir().expect("tmp");
+    let (ds, vmdk) = big_vmx_datastore(work.path(), "busyweb", 512 << 20, 256);
+    let out = work.path().join("out");
+    // A pre hook holds the first run (and so the folder's lock) until the test opens the gate:
+    // waiting for a phase raced a copy that finished between two polls.
+    let gate = work.path().join("gate");
+    let hook = format!(
+        "  hooks:\n    - name: hold\n      step: pre\n      command: [\"sh\", \"-c\", \"while [ ! -e '{}' ]; do sleep 0.05; done\"]\n      timeout: 60s\n",
+        gate.display()
+    );
+    let text = vmx_plan("busy-lib", &ds, &format!("dir://{}", out.display()), &["busyweb"])
+        .replace("  networkMap:\n", &format!("{hook}  networkMap:\n"));
+    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let make = |status: &str| {
+        let mut opts = ExecutorOptions { status_path: Some(work.path().join(status)), ..Default::default() };
+        opts.copy.connections = 1;
+        opts.copy.request_size = 1 << 20;
+        let plan = plan.clone();
+        async move {
+            let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+            let target = vmigrate::targets::open_target(&plan.spec.target).await.expect("target");
+            Arc::new(Executor::new(plan, Arc::from(source), Arc::from(target), opts))
+        }
+    };
+    let first = make("first.status.json").await;
+    let task = tokio::spawn({
+        let e = first.clone();
+        async move { e.run().await }
+    });
+    let sf = work.path().join("first.status.json");
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(30), "the first run in its pre hook", || {
+            read_status(&sf).filter(|s| s.vms[0].phase == Phase::PreHook).map(|_| ())
+        })
+    })
+    .await
+    .expect("poll");
+
+    let second = make("second.status.json").await;
+    let e = second.run().await.expect_err("a second run into a busy folder");
+    assert_eq!(e.code(), ErrorCode::TargetBusy, "{}", e.report());
+    assert!(e.to_string().contains(".vmigrate.lock"), "{e}");
+    assert!(!work.path().join("second.status.json").exists(), "the second run wrote its status");
+    assert!(!task.is_finished(), "the first run ended before the second tried");
+    std::fs::write(&gate, "").expect("open the gate");
+
+    let st = task.await.expect("join").expect("first run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    let disk = &st.vms[0].disks[0];
+    qemu_img_compare(&vmdk, &out.join("disks").join(format!("{}.img", disk.volume))).expect("byte-equal");
+    // Free again once the first run is over.
+    drop(first);
+    let st = make("second.status.json").await.run().await.expect("the folder is free again");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+}

@@ -15,9 +15,7 @@ const MIB: u64 = 1 << 20;
 
 /// The first disk's checkpoint shows completed work units, and the disk is not done.
 fn mid_copy(st: &PlanStatus) -> bool {
-    st.vms[0].disks.first().is_some_and(|d| {
-        !d.done && d.checkpoint.as_ref().and_then(|c| c["done"].as_array()).is_some_and(|ranges| !ranges.is_empty())
-    })
+    st.vms[0].disks.first().is_some_and(|d| !d.done && d.checkpoint.as_ref().is_some_and(|c| !c.copy.done.is_empty()))
 }
 
 #[test]
@@ -145,4 +143,87 @@ async fn executor_dropped_mid_copy_resumes_from_its_checkpoint() {
         disk.transferred_bytes
     );
     qemu_img_compare(&vmdk, &out.join("disks").join(format!("{}.img", disk.volume))).expect("byte-equal");
+}
+
+/// Issue 14 item 6: a migration killed mid-copy whose source disk was replaced before the resume
+/// (another disk of the same size, as a restored backup or a VM run and stopped again leaves
+/// it) copies the disk again from the start: the target equals the new source, never the old
+/// checkpointed units with the new rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_the_source_changed_starts_the_disk_over() {
+    let work = tempfile::tempdir().expect("tmp");
+    let data_mib = 384;
+    let (ds, vmdk) = big_vmx_datastore(work.path(), "bigweb", 1024 * MIB, data_mib);
+    // The same VM, another disk state: same size and name, other data in other places.
+    let (_, other) = big_vmx_datastore(&work.path().join("later"), "bigweb", 1024 * MIB, data_mib / 2);
+    let out = work.path().join("out");
+    let plan = vmigrate::core::Plan::from_yaml_str(&vmx_plan(
+        "resume-changed",
+        &ds,
+        &format!("dir://{}", out.display()),
+        &["bigweb"],
+    ))
+    .expect("plan");
+    let status_file = work.path().join("resume-changed.status.json");
+    let make = || {
+        let mut opts = ExecutorOptions { status_path: Some(status_file.clone()), ..Default::default() };
+        opts.copy.connections = 1;
+        opts.copy.work_unit = 4 * MIB;
+        opts.copy.request_size = MIB as usize;
+        opts.copy.checkpoint_interval = Duration::from_millis(50);
+        let source = vmigrate::vsphere::local::LocalSource::from_url(&plan.spec.source.url).expect("source");
+        let target = vmigrate::kubevirt::DirTarget::open(&out).expect("target");
+        Arc::new(Executor::new(plan.clone(), Arc::new(source), Arc::new(target), opts))
+    };
+    let first = make();
+    let task = tokio::spawn({
+        let e = first.clone();
+        async move { e.run().await }
+    });
+    let sf = status_file.clone();
+    let caught = tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(30), "a checkpoint mid-copy", || {
+            let st = read_status(&sf)?;
+            assert!(
+                !st.vms[0].disks.first().is_some_and(|d| d.done),
+                "the copy ended before a mid-copy checkpoint: make the disk bigger"
+            );
+            mid_copy(&st).then_some(st)
+        })
+    })
+    .await
+    .expect("poll");
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    drop(first);
+    let cp = caught.vms[0].disks[0].checkpoint.as_ref().expect("checkpoint");
+    assert!(!cp.source.as_str().is_empty(), "the checkpoint records its source: {cp:?}");
+
+    // The source disk is replaced between the runs.
+    std::fs::rename(&other, &vmdk).expect("replace the source disk");
+    let second = make();
+    let st = second.run().await.expect("resumed run");
+    assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
+    let disk = &st.vms[0].disks[0];
+    qemu_img_compare(&vmdk, &out.join("disks").join(format!("{}.img", disk.volume)))
+        .expect("the target equals the new source, not a mix of two");
+    assert!(disk.checkpoint.is_none() && disk.copied_from.is_some(), "{disk:?}");
+}
+
+/// A status file whose checkpoint does not decode is a typed `StatusFile` error naming the file,
+/// never a silent restart of the disk.
+#[test]
+fn a_checkpoint_that_does_not_decode_is_a_status_file_error() {
+    let work = tempfile::tempdir().expect("tmp");
+    let path = work.path().join("p.status.json");
+    let text = serde_json::json!({
+        "plan": "p", "vms": [{
+            "name": "a", "targetName": "a", "phase": "CopyDisks",
+            "disks": [{"key": 2000, "totalBytes": 1, "copiedBytes": 0, "checkpoint": {"version": "one"}}]
+        }]
+    });
+    std::fs::write(&path, text.to_string()).expect("write");
+    let e = PlanStatus::load(&path).expect_err("bad checkpoint");
+    assert_eq!(e.code(), vmigrate::core::ErrorCode::StatusFile, "{e}");
+    assert!(e.to_string().contains("p.status.json"), "{e}");
 }

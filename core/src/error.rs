@@ -111,6 +111,9 @@ error_codes! {
     /// The status file was written for another plan (another target, source, VMs or maps under
     /// the same name): resuming from it would skip work never done for this one.
     StatusPlanMismatch = 1009 => Conflict,
+    /// The target (an output folder) is in use by another vmigrate run, in this or another
+    /// process: two runs would write the same disks.
+    TargetBusy = 1010 => Conflict,
     /// Could not connect to the vSphere endpoint.
     VsphereConnect = 2001 => Connection,
     /// The vSphere certificate did not verify or did not match the pinned thumbprint.

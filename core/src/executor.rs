@@ -28,8 +28,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Disk, PowerState, Vm};
 use crate::plan::{parse_duration, HookSpec, HookStep, NetworkDestination, Plan, TargetPowerState};
 use crate::provider::{PreparedVolume, SnapshotRef, SourceProvider, TargetProvider, TargetVm, VolumeSink};
-use crate::status::{DiskStatus, Phase, PhaseRecord, PlanStatus, SourceChanges, StatusError, VmStatus};
-use crate::transport::{Extent, ExtentState};
+use crate::status::{DiskCheckpoint, DiskStatus, Phase, PhaseRecord, PlanStatus, SourceChanges, StatusError, VmStatus};
+use crate::transport::{Extent, ExtentState, SourceIdentity};
 use crate::validate::{validate_plan, Concern, Severity, ValidationContext};
 
 mod hooks;
@@ -101,6 +101,8 @@ pub struct ExecutorOptions {
     /// Control file polled for cancel / cutover requests from other processes.
     pub control_path: Option<PathBuf>,
     /// Engine settings shared by every disk copy (their buffer budget is shared, not multiplied).
+    /// The plan's own copy options are applied on top by [`Executor::new`]: `options.verify`
+    /// turns verification on whatever `copy.verify` says, so no caller can forget it.
     pub copy: CopyOptions,
     /// Progress sink.
     pub events: Option<EventSink>,
@@ -273,8 +275,11 @@ impl Executor {
         plan: Plan,
         source: Arc<dyn SourceProvider>,
         target: Arc<dyn TargetProvider>,
-        opts: ExecutorOptions,
+        mut opts: ExecutorOptions,
     ) -> Self {
+        // The plan's choices hold for every front end (CLI, C, Python, a Rust program): a caller
+        // may ask for more (`--verify`) but never drops what the plan asks for.
+        opts.copy.verify |= plan.spec.options.verify;
         let state = Arc::new(Mutex::new(new_status(&plan)));
         Executor {
             plan,
@@ -380,6 +385,8 @@ impl Executor {
     }
 
     async fn run_inner(&self) -> Result<PlanStatus> {
+        // Held until the run ends (or its future is dropped), whichever front end runs it.
+        let _target_lock = self.lock_target()?;
         self.resume_status()?;
         let plan = &self.plan;
         let ns = &plan.spec.target_namespace;
@@ -454,6 +461,29 @@ impl Executor {
         let st = self.status();
         info!(summary = %st.summary(), "plan finished");
         Ok(st)
+    }
+
+    /// Take the target's run lock ([`TargetProvider::run_lock`]) without waiting.
+    ///
+    /// # Errors
+    /// [`ErrorCode::TargetBusy`] when another run holds it; I/O errors opening it (a link or a
+    /// non-regular file there is refused, not followed).
+    fn lock_target(&self) -> Result<Option<std::fs::File>> {
+        let Some(path) = self.target.run_lock() else { return Ok(None) };
+        let f = crate::safe_fs::open_own_file(&path)
+            .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+                ErrorCode::TargetBusy,
+                format!(
+                    "the {} target is in use by another vmigrate run (lock {} held); wait for it or use another output",
+                    self.target.kind(),
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+        }
     }
 
     fn resume_status(&self) -> Result<()> {
@@ -966,7 +996,7 @@ impl Executor {
             let Some(vol) = volumes.iter().find(|v| v.disk_key == disk.key) else {
                 return Err(Error::new(ErrorCode::Internal, format!("no volume prepared for disk {}", disk.key)));
             };
-            if only.is_none() && self.lock().vms[idx].disks.iter().any(|d| d.key == disk.key && d.done) {
+            if only.is_none() && self.still_copied(idx, vm, disk, snapshot).await? {
                 continue;
             }
             let extents = only.map(|m| m.get(&disk.key).cloned().unwrap_or_default());
@@ -976,6 +1006,61 @@ impl Executor {
             r?;
         }
         Ok(())
+    }
+
+    /// Whether `disk` was copied completely before (a resumed phase) from the source as it is
+    /// now. A disk copied from another identity (the source changed between the runs) is marked
+    /// not done, with a warning, so it is copied again: the VM's disks then all come from one
+    /// state of the source. A done disk with no recorded identity (copied by the target itself)
+    /// is trusted as done.
+    async fn still_copied(&self, idx: usize, vm: &Vm, disk: &Disk, snapshot: Option<&SnapshotRef>) -> Result<bool> {
+        let recorded = {
+            let st = self.lock();
+            match st.vms[idx].disks.iter().find(|d| d.key == disk.key && d.done) {
+                None => return Ok(false),
+                Some(d) => d.copied_from.clone(),
+            }
+        };
+        let Some(recorded) = recorded else { return Ok(true) };
+        let current = {
+            let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
+            self.source.disk_identity(disk, snapshot, src.as_ref())
+        };
+        if current == recorded {
+            return Ok(true);
+        }
+        warn!(
+            disk = disk.key, recorded = %recorded, current = %current,
+            "the source disk changed since it was copied: copying it again from the start"
+        );
+        let mut st = self.lock();
+        if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == disk.key) {
+            d.done = false;
+            d.copied_from = None;
+            d.copied_bytes = 0;
+        }
+        Ok(false)
+    }
+
+    /// The checkpoint to resume disk `key` from: the recorded one when it was made from the
+    /// source `identity` is now. One made from another identity (another snapshot or change id,
+    /// a file replaced or changed in place) is dropped with a warning and the disk is copied from
+    /// the start: resuming it would mix the bytes of two source states.
+    fn resume_point(&self, idx: usize, key: i32, volume: &str, identity: &SourceIdentity) -> Option<Checkpoint> {
+        let mut st = self.lock();
+        let d = st.vms[idx].disks.iter_mut().find(|d| d.key == key)?;
+        let cp = d.checkpoint.take()?;
+        if cp.source == *identity {
+            let copy = cp.copy.clone();
+            d.checkpoint = Some(cp);
+            return Some(copy);
+        }
+        warn!(
+            volume, recorded = %cp.source, current = %identity,
+            "the source disk changed since its checkpoint was made: copying it again from the start"
+        );
+        d.copied_bytes = 0;
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1004,30 +1089,22 @@ impl Executor {
                 }
             };
             let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
+            let identity = self.source.disk_identity(disk, snapshot, src.as_ref());
             let mut opts = self.opts.copy.clone();
             opts.only = only.clone();
-            let resume = if only.is_none() {
-                self.lock().vms[idx]
-                    .disks
-                    .iter()
-                    .find(|d| d.key == disk.key)
-                    .and_then(|d| d.checkpoint.clone())
-                    .and_then(|v| serde_json::from_value::<Checkpoint>(v).ok())
-            } else {
-                None
-            };
-            opts.resume = resume;
+            opts.resume = if only.is_none() { self.resume_point(idx, disk.key, &vol.name, &identity) } else { None };
             let state = self.state.clone();
             let key = disk.key;
             let saver = {
                 let state = state.clone();
+                let identity = identity.clone();
                 let path = self.opts.status_path.clone();
                 let last = self.last_save.clone();
                 Arc::new(move |cp: &Checkpoint| {
                     let snapshot = {
                         let mut st = state.lock().expect("status lock");
                         if let Some(d) = st.vms[idx].disks.iter_mut().find(|d| d.key == key) {
-                            d.checkpoint = serde_json::to_value(cp).ok();
+                            d.checkpoint = Some(DiskCheckpoint { copy: cp.clone(), source: identity.clone() });
                         }
                         st.clone()
                     };
@@ -1093,6 +1170,9 @@ impl Executor {
                     d.pass_read_bytes = 0;
                     d.checkpoint = None;
                     d.done = true;
+                    if only.is_none() {
+                        d.copied_from = Some(identity);
+                    }
                 }
             }
             self.emit(Event::Disk {
@@ -1228,6 +1308,7 @@ impl Executor {
             for d in &mut st.vms[idx].disks {
                 d.done = false;
                 d.checkpoint = None;
+                d.copied_from = None;
                 d.copied_bytes = 0;
             }
         }

@@ -613,6 +613,11 @@ impl BlockTransport for FileTransport {
     fn backing(&self) -> Vec<crate::transport::Backing> {
         self.inner.file.metadata().map(|m| vec![crate::transport::Backing::of_metadata(&m)]).unwrap_or_default()
     }
+
+    fn identity(&self) -> crate::transport::SourceIdentity {
+        let file = self.inner.file.metadata().map(|m| crate::transport::SourceIdentity::file_part(&m));
+        crate::transport::SourceIdentity::of_parts(file.into_iter().chain([format!("size={}", self.inner.size)]))
+    }
 }
 
 #[cfg(test)]

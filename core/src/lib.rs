@@ -54,5 +54,5 @@ pub use provider::{
     TargetCapabilities, TargetPass, TargetProvider, TargetVm, VolumeSink,
 };
 pub use status::{Phase, PlanStatus, VmStatus};
-pub use transport::{Backing, BlockTransport, Extent, ExtentKind, ExtentState};
+pub use transport::{Backing, BlockTransport, Extent, ExtentKind, ExtentState, SourceIdentity};
 pub use validate::{Concern, Severity};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{Disk, Inventory, Vm, VmId};
 use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
-use crate::transport::{BlockTransport, Extent};
+use crate::transport::{BlockTransport, Extent, SourceIdentity};
 use crate::validate::Concern;
 
 /// What a source can do beyond reading, so the executor and validation can decide up front.
@@ -154,6 +154,34 @@ pub trait SourceProvider: Send + Sync + Debug {
     ) -> Result<ChangedAreas> {
         let _ = (vm, disk, snapshot, change_id, offset);
         Err(Error::unsupported(format!("{} sources have no changed block tracking", self.kind())))
+    }
+
+    /// What a copy of `disk` opened as `opened` reads, as the executor binds the disk's resume
+    /// checkpoint to it: a checkpoint recorded for another identity is never resumed (the disk
+    /// is copied again from the start), so one disk never mixes two source states.
+    ///
+    /// The default: at a snapshot, the snapshot id and the disk's change id there (a warm pass
+    /// reads exactly that state); else what the transport says
+    /// ([`BlockTransport::identity`]: files with their modification times, exports, size) with
+    /// the disk's file name and change id. A source whose transport identity changes from run to
+    /// run for the same bytes (a fresh local socket per open) overrides this with what it knows
+    /// of the disk.
+    fn disk_identity(
+        &self,
+        disk: &Disk,
+        snapshot: Option<&SnapshotRef>,
+        opened: &dyn BlockTransport,
+    ) -> SourceIdentity {
+        let change_id = |c: Option<&String>| format!("changeId={}", c.map_or("-", String::as_str));
+        match snapshot {
+            Some(s) => SourceIdentity::of_parts([
+                format!("snapshot={}", s.id),
+                change_id(s.change_ids.get(&disk.key)),
+                format!("disk={}", disk.file),
+                format!("size={}", opened.size()),
+            ]),
+            None => opened.identity().with([format!("disk={}", disk.file), change_id(disk.change_id.as_ref())]),
+        }
     }
 
     /// Open a disk for reading, at a snapshot if given (warm), else its current state (cold,
@@ -299,6 +327,15 @@ pub trait TargetProvider: Send + Sync + Debug {
     /// plan's options). Default: nothing beyond a cold copy.
     fn capabilities(&self) -> TargetCapabilities {
         TargetCapabilities::default()
+    }
+
+    /// A file the executor holds an exclusive lock on for the whole of a run, so two runs (two
+    /// processes, or a C and a Python program, with different status files) never write this
+    /// target at once: the second is [`ErrorCode::TargetBusy`](crate::ErrorCode::TargetBusy).
+    /// `None` (the default): the target needs no such lock (a cluster's objects carry the plan
+    /// that owns them).
+    fn run_lock(&self) -> Option<std::path::PathBuf> {
+        None
     }
 
     /// VMs that already exist in `namespace` (names and MACs feed validation).

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Checkpoint;
 use crate::error::{Error, ErrorCode, Result};
+use crate::transport::SourceIdentity;
 use crate::validate::Concern;
 
 /// Where a VM is in its pipeline. Cold and warm plans use different subsets, in this order.
@@ -112,12 +114,39 @@ pub struct DiskStatus {
     /// Completed.
     #[serde(default)]
     pub done: bool,
-    /// Engine checkpoint (opaque JSON) for resume.
+    /// Engine checkpoint of the pass that is running, bound to the source it reads: a resume
+    /// uses it only when the source's identity is still the one recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<serde_json::Value>,
+    pub checkpoint: Option<DiskCheckpoint>,
+    /// What the completed copy of this disk read (set with `done`): a resume that finds the
+    /// source changed since copies the disk again rather than pair it with other disks copied
+    /// from a later state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SourceIdentity>,
     /// Warm: CBT change id the target is in sync with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_id: Option<String>,
+}
+
+/// A disk's resume checkpoint as the status file keeps it: the engine's [`Checkpoint`] and the
+/// identity of the source it was made from ([`SourceProvider::disk_identity`]).
+///
+/// Typed, so a checkpoint that does not decode makes the status file fail to load
+/// ([`ErrorCode::StatusFile`]) rather than silently restart: vmigrate writes the file atomically,
+/// so a bad checkpoint means the file was edited or damaged, and the same damage may sit in the
+/// records cleanup relies on (snapshots created, power changed). A checkpoint from before
+/// identities were recorded decodes with an empty identity, which matches no source: that disk
+/// restarts, with a warning.
+///
+/// [`SourceProvider::disk_identity`]: crate::provider::SourceProvider::disk_identity
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCheckpoint {
+    /// The engine's checkpoint (done work units, sizes, fingerprint).
+    #[serde(flatten)]
+    pub copy: Checkpoint,
+    /// The source it was made from.
+    #[serde(default)]
+    pub source: SourceIdentity,
 }
 
 /// Status of one VM.
@@ -299,6 +328,28 @@ mod tests {
         assert!(!s.is_finished());
         s.vms[2].phase = Phase::Canceled;
         assert!(s.is_finished());
+    }
+
+    /// A checkpoint is typed: one of an older vmigrate (no source identity) decodes with an
+    /// empty identity, which matches no source (the disk restarts); one that is not a
+    /// checkpoint fails the load with `StatusFile` instead of being dropped in silence.
+    #[test]
+    fn checkpoints_decode_typed() {
+        let old = r#"{"key":2000,"totalBytes":8,"copiedBytes":0,
+            "checkpoint":{"version":1,"source_size":8,"work_unit":4,"fingerprint":"f","done":[[0,1]]}}"#;
+        let d: DiskStatus = serde_json::from_str(old).expect("an older checkpoint decodes");
+        let cp = d.checkpoint.expect("kept");
+        assert_eq!(cp.copy.done, vec![[0, 1]]);
+        assert_eq!(cp.source, SourceIdentity::default());
+        let mut d2 = DiskStatus { key: 1, ..Default::default() };
+        d2.checkpoint =
+            Some(DiskCheckpoint { copy: cp.copy.clone(), source: SourceIdentity::of_parts(["a=1".into()]) });
+        let text = serde_json::to_string(&d2).expect("encode");
+        assert!(text.contains(r#""source":"a=1""#) && text.contains(r#""work_unit":4"#), "{text}");
+        assert_eq!(serde_json::from_str::<DiskStatus>(&text).expect("round trip"), d2);
+        assert!(
+            serde_json::from_str::<DiskStatus>(r#"{"key":1,"totalBytes":1,"copiedBytes":0,"checkpoint":[1]}"#).is_err()
+        );
     }
 
     #[test]

@@ -120,6 +120,58 @@ impl Backing {
     }
 }
 
+/// What a copy read its bytes from, as a resume checkpoint is bound to it: every file, device or
+/// export behind a source (with a file's modification time), its size, and what the source
+/// provider adds (a snapshot and change id, a disk's path). Two sources, or one source changed
+/// since, have different identities, so a checkpoint of one is never resumed against the other
+/// (which would mix the bytes of two disk states and still end "byte-equal" to neither).
+///
+/// Compared as a whole; the text is for messages and the status file, not for parsing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceIdentity(String);
+
+impl SourceIdentity {
+    /// An identity made of `parts` (sorted and deduplicated, so the order in which a transport
+    /// lists its files does not matter).
+    pub fn of_parts(parts: impl IntoIterator<Item = String>) -> SourceIdentity {
+        let mut parts: Vec<String> = parts.into_iter().collect();
+        parts.sort();
+        parts.dedup();
+        SourceIdentity(parts.join(";"))
+    }
+
+    /// The parts this identity is made of.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.0.split(';').filter(|p| !p.is_empty())
+    }
+
+    /// This identity with more parts (a provider adds what it knows of the disk).
+    #[must_use]
+    pub fn with(self, more: impl IntoIterator<Item = String>) -> SourceIdentity {
+        let mine: Vec<String> = self.parts().map(str::to_owned).collect();
+        SourceIdentity::of_parts(mine.into_iter().chain(more))
+    }
+
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part naming a local file or device (its [`Backing`]) with its modification time:
+    /// a file rewritten in place keeps device and inode but not its `mtime`.
+    pub fn file_part(m: &std::fs::Metadata) -> String {
+        use std::os::unix::fs::MetadataExt;
+        format!("{:?}@mtime={}.{:09}", Backing::of_metadata(m), m.mtime(), m.mtime_nsec())
+    }
+}
+
+impl std::fmt::Display for SourceIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A disk-like object the copy engine can read and write at byte offsets.
 ///
 /// # Contract
@@ -208,6 +260,16 @@ pub trait BlockTransport: Send + Sync + Debug {
     /// and target share one.
     fn backing(&self) -> Vec<Backing> {
         Vec::new()
+    }
+
+    /// What this transport reads, as a resume checkpoint is bound to it ([`SourceIdentity`]):
+    /// by default its [`backing`](Self::backing) and size. Transports over local files add each
+    /// file's modification time ([`SourceIdentity::file_part`]), so a file changed in place since
+    /// is another source; wrappers over such transports forward it.
+    fn identity(&self) -> SourceIdentity {
+        SourceIdentity::of_parts(
+            self.backing().iter().map(|b| format!("{b:?}")).chain([format!("size={}", self.size())]),
+        )
     }
 }
 

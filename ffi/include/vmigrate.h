@@ -59,6 +59,10 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_STATUS_PLAN_MISMATCH = 1009,
   /*
+   The target (an output folder) is in use by another vmigrate run, in this or another process: two runs would write the same disks. (range `plan`, kind `Conflict`)
+   */
+  VMIGRATE_RESULT_TARGET_BUSY = 1010,
+  /*
    Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
    */
   VMIGRATE_RESULT_VSPHERE_CONNECT = 2001,
@@ -406,8 +410,9 @@ void vmigrate_cancel_free(vmigrate_cancel *cancel);
  (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
  copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
  finding one resumes from it, exactly as `vmigrate copy --checkpoint`), `copyFileRange`
- (bool) and `overwrite` (bool: replace an existing non-empty target file, as
- `vmigrate copy --overwrite`). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+ (bool), `overwrite` (bool: replace an existing non-empty target file, as
+ `vmigrate copy --overwrite`) and `nbdTimeout` (a duration such as `"30s"`: the deadline of one
+ NBD request, as `vmigrate copy --nbd-timeout`; default 10 minutes). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
  last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
  another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
  `vmigrate_copy_disk`.

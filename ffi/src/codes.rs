@@ -30,6 +30,8 @@ pub enum vmigrate_result {
     InvalidArgument = 1008,
     /// The status file was written for another plan (another target, source, VMs or maps under the same name): resuming from it would skip work never done for this one. (range `plan`, kind `Conflict`)
     StatusPlanMismatch = 1009,
+    /// The target (an output folder) is in use by another vmigrate run, in this or another process: two runs would write the same disks. (range `plan`, kind `Conflict`)
+    TargetBusy = 1010,
     /// Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
     VsphereConnect = 2001,
     /// The vSphere certificate did not verify or did not match the pinned thumbprint. (range `vsphere`, kind `Tls`)
@@ -141,6 +143,7 @@ impl vmigrate_result {
             ErrorCode::BadUrl => vmigrate_result::BadUrl,
             ErrorCode::InvalidArgument => vmigrate_result::InvalidArgument,
             ErrorCode::StatusPlanMismatch => vmigrate_result::StatusPlanMismatch,
+            ErrorCode::TargetBusy => vmigrate_result::TargetBusy,
             ErrorCode::VsphereConnect => vmigrate_result::VsphereConnect,
             ErrorCode::VsphereTls => vmigrate_result::VsphereTls,
             ErrorCode::VsphereInvalidLogin => vmigrate_result::VsphereInvalidLogin,
@@ -207,6 +210,7 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         1007 => Some(c"BadUrl"),
         1008 => Some(c"InvalidArgument"),
         1009 => Some(c"StatusPlanMismatch"),
+        1010 => Some(c"TargetBusy"),
         2001 => Some(c"VsphereConnect"),
         2002 => Some(c"VsphereTls"),
         2003 => Some(c"VsphereInvalidLogin"),

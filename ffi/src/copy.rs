@@ -179,8 +179,9 @@ unsafe fn cancel_ref<'a>(p: *const vmigrate_cancel) -> Result<&'a CancellationTo
 /// (bool), `connections` (at least 1), `requestSize` (bytes), `flush` (bool, default true: the
 /// copy is durable), `checkpoint` (a file path: resume checkpoints are saved there, and a copy
 /// finding one resumes from it, exactly as `vmigrate copy --checkpoint`), `copyFileRange`
-/// (bool) and `overwrite` (bool: replace an existing non-empty target file, as
-/// `vmigrate copy --overwrite`). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
+/// (bool), `overwrite` (bool: replace an existing non-empty target file, as
+/// `vmigrate copy --overwrite`) and `nbdTimeout` (a duration such as `"30s"`: the deadline of one
+/// NBD request, as `vmigrate copy --nbd-timeout`; default 10 minutes). Unknown fields and wrong types are `VMIGRATE_RESULT_INVALID_ARGUMENT`, named in the
 /// last error. `cancel` (may be NULL) is a switch from `vmigrate_cancel_new`: triggering it from
 /// another thread makes this call return `VMIGRATE_RESULT_CANCELLED`. Progress and statistics as
 /// `vmigrate_copy_disk`.

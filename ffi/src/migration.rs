@@ -61,7 +61,7 @@ pub(crate) async fn prepare(
     let target: Arc<dyn TargetProvider> = Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
     let slot: EventSlot = Arc::new(Mutex::new(None));
     let sink_slot = slot.clone();
-    let mut opts = ExecutorOptions {
+    let opts = ExecutorOptions {
         status_path,
         events: Some(Arc::new(move |e: &Event| {
             if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -70,7 +70,6 @@ pub(crate) async fn prepare(
         })),
         ..ExecutorOptions::default()
     };
-    opts.copy.verify = plan.spec.options.verify;
     let executor = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
     Ok((executor, slot, (source, target)))
 }

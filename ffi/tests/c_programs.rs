@@ -361,3 +361,36 @@ fn vsphere_inventory_against_vcsim() {
     let sim = vmigrate_vsphere::vcsim::Vcsim::start(vmigrate_vsphere::vcsim::VcsimOptions::default());
     check_program(&c_test("vsphere.c"), &[&sim.url, &sim.username, &sim.password, &sim.thumbprint]);
 }
+
+/// Issue 14 item 16: a C migration takes the output folder's lock too (the executor does). With
+/// the lock held elsewhere (here by this test, as another run would hold it), examples/c/migrate.c
+/// fails with `VMIGRATE_RESULT_TARGET_BUSY` and writes no disk; once it is free, it migrates.
+#[test]
+fn a_c_migration_into_a_busy_output_folder_is_target_busy() {
+    if !have("gcc") {
+        return;
+    }
+    let lab = Lab::new();
+    let out = lab.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".vmigrate.lock"))
+        .expect("lock file");
+    held.try_lock().expect("lock");
+    let exe = compile(&crate_dir().join("../examples/c/migrate.c"), lab.dir.path(), Link::Shared);
+    let plan = lab.plan("c-busy", &out);
+    let status = lab.dir.path().join("c-busy.status.json");
+    let res = Command::new(&exe).arg(&plan).arg(&status).env_remove("LD_LIBRARY_PATH").output().expect("run");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("TargetBusy (1010)"), "{stderr}");
+    assert_eq!(std::fs::read_dir(out.join("disks")).map(|d| d.count()).unwrap_or(0), 0, "a disk was written");
+    drop(held);
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&plan).arg(&status);
+    let stdout = run(cmd, "migrate once the folder is free");
+    assert!(stdout.contains("\"phase\":\"Completed\""), "{stdout}");
+}

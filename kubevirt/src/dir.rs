@@ -291,6 +291,12 @@ impl TargetProvider for DirTarget {
         Ok(out)
     }
 
+    /// `<root>/.vmigrate.lock`: two runs writing one folder would write the same disks (the
+    /// executor holds it for the run, whichever front end started it).
+    fn run_lock(&self) -> Option<PathBuf> {
+        Some(self.root.join(".vmigrate.lock"))
+    }
+
     async fn prepare_volume(&self, vm: &TargetVm, disk: &Disk) -> Result<PreparedVolume> {
         let dv = builder::build_datavolume(vm, disk, &VolumeSource::Upload);
         let name = dv.metadata.name.clone().unwrap_or_default();

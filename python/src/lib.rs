@@ -200,6 +200,7 @@ fn copy_disk(
         checkpoint,
         copy_file_range,
         overwrite,
+        ..defaults
     };
     let ctl = CopyControl::new();
     let progress_of = ctl.progress.clone();
@@ -433,7 +434,7 @@ impl Migration {
                 Arc::from(vmigrate_facade::sources::open_source(&plan.spec.source).await?);
             let target: Arc<dyn TargetProvider> =
                 Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
-            let mut opts = ExecutorOptions {
+            let opts = ExecutorOptions {
                 status_path,
                 events: Some(Arc::new(move |e: &Event| {
                     if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -442,7 +443,6 @@ impl Migration {
                 })),
                 ..ExecutorOptions::default()
             };
-            opts.copy.verify = plan.spec.options.verify;
             Ok::<_, Error>((Executor::new(plan, source.clone(), target.clone(), opts), source, target))
         })?
         .map_err(to_py_err)?;

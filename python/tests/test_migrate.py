@@ -172,3 +172,24 @@ def test_sources_end_their_vcenter_session(vcsim: Dict[str, Any]) -> None:
     del dropped
     gc.collect()
     assert _settled_sessions(vcsim, base) == base, "a Source dropped without close() left its session"
+
+
+def test_busy_output_folder_is_target_busy(haproxy_plan: Callable[[str], vmigrate.Plan], tmp_path: Path) -> None:
+    """Issue 14 item 16: a Python migration takes the output folder's lock as every front end
+    does; while another run holds it (here: this test), the run raises code 1010 (TargetBusy)
+    and writes no disk; once it is free, the same plan migrates."""
+    import fcntl
+
+    plan = haproxy_plan("py-busy")
+    out = tmp_path / "py-busy"
+    out.mkdir()
+    status_path = tmp_path / "py-busy.status.json"
+    with open(out / ".vmigrate.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(vmigrate.PlanError) as info:
+            plan.run(status_path=status_path)
+        assert info.value.code == 1010
+        assert ".vmigrate.lock" in str(info.value)
+        assert not list((out / "disks").glob("*.img"))
+    status = plan.run(status_path=status_path)
+    assert status.summary == "1 of 1 VMs migrated"

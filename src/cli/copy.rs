@@ -14,7 +14,7 @@ use serde::Serialize;
 use vmigrate::copy::CopyRequest;
 use vmigrate::core::engine::{CopyControl, CopyOptions, Progress};
 use vmigrate::core::{Error, ErrorCode};
-use vmigrate::transport_url::{open_transport, Role};
+use vmigrate::transport_url::{open_transport_with, Role, TransportOptions};
 
 use super::Output;
 
@@ -51,9 +51,22 @@ pub struct CopyArgs {
     /// `--checkpoint` writes into the existing target without it.
     #[arg(long)]
     pub overwrite: bool,
+    /// Deadline for one NBD request's reply (`30s`, `5m`, `1h`): a stalled NBD server is then a
+    /// Timeout error (exit code of a failed copy) instead of a wait without end. Default 10m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub nbd_timeout: Option<Duration>,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// A positive duration (`30s`, `5m`, `1h30m`, `500ms`).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match vmigrate::core::plan::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The summary printed at the end (`--output json` prints exactly this object, in camelCase like
@@ -146,7 +159,8 @@ async fn report(progress: Progress, done: tokio_util::sync::CancellationToken, q
 
 /// Run `vmigrate copy`.
 pub async fn run(args: CopyArgs) -> Result<ExitCode, Error> {
-    let src = open_transport(&args.src, Role::Source).await?;
+    let options = TransportOptions::default().with_nbd_request_timeout(args.nbd_timeout);
+    let src = open_transport_with(&args.src, Role::Source, &options).await?;
     run_from(src, args).await
 }
 
@@ -161,6 +175,7 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
         checkpoint: args.checkpoint.clone(),
         copy_file_range: args.copy_file_range,
         overwrite: args.overwrite,
+        nbd_timeout: args.nbd_timeout,
     };
     let copy = vmigrate::copy::prepare(src, &args.dst, &req).await?;
     let ctl = CopyControl::new();

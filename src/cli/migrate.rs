@@ -24,29 +24,6 @@ fn lock_path(status: &Path) -> PathBuf {
     status.with_extension("lock")
 }
 
-/// For a `dir://` target, hold `<folder>/.vmigrate.lock` for the run: a second run into the
-/// same folder (with another status file) is refused instead of writing the same disks.
-fn lock_output_folder(url: &str) -> Result<Option<std::fs::File>, Error> {
-    if !url.trim().starts_with("dir:") {
-        return Ok(None);
-    }
-    let root = vmigrate::kubevirt::DirTarget::from_url(url.trim())?.root().to_path_buf();
-    let path = root.join(".vmigrate.lock");
-    let f = vmigrate::core::safe_fs::open_own_file(&path)
-        .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
-    if f.try_lock().is_err() {
-        return Err(Error::new(
-            ErrorCode::StatusFile,
-            format!(
-                "output folder {} is in use by another vmigrate run (lock {} held)",
-                root.display(),
-                path.display()
-            ),
-        ));
-    }
-    Ok(Some(f))
-}
-
 /// Options of `vmigrate migrate`.
 #[derive(Debug)]
 pub struct MigrateArgs {
@@ -90,8 +67,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     let source = vmigrate::sources::open_source(&plan.spec.source).await?;
     let topts = vmigrate::targets::TargetOptions { force_conflicts: args.force_conflicts };
     let target = vmigrate::targets::open_target_with(&plan.spec.target, &topts).await?;
-    // Two runs with different status files must not write one output folder either.
-    let _output_lock = lock_output_folder(&plan.spec.target.url)?;
+    // Two runs with different status files must not write one output folder either: the
+    // executor holds the target's lock (`.vmigrate.lock` in a dir:// folder) for the run.
     let mode = Mode::pick(args.output);
     let display = progress::display(mode, plan.spec.vms.len());
     let mut opts = ExecutorOptions {
@@ -101,7 +78,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
         cutover_now: args.cutover_now,
         ..Default::default()
     };
-    opts.copy.verify = args.verify || plan.spec.options.verify;
+    // The plan's own `options.verify` is applied by the executor.
+    opts.copy.verify = args.verify;
     if let Some(n) = args.connections {
         opts.copy.connections = n.max(1);
     }

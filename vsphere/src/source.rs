@@ -946,6 +946,29 @@ impl SourceProvider for VsphereSource {
         VsphereSource::close(self).await
     }
 
+    /// The disk as vCenter names it: its datastore path, the snapshot a warm pass reads, and
+    /// the CBT change id at that snapshot (or the disk's current one for a cold copy of a VM
+    /// that is off), with its size. Not the transport's own identity: the datastore is read
+    /// over HTTP (no file to stat) or through nbdkit on a fresh socket per open, which would
+    /// make every resume start over.
+    fn disk_identity(
+        &self,
+        disk: &vmigrate_core::Disk,
+        snapshot: Option<&SnapshotRef>,
+        opened: &dyn BlockTransport,
+    ) -> vmigrate_core::SourceIdentity {
+        let change_id = match snapshot {
+            Some(s) => s.change_ids.get(&disk.key),
+            None => disk.change_id.as_ref(),
+        };
+        vmigrate_core::SourceIdentity::of_parts([
+            format!("vsphere={}", disk.file),
+            format!("snapshot={}", snapshot.map_or("-", |s| s.id.as_str())),
+            format!("changeId={}", change_id.map_or("-", String::as_str)),
+            format!("size={}", opened.size()),
+        ])
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities { power: true, snapshots: true, changed_blocks: true }
     }

@@ -111,3 +111,26 @@ async fn corrupt_deflate_and_missing_footer_are_typed_errors() {
     let err = open_vmdk(&p).await.expect_err("no footer");
     assert_eq!(err.code(), ErrorCode::VmdkFormat, "{}", err.report());
 }
+
+/// Issue 14 item 6: what a checkpoint of a VMDK source is bound to. Two opens of one unchanged
+/// file have one identity (a resume resumes); the same file written in place (same device and
+/// inode, new modification time) and another file of the same size are other sources.
+#[tokio::test]
+async fn vmdk_identity_is_stable_and_changes_with_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a.vmdk"), dir.path().join("b.vmdk"));
+    for (p, fill) in [(&a, 1u8), (&b, 2u8)] {
+        let mut w = SparseVmdkWriter::create(p, 1 << 20).expect("create");
+        w.write_at(0, &[fill; 4096]).expect("write");
+        w.finish().expect("finish");
+    }
+    let id = |p: std::path::PathBuf| async move { open_vmdk(&p).await.expect("open").identity() };
+    let first = id(a.clone()).await;
+    assert_eq!(first, id(a.clone()).await, "two opens of an unchanged file");
+    assert!(first.as_str().contains("mtime="), "{first}");
+    assert_ne!(first, id(b.clone()).await, "another file of the same size");
+    let f = std::fs::OpenOptions::new().write(true).open(&a).expect("open");
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).expect("touch");
+    drop(f);
+    assert_ne!(first, id(a.clone()).await, "the same file written in place");
+}

@@ -192,8 +192,38 @@ impl SourceProvider for MemSource {
     }
 }
 
+/// A target transport that damages every write (flips its first byte): what verification
+/// exists to catch.
+#[derive(Debug)]
+struct Corrupting(Box<dyn BlockTransport>);
+
+#[async_trait]
+impl BlockTransport for Corrupting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(Corrupting(self.0.try_clone().await?)))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+        self.0.read_at(offset, len).await
+    }
+    async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+        let mut bad = data.to_vec();
+        if let Some(b) = bad.first_mut() {
+            *b ^= 0xFF;
+        }
+        self.0.write_at(offset, bytes::Bytes::from(bad)).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.0.flush().await
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemTarget {
+    /// Volumes are opened through [`Corrupting`].
+    corrupt: AtomicBool,
     volumes: Mutex<HashMap<String, MemoryTransport>>,
     vms: Mutex<Vec<String>>,
     calls: Mutex<Vec<String>>,
@@ -243,6 +273,9 @@ impl TargetProvider for MemTarget {
             return Ok(VolumeSink::SelfImport);
         }
         let vol = self.volumes.lock().expect("lock")[&v.name].clone();
+        if self.corrupt.load(Ordering::SeqCst) {
+            return Ok(VolumeSink::Transport(Box::new(Corrupting(Box::new(vol)))));
+        }
         Ok(VolumeSink::Transport(Box::new(vol)))
     }
     async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
@@ -1001,6 +1034,87 @@ async fn passes_run_by_the_target_are_taken_only_from_a_matching_report() {
                 assert_eq!(vs.phase, Phase::Failed, "{how}: a report that does not match must fail the VM");
                 assert!(tgt.inner.vms.lock().expect("lock").is_empty(), "{how}: no VM over a doubtful copy");
             }
+        }
+    }
+}
+
+/// Issue 14 item 6: what a resumed copy phase finds in the status is bound to the source it was
+/// made from. A disk marked done and a disk with a checkpoint, both recorded for another source
+/// identity (the source changed between the runs), are copied again from the start; the
+/// target equals the source as it is now, never stale units kept beside new ones.
+#[tokio::test]
+async fn a_resume_recopies_disks_recorded_for_another_source_identity() {
+    let (c0, c1) = (content(4, 2 * MIB), content(5, MIB));
+    let src =
+        Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[2 * MIB, MIB]), vec![c0.clone(), c1.clone()])]));
+    let tgt = Arc::new(MemTarget::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let status_path = dir.path().join("status.json");
+    let opts = || ExecutorOptions { status_path: Some(status_path.clone()), ..Default::default() };
+    let st = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts()).run().await.expect("first run");
+    assert_eq!(st.summary(), "1 of 1 VMs migrated");
+    let recorded = st.vms[0].disks[0].copied_from.clone().expect("a done disk records its source");
+    assert!(recorded.as_str().contains("disk=[ds] vm1/disk0.vmdk"), "{recorded}");
+
+    // Rewind the status to the middle of CopyDisks, as a kill there leaves it, but with both
+    // records made from another source state; the volumes hold that state's bytes.
+    // A real engine checkpoint of this disk's copy, every unit done.
+    let all_done = {
+        let seen = Arc::new(Mutex::new(None));
+        let keep = seen.clone();
+        let ctl = CopyControl {
+            progress: engine::Progress::default(),
+            cancel: CancellationToken::new(),
+            on_checkpoint: Some(Arc::new(move |cp: &Checkpoint| *keep.lock().expect("lock") = Some(cp.clone()))),
+        };
+        let (from, to) = (MemoryTransport::from_bytes(c1.clone()), MemoryTransport::new(MIB));
+        engine::copy(&from, &to, &CopyOptions::default(), &ctl).await.expect("copy");
+        let cp = seen.lock().expect("lock").clone().expect("final checkpoint");
+        assert!(cp.done_units() > 0);
+        cp
+    };
+    let mut saved = PlanStatus::load(&status_path).expect("status");
+    let stale = SourceIdentity::of_parts(["disk=[ds] vm1/disk0.vmdk".to_string(), "changeId=52 aa".to_string()]);
+    {
+        let vs = &mut saved.vms[0];
+        vs.phase = Phase::CopyDisks;
+        let at = vs.history.iter().position(|r| r.phase == Phase::CopyDisks).expect("copy record");
+        vs.history.truncate(at);
+        vs.disks[0].copied_from = Some(stale.clone());
+        vs.disks[1].done = false;
+        vs.disks[1].checkpoint = Some(DiskCheckpoint { copy: all_done.clone(), source: stale });
+    }
+    saved.completed = None;
+    saved.save(&status_path).expect("rewound status");
+    for (name, size) in [("vm1-disk2000", 2 * MIB), ("vm1-disk2001", MIB)] {
+        // As a reopened volume is: written before, so not known to read as zeroes.
+        tgt.volumes.lock().expect("lock").insert(name.into(), MemoryTransport::from_bytes(vec![0xEE; size as usize]));
+    }
+    let st = Executor::new(plan(&["vm1"], false), src.clone(), tgt.clone(), opts()).run().await.expect("resumed run");
+    assert_eq!(st.summary(), "1 of 1 VMs migrated", "{:?}", st.vms[0].error);
+    assert!(tgt.volume("vm1-disk2000") == c0, "the done disk of another source state was copied again");
+    assert!(tgt.volume("vm1-disk2001") == c1, "the checkpoint of another source state was not resumed");
+}
+
+/// Issue 15: the plan's `options.verify` is applied by the executor itself, so a program that
+/// builds an `Executor` with default options (the README's example) verifies when the plan says
+/// so: a target that damages the bytes fails the VM with `VerifyMismatch`. Without `verify` the
+/// same damage goes unnoticed, which is what the option is for.
+#[tokio::test]
+async fn the_plans_verify_option_is_applied_by_the_executor() {
+    for verify in [false, true] {
+        let src = Arc::new(MemSource::new(vec![(vm(1, PowerState::PoweredOff, &[MIB]), vec![content(6, MIB)])]));
+        let tgt = Arc::new(MemTarget { corrupt: AtomicBool::new(true), ..Default::default() });
+        let mut p = plan(&["vm1"], false);
+        p.spec.options.verify = verify;
+        let st = Executor::new(p, src, tgt, ExecutorOptions::default()).run().await.expect("plan runs");
+        let vs = &st.vms[0];
+        if verify {
+            assert_eq!(vs.phase, Phase::Failed);
+            let e = vs.error.as_ref().expect("error recorded");
+            assert_eq!(e.code, ErrorCode::VerifyMismatch as u32, "{e:?}");
+        } else {
+            assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
         }
     }
 }

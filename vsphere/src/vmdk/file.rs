@@ -110,6 +110,11 @@ impl BlockTransport for LocalFile {
         self.file.metadata().map(|m| vec![vmigrate_core::Backing::of_metadata(&m)]).unwrap_or_default()
     }
 
+    fn identity(&self) -> vmigrate_core::SourceIdentity {
+        let file = self.file.metadata().map(|m| vmigrate_core::SourceIdentity::file_part(&m));
+        vmigrate_core::SourceIdentity::of_parts(file.into_iter().chain([format!("size={}", self.size)]))
+    }
+
     async fn flush(&self) -> Result<()> {
         Ok(())
     }

@@ -575,6 +575,26 @@ impl BlockTransport for VmdkDisk {
         out
     }
 
+    fn identity(&self) -> vmigrate_core::SourceIdentity {
+        // Every extent and parent file with its modification time: a delta or extent rewritten
+        // in place is another source for a checkpoint.
+        let mut parts = vec![format!("size={}", self.inner.size)];
+        let mut add = |id: vmigrate_core::SourceIdentity| {
+            parts.extend(id.parts().filter(|p| !p.starts_with("size=")).map(str::to_owned));
+        };
+        for m in &self.inner.extents {
+            match &m.backend {
+                Backend::Flat { file, .. } => add(file.identity()),
+                Backend::Sparse(ext) => add(ext.identity()),
+                Backend::Zero => {}
+            }
+        }
+        if let Some(p) = &self.inner.parent {
+            add(p.identity());
+        }
+        vmigrate_core::SourceIdentity::of_parts(parts)
+    }
+
     async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
         let len = len.min(self.inner.size.saturating_sub(offset));
         if len == 0 || kind == ExtentKind::Changed {

@@ -78,6 +78,10 @@ impl SparseExtent {
     pub(super) fn backing(&self) -> Vec<vmigrate_core::Backing> {
         self.file.backing()
     }
+    /// What the extent file is, with its modification time (see [`BlockTransport::identity`]).
+    pub(super) fn identity(&self) -> vmigrate_core::SourceIdentity {
+        self.file.identity()
+    }
     /// Open an extent; `header` when the caller already parsed the first sector.
     pub(super) async fn open(
         name: String,
