@@ -65,6 +65,11 @@ pub struct KubevirtOptions {
     pub max_jobs: usize,
     /// Image of the transfer worker.
     pub job_image: String,
+    /// The transfer worker's `--checkpoint-interval` (its default, 5 s, when unset).
+    pub job_checkpoint_interval: Option<Duration>,
+    /// The transfer worker's `--work-unit` in bytes (its default, 128 MiB, when unset): the most
+    /// a pass killed mid-way copies again.
+    pub job_work_unit: Option<u64>,
     /// VDDK init image for `import` through VDDK.
     pub vddk_init_image: Option<String>,
     /// For `import` over HTTP: URL with `{file}` (the disk's datastore path, URL-encoded).
@@ -86,6 +91,8 @@ impl Default for KubevirtOptions {
             poll_interval: Duration::from_secs(2),
             max_jobs: 4,
             job_image: "localhost/vmigrate-transfer:latest".into(),
+            job_checkpoint_interval: None,
+            job_work_unit: None,
             vddk_init_image: None,
             http_url_template: None,
             force_conflicts: false,
@@ -328,6 +335,29 @@ impl KubevirtTarget {
                 });
             }
             tokio::time::sleep(o.poll_interval).await;
+        }
+    }
+
+    /// Delete the transfer Jobs of `vm`'s copy passes once the VM exists: its volumes are
+    /// complete and every pass's report was read, so the finished Jobs (and their pods, taken by
+    /// the garbage collector: background propagation) would only clutter the namespace — one
+    /// per volume and pass of a warm migration. Best effort: a VM that exists is migrated, so a
+    /// failure here is a warning naming what is left, not a failed migration.
+    ///
+    /// A failed or cancelled VM loses its Jobs too, in [`cleanup`](TargetProvider::cleanup):
+    /// the target keeps nothing half-made, a Job's pod still running would go on writing into
+    /// the volume and keep it attached (the PVC protection finalizer holds a volume in use), and
+    /// what a debugger needs of a failed pass — the worker's exit code and last words — is in
+    /// the VM's error in the status file already.
+    async fn remove_pass_jobs(&self, vm: &TargetVm) {
+        let api: Api<Job> = ns_api(&self.client, &vm.namespace);
+        let selector = format!("{},{}", builder::vm_selector(vm), crate::job::LABEL_PASS);
+        match api.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
+            Ok(_) => tracing::info!(vm = %vm.name, "removed the finished transfer Jobs"),
+            Err(e) => tracing::warn!(
+                vm = %vm.name, namespace = %vm.namespace, selector, error = %e,
+                "could not remove the finished transfer Jobs; delete them by hand"
+            ),
         }
     }
 
@@ -676,6 +706,9 @@ impl TargetProvider for KubevirtTarget {
         let applied = self.apply(&api, &vm.name, &what, &builder::build_vm(vm, volumes)).await?;
         if old.is_none() {
             self.remember(vm, "VirtualMachine", &applied.metadata);
+        }
+        if self.opts().transfer == TransferMethod::Job {
+            self.remove_pass_jobs(vm).await;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use vmigrate_core::{Error, ErrorCode, PassReport, PreparedVolume, Result, Target
 
 use crate::cluster::KubevirtTarget;
 use crate::error::KubevirtError;
-use crate::job::{build_transfer_job, pass_job_name, JobSource};
+use crate::job::{build_transfer_job, pass_job_name, JobSource, WorkerTuning};
 use crate::wait::{await_condition, is_job_complete};
 
 /// Label Kubernetes puts on the pods of a Job (both spellings exist; this one since 1.27).
@@ -41,6 +41,7 @@ pub(crate) async fn run_job_pass(
         &o.job_image,
         &JobSource { url: &src.url, thumbprint: src.thumbprint.as_deref(), secret: secret.as_deref() },
         pass,
+        &WorkerTuning { checkpoint_interval: o.job_checkpoint_interval, work_unit: o.job_work_unit },
     );
     let name = pass_job_name(&volume.name, pass);
     let what = format!("Job {}/{name}", vm.namespace);
