@@ -456,8 +456,11 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     assert_eq!((report.pass.as_str(), report.size), ("full", 4 << 20));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_objects() {
+/// Cancel while the Job of the pass named by `hold` "runs" (the test kubelet never runs it):
+/// the source ends as it was (no snapshot, CBT we enabled turned off, powered on again if the
+/// cutover had powered it off) and the cluster keeps nothing of the run (Jobs, DataVolume, VM).
+/// `cutover_now` makes the plan cut over right after the full copy (`--cutover now`).
+async fn cancel_during_a_job_pass(hold: &'static str, cutover_now: bool, tag: &str) {
     let sim = start_vcsim(4 << 20);
     let vm_name = "database_running";
     let volume = "database-running-disk0";
@@ -466,28 +469,30 @@ async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_obje
     assert!(!vm.cbt_enabled && vm.power_state == PowerState::PoweredOn);
     let work = tempfile::tempdir().expect("tmp");
     let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("cancel_job");
+    let env = CredEnv::new(tag);
     env.export(&sim);
-    let plan = job_plan(&sim, &env, "cancel-job", vm_name, true);
+    let plan = job_plan(&sim, &env, &tag.replace('_', "-"), vm_name, true);
     let fake = cluster(&[volume]).await;
     let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    // The first precopy's Job never finishes: the cancel arrives while it "runs".
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some("-precopy-1"), None);
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some(hold), None);
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
-    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let opts = ExecutorOptions { cutover_now, ..Default::default() };
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts));
     let ctl = exec.controller();
     let e2 = exec.clone();
     let run = tokio::spawn(async move { e2.run().await });
-    // A guest write after the full copy, so the first precopy has something to move.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while ran.lock().expect("lock").is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the full pass ran");
-    scribble(&sim.flat_file(vm_name), &[(1 << 20, 4096)], 0x42);
-    let prefix = format!("{JOBS}{volume}-precopy-1-");
+    if hold != "-full-" {
+        // A guest write after the full copy, so the next pass has something to move.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while ran.lock().expect("lock").is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the full pass ran");
+        scribble(&sim.flat_file(vm_name), &[(1 << 20, 4096)], 0x42);
+    }
+    let prefix = format!("{JOBS}{volume}{hold}");
     let job = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Some(r) = fake.requests().into_iter().find(|r| r.method == "PATCH" && r.path.starts_with(&prefix)) {
@@ -497,31 +502,179 @@ async fn cancel_during_a_job_pass_restores_the_source_and_leaves_no_cluster_obje
         }
     })
     .await
-    .expect("the precopy Job is created");
-    let full_job = format!("{JOBS}{}", ran.lock().expect("lock")[0].name);
+    .unwrap_or_else(|_| panic!("the {hold} Job is created"));
     let mid = src.vm(&vm.id).await.expect("vm");
     assert!(mid.cbt_enabled && mid.snapshots.len() == 1, "mid-pass: CBT on, one snapshot: {mid:?}");
+    let want_power = if hold == "-cutover-" { PowerState::PoweredOff } else { PowerState::PoweredOn };
+    assert_eq!(mid.power_state, want_power, "{hold}");
     ctl.cancel();
     let st = tokio::time::timeout(Duration::from_secs(60), run).await.expect("ends").expect("join").expect("run");
     kubelet.abort();
     assert_eq!(st.vms[0].phase, Phase::Canceled, "{:?}", st.vms[0].error);
 
-    // The source is as it was: no snapshot, CBT off again, still running.
+    // The source is as it was: no snapshot, CBT off again, running.
     let after = src.vm(&vm.id).await.expect("vm");
-    assert!(after.snapshots.is_empty(), "{:?}", after.snapshots);
-    assert!(!after.cbt_enabled, "CBT we enabled is turned off again");
-    assert_eq!(after.power_state, PowerState::PoweredOn);
+    assert!(after.snapshots.is_empty(), "{hold}: {:?}", after.snapshots);
+    assert!(!after.cbt_enabled, "{hold}: CBT we enabled is turned off again");
+    assert_eq!(after.power_state, PowerState::PoweredOn, "{hold}: power restored");
     let sc = &st.vms[0].source_changes;
     assert!(sc.snapshots.is_empty() && !sc.enabled_cbt && !sc.powered_off, "{sc:?}");
-    // The cluster keeps nothing half-made: Jobs, DataVolumes and the VM are gone.
-    for path in [
-        full_job,
-        job.clone(),
+    // The cluster keeps nothing half-made: every Job of the run, the DataVolume, the VM.
+    let applied: BTreeSet<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(JOBS))
+        .map(|r| r.path)
+        .collect();
+    assert!(applied.contains(&job));
+    for path in applied.into_iter().chain([
         format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{volume}"),
         format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running"),
-    ] {
-        assert!(fake.get(&path).is_none(), "{path} left behind");
+    ]) {
+        assert!(fake.get(&path).is_none(), "{hold}: {path} left behind");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_the_full_job_pass_restores_the_source_and_leaves_no_cluster_objects() {
+    cancel_during_a_job_pass("-full-", false, "cancel_full").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_a_precopy_job_pass_restores_the_source_and_leaves_no_cluster_objects() {
+    cancel_during_a_job_pass("-precopy-1-", false, "cancel_precopy").await;
+}
+
+/// The cutover pass runs with the source powered off: a cancel then powers it on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_the_cutover_job_pass_powers_the_source_on_again_and_leaves_no_cluster_objects() {
+    cancel_during_a_job_pass("-cutover-", true, "cancel_cutover").await;
+}
+
+/// `--cutover now` (`ExecutorOptions::cutover_now`), per-VM cutover times and the precopy
+/// interval in job mode, in one plan of two running VMs: `database_running` has its own
+/// cutover time (passed) and cuts over right after its full copy, no precopy; the plan's cutover
+/// time is far away, so `haproxy_running` precopies every `precopyInterval` (1 s) until the
+/// controller asks for the cutover. Both end byte-equal to their source at the final snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
+    let sim = start_vcsim(4 << 20);
+    let (db, ha) = ("database_running", "haproxy_running");
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("per_vm_cutover");
+    env.export(&sim);
+    let text = vcsim_plan(
+        "per-vm-cutover",
+        &sim,
+        &env,
+        "kubevirt://",
+        &[db, ha],
+        true,
+        "    enableCbt: true\n    precopyInterval: 1s\n    transfer: job\n    cutover: \"2099-01-01T00:00:00Z\"\n",
+    )
+    .replace("volumeMode: Block", "volumeMode: Filesystem")
+    .replacen(
+        &format!("    - name: {db}\n"),
+        &format!("    - name: {db}\n      cutover: \"2020-01-01T00:00:00Z\"\n"),
+        1,
+    );
+    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let fake = cluster(&["database-running-disk0", "haproxy-running-disk0"]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let ctl: Arc<OnceLock<Controller>> = Arc::default();
+    let finished: Arc<Mutex<Vec<(String, String, std::time::Instant)>>> = Arc::default();
+    let sink = {
+        let (ctl, finished) = (ctl.clone(), finished.clone());
+        let (db_flat, ha_flat) = (sim.flat_file(db), sim.flat_file(ha));
+        Arc::new(move |e: &Event| {
+            if let Event::Disk { vm, pass, progress, .. } = e {
+                if progress.done != progress.total {
+                    return;
+                }
+                finished.lock().expect("lock").push((vm.clone(), pass.clone(), std::time::Instant::now()));
+                match (vm.as_str(), pass.as_str()) {
+                    // Written before the cutover snapshot of each VM.
+                    ("database_running", "full") => scribble(&db_flat, &[(3 << 20, 5000)], 0x31),
+                    ("haproxy_running", "precopy-1") => scribble(&ha_flat, &[(2 << 20, 700)], 0x32),
+                    ("haproxy_running", "precopy-2") => ctl.get().expect("controller").cutover_now(),
+                    _ => {}
+                }
+            }
+        })
+    };
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let opts = ExecutorOptions { events: Some(sink), ..Default::default() };
+    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts);
+    ctl.set(exec.controller()).expect("set once");
+    let st = tokio::time::timeout(Duration::from_secs(180), exec.run()).await.expect("finishes").expect("run");
+    kubelet.abort();
+    for (vs, name) in st.vms.iter().zip([db, ha]) {
+        assert_eq!(vs.phase, Phase::Completed, "{name}: {:?}", vs.error);
+        assert!(vs.downtime_seconds.is_some(), "{name}");
+        let img = pvcs.join(&vs.disks[0].volume).join("disk.img");
+        qemu_img_compare_raw(&sim.flat_file(name), &img).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(st.vms[0].precopies, 0, "database_running's own cutover time had passed");
+    assert!(st.vms[1].precopies >= 2, "haproxy_running waited for the cutover: {}", st.vms[1].precopies);
+    let passes = |vm: &str| -> Vec<(String, std::time::Instant)> {
+        finished.lock().expect("lock").iter().filter(|f| f.0 == vm).map(|f| (f.1.clone(), f.2)).collect()
+    };
+    let db_passes: Vec<String> = passes(db).into_iter().map(|p| p.0).collect();
+    assert_eq!(db_passes, ["full", "cutover"]);
+    let ha = passes(ha);
+    let names: Vec<&str> = ha.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names.first(), Some(&"full"));
+    assert_eq!(names.last(), Some(&"cutover"));
+    // Each precopy starts a precopyInterval after the pass before it ended.
+    for w in ha.windows(2).filter(|w| w[1].0.starts_with("precopy-")) {
+        let gap = w[1].1.duration_since(w[0].1);
+        assert!(gap >= Duration::from_secs(1), "{} ended {gap:?} after {}", w[1].0, w[0].0);
+    }
+    let jobs: Vec<String> = ran.lock().expect("lock").iter().map(|r| r.name.clone()).collect();
+    assert_eq!(jobs.iter().filter(|j| j.starts_with("database-running-disk0-")).count(), 2, "{jobs:?}");
+}
+
+/// `vmigrate migrate --cutover now` at the start of a warm plan in job mode: one full copy while
+/// the VM runs, then at once the cutover (power off, a last delta), no precopy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_now_in_job_mode_is_a_full_copy_then_the_cutover() {
+    let sim = start_vcsim(4 << 20);
+    let vm_name = "database_running";
+    let work = tempfile::tempdir().expect("tmp");
+    let pvcs = work.path().join("pvcs");
+    let env = CredEnv::new("cutover_now_job");
+    env.export(&sim);
+    let plan = job_plan(&sim, &env, "cutover-now-job", vm_name, true);
+    let fake = cluster(&["database-running-disk0"]).await;
+    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let flat = sim.flat_file(vm_name);
+    let sink = {
+        let flat = flat.clone();
+        Arc::new(move |e: &Event| {
+            if let Event::Disk { pass, progress, .. } = e {
+                if pass == "full" && progress.done == progress.total {
+                    scribble(&flat, &[(1 << 20, 3000), ((4 << 20) - 10, 10)], 0x77);
+                }
+            }
+        })
+    };
+    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
+    let opts = ExecutorOptions { cutover_now: true, events: Some(sink), ..Default::default() };
+    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts);
+    let st = tokio::time::timeout(Duration::from_secs(120), exec.run()).await.expect("finishes").expect("run");
+    kubelet.abort();
+    let vs = &st.vms[0];
+    assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
+    assert_eq!(vs.precopies, 0);
+    qemu_img_compare_raw(&flat, &pvcs.join("database-running-disk0").join("disk.img")).expect("equal");
+    let ran = ran.lock().expect("lock").clone();
+    let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].contains("-full-") && names[1].contains("-cutover-"), "{names:?}");
+    assert!(ran[1].report.as_ref().expect("report").changed_bytes > 0, "the cutover copied the write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -807,10 +807,11 @@ impl Executor {
         }
         // Precopy loop until cutover.
         let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
-        let deadline = match &self.plan.spec.options.cutover {
+        // The VM's own cutover time, else the plan's.
+        let cutover_at = self.plan.spec.vms.get(idx).and_then(|v| v.cutover.as_ref());
+        let deadline = match cutover_at.or(self.plan.spec.options.cutover.as_ref()) {
             Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| {
-                Error::new(ErrorCode::PlanInvalid, format!("options.cutover {t:?} is not an RFC 3339 time"))
-                    .with_source(e)
+                Error::new(ErrorCode::PlanInvalid, format!("cutover {t:?} is not an RFC 3339 time")).with_source(e)
             })?),
             None => None,
         };
