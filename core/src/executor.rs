@@ -336,7 +336,10 @@ impl Executor {
         let (state, last, path) = (self.state.clone(), self.last_save.clone(), path.clone());
         *deferred = Some(tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            *last.lock().expect("save lock") = Instant::now();
+            // Snapshot and write under the save lock (as save_inner does): a forced save
+            // racing this one can never be overwritten by this older snapshot.
+            let mut last = last.lock().expect("save lock");
+            *last = Instant::now();
             let snapshot = state.lock().expect("status lock").clone();
             if let Err(e) = snapshot.save_with(&path, false) {
                 warn!(error = %e.report(), "could not save status");
@@ -354,13 +357,12 @@ impl Executor {
 
     fn save_inner(&self, force: bool, durable: bool) -> Result<()> {
         let Some(path) = &self.opts.status_path else { return Ok(()) };
-        {
-            let mut last = self.last_save.lock().expect("save lock");
-            if !force && last.elapsed() < Duration::from_millis(500) {
-                return Ok(());
-            }
-            *last = Instant::now();
+        // Held until written: saves land in the order of their snapshots (see save_soon).
+        let mut last = self.last_save.lock().expect("save lock");
+        if !force && last.elapsed() < Duration::from_millis(500) {
+            return Ok(());
         }
+        *last = Instant::now();
         let snapshot = self.lock().clone();
         snapshot.save_with(path, durable)
     }
