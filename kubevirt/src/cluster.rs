@@ -316,7 +316,13 @@ impl KubevirtTarget {
 
     /// Wait until the object `name` with `uid` is gone (finalizers and the garbage collector
     /// can keep a deleted object for a while; an apply meanwhile would land on the dying one).
-    async fn wait_deleted<K>(&self, api: &Api<K>, name: &str, uid: &str, what: &str) -> Result<(), KubevirtError>
+    pub(crate) async fn wait_deleted<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        uid: &str,
+        what: &str,
+    ) -> Result<(), KubevirtError>
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {

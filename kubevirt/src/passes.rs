@@ -4,13 +4,14 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use vmigrate_core::{Error, ErrorCode, PassReport, PreparedVolume, Result, TargetPass, TargetVm};
 
+use crate::builder;
 use crate::cluster::KubevirtTarget;
 use crate::error::KubevirtError;
 use crate::job::{build_transfer_job, pass_job_name, JobSource, WorkerTuning};
-use crate::wait::{await_condition, is_job_complete};
+use crate::wait::{await_condition, is_job_complete, Check};
 
 /// Label Kubernetes puts on the pods of a Job (both spellings exist; this one since 1.27).
 const POD_JOB_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -46,6 +47,7 @@ pub(crate) async fn run_job_pass(
     let name = pass_job_name(&volume.name, pass);
     let what = format!("Job {}/{name}", vm.namespace);
     let api: Api<Job> = Api::namespaced(t.client().clone(), &vm.namespace);
+    stop_other_attempts(t, vm, &volume.name, &name).await?;
     t.apply(&api, &name, &what, &job).await?;
     tracing::info!(job = %name, pass = %pass.name, "transfer pass started");
     let done = await_condition(&api, &name, &what, is_job_complete, o.timeout, o.poll_interval, |_| {}).await;
@@ -80,6 +82,38 @@ pub(crate) async fn run_job_pass(
         .into());
     }
     Ok(report)
+}
+
+/// Before a pass Job is applied, no other pass Job of the same volume may still run. After a
+/// crash of vmigrate a pass is redone at a new snapshot under a new Job name, while the earlier
+/// attempt's pod may still be copying the old snapshot into the same volume: its writes landing
+/// after the new pass's would put old bytes back — writes lost, with exit 0. Such a Job is
+/// deleted with foreground propagation (it is gone only once its pods are; the worker stops
+/// cleanly on the SIGTERM) and waited for. Finished Jobs write nothing and are left alone.
+async fn stop_other_attempts(t: &KubevirtTarget, vm: &TargetVm, volume: &str, this: &str) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(t.client().clone(), &vm.namespace);
+    let selector = format!("{},vmigrate.dev/volume={}", builder::vm_selector(vm), builder::label_value(volume));
+    let what = format!("transfer Jobs of volume {}/{volume}", vm.namespace);
+    let jobs = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| t.classify("list", &what, e))?;
+    for job in jobs.items {
+        let (Some(name), Some(uid)) = (job.metadata.name.clone(), job.metadata.uid.clone()) else { continue };
+        if name == this || !matches!(is_job_complete(&job), Check::Waiting) {
+            continue;
+        }
+        let what = format!("Job {}/{name}", vm.namespace);
+        tracing::warn!(job = %name, next = this, "stopping a transfer Job of an earlier attempt still running on the volume");
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            ..DeleteParams::foreground()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+            Err(e) => return Err(t.classify("delete", &what, e).into()),
+        }
+        t.wait_deleted(&api, &name, &uid, &what).await?;
+    }
+    Ok(())
 }
 
 /// `(exit code, termination message)` of the worker container of every terminated pod of a Job.

@@ -429,3 +429,65 @@ async fn pass_jobs_are_accepted_and_go_with_their_pods_once_the_vm_exists() {
     let dvs: Api<DataVolume> = Api::namespaced(client.clone(), &ns);
     assert!(dvs.get_opt(&vol.name).await.expect("get").is_some(), "the VM's volume stays");
 }
+
+/// Issue 12: a pass redone at another snapshot (vmigrate crashed while the earlier attempt's
+/// Job ran on) gets a new Job name; before that Job is created, the earlier attempt's Job still
+/// running on the same volume is deleted and waited for, pods included, so its old bytes can
+/// never land after the new pass's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redone_pass_stops_the_earlier_attempts_job_first() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use std::sync::Arc;
+    use vmigrate_core::{SnapshotRef, TargetPass};
+
+    let kube = RealKube::shared().await;
+    let ns = namespace(kube, "redone").await;
+    let client = kube.client().await;
+    let _cdi = CdiStandIn::start(client.clone(), &ns, "Succeeded", Duration::from_millis(100));
+    let t = Arc::new(
+        KubevirtTarget::from_client(client.clone())
+            .with_options(KubevirtOptions { transfer: TransferMethod::Job, ..options() }),
+    );
+    let vm = in_ns(database(), &ns);
+    let vol = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect("volume");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pass = |snap: &str| TargetPass {
+        name: "full".into(),
+        snapshot: Some(SnapshotRef { id: snap.into(), name: String::new(), change_ids: Default::default() }),
+        changed_since: None,
+    };
+    let (first, second) = (pass("snapshot-1"), pass("snapshot-2"));
+    let (a, b) = (
+        vmigrate_kubevirt::job::pass_job_name(&vol.name, &first),
+        vmigrate_kubevirt::job::pass_job_name(&vol.name, &second),
+    );
+    assert_ne!(a, b);
+    let pods_of = |name: String| {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.expect("pods").items }
+    };
+    // The first attempt: its Job runs (a pod exists) when vmigrate "crashes".
+    let (t2, vm2, vol2) = (t.clone(), vm.clone(), vol.clone());
+    let crashed = tokio::spawn(async move { t2.run_pass(&vm2, &vol2, &first).await });
+    let start = Instant::now();
+    while jobs.get_opt(&a).await.expect("get").is_none() || pods_of(a.clone()).await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no Job {a} with a pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    crashed.abort();
+    // The redo at another snapshot: by the time its Job exists, the first one and its pods are gone.
+    let (t2, vm2, vol2) = (t.clone(), vm.clone(), vol.clone());
+    let redo = tokio::spawn(async move { t2.run_pass(&vm2, &vol2, &second).await });
+    let start = Instant::now();
+    while jobs.get_opt(&b).await.expect("get").is_none() {
+        assert!(!redo.is_finished(), "run_pass ended: {:?}", redo.await);
+        assert!(start.elapsed() < Duration::from_secs(60), "no Job {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(jobs.get_opt(&a).await.expect("get").is_none(), "the earlier attempt's Job {a} still exists");
+    assert!(pods_of(a.clone()).await.is_empty(), "the earlier attempt's pods still exist");
+    redo.abort();
+}
