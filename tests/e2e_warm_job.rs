@@ -435,6 +435,11 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
         .map(|r| r.path)
         .collect();
     assert!(single.is_empty(), "{single:?}");
+    // The Secret with the vCenter credentials the workers read (the test kubelet read it for
+    // every pod) is gone too: nothing needs it once the VM exists.
+    let secret = format!("/api/v1/namespaces/{NS}/secrets/vmigrate-warm-job-database-running-source");
+    assert!(fake.requests().iter().any(|r| r.method == "PATCH" && r.path == secret), "the Secret was applied");
+    assert!(fake.get(&secret).is_none(), "the source credentials were left in the namespace");
     assert!(fake.get(&format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{volume}")).is_some());
 }
 
@@ -537,6 +542,7 @@ async fn cancel_during_a_job_pass(hold: &'static str, cutover_now: bool, tag: &s
         .collect();
     assert!(applied.contains(&job));
     for path in applied.into_iter().chain([
+        format!("/api/v1/namespaces/{NS}/secrets/vmigrate-{}-database-running-source", tag.replace('_', "-")),
         format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{volume}"),
         format!("/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines/database-running"),
     ]) {

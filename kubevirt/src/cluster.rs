@@ -344,6 +344,23 @@ impl KubevirtTarget {
         }
     }
 
+    /// Delete `vm`'s source-credentials Secret: once its disks are copied (the VM exists) or
+    /// its migration failed, nothing reads it, and a vCenter password left in the tenant's
+    /// namespace is readable by everyone who may read Secrets there. Best effort with a warning
+    /// naming it: the migration's outcome does not depend on it.
+    async fn remove_source_secret(&self, vm: &TargetVm) {
+        let api: Api<Secret> = ns_api(&self.client, &vm.namespace);
+        let name = Self::source_secret_name(vm);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(secret = %name, "removed the source credentials Secret"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::warn!(
+                secret = %name, namespace = %vm.namespace, error = %e,
+                "could not remove the Secret with the source credentials; delete it by hand"
+            ),
+        }
+    }
+
     /// Delete the transfer Jobs of `vm`'s copy passes once the VM exists: its volumes are
     /// complete and every pass's report was read, so the finished Jobs (and their pods, taken by
     /// the garbage collector: background propagation) would only clutter the namespace — one
@@ -391,18 +408,26 @@ impl KubevirtTarget {
         .await
     }
 
-    /// The Secret holding source credentials for CDI (`accessKeyId`/`secretKey`), created from
-    /// the plan's credential variables. Returns its name.
+    /// The name of the Secret with `t`'s source credentials: one per VM, so it can go as soon
+    /// as that VM is migrated while other VMs of the plan still copy.
+    fn source_secret_name(t: &TargetVm) -> String {
+        format!("vmigrate-{}-{}-source", t.plan, t.name)
+    }
+
+    /// The Secret holding source credentials for CDI and the transfer worker
+    /// (`accessKeyId`/`secretKey`), created from the plan's credential variables. Returns its
+    /// name. It lives only as long as the VM's copy: [`create_vm`](TargetProvider::create_vm)
+    /// and [`cleanup`](TargetProvider::cleanup) delete it ([`Self::remove_source_secret`]).
     pub(crate) async fn ensure_source_secret(&self, t: &TargetVm) -> Result<Option<String>> {
         let creds = self.source.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.credentials.clone());
         let Some(creds) = creds else { return Ok(None) };
         let c = creds.resolve()?;
-        let name = format!("vmigrate-{}-source", t.plan);
+        let name = Self::source_secret_name(t);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(t.namespace.clone()),
-                labels: Some(BTreeMap::from([(builder::LABEL_PLAN.to_string(), builder::label_value(&t.plan))])),
+                labels: Some(builder::vm_object_labels(t)),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([
@@ -716,6 +741,9 @@ impl TargetProvider for KubevirtTarget {
         if self.opts().transfer == TransferMethod::Job {
             self.remove_pass_jobs(vm).await;
         }
+        if self.opts().transfer != TransferMethod::Upload {
+            self.remove_source_secret(vm).await;
+        }
         Ok(())
     }
 
@@ -758,6 +786,9 @@ impl TargetProvider for KubevirtTarget {
 
     async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
         let ns = &vm.namespace;
+        if self.opts().transfer != TransferMethod::Upload {
+            self.remove_source_secret(vm).await;
+        }
         let mine = self
             .created
             .lock()
