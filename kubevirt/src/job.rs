@@ -5,8 +5,9 @@
 //!
 //! Worker command line (the CLI's `transfer` subcommand reads it):
 //! `vmigrate transfer --source-url URL --vm-id MOREF --disk-key KEY --pass NAME
-//! [--snapshot SNAPSHOT [--changed-since CHANGE_ID]] [--thumbprint T] --result-file
-//! /dev/termination-log (--target-device /dev/xvda | --target-file /data/disk.img)`,
+//! [--snapshot SNAPSHOT [--changed-since CHANGE_ID]] [--checkpoint-interval DURATION]
+//! [--work-unit BYTES] [--thumbprint T] --result-file /dev/termination-log
+//! (--target-device /dev/xvda | --target-file /data/disk.img)`,
 //! credentials from the environment variables `VMIGRATE_SOURCE_USERNAME` /
 //! `VMIGRATE_SOURCE_PASSWORD` (a Secret). Block volumes are attached as a raw device
 //! (`volumeDevices`), Filesystem volumes mounted at `/data` with the image in `disk.img` (CDI's
