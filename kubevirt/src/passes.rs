@@ -11,7 +11,7 @@ use crate::builder;
 use crate::cluster::KubevirtTarget;
 use crate::error::KubevirtError;
 use crate::job::{build_transfer_job, pass_job_name, JobSource, WorkerTuning};
-use crate::wait::{await_condition, is_job_complete, Check};
+use crate::wait::{is_job_complete, Check};
 
 /// Label Kubernetes puts on the pods of a Job (both spellings exist; this one since 1.27).
 const POD_JOB_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -50,7 +50,7 @@ pub(crate) async fn run_job_pass(
     stop_other_attempts(t, vm, &volume.name, &name).await?;
     t.apply(&api, &name, &what, &job).await?;
     tracing::info!(job = %name, pass = %pass.name, "transfer pass started");
-    let done = await_condition(&api, &name, &what, is_job_complete, o.timeout, o.poll_interval, |_| {}).await;
+    let done = follow_job(&api, &name, &what, o.timeout, o.poll_interval).await;
     if let Err(e) = done {
         // Say why from the worker's own last words when the pod left some.
         let why = pod_messages(t, &vm.namespace, &name).await.into_iter().rev().find(|(code, _)| *code != 0);
@@ -82,6 +82,38 @@ pub(crate) async fn run_job_pass(
         .into());
     }
     Ok(report)
+}
+
+/// Follow a pass Job to its end. The timeout counts only while no worker of the Job runs
+/// (`status.ready`: its pod is running; the worker has no readiness probe): a full copy of a
+/// large disk takes hours and must not be cut off by a timeout meant for a Job that cannot
+/// start (unschedulable, an image that cannot be pulled, a volume that does not attach).
+async fn follow_job(
+    api: &Api<Job>,
+    name: &str,
+    what: &str,
+    idle_timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> Result<Job, KubevirtError> {
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        let job = api.get(name).await.map_err(|e| KubevirtError::from_kube("get", what.to_string(), e))?;
+        match is_job_complete(&job) {
+            Check::Done => return Ok(job),
+            Check::Failed(reason) => return Err(KubevirtError::TransferFailed { what: what.to_string(), reason }),
+            Check::Waiting => {}
+        }
+        if job.status.as_ref().and_then(|s| s.ready).unwrap_or(0) > 0 {
+            idle_since = std::time::Instant::now();
+        }
+        if idle_since.elapsed() >= idle_timeout {
+            return Err(KubevirtError::Timeout {
+                what: format!("{what}: no worker pod running (unschedulable, image pull, volume attach?)"),
+                seconds: idle_timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 /// Before a pass Job is applied, no other pass Job of the same volume may still run. After a
