@@ -124,6 +124,16 @@ fn unreachable_nbd_is_a_typed_error() {
 /// and, with no checkpoint to resume from, leaves no partial output behind.
 #[test]
 fn ctrl_c_exits_5_and_removes_the_partial_output() {
+    stopped_copy_exits_5_and_removes_the_partial_output("-INT");
+}
+
+/// Issue 12: SIGTERM (how Kubernetes, systemd or `kill` stop a process) is a clean cancel too.
+#[test]
+fn sigterm_exits_5_and_removes_the_partial_output() {
+    stopped_copy_exits_5_and_removes_the_partial_output("-TERM");
+}
+
+fn stopped_copy_exits_5_and_removes_the_partial_output(signal: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let sock = dir.path().join("slow.sock");
     // Every read takes 200 ms: the copy is still running when SIGINT comes.
@@ -153,7 +163,7 @@ fn ctrl_c_exits_5_and_removes_the_partial_output() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
     assert!(kill.success());
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));

@@ -29,7 +29,7 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     let report: vmigrate::core::PassReport = serde_json::from_value(summary.clone()).expect("a pass report");
     assert_eq!((report.pass.as_str(), report.changed_bytes), ("full", disk.capacity_bytes as u64));
     assert!(report.snapshot.is_none() && report.changed_since.is_none());
-    assert!(!work.path().join("disk.img.full.vmigrate-checkpoint").exists(), "a durable pass leaves no checkpoint");
+    assert!(!work.path().join("disk.img.vmigrate-checkpoint").exists(), "a durable pass leaves no checkpoint");
     let vmdk = ds.join("database/database_1.vmdk");
     let cmp = Command::new("qemu-img").arg("compare").arg(&vmdk).arg(&out).output().expect("qemu-img");
     assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));

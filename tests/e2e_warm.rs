@@ -199,7 +199,15 @@ fn warm_cli_cutover_now_from_a_second_process() {
         serde_json::from_value(lines.last().expect("status")["status"].clone()).expect("status");
     let vs = &st.vms[0];
     assert_eq!(vs.phase, Phase::Completed);
-    assert!(vs.downtime_seconds.is_some());
+    // Downtime (source off -> target VM created) is in the final summary, the status file and
+    // `vmigrate status`'s table.
+    let downtime = vs.downtime_seconds.expect("downtime in the final summary");
+    let saved = read_status(&status_file).expect("status file");
+    assert_eq!(saved.vms[0].downtime_seconds, Some(downtime), "the status file has the same downtime");
+    let table = run_cli(&["status", "--plan", plan_arg], |_| {});
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let row = table.lines().find(|l| l.starts_with(vm_name)).unwrap_or_else(|| panic!("no row: {table}"));
+    assert!(table.contains("DOWNTIME") && row.contains(&format!("{downtime:.1}s")), "{table}");
     let img = out.join("disks").join(format!("{}.img", vs.disks[0].volume));
     qemu_img_compare_raw(&sim.flat_file(vm_name), &img).expect("target equals final source");
     // The change was read by the delta pass(es) after it (the next precopy or the cutover),

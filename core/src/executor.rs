@@ -341,7 +341,10 @@ impl Executor {
         let (state, last, path) = (self.state.clone(), self.last_save.clone(), path.clone());
         *deferred = Some(tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            *last.lock().expect("save lock") = Instant::now();
+            // Snapshot and write under the save lock (as save_inner does): a forced save
+            // racing this one can never be overwritten by this older snapshot.
+            let mut last = last.lock().expect("save lock");
+            *last = Instant::now();
             let snapshot = state.lock().expect("status lock").clone();
             if let Err(e) = snapshot.save_with(&path, false) {
                 warn!(error = %e.report(), "could not save status");
@@ -359,13 +362,12 @@ impl Executor {
 
     fn save_inner(&self, force: bool, durable: bool) -> Result<()> {
         let Some(path) = &self.opts.status_path else { return Ok(()) };
-        {
-            let mut last = self.last_save.lock().expect("save lock");
-            if !force && last.elapsed() < Duration::from_millis(500) {
-                return Ok(());
-            }
-            *last = Instant::now();
+        // Held until written: saves land in the order of their snapshots (see save_soon).
+        let mut last = self.last_save.lock().expect("save lock");
+        if !force && last.elapsed() < Duration::from_millis(500) {
+            return Ok(());
         }
+        *last = Instant::now();
         let snapshot = self.lock().clone();
         snapshot.save_with(path, durable)
     }
@@ -837,10 +839,11 @@ impl Executor {
         }
         // Precopy loop until cutover.
         let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
-        let deadline = match &self.plan.spec.options.cutover {
+        // The VM's own cutover time, else the plan's.
+        let cutover_at = self.plan.spec.vms.get(idx).and_then(|v| v.cutover.as_ref());
+        let deadline = match cutover_at.or(self.plan.spec.options.cutover.as_ref()) {
             Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| {
-                Error::new(ErrorCode::PlanInvalid, format!("options.cutover {t:?} is not an RFC 3339 time"))
-                    .with_source(e)
+                Error::new(ErrorCode::PlanInvalid, format!("cutover {t:?} is not an RFC 3339 time")).with_source(e)
             })?),
             None => None,
         };

@@ -198,6 +198,10 @@ pub struct VmSelector {
     /// default: as the source VM was before the migration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_power_state: Option<TargetPowerState>,
+    /// Warm: RFC 3339 UTC time (`2026-06-01T02:00:00Z`) to cut this VM over at, instead of
+    /// `spec.options.cutover` (each VM of a plan may have its own maintenance window). `--cutover now` still cuts over at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<String>,
 }
 
 /// Power state of a migrated VM.
@@ -748,6 +752,15 @@ impl Plan {
         }
         parse_duration(&o.precopy_interval)?;
         parse_duration(&o.shutdown_timeout)?;
+        // Cutover times are checked here, not first at the cutover hours or days later.
+        let times = spec.vms.iter().enumerate().map(|(i, v)| (format!("spec.vms[{i}].cutover"), v.cutover.as_ref()));
+        for (at, t) in std::iter::once(("spec.options.cutover".to_string(), o.cutover.as_ref())).chain(times) {
+            if let Some(t) = t {
+                if humantime::parse_rfc3339_weak(t).is_err() {
+                    return bad(format!("{at} {t:?} is not an RFC 3339 UTC time (e.g. 2026-06-01T02:00:00Z)"));
+                }
+            }
+        }
         if let Some(rs) = &o.run_strategy {
             if !matches!(rs.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
                 return bad(format!("spec.options.runStrategy {rs:?} is not a KubeVirt run strategy"));
@@ -908,6 +921,35 @@ spec:
       ports: [{ protocol: TCP, port: 3306, targetPort: 3306 }]
   hooks: []
 "#;
+
+    /// Issue 12: cutover times (the plan's and each VM's own) are RFC 3339, checked when the
+    /// plan is read rather than at the cutover hours later.
+    #[test]
+    fn cutover_times_are_checked_up_front() {
+        let warm = LAB_PLAN.replace("warm: false", "warm: true");
+        let at = |vm: &str, plan: &str| {
+            let mut p = Plan::from_yaml_str(&warm).expect("plan");
+            p.spec.vms[1].cutover = (!vm.is_empty()).then(|| vm.to_string());
+            p.spec.options.cutover = (!plan.is_empty()).then(|| plan.to_string());
+            p.check()
+        };
+        at("2026-06-01T02:00:00Z", "2026-06-02T02:00:00Z").expect("valid times");
+        // What the executor's parser takes (UTC), so a time is never accepted here and refused
+        // at the cutover.
+        assert!(at("2026-06-01T02:00:00+02:00", "").is_err());
+        let e = at("tonight", "").expect_err("a VM's bad time");
+        assert_eq!(e.code(), ErrorCode::PlanInvalid);
+        assert!(e.to_string().contains("spec.vms[1].cutover") && e.to_string().contains("tonight"), "{e}");
+        let e = at("", "2026-13-01T00:00:00Z").expect_err("the plan's bad time");
+        assert!(e.to_string().contains("spec.options.cutover"), "{e}");
+        let p = Plan::from_yaml_str(&warm.replacen(
+            "    - name: database\n",
+            "    - name: database\n      cutover: \"2026-06-01T02:00:00Z\"\n",
+            1,
+        ))
+        .expect("a VM's cutover field parses");
+        assert_eq!(p.spec.vms[0].cutover.as_deref(), Some("2026-06-01T02:00:00Z"));
+    }
 
     /// Issue 14 item 11: hostile plan text is refused quickly and cheaply: deep nesting, alias
     /// bombs, oversize files, too many VMs; the name-clash check of a large plan is linear.

@@ -265,12 +265,20 @@ impl PlanStatus {
     /// the data is fsynced before the rename; without, a power loss may bring back an older
     /// status — which a resume handles by redoing idempotent phases — but no fsync stalls the
     /// copies running next to it (on ext4 an fsync commits the journal, flushing their data).
+    ///
+    /// Saves of one process are serialized: they share the temporary file, which
+    /// [`write_atomic`](crate::safe_fs::write_atomic) removes and re-creates, so two at once
+    /// (the executor's deferred save and a forced one) could rename the other's half-written
+    /// file into place, then fail with "No such file" — a warm migration failed and was
+    /// cleaned up at its very end that way (issue 12's CLI test).
     pub fn save_with(&self, path: &Path, durable: bool) -> Result<()> {
+        static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let err = |e: std::io::Error| {
             Error::io(format!("writing status {}", path.display()), e).recode(ErrorCode::StatusFile)
         };
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("status always serializes");
+        let _one_at_a_time = SAVING.lock().unwrap_or_else(|p| p.into_inner());
         // Exclusive, no link followed, 0600: see crate::safe_fs.
         crate::safe_fs::write_atomic(path, &tmp, &text, durable).map_err(err)
     }
@@ -366,5 +374,37 @@ mod tests {
         let missing = PlanStatus::load(&dir.join("nope.json")).expect_err("missing");
         assert_eq!(missing.code(), ErrorCode::StatusFile);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Saves racing from two threads (the executor's deferred save and a forced one) all
+    /// succeed, and the file always holds one whole status.
+    #[test]
+    fn concurrent_saves_never_fail_or_tear() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("status.json");
+        let small = status();
+        let mut big = status();
+        for v in &mut big.vms {
+            v.name = "x".repeat(64 << 10);
+        }
+        std::thread::scope(|sc| {
+            for s in [&small, &big] {
+                let path = &path;
+                sc.spawn(move || {
+                    for i in 0..200 {
+                        s.save_with(path, i % 10 == 0).expect("a racing save");
+                    }
+                });
+            }
+            sc.spawn(|| {
+                for _ in 0..200 {
+                    if let Ok(text) = std::fs::read(&path) {
+                        serde_json::from_slice::<PlanStatus>(&text).expect("never a torn status file");
+                    }
+                }
+            });
+        });
+        let last = PlanStatus::load(&path).expect("load");
+        assert!(last == small || last == big);
     }
 }

@@ -65,6 +65,11 @@ pub struct KubevirtOptions {
     pub max_jobs: usize,
     /// Image of the transfer worker.
     pub job_image: String,
+    /// The transfer worker's `--checkpoint-interval` (its default, 5 s, when unset).
+    pub job_checkpoint_interval: Option<Duration>,
+    /// The transfer worker's `--work-unit` in bytes (its default, 128 MiB, when unset): the most
+    /// a pass killed mid-way copies again.
+    pub job_work_unit: Option<u64>,
     /// VDDK init image for `import` through VDDK.
     pub vddk_init_image: Option<String>,
     /// For `import` over HTTP: URL with `{file}` (the disk's datastore path, URL-encoded).
@@ -86,6 +91,8 @@ impl Default for KubevirtOptions {
             poll_interval: Duration::from_secs(2),
             max_jobs: 4,
             job_image: "localhost/vmigrate-transfer:latest".into(),
+            job_checkpoint_interval: None,
+            job_work_unit: None,
             vddk_init_image: None,
             http_url_template: None,
             force_conflicts: false,
@@ -309,7 +316,13 @@ impl KubevirtTarget {
 
     /// Wait until the object `name` with `uid` is gone (finalizers and the garbage collector
     /// can keep a deleted object for a while; an apply meanwhile would land on the dying one).
-    async fn wait_deleted<K>(&self, api: &Api<K>, name: &str, uid: &str, what: &str) -> Result<(), KubevirtError>
+    pub(crate) async fn wait_deleted<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        uid: &str,
+        what: &str,
+    ) -> Result<(), KubevirtError>
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
@@ -328,6 +341,46 @@ impl KubevirtTarget {
                 });
             }
             tokio::time::sleep(o.poll_interval).await;
+        }
+    }
+
+    /// Delete `vm`'s source-credentials Secret: once its disks are copied (the VM exists) or
+    /// its migration failed, nothing reads it, and a vCenter password left in the tenant's
+    /// namespace is readable by everyone who may read Secrets there. Best effort with a warning
+    /// naming it: the migration's outcome does not depend on it.
+    async fn remove_source_secret(&self, vm: &TargetVm) {
+        let api: Api<Secret> = ns_api(&self.client, &vm.namespace);
+        let name = Self::source_secret_name(vm);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(secret = %name, "removed the source credentials Secret"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::warn!(
+                secret = %name, namespace = %vm.namespace, error = %e,
+                "could not remove the Secret with the source credentials; delete it by hand"
+            ),
+        }
+    }
+
+    /// Delete the transfer Jobs of `vm`'s copy passes once the VM exists: its volumes are
+    /// complete and every pass's report was read, so the finished Jobs (and their pods, taken by
+    /// the garbage collector: background propagation) would only clutter the namespace — one
+    /// per volume and pass of a warm migration. Best effort: a VM that exists is migrated, so a
+    /// failure here is a warning naming what is left, not a failed migration.
+    ///
+    /// A failed or cancelled VM loses its Jobs too, in [`cleanup`](TargetProvider::cleanup):
+    /// the target keeps nothing half-made, a Job's pod still running would go on writing into
+    /// the volume and keep it attached (the PVC protection finalizer holds a volume in use), and
+    /// what a debugger needs of a failed pass — the worker's exit code and last words — is in
+    /// the VM's error in the status file already.
+    async fn remove_pass_jobs(&self, vm: &TargetVm) {
+        let api: Api<Job> = ns_api(&self.client, &vm.namespace);
+        let selector = format!("{},{}", builder::vm_selector(vm), crate::job::LABEL_PASS);
+        match api.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector)).await {
+            Ok(_) => tracing::info!(vm = %vm.name, "removed the finished transfer Jobs"),
+            Err(e) => tracing::warn!(
+                vm = %vm.name, namespace = %vm.namespace, selector, error = %e,
+                "could not remove the finished transfer Jobs; delete them by hand"
+            ),
         }
     }
 
@@ -355,18 +408,26 @@ impl KubevirtTarget {
         .await
     }
 
-    /// The Secret holding source credentials for CDI (`accessKeyId`/`secretKey`), created from
-    /// the plan's credential variables. Returns its name.
+    /// The name of the Secret with `t`'s source credentials: one per VM, so it can go as soon
+    /// as that VM is migrated while other VMs of the plan still copy.
+    fn source_secret_name(t: &TargetVm) -> String {
+        format!("vmigrate-{}-{}-source", t.plan, t.name)
+    }
+
+    /// The Secret holding source credentials for CDI and the transfer worker
+    /// (`accessKeyId`/`secretKey`), created from the plan's credential variables. Returns its
+    /// name. It lives only as long as the VM's copy: [`create_vm`](TargetProvider::create_vm)
+    /// and [`cleanup`](TargetProvider::cleanup) delete it ([`Self::remove_source_secret`]).
     pub(crate) async fn ensure_source_secret(&self, t: &TargetVm) -> Result<Option<String>> {
         let creds = self.source.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|s| s.credentials.clone());
         let Some(creds) = creds else { return Ok(None) };
         let c = creds.resolve()?;
-        let name = format!("vmigrate-{}-source", t.plan);
+        let name = Self::source_secret_name(t);
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(t.namespace.clone()),
-                labels: Some(BTreeMap::from([(builder::LABEL_PLAN.to_string(), builder::label_value(&t.plan))])),
+                labels: Some(builder::vm_object_labels(t)),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([
@@ -677,6 +738,12 @@ impl TargetProvider for KubevirtTarget {
         if old.is_none() {
             self.remember(vm, "VirtualMachine", &applied.metadata);
         }
+        if self.opts().transfer == TransferMethod::Job {
+            self.remove_pass_jobs(vm).await;
+        }
+        if self.opts().transfer != TransferMethod::Upload {
+            self.remove_source_secret(vm).await;
+        }
         Ok(())
     }
 
@@ -719,6 +786,9 @@ impl TargetProvider for KubevirtTarget {
 
     async fn cleanup(&self, vm: &TargetVm) -> Result<()> {
         let ns = &vm.namespace;
+        if self.opts().transfer != TransferMethod::Upload {
+            self.remove_source_secret(vm).await;
+        }
         let mine = self
             .created
             .lock()

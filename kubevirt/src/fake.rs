@@ -79,8 +79,12 @@ fn matches_selector(obj: &Value, query: &str) -> bool {
     let Some(sel) = query.split('&').find_map(|kv| kv.strip_prefix("labelSelector=")) else { return true };
     let sel = sel.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/");
     sel.split(',').filter(|s| !s.is_empty()).all(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        obj.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v)
+        let labels = obj.pointer("/metadata/labels");
+        match kv.split_once('=') {
+            Some((k, v)) => labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v),
+            // `key` alone: the label exists, whatever its value.
+            None => labels.and_then(|l| l.get(kv)).is_some(),
+        }
     })
 }
 

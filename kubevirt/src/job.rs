@@ -5,8 +5,9 @@
 //!
 //! Worker command line (the CLI's `transfer` subcommand reads it):
 //! `vmigrate transfer --source-url URL --vm-id MOREF --disk-key KEY --pass NAME
-//! [--snapshot SNAPSHOT [--changed-since CHANGE_ID]] [--thumbprint T] --result-file
-//! /dev/termination-log (--target-device /dev/xvda | --target-file /data/disk.img)`,
+//! [--snapshot SNAPSHOT [--changed-since CHANGE_ID]] [--checkpoint-interval DURATION]
+//! [--work-unit BYTES] [--thumbprint T] --result-file /dev/termination-log
+//! (--target-device /dev/xvda | --target-file /data/disk.img)`,
 //! credentials from the environment variables `VMIGRATE_SOURCE_USERNAME` /
 //! `VMIGRATE_SOURCE_PASSWORD` (a Secret). Block volumes are attached as a raw device
 //! (`volumeDevices`), Filesystem volumes mounted at `/data` with the image in `disk.img` (CDI's
@@ -18,10 +19,19 @@
 //! pass is its own Job named after it, so a finished pass is never mistaken for the next one. The
 //! worker writes its [`PassReport`](vmigrate_core::PassReport) as the container's termination
 //! message; the executor takes the pass as done only from that report.
+//!
+//! A worker that dies mid-pass (SIGKILL: OOM, node loss) or is stopped (SIGTERM: eviction, a
+//! node drain) fails its pod; the Job starts a new pod (`backoffLimit`), whose worker continues
+//! from the pass's checkpoint on the PVC. Pods failed by a disruption (the `DisruptionTarget`
+//! condition Kubernetes sets on evicted or preempted pods) do not count against the limit
+//! (`podFailurePolicy`): a long precopy survives any number of node drains.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, SecretKeySelector,
     Volume, VolumeDevice, VolumeMount,
@@ -93,6 +103,16 @@ pub struct JobSource<'a> {
     pub secret: Option<&'a str>,
 }
 
+/// How the worker checkpoints (its `--checkpoint-interval` and `--work-unit`); the worker's
+/// defaults (5 s, 128 MiB) when unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerTuning {
+    /// Smallest interval between two checkpoints (each flushes the PVC).
+    pub checkpoint_interval: Option<Duration>,
+    /// Checkpoint granularity in bytes (at least 1 MiB): what a killed pass redoes at most.
+    pub work_unit: Option<u64>,
+}
+
 /// The Job running copy pass `pass` of `disk` into the PVC `volume`.
 pub fn build_transfer_job(
     t: &TargetVm,
@@ -101,6 +121,7 @@ pub fn build_transfer_job(
     image: &str,
     src: &JobSource<'_>,
     pass: &TargetPass,
+    tuning: &WorkerTuning,
 ) -> Job {
     let block = t.storage.get(&disk.key).and_then(|s| s.volume_mode) != Some(VolumeMode::Filesystem);
     let mut args = vec![
@@ -121,6 +142,12 @@ pub fn build_transfer_job(
     }
     if let Some(c) = &pass.changed_since {
         args.extend(["--changed-since".into(), c.clone()]);
+    }
+    if let Some(every) = tuning.checkpoint_interval {
+        args.extend(["--checkpoint-interval".into(), format!("{}ms", every.as_millis())]);
+    }
+    if let Some(unit) = tuning.work_unit {
+        args.extend(["--work-unit".into(), unit.to_string()]);
     }
     if let Some(tp) = src.thumbprint {
         args.extend(["--thumbprint".into(), tp.to_string()]);
@@ -172,6 +199,18 @@ pub fn build_transfer_job(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(2),
+            // Evicted or preempted pods (a node drain) get a new pod without using up the
+            // retries kept for real failures.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: "True".into(),
+                    }]),
+                    on_exit_codes: None,
+                }],
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {

@@ -4,13 +4,14 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use vmigrate_core::{Error, ErrorCode, PassReport, PreparedVolume, Result, TargetPass, TargetVm};
 
+use crate::builder;
 use crate::cluster::KubevirtTarget;
 use crate::error::KubevirtError;
-use crate::job::{build_transfer_job, pass_job_name, JobSource};
-use crate::wait::{await_condition, is_job_complete};
+use crate::job::{build_transfer_job, pass_job_name, JobSource, WorkerTuning};
+use crate::wait::{is_job_complete, Check};
 
 /// Label Kubernetes puts on the pods of a Job (both spellings exist; this one since 1.27).
 const POD_JOB_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -41,13 +42,15 @@ pub(crate) async fn run_job_pass(
         &o.job_image,
         &JobSource { url: &src.url, thumbprint: src.thumbprint.as_deref(), secret: secret.as_deref() },
         pass,
+        &WorkerTuning { checkpoint_interval: o.job_checkpoint_interval, work_unit: o.job_work_unit },
     );
     let name = pass_job_name(&volume.name, pass);
     let what = format!("Job {}/{name}", vm.namespace);
     let api: Api<Job> = Api::namespaced(t.client().clone(), &vm.namespace);
+    stop_other_attempts(t, vm, &volume.name, &name).await?;
     t.apply(&api, &name, &what, &job).await?;
     tracing::info!(job = %name, pass = %pass.name, "transfer pass started");
-    let done = await_condition(&api, &name, &what, is_job_complete, o.timeout, o.poll_interval, |_| {}).await;
+    let done = follow_job(&api, &name, &what, o.timeout, o.poll_interval).await;
     if let Err(e) = done {
         // Say why from the worker's own last words when the pod left some.
         let why = pod_messages(t, &vm.namespace, &name).await.into_iter().rev().find(|(code, _)| *code != 0);
@@ -79,6 +82,70 @@ pub(crate) async fn run_job_pass(
         .into());
     }
     Ok(report)
+}
+
+/// Follow a pass Job to its end. The timeout counts only while no worker of the Job runs
+/// (`status.ready`: its pod is running; the worker has no readiness probe): a full copy of a
+/// large disk takes hours and must not be cut off by a timeout meant for a Job that cannot
+/// start (unschedulable, an image that cannot be pulled, a volume that does not attach).
+async fn follow_job(
+    api: &Api<Job>,
+    name: &str,
+    what: &str,
+    idle_timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> Result<Job, KubevirtError> {
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        let job = api.get(name).await.map_err(|e| KubevirtError::from_kube("get", what.to_string(), e))?;
+        match is_job_complete(&job) {
+            Check::Done => return Ok(job),
+            Check::Failed(reason) => return Err(KubevirtError::TransferFailed { what: what.to_string(), reason }),
+            Check::Waiting => {}
+        }
+        if job.status.as_ref().and_then(|s| s.ready).unwrap_or(0) > 0 {
+            idle_since = std::time::Instant::now();
+        }
+        if idle_since.elapsed() >= idle_timeout {
+            return Err(KubevirtError::Timeout {
+                what: format!("{what}: no worker pod running (unschedulable, image pull, volume attach?)"),
+                seconds: idle_timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Before a pass Job is applied, no other pass Job of the same volume may still run. After a
+/// crash of vmigrate a pass is redone at a new snapshot under a new Job name, while the earlier
+/// attempt's pod may still be copying the old snapshot into the same volume: its writes landing
+/// after the new pass's would put old bytes back — writes lost, with exit 0. Such a Job is
+/// deleted with foreground propagation (it is gone only once its pods are; the worker stops
+/// cleanly on the SIGTERM) and waited for. Finished Jobs write nothing and are left alone.
+async fn stop_other_attempts(t: &KubevirtTarget, vm: &TargetVm, volume: &str, this: &str) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(t.client().clone(), &vm.namespace);
+    let selector = format!("{},vmigrate.dev/volume={}", builder::vm_selector(vm), builder::label_value(volume));
+    let what = format!("transfer Jobs of volume {}/{volume}", vm.namespace);
+    let jobs = api.list(&ListParams::default().labels(&selector)).await.map_err(|e| t.classify("list", &what, e))?;
+    for job in jobs.items {
+        let (Some(name), Some(uid)) = (job.metadata.name.clone(), job.metadata.uid.clone()) else { continue };
+        if name == this || !matches!(is_job_complete(&job), Check::Waiting) {
+            continue;
+        }
+        let what = format!("Job {}/{name}", vm.namespace);
+        tracing::warn!(job = %name, next = this, "stopping a transfer Job of an earlier attempt still running on the volume");
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            ..DeleteParams::foreground()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+            Err(e) => return Err(t.classify("delete", &what, e).into()),
+        }
+        t.wait_deleted(&api, &name, &uid, &what).await?;
+    }
+    Ok(())
 }
 
 /// `(exit code, termination message)` of the worker container of every terminated pod of a Job.

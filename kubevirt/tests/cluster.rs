@@ -314,3 +314,42 @@ async fn real_cluster_upload_roundtrip() {
     t.finish_volume(&vm, &vol).await.expect("succeeded");
     t.cleanup(&vm).await.expect("cleanup");
 }
+
+/// Issue 12: a pass Job is waited for as long as its worker runs (a full copy of a big disk
+/// takes hours; the target's timeout must not cut it off), and times out only when no worker
+/// pod runs for that long (unschedulable, image pull, volume attach).
+#[tokio::test]
+async fn a_pass_job_times_out_only_while_no_worker_runs() {
+    let fake = FakeKube::start("t").await;
+    let t = KubevirtTarget::from_client(fake.client()).with_options(KubevirtOptions {
+        transfer: TransferMethod::Job,
+        adopt_plan_options: false,
+        timeout: Duration::from_millis(300),
+        poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    });
+    let vm = database();
+    fake.play_statuses(&format!("{DVS}/database-disk0"), vec![json!({"phase": "Succeeded"})]);
+    let vol = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect("prepare");
+    let pass = TargetPass { name: "full".into(), snapshot: None, changed_since: None };
+    let job = pass_job_name("database-disk0", &pass);
+    let path = format!("/apis/batch/v1/namespaces/vmexamples/jobs/{job}");
+    // The worker runs for about a second (100 polls), three times the timeout, then completes.
+    let mut statuses = vec![json!({"active": 1, "ready": 1}); 100];
+    statuses.push(json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}));
+    fake.play_statuses(&path, statuses);
+    let report = json!({"pass": "full", "size": 1048576, "ranges": 0, "changedBytes": 1048576,
+                        "bytesRead": 1048576, "bytesWritten": 1048576, "bytesZeroed": 0});
+    worker_pod(&fake, &job, 1, 0, &report.to_string());
+    let started = std::time::Instant::now();
+    t.run_pass(&vm, &vol, &pass).await.expect("a long pass with a running worker is waited for");
+    assert!(started.elapsed() > Duration::from_millis(300), "{:?}", started.elapsed());
+
+    // A Job whose pod never runs (Pending: active but not ready) times out, saying why.
+    let cut = TargetPass { name: "cutover".into(), snapshot: None, changed_since: None };
+    let path = format!("/apis/batch/v1/namespaces/vmexamples/jobs/{}", pass_job_name("database-disk0", &cut));
+    fake.play_statuses(&path, vec![json!({"active": 1, "ready": 0})]);
+    let err = t.run_pass(&vm, &vol, &cut).await.expect_err("never running");
+    assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+    assert!(err.to_string().contains("no worker pod running"), "{err}");
+}

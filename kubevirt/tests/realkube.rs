@@ -331,3 +331,163 @@ async fn expose_by_a_namespace_scoped_user() {
     let svcs: Api<Service> = Api::namespaced(admin, &ns);
     svcs.get("webapp").await.expect("service");
 }
+
+/// Issue 12: the transfer Job of a pass (with its `podFailurePolicy`) is accepted by the real
+/// server, the job controller makes its pod, and once the VM exists the finished pass Jobs of
+/// that VM are deleted and the garbage collector takes their pods; another VM's Job in the same
+/// namespace stays. (No kubelet: the pods stay Pending, which is all this needs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_jobs_are_accepted_and_go_with_their_pods_once_the_vm_exists() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use std::sync::Arc;
+    use vmigrate_core::{SnapshotRef, TargetPass};
+
+    let kube = RealKube::shared().await;
+    let ns = namespace(kube, "passjobs").await;
+    let client = kube.client().await;
+    // CDI's stand-in: blank DataVolumes of the job mode succeed.
+    let _cdi = CdiStandIn::start(client.clone(), &ns, "Succeeded", Duration::from_millis(100));
+    let t = Arc::new(KubevirtTarget::from_client(client.clone()).with_options(KubevirtOptions {
+        transfer: TransferMethod::Job,
+        job_checkpoint_interval: Some(Duration::from_secs(2)),
+        job_work_unit: Some(16 << 20),
+        ..options()
+    }));
+    let vm = in_ns(database(), &ns);
+    let mut other = in_ns(winweb01(), &ns);
+    other.source.disks.truncate(1);
+    let vol = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect("volume");
+    let other_vol = t.prepare_volume(&other, &other.source.disks[0]).await.expect("other volume");
+    let snap = SnapshotRef { id: "snapshot-7".into(), name: "s".into(), change_ids: Default::default() };
+    let passes = [
+        (
+            vm.clone(),
+            vol.clone(),
+            TargetPass { name: "full".into(), snapshot: Some(snap.clone()), changed_since: None },
+        ),
+        (
+            vm.clone(),
+            vol.clone(),
+            TargetPass {
+                name: "precopy-1".into(),
+                snapshot: Some(snap.clone()),
+                changed_since: Some("52 aa/3".into()),
+            },
+        ),
+        (other.clone(), other_vol.clone(), TargetPass { name: "full".into(), snapshot: None, changed_since: None }),
+    ];
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut names = Vec::new();
+    for (tvm, v, pass) in passes {
+        let name = vmigrate_kubevirt::job::pass_job_name(&v.name, &pass);
+        // run_pass applies the Job and then follows it, which never ends without a kubelet.
+        let t2 = t.clone();
+        let run = tokio::spawn(async move { t2.run_pass(&tvm, &v, &pass).await });
+        let start = Instant::now();
+        loop {
+            let job = jobs.get_opt(&name).await.expect("get job");
+            let pod = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.expect("pods");
+            if job.is_some() && !pod.items.is_empty() {
+                break;
+            }
+            assert!(!run.is_finished(), "run_pass of {name} ended: {:?}", run.await);
+            assert!(start.elapsed() < Duration::from_secs(60), "no Job {name} with a pod");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        run.abort();
+        let job = jobs.get(&name).await.expect("job");
+        let spec = job.spec.expect("spec");
+        let rules = spec.pod_failure_policy.expect("podFailurePolicy kept").rules;
+        assert_eq!(rules[0].action, "Ignore");
+        let args = spec.template.spec.expect("pod").containers[0].args.clone().expect("args");
+        assert!(args.windows(2).any(|w| w == ["--checkpoint-interval", "2000ms"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--work-unit", "16777216"]), "{args:?}");
+        names.push(name);
+    }
+
+    t.create_vm(&vm, std::slice::from_ref(&vol)).await.expect("vm");
+    let start = Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for n in &names[..2] {
+            if jobs.get_opt(n).await.expect("get").is_some() {
+                left.push(format!("Job {n}"));
+            }
+            let p = pods.list(&ListParams::default().labels(&format!("job-name={n}"))).await.expect("pods");
+            left.extend(p.items.iter().map(|p| format!("Pod {}", p.metadata.name.clone().unwrap_or_default())));
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "left after the VM exists: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(jobs.get_opt(&names[2]).await.expect("get").is_some(), "another VM's Job was deleted");
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), &ns);
+    assert!(dvs.get_opt(&vol.name).await.expect("get").is_some(), "the VM's volume stays");
+}
+
+/// Issue 12: a pass redone at another snapshot (vmigrate crashed while the earlier attempt's
+/// Job ran on) gets a new Job name; before that Job is created, the earlier attempt's Job still
+/// running on the same volume is deleted and waited for, pods included, so its old bytes can
+/// never land after the new pass's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redone_pass_stops_the_earlier_attempts_job_first() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use std::sync::Arc;
+    use vmigrate_core::{SnapshotRef, TargetPass};
+
+    let kube = RealKube::shared().await;
+    let ns = namespace(kube, "redone").await;
+    let client = kube.client().await;
+    let _cdi = CdiStandIn::start(client.clone(), &ns, "Succeeded", Duration::from_millis(100));
+    let t = Arc::new(
+        KubevirtTarget::from_client(client.clone())
+            .with_options(KubevirtOptions { transfer: TransferMethod::Job, ..options() }),
+    );
+    let vm = in_ns(database(), &ns);
+    let vol = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect("volume");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pass = |snap: &str| TargetPass {
+        name: "full".into(),
+        snapshot: Some(SnapshotRef { id: snap.into(), name: String::new(), change_ids: Default::default() }),
+        changed_since: None,
+    };
+    let (first, second) = (pass("snapshot-1"), pass("snapshot-2"));
+    let (a, b) = (
+        vmigrate_kubevirt::job::pass_job_name(&vol.name, &first),
+        vmigrate_kubevirt::job::pass_job_name(&vol.name, &second),
+    );
+    assert_ne!(a, b);
+    let pods_of = |name: String| {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.expect("pods").items }
+    };
+    // The first attempt: its Job runs (a pod exists) when vmigrate "crashes".
+    let (t2, vm2, vol2) = (t.clone(), vm.clone(), vol.clone());
+    let crashed = tokio::spawn(async move { t2.run_pass(&vm2, &vol2, &first).await });
+    let start = Instant::now();
+    while jobs.get_opt(&a).await.expect("get").is_none() || pods_of(a.clone()).await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no Job {a} with a pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    crashed.abort();
+    // The redo at another snapshot: by the time its Job exists, the first one and its pods are gone.
+    let (t2, vm2, vol2) = (t.clone(), vm.clone(), vol.clone());
+    let redo = tokio::spawn(async move { t2.run_pass(&vm2, &vol2, &second).await });
+    let start = Instant::now();
+    while jobs.get_opt(&b).await.expect("get").is_none() {
+        assert!(!redo.is_finished(), "run_pass ended: {:?}", redo.await);
+        assert!(start.elapsed() < Duration::from_secs(60), "no Job {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(jobs.get_opt(&a).await.expect("get").is_none(), "the earlier attempt's Job {a} still exists");
+    assert!(pods_of(a.clone()).await.is_empty(), "the earlier attempt's pods still exist");
+    redo.abort();
+}

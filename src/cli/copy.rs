@@ -94,7 +94,7 @@ struct Summary<'a> {
 
 /// `4M`, `4MiB`, `512k`, `1G` or plain bytes: sizes as people write them (binary units, as
 /// qemu-img and nbdcopy read them).
-fn parse_size(text: &str) -> Result<usize, String> {
+pub(super) fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -179,12 +179,11 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
     };
     let copy = vmigrate::copy::prepare(src, &args.dst, &req).await?;
     let ctl = CopyControl::new();
-    // Ctrl-C cancels the copy cleanly (and leaves a checkpoint when asked for one).
+    // Ctrl-C or SIGTERM cancels the copy cleanly (and leaves a checkpoint when asked for one).
     let cancel = ctl.cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
+        super::stop_requested().await;
+        cancel.cancel();
     });
     let reporter_done = tokio_util::sync::CancellationToken::new();
     let reporter = tokio::spawn(report(ctl.progress.clone(), reporter_done.clone(), args.output == Output::Json));

@@ -24,6 +24,33 @@ pub const EXIT_VM_FAILED: u8 = 4;
 /// Exit code when the plan (or a VM) was cancelled and none failed.
 pub const EXIT_CANCELED: u8 = 5;
 
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM: the two ways a copy is asked to stop.
+/// Kubernetes stops a pod (deletion, eviction, a node drain, the Job's deadline) with SIGTERM and
+/// kills it with SIGKILL only after the grace period (30 s by default), so a worker that treats
+/// SIGTERM like Ctrl-C gets to flush the target and keep its checkpoint for the next pod.
+pub(crate) async fn stop_requested() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    if r.is_err() {
+                        // No SIGINT handler: wait for SIGTERM alone.
+                        term.recv().await;
+                    }
+                }
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGTERM; only Ctrl-C stops the copy cleanly");
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// Move VMware vSphere virtual machines to KubeVirt.
 #[derive(Debug, Parser)]
 #[command(name = "vmigrate", version, about, long_about = None)]

@@ -7,10 +7,20 @@
 //! changed since a CBT change id, which it asks vSphere for itself (QueryChangedDiskAreas). The
 //! target is flushed before the worker exits, and the pass report (JSON,
 //! [`PassReport`](vmigrate::core::PassReport)) is written to `--result-file`
-//! (`/dev/termination-log` in the Job) and printed. A pass interrupted on a file target resumes
-//! from its checkpoint, kept on the PVC next to the image and named after the pass.
-//! Credentials come from `VMIGRATE_SOURCE_USERNAME` / `VMIGRATE_SOURCE_PASSWORD` (a Secret in
-//! the Job), never from the command line.
+//! (`/dev/termination-log` in the Job) and printed. Credentials come from
+//! `VMIGRATE_SOURCE_USERNAME` / `VMIGRATE_SOURCE_PASSWORD` (a Secret in the Job), never from
+//! the command line.
+//!
+//! Interrupted passes. SIGTERM (how Kubernetes stops a pod) and Ctrl-C cancel the copy: the
+//! engine stops, flushes and leaves a checkpoint, and the worker exits 5. On a file target the
+//! checkpoint is kept on the PVC next to the image (`disk.img.vmigrate-checkpoint`), so the Job's
+//! next pod, after a SIGTERM or a SIGKILL (OOM, node loss), continues where the last flushed
+//! checkpoint left off. A checkpoint is **bound to its pass**: source VM, disk, pass name,
+//! snapshot, change id and work unit. One made for anything else (a pass redone at a new
+//! snapshot after a crash, the previous precopy) is never continued — its "done" units hold
+//! other bytes — but removed, and the pass starts over, which is always correct since a pass
+//! rewrites every range it covers. A Block volume has no file system for a checkpoint: its pass
+//! starts over on the next pod.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,9 +72,16 @@ pub struct TransferArgs {
     /// `/data/disk.img`); a delta pass writes into the existing file.
     #[arg(long)]
     pub target_file: Option<PathBuf>,
-    /// Resume checkpoint file (default for `--target-file`: next to it, named after the pass).
+    /// Resume checkpoint file (default for `--target-file`: next to it,
+    /// `disk.img.vmigrate-checkpoint`). Only a checkpoint of this very pass is continued.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Smallest interval between two checkpoints (each flushes the target), e.g. `5s`, `500ms`.
+    #[arg(long, default_value = "5s")]
+    pub checkpoint_interval: String,
+    /// Checkpoint granularity: bytes, or with a binary unit (`1M`, `128M`); at least 1 MiB.
+    #[arg(long, value_parser = super::copy::parse_size)]
+    pub work_unit: Option<usize>,
     /// Write the pass report (JSON) here too, e.g. `/dev/termination-log`.
     #[arg(long)]
     pub result_file: Option<PathBuf>,
@@ -98,10 +115,52 @@ async fn changed_extents(
     Ok(out)
 }
 
-fn default_checkpoint(file: &Path, pass: &str) -> PathBuf {
+/// One checkpoint file per target, whatever the pass: a pass finding another pass's checkpoint
+/// replaces it, so none accumulate on the PVC.
+fn default_checkpoint(file: &Path) -> PathBuf {
     let mut name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{pass}.vmigrate-checkpoint"));
+    name.push(".vmigrate-checkpoint");
     file.with_file_name(name)
+}
+
+/// What a checkpoint of this worker is bound to: the pass as a whole (source, VM, disk, pass
+/// name, snapshot, change id) and the work unit its unit indices count in.
+fn pass_identity(args: &TransferArgs, work_unit: u64) -> String {
+    format!(
+        "vmigrate-transfer-v1 url={} vm={} disk={} pass={} snapshot={} since={} unit={work_unit}",
+        args.source_url,
+        args.vm_id,
+        args.disk_key,
+        args.pass,
+        args.snapshot.as_deref().unwrap_or("-"),
+        args.changed_since.as_deref().unwrap_or("-"),
+    )
+}
+
+/// The checkpoint at `path` if it was saved by this very pass; anything else found there (the
+/// checkpoint of another pass or snapshot, one without a pass identity, an unreadable one) is
+/// removed with a warning, so the pass starts over instead of skipping units whose bytes came
+/// from another snapshot.
+fn own_checkpoint(path: &Path, identity: &str) -> Result<Option<Checkpoint>, Error> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
+    };
+    let saved = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_owned));
+    if saved.as_deref() == Some(identity) {
+        if let Ok(Some(cp)) = vmigrate::copy::load_checkpoint(path) {
+            return Ok(Some(cp));
+        }
+    }
+    tracing::warn!(
+        path = %path.display(), found = saved.as_deref().unwrap_or("(none)"), pass = identity,
+        "a checkpoint of another pass is not continued: starting this pass over"
+    );
+    std::fs::remove_file(path).map_err(|e| Error::io(format!("removing checkpoint {}", path.display()), e))?;
+    Ok(None)
 }
 
 pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
@@ -141,13 +200,19 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
     let (dst, checkpoint, is_file) = match (&args.target_device, &args.target_file) {
         (Some(dev), _) => (dev.clone(), args.checkpoint.clone(), false),
         (None, Some(file)) => {
-            let cp = args.checkpoint.clone().unwrap_or_else(|| default_checkpoint(file, &args.pass));
+            let cp = args.checkpoint.clone().unwrap_or_else(|| default_checkpoint(file));
             (file.clone(), Some(cp), true)
         }
         (None, None) => return Err(Error::new(ErrorCode::PlanInvalid, "give --target-device or --target-file")),
     };
+    let defaults = CopyOptions::default();
+    // The engine's own floor (1 MiB), applied here too so the identity names the real unit.
+    let work_unit = args.work_unit.map_or(defaults.work_unit, |u| u as u64).max(1 << 20);
+    let checkpoint_interval = vmigrate::core::plan::parse_duration(&args.checkpoint_interval)
+        .map_err(|e| Error::new(ErrorCode::InvalidArgument, format!("--checkpoint-interval: {}", e.message())))?;
+    let identity = pass_identity(&args, work_unit);
     let resume = match &checkpoint {
-        Some(p) => vmigrate::copy::load_checkpoint(p)?,
+        Some(p) => own_checkpoint(p, &identity)?,
         None => None,
     };
     // Only a fresh full pass into a file creates it (sparse, at the disk's size); a delta pass or
@@ -170,23 +235,28 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
         flush: true,
         only: only.clone(),
         resume: resume.clone(),
+        work_unit,
+        checkpoint_interval,
         // Zeroed areas are skipped only on a target just created sparse (is_zero_initialized):
         // a delta pass writes zeroes over the earlier pass's data.
-        ..Default::default()
+        ..defaults
     };
     let mut ctl = CopyControl::new();
     if let Some(path) = checkpoint.clone() {
+        let identity = identity.clone();
         ctl.on_checkpoint = Some(Arc::new(move |cp: &Checkpoint| {
-            if let Err(e) = vmigrate::copy::save_checkpoint(&path, cp) {
+            if let Err(e) = vmigrate::copy::save_checkpoint_for(&path, cp, &identity) {
                 tracing::warn!(path = %path.display(), error = %e, "could not save checkpoint");
             }
         }));
     }
+    // SIGTERM (Kubernetes stopping the pod) or Ctrl-C: stop cleanly; the engine flushes and
+    // leaves its last checkpoint for the next pod, and the worker exits 5 (cancelled).
     let cancel = ctl.cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
+        super::stop_requested().await;
+        tracing::warn!("stop requested: cancelling the pass, keeping its checkpoint");
+        cancel.cancel();
     });
     let stats = engine::copy(src.as_ref(), target.as_ref(), &opts, &ctl).await;
     // One worker per pass and disk: a session left to vCenter's idle timeout per Job would
