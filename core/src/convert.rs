@@ -126,6 +126,12 @@ pub struct GuestConversion {
     /// Seconds the conversion took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// What the converter reported, when it ran away from this process (the cluster's
+    /// conversion Job): its report lines (inspection, guest capabilities, virt-v2v's messages;
+    /// at most 4000 bytes), kept because the Job and its pod are deleted once read. A local
+    /// conversion keeps its whole log in a file instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 impl GuestConversion {
@@ -477,6 +483,7 @@ pub fn decide(report: &V2vReport, req: &ConversionRequest) -> Result<GuestConver
         guest_agent,
         notes,
         seconds: None,
+        report: None,
     })
 }
 
