@@ -159,6 +159,8 @@ async fn hostonly_guest_converted_by_a_cluster_job_boots_on_its_virtual_machine(
     assert!(log.contains("i_osinfo = debian12"), "virt-v2v's verbose log is the pod's output");
 
     // The executor read the result from the pod and built the VM from it.
+    // Inspected on the datastore's disk before anything moved (vmx:// has local files).
+    assert_eq!(vs.inspection.as_ref().map(|o| o.osinfo.as_str()), Some("debian12"), "{vs:#?}");
     let conv = vs.conversion.as_ref().expect("conversion in the status");
     assert!(conv.converted, "{conv:?}");
     assert_eq!(conv.os.as_ref().map(|o| o.osinfo.as_str()), Some("debian12"), "{conv:?}");
