@@ -75,6 +75,11 @@ async fn guests_are_inspected_before_anything_moves_and_a_disk_without_an_os_blo
     assert_eq!(c.severity, Severity::Critical);
     assert!(c.message.contains("skipGuestConversion: true"), "the raw copy is offered: {}", c.message);
 
+    // `vmigrate status` says what the guest is.
+    let shown = run_cli(&["status", "--status", status.to_str().expect("utf-8")], |_| {});
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("guest debian12 (inspected before the copy)"), "{text}");
+
     // Nothing moved: no disk was copied, no VM written, the source untouched.
     let copied: Vec<_> = std::fs::read_dir(out.join("disks")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(copied.is_empty(), "{copied:?}");
