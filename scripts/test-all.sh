@@ -24,6 +24,12 @@ done
 # libguestfs). supermin builds libguestfs's appliance from the host's kernel, so one must be in
 # /boot (a CI container has none): linux-image-amd64.
 command -v virt-v2v-in-place >/dev/null 2>&1 || need_apt+=(virt-v2v)
+# Inspection before anything moves (tests/e2e_inspect.rs): libguestfs's virt-inspector.
+command -v virt-inspector >/dev/null 2>&1 || need_apt+=(guestfs-tools)
+# The cluster conversion test's stand-in kubelet (tests/support/kubelet.rs) runs pods in a
+# private mount namespace: unshare and mount from util-linux / mount.
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v mount >/dev/null 2>&1 || need_apt+=(mount)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"

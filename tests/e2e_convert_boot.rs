@@ -81,6 +81,8 @@ fn hostonly_guest_boots_only_when_converted() {
     assert_eq!(vm["phase"], "Completed", "{vm:#}");
     let conv = &vm["conversion"];
     assert_eq!(conv["converted"], true, "{conv:#}");
+    // Inspected on the source disk before the copy (Validate), then converted.
+    assert_eq!(vm["inspection"]["osinfo"], "debian12", "inspected before anything moved: {vm:#}");
     assert_eq!(conv["os"]["osinfo"], "debian12", "inspection found the guest's OS: {conv:#}");
     assert_eq!(conv["diskBus"], "virtio", "{conv:#}");
     assert_eq!(conv["nicModel"], "virtio", "{conv:#}");

@@ -34,6 +34,12 @@ use crate::plan::{Plan, TargetDiskBus};
 /// The program that converts a guest in place.
 pub const IN_PLACE_PROGRAM: &str = "virt-v2v-in-place";
 
+/// The program that inspects a guest before anything moves: libguestfs inspection
+/// (`virt-inspector`, Debian package `guestfs-tools`), read-only. `virt-v2v-inspector` would
+/// run virt-v2v's whole conversion on overlays to estimate its output (minutes more under TCG);
+/// inspection alone is what validation needs.
+pub const INSPECTOR_PROGRAM: &str = "virt-inspector";
+
 /// What the plan asks of one VM's conversion.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +132,12 @@ pub struct GuestConversion {
     /// Seconds the conversion took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// What the converter reported, when it ran away from this process (the cluster's
+    /// conversion Job): its report lines (inspection, guest capabilities, virt-v2v's messages;
+    /// at most 4000 bytes), kept because the Job and its pod are deleted once read. A local
+    /// conversion keeps its whole log in a file instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
 }
 
 impl GuestConversion {
@@ -477,7 +489,173 @@ pub fn decide(report: &V2vReport, req: &ConversionRequest) -> Result<GuestConver
         guest_agent,
         notes,
         seconds: None,
+        report: None,
     })
+}
+
+/// The text of the first `<tag>...</tag>` inside `xml`, unescaped.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    let raw = &xml[start..end];
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+            .trim()
+            .to_string(),
+    )
+}
+
+/// Parse inspector output (`virt-inspector`; `virt-v2v-inspector -O` has the same element):
+/// its first `<operatingsystem>` (`None` when the document has none: no operating system).
+pub fn parse_inspector_xml(xml: &str) -> Option<InspectedOs> {
+    let start = xml.find("<operatingsystem>")?;
+    let end = xml[start..].find("</operatingsystem>").map_or(xml.len(), |e| start + e);
+    let os = &xml[start..end];
+    let get = |t: &str| xml_text(os, t).unwrap_or_default();
+    Some(InspectedOs {
+        kind: get("name"),
+        distro: get("distro"),
+        osinfo: get("osinfo"),
+        arch: get("arch"),
+        product_name: get("product_name"),
+        major: get("major_version").parse().unwrap_or(0),
+        minor: get("minor_version").parse().unwrap_or(0),
+        root: get("root"),
+    })
+}
+
+/// Linux distributions (libguestfs `i_distro`) virt-v2v 2.2 converts: its RHEL, SUSE and Debian
+/// families and ALT Linux (virt-v2v(1), "Supported guests").
+const CONVERTIBLE_LINUX: &[&str] = &[
+    "rhel",
+    "centos",
+    "circle",
+    "scientificlinux",
+    "redhat-based",
+    "oraclelinux",
+    "rocky",
+    "almalinux",
+    "fedora",
+    "sles",
+    "suse-based",
+    "opensuse",
+    "altlinux",
+    "debian",
+    "ubuntu",
+    "linuxmint",
+    "kalilinux",
+];
+
+/// Why virt-v2v cannot convert this guest, if it cannot: it converts Linux of the families it
+/// knows and Windows; anything else (BSD, other Linux distributions, an unknown OS) fails in
+/// the conversion phase, after the copy, so it is said before anything moves.
+pub fn unsupported_os(os: &InspectedOs) -> Option<String> {
+    let id = if os.osinfo.is_empty() { format!("{}/{}", os.kind, os.distro) } else { os.osinfo.clone() };
+    match os.kind.as_str() {
+        "windows" => None,
+        "linux" if CONVERTIBLE_LINUX.contains(&os.distro.as_str()) => None,
+        "linux" => Some(format!("virt-v2v cannot convert the Linux distribution {:?} ({id})", os.distro)),
+        other => Some(format!("virt-v2v cannot convert {other:?} guests ({id})")),
+    }
+}
+
+/// virt-inspector's arguments (after the program name) for `disks`: read-only, no
+/// application list or icon (only the operating system is wanted).
+pub fn inspector_args(disks: &[DiskImage]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["--no-applications".into(), "--no-icon".into()];
+    for d in disks {
+        a.push(format!("--format={}", d.format).into());
+        a.push("-a".into());
+        a.push(d.path.as_os_str().to_owned());
+    }
+    a
+}
+
+/// What the inspection of a guest found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    /// The operating system.
+    Found(InspectedOs),
+    /// virt-v2v found no operating system it knows on the disks (its error lines).
+    NoOs(String),
+}
+
+/// Inspect a guest with `virt-inspector` on `disks` (opened read-only: the disks are never
+/// written). Writes `<work_dir>/<name>.inspection.xml` (its output) and `<name>.inspect.log`.
+/// With several operating systems on the disks, the one on `req.root_disk` when given, else
+/// the first.
+///
+/// # Errors
+/// [`ErrorCode::ConversionFailed`] when the inspector is missing or fails for another reason
+/// than finding no OS; [`ErrorCode::Cancelled`].
+pub async fn run_inspector(
+    work_dir: &Path,
+    name: &str,
+    disks: &[DiskImage],
+    req: &ConversionRequest,
+    cancel: &CancellationToken,
+) -> Result<Inspection> {
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(format!("creating {}", work_dir.display()), e))?;
+    let out_path = work_dir.join(format!("{name}.inspection.xml"));
+    let log_path = work_dir.join(format!("{name}.inspect.log"));
+    let out_file =
+        std::fs::File::create(&out_path).map_err(|e| Error::io(format!("creating {}", out_path.display()), e))?;
+    let log_file =
+        std::fs::File::create(&log_path).map_err(|e| Error::io(format!("creating {}", log_path.display()), e))?;
+    let home = work_dir.join(".v2v-home");
+    std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
+    let mut cmd = tokio::process::Command::new(INSPECTOR_PROGRAM);
+    cmd.args(inspector_args(disks))
+        .env_clear()
+        .envs(child_env(&home, kvm_usable(), None))
+        .stdin(std::process::Stdio::null())
+        .stdout(out_file)
+        .stderr(log_file)
+        .kill_on_drop(true);
+    tracing::info!(disks = disks.len(), log = %log_path.display(), "inspecting the guest with virt-inspector");
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::new(
+            ErrorCode::ConversionFailed,
+            format!("cannot run {INSPECTOR_PROGRAM} (install guestfs-tools, or set spec.skipGuestConversion)"),
+        )
+        .with_source(e)
+    })?;
+    let status = tokio::select! {
+        s = child.wait() => s.map_err(|e| Error::io("waiting for virt-inspector", e))?,
+        _ = cancel.cancelled() => {
+            let _ = child.kill().await;
+            return Err(Error::cancelled());
+        }
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let xml = std::fs::read_to_string(&out_path).unwrap_or_default();
+    if status.success() {
+        let os = match &req.root_disk {
+            Some(root) => xml
+                .split("<operatingsystem>")
+                .skip(1)
+                .filter_map(|part| parse_inspector_xml(&format!("<operatingsystem>{part}")))
+                .find(|os| &os.root == root),
+            None => parse_inspector_xml(&xml),
+        };
+        return Ok(match os {
+            Some(os) => Inspection::Found(os),
+            None => Inspection::NoOs(format!("{INSPECTOR_PROGRAM} listed no operating system")),
+        });
+    }
+    // "no operating system could be detected inside this disk image".
+    if log.contains("no operating system") {
+        return Ok(Inspection::NoOs(tail(&log, 2)));
+    }
+    Err(Error::new(
+        ErrorCode::ConversionFailed,
+        format!("{INSPECTOR_PROGRAM} failed ({status}); log {}:\n{}", log_path.display(), tail(&log, 10)),
+    ))
 }
 
 /// The last `n` lines of a log, for error messages.

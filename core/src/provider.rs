@@ -184,6 +184,15 @@ pub trait SourceProvider: Send + Sync + Debug {
         }
     }
 
+    /// The VM's disks as local files (VMDK descriptors, in disk order) that a guest inspection
+    /// can open read-only before anything is copied; `None` when the source has no local file
+    /// access (vCenter: the disks are read over the network, so the guest is inspected by the
+    /// conversion, after the copy).
+    fn local_disk_files(&self, vm: &crate::model::Vm) -> Option<Vec<std::path::PathBuf>> {
+        let _ = vm;
+        None
+    }
+
     /// Open a disk for reading, at a snapshot if given (warm), else its current state (cold,
     /// VM powered off).
     async fn open_disk(

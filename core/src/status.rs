@@ -187,6 +187,10 @@ pub struct VmStatus {
     /// again and still builds the VM the conversion called for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<crate::convert::GuestConversion>,
+    /// The guest's operating system as inspected on the source disks before anything moved
+    /// (sources with local disk files; see `SourceProvider::local_disk_files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<crate::convert::InspectedOs>,
 }
 
 /// Source-side changes the executor made, recorded so cleanup can undo exactly those.
@@ -319,6 +323,7 @@ mod tests {
                     precopies: 0,
                     error: None,
                     conversion: None,
+                    inspection: None,
                 })
                 .collect(),
             plan_digest: None,

@@ -30,6 +30,7 @@ const IGNORED: &[&[&str]] = &[
     &["options", "cutover"],
     &["options", "precopyInterval"],
     &["options", "shutdownTimeout"],
+    &["options", "inspectGuests"],
 ];
 
 /// `sha256:<hex>` of the plan's name and the parts of its spec that change what is copied.

@@ -14,6 +14,9 @@
 //! Concern ids of [`TargetProvider::preflight`]: `target.kubevirt-missing`,
 //! `target.cdi-missing`, `target.namespace-missing`, `target.storage-class-missing`,
 //! `target.nad-missing`.
+//!
+//! Guest conversion runs in the cluster as a Job over the VM's PVCs ([`crate::conversion`]), in
+//! every transfer mode, after the last copy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -70,6 +73,8 @@ pub struct KubevirtOptions {
     /// The transfer worker's `--work-unit` in bytes (its default, 128 MiB, when unset): the most
     /// a pass killed mid-way copies again.
     pub job_work_unit: Option<u64>,
+    /// Image of the guest conversion Job (virt-v2v, `kubevirt/Containerfile.convert`).
+    pub convert_image: String,
     /// VDDK init image for `import` through VDDK.
     pub vddk_init_image: Option<String>,
     /// For `import` over HTTP: URL with `{file}` (the disk's datastore path, URL-encoded).
@@ -93,6 +98,7 @@ impl Default for KubevirtOptions {
             job_image: "localhost/vmigrate-transfer:latest".into(),
             job_checkpoint_interval: None,
             job_work_unit: None,
+            convert_image: "localhost/vmigrate-convert:latest".into(),
             vddk_init_image: None,
             http_url_template: None,
             force_conflicts: false,
@@ -287,7 +293,7 @@ impl KubevirtTarget {
         KubevirtError::from_kube(verb, what.to_string(), e)
     }
 
-    fn remember(&self, vm: &TargetVm, kind: &'static str, meta: &ObjectMeta) {
+    pub(crate) fn remember(&self, vm: &TargetVm, kind: &'static str, meta: &ObjectMeta) {
         let (Some(name), Some(uid)) = (meta.name.clone(), meta.uid.clone()) else { return };
         let key = format!("{}/{}", vm.namespace, vm.name);
         let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
@@ -590,16 +596,6 @@ impl TargetProvider for KubevirtTarget {
                 }
             }
         }
-        if !plan.spec.skip_guest_conversion {
-            // The conversion Job is built (crate::convert_job) but not yet run by this target:
-            // say so before anything moves rather than create VMs that may not boot.
-            c.push(Concern::new(
-                "target.conversion-unsupported",
-                Severity::Critical,
-                "guest conversion is not run in the cluster yet: migrate to dir:// (virt-v2v runs locally), \
-                 or set spec.skipGuestConversion: true to copy guests as they are (they may not boot: docs/conversion.md)",
-            ));
-        }
         Ok(c)
     }
 
@@ -719,6 +715,17 @@ impl TargetProvider for KubevirtTarget {
         crate::passes::run_job_pass(self, vm, volume, pass).await
     }
 
+    /// Runs the conversion Job (`virt-v2v-in-place` over the VM's PVCs, see
+    /// [`crate::conversion`]) and decides the VM from its report.
+    async fn convert_guest(
+        &self,
+        vm: &TargetVm,
+        volumes: &[PreparedVolume],
+        request: &vmigrate_core::convert::ConversionRequest,
+    ) -> Result<vmigrate_core::convert::GuestConversion> {
+        crate::conversion::run_conversion_job(self, vm, volumes, request).await
+    }
+
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         self.require("kubevirt.io/v1", "virtualmachines").await?;
         let api: Api<VirtualMachine> = ns_api(&self.client, &vm.namespace);
@@ -817,6 +824,7 @@ impl TargetProvider for KubevirtTarget {
                 match c.kind {
                     "VirtualMachine" => self.delete_uid(&ns_api::<VirtualMachine>(&self.client, ns), c, &what).await?,
                     "DataVolume" => self.delete_uid(&ns_api::<DataVolume>(&self.client, ns), c, &what).await?,
+                    "ConfigMap" => self.delete_uid(&ns_api::<ConfigMap>(&self.client, ns), c, &what).await?,
                     _ => self.delete_uid(&ns_api::<Job>(&self.client, ns), c, &what).await?,
                 }
             }
@@ -840,6 +848,7 @@ impl TargetProvider for KubevirtTarget {
         wipe!(DataVolume, "DataVolumes");
         wipe!(PersistentVolumeClaim, "PersistentVolumeClaims");
         wipe!(Job, "Jobs");
+        wipe!(ConfigMap, "ConfigMaps");
         let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
         permits.retain(|k, _| !k.starts_with(&format!("{}-disk", vm.name)));
         Ok(())

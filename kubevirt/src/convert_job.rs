@@ -6,8 +6,15 @@
 //! ConfigMap. Disk paths inside the pod follow CDI's layouts: a Block volume is attached as the
 //! device `/dev/disk<N>`, a Filesystem volume is mounted at `/mnt/disks/disk<N>` with its image
 //! in `disk.img`. The pod asks for `devices.kubevirt.io/kvm` (KubeVirt's device plugin) so the
-//! libguestfs appliance runs under KVM, as Forklift's does. The Job's log is virt-v2v's verbose
-//! report, which [`vmigrate_core::convert::parse_report`] reads like the local run's.
+//! libguestfs appliance runs under KVM, as Forklift's does.
+//!
+//! The container runs `virt-v2v-in-place` through a small `bash` wrapper ([`WRAPPER`], inline in
+//! the Job so the Job says all it runs): the full verbose log goes to the container's output
+//! (`kubectl logs`), and the lines that say what the guest became (`i_*` inspection lines,
+//! `gcaps_*` guest capabilities, virt-v2v's own messages, its error lines) are written to the
+//! termination message, at most 4000 bytes. The executor reads that message from the pod's
+//! status with [`vmigrate_core::convert::parse_report`], the same parser as the local run's log:
+//! pod logs need a kubelet the API server can reach, the termination message only the API.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +35,30 @@ use crate::builder;
 pub const INPUT_DIR: &str = "/mnt/v2v";
 /// The domain XML's file name in the ConfigMap.
 pub const DOMAIN_XML: &str = "domain.xml";
+
+/// Where the wrapper writes its report: Kubernetes' default termination message path.
+pub const RESULT_PATH: &str = "/dev/termination-log";
+
+/// Name of the conversion container.
+pub const CONTAINER: &str = "virt-v2v";
+
+/// The wrapper the container runs (`bash -c WRAPPER virt-v2v-in-place ARGS...`): virt-v2v with
+/// its log streamed to the container output and kept in a temporary file, then the report
+/// lines into [`RESULT_PATH`]; exits with virt-v2v's status. When virt-v2v failed without an
+/// `error:` line (it could not start), the log's tail is the report.
+pub const WRAPPER: &str = r#"set -u
+log=$(mktemp)
+"$0" "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+{
+  grep -E '^(i|gcaps)_[a-z_0-9]+ = ' "$log"
+  grep -E '^virt-v2v[a-z-]*: ' "$log" | grep -vE ': error: ' | head -n 20
+  grep -E -A 5 '^virt-v2v[a-z-]*: error: ' "$log" | head -n 12
+  if [ "$rc" -ne 0 ] && ! grep -qE '^virt-v2v[a-z-]*: error: ' "$log"; then tail -n 15 "$log"; fi
+} | head -c 4000 > /dev/termination-log
+rm -f "$log"
+exit "$rc"
+"#;
 
 /// Name of the conversion Job (and its ConfigMap) of a VM.
 pub fn job_name(t: &TargetVm) -> String {
@@ -120,10 +151,12 @@ pub fn build_conversion_job(t: &TargetVm, volumes: &[PreparedVolume], image: &st
     }
     let kvm = BTreeMap::from([("devices.kubevirt.io/kvm".to_string(), Quantity("1".into()))]);
     let container = Container {
-        name: "virt-v2v".into(),
+        name: CONTAINER.into(),
         image: Some(image.into()),
-        command: Some(vec![convert::IN_PLACE_PROGRAM.into()]),
+        command: Some(vec!["bash".into(), "-c".into(), WRAPPER.into(), convert::IN_PLACE_PROGRAM.into()]),
         args: Some(args),
+        termination_message_path: Some(RESULT_PATH.into()),
+        termination_message_policy: Some("File".into()),
         env: Some(env),
         volume_devices: (!devices.is_empty()).then_some(devices),
         volume_mounts: Some(mounts),

@@ -25,6 +25,7 @@
 
 pub mod builder;
 pub mod cluster;
+mod conversion;
 pub mod convert_job;
 
 pub mod dir;

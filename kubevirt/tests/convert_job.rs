@@ -1,6 +1,7 @@
 //! The in-cluster conversion Job and its input ConfigMap. No Kubernetes core schema is in the
 //! fixtures, so the objects are typed by k8s-openapi and checked here for what the pod needs;
-//! running the Job needs a cluster with KubeVirt (not available to this suite).
+//! tests/e2e_convert_cluster.rs runs the Job against a real API server, and its report wrapper
+//! is run here on a stand-in program.
 
 mod common;
 
@@ -49,7 +50,12 @@ fn conversion_job_mounts_every_volume_and_runs_virt_v2v_in_place() {
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     let c = &pod["containers"][0];
-    assert_eq!(c["command"], serde_json::json!(["virt-v2v-in-place"]));
+    // virt-v2v-in-place through the report wrapper: `bash -c WRAPPER virt-v2v-in-place ARGS`.
+    assert_eq!(
+        c["command"],
+        serde_json::json!(["bash", "-c", vmigrate_kubevirt::convert_job::WRAPPER, "virt-v2v-in-place"])
+    );
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
     let args: Vec<&str> = c["args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
     assert_eq!(args.first(), Some(&"-v"));
     assert!(args.windows(2).any(|w| w == ["-i", "libvirtxml"]), "{args:?}");
@@ -87,4 +93,56 @@ fn long_names_stay_valid() {
     t.name = "a".repeat(63);
     let name = job_name(&t);
     assert!(name.len() <= 63 && name.ends_with("-convert"), "{name}");
+}
+
+/// Run the Job's report wrapper over a stand-in for virt-v2v-in-place that prints `log` and
+/// exits `code`; the report it writes (its termination message) and the output it streams.
+fn run_wrapper(log: &str, code: i32) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let prog = dir.path().join("virt-v2v-in-place");
+    let sample = dir.path().join("sample.log");
+    std::fs::write(&sample, log).expect("sample");
+    std::fs::write(&prog, format!("#!/bin/sh\ncat '{}'\nexit {code}\n", sample.display())).expect("stand-in");
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let result = dir.path().join("termination-log");
+    // The same script, writing where this test can read instead of /dev/termination-log.
+    let script = vmigrate_kubevirt::convert_job::WRAPPER.replace("/dev/termination-log", &result.display().to_string());
+    assert_ne!(script, vmigrate_kubevirt::convert_job::WRAPPER);
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script, &prog.display().to_string(), "-v", "-i", "libvirtxml", "/mnt/v2v/domain.xml"])
+        .output()
+        .expect("bash");
+    let report = std::fs::read_to_string(&result).expect("report written");
+    (out.status.code().unwrap_or(-1), report, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_report_wrapper_keeps_what_decides_the_vm_and_virt_v2v_s_status() {
+    // virt-v2v's verbose output: thousands of libguestfs lines around the report lines.
+    let sample = include_str!("../../core/src/convert/testdata/debian12-hostonly-in-place.log");
+    let noise: String = (0..20_000).map(|i| format!("libguestfs: trace: noise line {i}\n")).collect();
+    let log = format!("{noise}{sample}{noise}");
+    let (code, report, streamed) = run_wrapper(&log, 0);
+    assert_eq!(code, 0);
+    assert_eq!(streamed, log, "the whole log is the container's output");
+    assert!(report.len() <= 4000, "a termination message holds 4096 bytes: {}", report.len());
+    assert!(!report.contains("noise"), "{report}");
+    let parsed = vmigrate_core::convert::parse_report(&report);
+    assert_eq!(parsed, vmigrate_core::convert::parse_report(sample), "the report parses as the whole log does");
+    assert_eq!(parsed.os.as_ref().map(|o| o.osinfo.as_str()), Some("debian12"));
+    assert_eq!(parsed.block_bus.as_deref(), Some("virtio-blk"));
+
+    // A failure: the exit status is virt-v2v's and the report carries its error lines.
+    let failed = format!(
+        "{noise}virt-v2v-in-place: error: inspection could not detect the source guest (or physical machine).\n\nAssuming that you are running virt-v2v/virt-p2v on a source which is\nsupported (and not, for example, a blank disk), then this should not\nhappen.\n{noise}"
+    );
+    let (code, report, _) = run_wrapper(&failed, 1);
+    assert_eq!(code, 1);
+    assert!(report.starts_with("virt-v2v-in-place: error: inspection could not detect"), "{report}");
+    assert!(vmigrate_core::convert::failure_summary(&report).contains("could not detect"));
+
+    // virt-v2v that could not even start (no error line): the log's tail.
+    let (code, report, _) = run_wrapper("supermin: failed to find a suitable kernel\n", 2);
+    assert_eq!(code, 2);
+    assert!(report.contains("supermin: failed to find a suitable kernel"), "{report}");
 }

@@ -176,7 +176,17 @@ pub fn status_table(st: &PlanStatus) -> String {
         let detail = match (&v.error, &v.conversion) {
             (Some(e), _) => e.message.clone(),
             (None, Some(c)) => c.summary(),
-            (None, None) => String::new(),
+            // Inspected before the copy, not converted yet.
+            (None, None) => v
+                .inspection
+                .as_ref()
+                .map(|o| {
+                    format!(
+                        "guest {} (inspected before the copy)",
+                        if o.osinfo.is_empty() { &o.distro } else { &o.osinfo }
+                    )
+                })
+                .unwrap_or_default(),
         };
         out.push_str(&format!(
             "{}  {}  {:<14}  {:>7}  {:>9}  {}\n",

@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod guests;
+pub mod kubelet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

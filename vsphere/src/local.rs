@@ -163,6 +163,23 @@ impl LocalSource {
         join_within(vm_dir, p)
     }
 
+    /// The path (relative to the root) of a VM's disk descriptor.
+    fn disk_rel_path(&self, vm: &VmId, disk: &Disk) -> Result<PathBuf> {
+        let escapes = || Error::new(ErrorCode::UnsafePath, format!("disk file {:?} escapes the datastore", disk.file));
+        if self.below_root(&vm.moref).is_none() {
+            return Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref)));
+        }
+        let vm_rel_dir = Path::new(&vm.moref).parent().map(Path::to_path_buf).unwrap_or_default();
+        match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            Some((ds, rel)) if ds == self.datastore => join_within(Path::new(""), Path::new(rel)).ok_or_else(escapes),
+            Some((ds, _)) => Err(Error::new(
+                ErrorCode::DatastoreFileMissing,
+                format!("disk {:?} is on datastore {ds:?}, not {:?}", disk.file, self.datastore),
+            )),
+            None => self.resolve_in_vm_dir(&vm_rel_dir, &disk.file).ok_or_else(escapes),
+        }
+    }
+
     /// Read a small file inside the root (a VMX, a `.vmsd`), at most `limit` bytes.
     async fn read_small(&self, rel: &Path, limit: usize) -> Result<Vec<u8>> {
         let (beneath, rel) = (self.beneath.clone(), rel.to_path_buf());
@@ -332,6 +349,15 @@ impl SourceProvider for LocalSource {
         self.load_vm(&id.moref).await
     }
 
+    /// The VMDK descriptors in the datastore folder (what a guest inspection opens read-only),
+    /// when every disk resolves inside it and none is a raw device mapping.
+    fn local_disk_files(&self, vm: &vmigrate_core::model::Vm) -> Option<Vec<PathBuf>> {
+        vm.disks
+            .iter()
+            .map(|d| if d.rdm { None } else { self.disk_rel_path(&vm.id, d).ok().map(|p| self.root.join(p)) })
+            .collect()
+    }
+
     async fn open_disk(
         &self,
         vm: &VmId,
@@ -341,23 +367,7 @@ impl SourceProvider for LocalSource {
         if snapshot.is_some() {
             return Err(Error::unsupported("vmx sources have no snapshots"));
         }
-        let escapes = || Error::new(ErrorCode::UnsafePath, format!("disk file {:?} escapes the datastore", disk.file));
-        if self.below_root(&vm.moref).is_none() {
-            return Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref)));
-        }
-        let vm_rel_dir = Path::new(&vm.moref).parent().map(Path::to_path_buf).unwrap_or_default();
-        let path = match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-            Some((ds, rel)) if ds == self.datastore => {
-                join_within(Path::new(""), Path::new(rel)).ok_or_else(escapes)?
-            }
-            Some((ds, _)) => {
-                return Err(Error::new(
-                    ErrorCode::DatastoreFileMissing,
-                    format!("disk {:?} is on datastore {ds:?}, not {:?}", disk.file, self.datastore),
-                ))
-            }
-            None => self.resolve_in_vm_dir(&vm_rel_dir, &disk.file).ok_or_else(escapes)?,
-        };
+        let path = self.disk_rel_path(vm, disk)?;
         if disk.rdm {
             return Err(Error::new(
                 ErrorCode::VmdkFormat,

@@ -35,6 +35,9 @@ pub enum LabDiskFormat {
     /// `<vm>.vmdk` monolithicSparse delta whose parent is `<vm>-base.vmdk` (monolithicSparse
     /// with the pattern); the delta overwrites [`DELTA_WRITE`] with `0x5a`.
     Delta,
+    /// Like [`LabDiskFormat::Flat`] but all zeroes (sparse, made at once): for tests that put
+    /// their own image (a bootable guest) into the flat extent.
+    Zero,
 }
 
 /// `(offset, length)` the delta of a [`LabDiskFormat::Delta`] disk overwrites.
@@ -175,6 +178,19 @@ pub fn write_lab_disk_as(dir: &Path, vm: &str, size: u64, format: LabDiskFormat)
     {
         let f = std::fs::File::create(&raw).expect("create raw");
         f.set_len(size).expect("size raw");
+        if format == LabDiskFormat::Zero {
+            drop(f);
+            let vmdk = vm_dir.join(format!("{vm}.vmdk"));
+            run(
+                Command::new("qemu-img")
+                    .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicFlat"])
+                    .arg(&raw)
+                    .arg(&vmdk),
+                "qemu-img convert to vmdk",
+            );
+            let _ = std::fs::remove_file(&raw);
+            return vmdk;
+        }
         let mut w = std::io::BufWriter::new(f);
         let mut block = vec![0u8; 4096];
         for off in (0..size).step_by(4096) {
@@ -196,7 +212,7 @@ pub fn write_lab_disk_as(dir: &Path, vm: &str, size: u64, format: LabDiskFormat)
         )
     };
     match format {
-        LabDiskFormat::Flat => convert("monolithicFlat", &vmdk),
+        LabDiskFormat::Flat | LabDiskFormat::Zero => convert("monolithicFlat", &vmdk),
         LabDiskFormat::Sparse => convert("monolithicSparse", &vmdk),
         LabDiskFormat::Delta => {
             let base = format!("{vm}-base.vmdk");

@@ -164,3 +164,20 @@ async fn linked_clone_parent_in_another_folder_is_read_and_escapes_are_refused()
         assert!(matches!(e.code(), ErrorCode::UnsafePath | ErrorCode::DatastoreFileMissing), "{hint}: {e}");
     }
 }
+
+/// What a guest inspection may open: the VM's descriptors inside the datastore, and nothing
+/// for a VMX whose disk name climbs out of it. (The executor also opens every disk through
+/// the contained reader first, so an extent escaping the datastore is never inspected.)
+#[tokio::test]
+async fn local_disk_files_name_only_descriptors_inside_the_datastore() {
+    let (_top, root) = datastore("disk-flat.vmdk");
+    let src = LocalSource::open(&root).expect("open");
+    let vm = src.vm(&VmId { moref: "vm/vm.vmx".into(), ..Default::default() }).await.expect("vm");
+    assert_eq!(src.local_disk_files(&vm), Some(vec![root.join("vm/disk.vmdk")]));
+    let mut escaping = vm.clone();
+    escaping.disks[0].file = "../../secret".into();
+    assert_eq!(src.local_disk_files(&escaping), None);
+    let mut rdm = vm.clone();
+    rdm.disks[0].rdm = true;
+    assert_eq!(src.local_disk_files(&rdm), None, "a raw device mapping is not in the folder");
+}

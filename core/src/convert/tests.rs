@@ -274,3 +274,57 @@ fn real_debian_report_parses() {
     assert_eq!(c.nic_model.as_deref(), Some("virtio"));
     assert!(c.guest_agent, "virt-v2v installs the agent at first boot");
 }
+
+#[test]
+fn inspector_output_gives_the_os_and_validation_knows_what_virt_v2v_converts() {
+    // virt-inspector on the host-only Debian guest (tests/guests), applications and icon cut.
+    let xml = include_str!("testdata/debian12-hostonly.inspector.xml");
+    let os = parse_inspector_xml(xml).expect("an OS");
+    assert_eq!(
+        (os.kind.as_str(), os.distro.as_str(), os.osinfo.as_str(), os.root.as_str(), os.major, os.minor),
+        ("linux", "debian", "debian12", "/dev/sda1", 12, 15)
+    );
+    assert_eq!(unsupported_os(&os), None);
+    assert_eq!(parse_inspector_xml("<?xml version=\"1.0\"?>\n<operatingsystems/>\n"), None, "no OS");
+    let other = |kind: &str, distro: &str, osinfo: &str| InspectedOs {
+        kind: kind.into(),
+        distro: distro.into(),
+        osinfo: osinfo.into(),
+        ..Default::default()
+    };
+    for (os, ok) in [
+        (other("linux", "rhel", "rhel8.6"), true),
+        (other("linux", "ubuntu", "ubuntu22.04"), true),
+        (other("linux", "sles", "sles15sp4"), true),
+        (other("windows", "windows", "win2k19"), true),
+        (other("linux", "archlinux", "archlinux"), false),
+        (other("linux", "unknown", ""), false),
+        (other("freebsd", "freebsd", "freebsd13.1"), false),
+    ] {
+        let why = unsupported_os(&os);
+        assert_eq!(why.is_none(), ok, "{os:?}: {why:?}");
+        if let Some(w) = why {
+            assert!(w.contains(if os.osinfo.is_empty() { &os.kind } else { &os.osinfo }), "{w}");
+        }
+    }
+    let args: Vec<String> = inspector_args(&[
+        DiskImage { path: "/ds/vm/vm.vmdk".into(), format: "vmdk".into() },
+        DiskImage { path: "/ds/vm/vm_1.vmdk".into(), format: "vmdk".into() },
+    ])
+    .into_iter()
+    .map(|a| a.to_string_lossy().into_owned())
+    .collect();
+    assert_eq!(
+        args,
+        [
+            "--no-applications",
+            "--no-icon",
+            "--format=vmdk",
+            "-a",
+            "/ds/vm/vm.vmdk",
+            "--format=vmdk",
+            "-a",
+            "/ds/vm/vm_1.vmdk"
+        ]
+    );
+}
