@@ -88,6 +88,25 @@ async fn cancel_one_vm_mid_copy_in_process() {
 
 #[test]
 fn vmigrate_cancel_stops_a_running_cli_with_exit_5() {
+    stop_a_running_cli(Stop::CancelCommand);
+}
+
+/// SIGTERM (systemd, a container runtime) is a cancel too: cleaned up, exit 5, not a kill that
+/// leaves the source's snapshots and half-made target objects behind.
+#[test]
+fn sigterm_cancels_a_running_cli_and_cleans_up() {
+    stop_a_running_cli(Stop::Sigterm);
+}
+
+/// How the running `vmigrate migrate` is asked to stop.
+enum Stop {
+    /// `vmigrate cancel --plan P` from another process.
+    CancelCommand,
+    /// `kill -TERM PID`.
+    Sigterm,
+}
+
+fn stop_a_running_cli(how: Stop) {
     let work = tempfile::tempdir().expect("tmp");
     // 2 GiB of data: the copy must outlast the CLI's start-up plus the migrate's control-file
     // poll (300 ms). 512 MiB was enough until durable file copies started writing behind, then
@@ -111,8 +130,16 @@ fn vmigrate_cancel_stops_a_running_cli_with_exit_5() {
         }
         read_status(&status_file).filter(|s| s.vms[0].phase == Phase::CopyDisks)
     });
-    let req = run_cli(&["cancel", "--plan", plan_arg], |_| {});
-    assert_eq!(req.status.code(), Some(0), "{}", String::from_utf8_lossy(&req.stderr));
+    match how {
+        Stop::CancelCommand => {
+            let req = run_cli(&["cancel", "--plan", plan_arg], |_| {});
+            assert_eq!(req.status.code(), Some(0), "{}", String::from_utf8_lossy(&req.stderr));
+        }
+        Stop::Sigterm => {
+            let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+            assert!(kill.success());
+        }
+    }
     let res = child.wait_with_output().expect("wait");
     assert_eq!(res.status.code(), Some(5), "stderr: {}", String::from_utf8_lossy(&res.stderr));
     let lines = json_lines(&res.stdout);

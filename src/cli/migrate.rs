@@ -90,13 +90,16 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     let target: Arc<dyn vmigrate::core::TargetProvider> = Arc::from(target);
     let exec = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
     let ctl = exec.controller();
+    // Ctrl-C, or SIGTERM (systemd stopping a unit, a container runtime stopping the tool's
+    // container), cancels the plan: the executor undoes what it did at the source (snapshots,
+    // CBT, power) and removes half-made target objects, as the plan's contract says. A killed
+    // process would leave snapshots at the source until a `--resume`.
     let ctrlc = tokio::spawn(async move {
+        super::stop_requested().await;
+        eprintln!("interrupt: cancelling the plan and cleaning up (Ctrl-C again to abort at once)");
+        ctl.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupt: cancelling the plan and cleaning up (Ctrl-C again to abort at once)");
-            ctl.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            std::process::exit(130);
         }
     });
     let res = exec.run().await;
