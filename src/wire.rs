@@ -65,20 +65,38 @@ impl Kind {
     }
 }
 
-/// `apiVersion` and `kind` in front of a body's own keys.
-#[derive(Serialize)]
-struct Envelope<'a, T: Serialize> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: Kind,
-    #[serde(flatten)]
-    body: &'a T,
+fn internal(kind: Kind, e: serde_json::Error) -> Error {
+    Error::new(ErrorCode::Internal, format!("serializing a {} document", kind.as_str())).with_source(e)
 }
 
-fn document<T: Serialize>(kind: Kind, body: &T) -> Result<String> {
-    serde_json::to_string(&Envelope { api_version: API_VERSION, kind, body }).map_err(|e| {
-        Error::new(ErrorCode::Internal, format!("serializing a {} document", kind.as_str())).with_source(e)
-    })
+/// `apiVersion` and `kind` in front of a body's own keys. The body's text is kept byte for byte
+/// (its keys in the order earlier releases wrote them), so the change is purely additive even
+/// for consumers that matched on text.
+fn document(kind: Kind, body: String) -> String {
+    let head = format!(r#"{{"apiVersion":"{API_VERSION}","kind":"{}""#, kind.as_str());
+    match body.strip_prefix('{').map(str::trim_start) {
+        Some(rest) if rest.starts_with('}') => format!("{head}}}"),
+        Some(rest) => format!("{head},{rest}"),
+        // Not an object: cannot happen for these types; keep the body whole rather than lose it.
+        None => format!(r#"{head},"value":{body}}}"#),
+    }
+}
+
+/// The body as a JSON object with sorted keys (what the bindings wrote for these documents before
+/// versioning), with `extra` keys added.
+fn sorted<T: Serialize>(kind: Kind, body: &T, extra: &[(&str, serde_json::Value)]) -> Result<String> {
+    let mut value = serde_json::to_value(body).map_err(|e| internal(kind, e))?;
+    if let Some(map) = value.as_object_mut() {
+        for (k, v) in extra {
+            map.insert((*k).to_string(), v.clone());
+        }
+    }
+    Ok(document(kind, value.to_string()))
+}
+
+/// The body in its type's field order (inventory and status, as before versioning).
+fn ordered<T: Serialize>(kind: Kind, body: &T) -> Result<String> {
+    Ok(document(kind, serde_json::to_string(body).map_err(|e| internal(kind, e))?))
 }
 
 /// The `Inventory` document.
@@ -86,14 +104,7 @@ fn document<T: Serialize>(kind: Kind, body: &T) -> Result<String> {
 /// # Errors
 /// `Internal` if serde fails (it does not for these types).
 pub fn inventory(inventory: &Inventory) -> Result<String> {
-    document(Kind::Inventory, inventory)
-}
-
-#[derive(Serialize)]
-struct Validation<'a> {
-    blocked: bool,
-    #[serde(flatten)]
-    validation: &'a PlanValidation,
+    ordered(Kind::Inventory, inventory)
 }
 
 /// The `PlanValidation` document: `blocked` (any VM has a critical concern) and `vms`.
@@ -101,7 +112,7 @@ struct Validation<'a> {
 /// # Errors
 /// `Internal` if serde fails.
 pub fn plan_validation(validation: &PlanValidation) -> Result<String> {
-    document(Kind::PlanValidation, &Validation { blocked: validation.blocked(), validation })
+    sorted(Kind::PlanValidation, validation, &[("blocked", validation.blocked().into())])
 }
 
 /// The `PlanStatus` document.
@@ -109,7 +120,7 @@ pub fn plan_validation(validation: &PlanValidation) -> Result<String> {
 /// # Errors
 /// `Internal` if serde fails.
 pub fn plan_status(status: &PlanStatus) -> Result<String> {
-    document(Kind::PlanStatus, status)
+    ordered(Kind::PlanStatus, status)
 }
 
 /// The `CopyStats` document.
@@ -117,26 +128,19 @@ pub fn plan_status(status: &PlanStatus) -> Result<String> {
 /// # Errors
 /// `Internal` if serde fails.
 pub fn copy_stats(stats: &CopyStats) -> Result<String> {
-    document(Kind::CopyStats, stats)
+    sorted(Kind::CopyStats, stats, &[])
 }
 
-#[derive(Serialize)]
-struct Tick<'a> {
-    event: &'static str,
-    #[serde(flatten)]
-    progress: &'a ProgressSnapshot,
-}
-
-/// The `CopyProgress` document: `{"event": "copy", ...counters}`. Never fails: a progress tick
-/// that could not be written would be dropped rather than stop a copy, and serde does not fail
-/// for these counters.
+/// The `CopyProgress` document: `{"event": "copy", ...counters}`. Never fails: serde does not
+/// fail for these counters, and a tick that could not be written is better empty than a
+/// stopped copy.
 pub fn copy_progress(progress: &ProgressSnapshot) -> String {
-    document(Kind::CopyProgress, &Tick { event: "copy", progress }).unwrap_or_default()
+    sorted(Kind::CopyProgress, progress, &[("event", "copy".into())]).unwrap_or_default()
 }
 
 /// The `MigrationEvent` document of one executor event. Never fails (as [`copy_progress`]).
 pub fn migration_event(event: &Event) -> String {
-    document(Kind::MigrationEvent, event).unwrap_or_default()
+    sorted(Kind::MigrationEvent, event, &[]).unwrap_or_default()
 }
 
 /// Read an inventory handed back by a caller (C's `inventory_json`, Python's `validate`): the
@@ -176,6 +180,13 @@ mod tests {
         assert_eq!(v["kind"], "Inventory");
         assert!(v["vms"].is_array());
         assert!(text.starts_with(r#"{"apiVersion":"vmigrate.dev/v1alpha1","kind":"Inventory","#), "{text}");
+        // The body is what earlier releases wrote, byte for byte, after the two new keys.
+        let bare = serde_json::to_string(&Inventory::default()).expect("ok");
+        assert_eq!(&text[text.find(",\"vms\"").expect("vms")..], &format!(",{}", &bare[1..]));
+        assert_eq!(
+            document(Kind::CopyStats, "{}".into()),
+            r#"{"apiVersion":"vmigrate.dev/v1alpha1","kind":"CopyStats"}"#
+        );
     }
 
     #[test]
