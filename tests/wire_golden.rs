@@ -78,3 +78,27 @@ async fn rust_documents_match_the_golden_files() {
     check("copy-stats", &wire::copy_stats(&stats).expect("doc"), tmp, "rust", bless);
     check("copy-progress", &wire::copy_progress(&progress.snapshot()), tmp, "rust", bless);
 }
+
+/// Every `Kind` has a golden file, so a new document kind cannot ship untested by the bindings.
+#[test]
+fn every_kind_has_a_golden_file() {
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(golden_dir()).expect("tests/golden") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") || path.ends_with("normalize.json") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
+        let docs = match v {
+            serde_json::Value::Array(items) => items,
+            one => vec![one],
+        };
+        for d in docs {
+            assert_eq!(d["apiVersion"], wire::API_VERSION, "{}", path.display());
+            seen.insert(d["kind"].as_str().expect("kind").to_string());
+        }
+    }
+    for kind in wire::Kind::ALL {
+        assert!(seen.contains(kind.as_str()), "no golden file holds a {} document", kind.as_str());
+    }
+}
