@@ -103,6 +103,14 @@ int main(int argc, char **argv) {
   CHECK(!blocked);
   write_doc(run, "plan-validation", validation);
   vmigrate_string_free(validation);
+  /* An inventory document of another apiVersion is refused, not misread. */
+  char *foreign = replace(inventory, "\"apiVersion\":\"vmigrate.dev/v1alpha1\"", "\"apiVersion\":\"vmigrate.dev/v9\"");
+  CHECK(strcmp(foreign, inventory) != 0);
+  validation = NULL;
+  EXPECT_RC(vmigrate_plan_validate(plan, foreign, &validation, &blocked), VMIGRATE_RESULT_INVALID_ARGUMENT);
+  CHECK(validation == NULL);
+  CHECK(strstr(last_error(), "apiVersion") != NULL);
+  free(foreign);
   vmigrate_string_free(inventory);
 
   /* The run: its events, its final status, and the status file read back. */
