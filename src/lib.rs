@@ -24,6 +24,7 @@ pub mod logging;
 pub mod sources;
 pub mod targets;
 pub mod transport_url;
+pub mod wire;
 
 use vmigrate_core::validate::{validate_plan as run_rules, PlanValidation, ValidationContext};
 use vmigrate_core::{Inventory, Plan, Result};

@@ -359,9 +359,10 @@ extern "C" {
  `vmigrate_copy_disk_with` and `{"overwrite": true}`).
 
  `cb` (may be NULL) receives, on the calling thread, about five times a second and once at the
- end, `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
+ end, a `CopyProgress` document (`docs/wire-format.md`: `apiVersion` and `kind` first)
+ `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
  "bytesWritten", "elapsedSeconds", "rateBytesPerSec", "etaSeconds"}`. On success `*out_stats_json`
- (may be NULL when not wanted) receives `{"bytesRead", "bytesWritten", "bytesZeroed",
+ (may be NULL when not wanted) receives the `CopyStats` document `{"apiVersion", "kind", "bytesRead", "bytesWritten", "bytesZeroed",
  "bytesSkipped", "elapsedSeconds", "sourceDigest", "targetDigest"}`, to free with
  `vmigrate_string_free`.
 
@@ -494,7 +495,8 @@ vmigrate_result vmigrate_migration_new(const vmigrate_plan *plan,
 /*
  Run the migration to its end, blocking: validation, then every VM through its pipeline.
 
- `cb` (may be NULL) receives each event on the calling thread: `{"event": "plan", "migrated",
+ `cb` (may be NULL) receives each event on the calling thread, as a `MigrationEvent` document
+ (`docs/wire-format.md`: `apiVersion` and `kind` first): `{"event": "plan", "migrated",
  "total", "summary"}`, `{"event": "phase", "vm", "phase"}`, `{"event": "disk", "vm", "disk",
  "pass", "progress": {...counters as in vmigrate_copy_disk}}` and `{"event": "vmDone", "vm",
  "phase", "error"?, "downtimeSeconds"?}`. On success `*out_status_json` (may be NULL) receives the
@@ -578,7 +580,8 @@ vmigrate_result vmigrate_plan_to_json(const vmigrate_plan *plan, char **out_json
 
  `inventory_json` is an inventory as `vmigrate_source_inventory` returns it; when NULL, the
  plan's source is opened (credentials from the environment variables the plan names) and read.
- On success `*out_json` receives `{"blocked": bool, "vms": [{"name", "sourceId", "targetName",
+ On success `*out_json` receives the `PlanValidation` document (`docs/wire-format.md`):
+ `{"apiVersion", "kind", "blocked": bool, "vms": [{"name", "sourceId", "targetName",
  "concerns": [{"id", "severity", "message"}]}]}` (free it with `vmigrate_string_free`) and
  `*out_blocked` whether any VM has a critical concern. A blocked plan is still a successful call.
 
@@ -631,7 +634,8 @@ vmigrate_result vmigrate_source_new(const char *url,
 
 /*
  List the source's VMs, networks, datastores and hosts as one JSON object (the `Inventory`
- model: `{"vms": [...], "networks": [...], "datastores": [...], "hosts": [...]}`). On success
+ document of `docs/wire-format.md`: `{"apiVersion", "kind": "Inventory", "vms": [...],
+ "networks": [...], "datastores": [...], "hosts": [...]}`). On success
  `*out_json` receives a string to free with `vmigrate_string_free`.
 
  # Safety
@@ -649,7 +653,8 @@ void vmigrate_source_free(vmigrate_source *source);
 
 /*
  Read a status file written by a plan run (`vmigrate migrate --status`, or the `status_path` of
- `vmigrate_migration_new`) and return it as JSON: `{"plan", "warm", "started", "completed",
+ `vmigrate_migration_new`) and return it as the `PlanStatus` document (`docs/wire-format.md`):
+ `{"apiVersion", "kind", "plan", "warm", "started", "completed",
  "vms": [{"name", "targetName", "phase", "disks": [...], "error": {"code", "name", "message"}}]}`.
  A missing or corrupt file is `VMIGRATE_RESULT_STATUS_FILE`. Free `*out_json` with
  `vmigrate_string_free`.

@@ -4,17 +4,16 @@
 use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use vmigrate_core::engine::{CopyControl, CopyStats};
 use vmigrate_core::Result;
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 
 use crate::codes::vmigrate_result;
-use crate::json::{progress_event, stats_json};
 use crate::runtime::block_on;
 use crate::util::{non_null, optional_str, required_str, write_out, write_string, Callback};
 use crate::vmigrate_progress_cb;
+use vmigrate_facade::wire;
 
 /// How often progress events are delivered during a copy.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -25,7 +24,7 @@ pub(crate) async fn copy_with_progress(
     dst: &str,
     req: &CopyRequest,
     ctl: CopyControl,
-    mut on_progress: impl FnMut(Value),
+    mut on_progress: impl FnMut(String),
 ) -> Result<CopyStats> {
     let prepared = prepare_specs(src, dst, req).await?;
     let progress = ctl.progress.clone();
@@ -36,11 +35,11 @@ pub(crate) async fn copy_with_progress(
     let result = loop {
         tokio::select! {
             r = &mut copy => break r,
-            _ = tick.tick() => on_progress(progress_event("copy", &progress.snapshot())),
+            _ = tick.tick() => on_progress(wire::copy_progress(&progress.snapshot())),
         }
     };
     // The last event always reports the final counters (done == total on success).
-    on_progress(progress_event("copy", &progress.snapshot()));
+    on_progress(wire::copy_progress(&progress.snapshot()));
     result
 }
 
@@ -66,12 +65,12 @@ unsafe fn copy_entry(
     }
     let stats = block_on(copy_with_progress(src, dst, req, ctl, |event| {
         if let Some(cb) = &callback {
-            cb.call(&event.to_string());
+            cb.call(&event);
         }
     }))??;
     if non_null(out_stats_json, "out_stats_json").is_ok() {
         // SAFETY: checked for NULL just above.
-        unsafe { write_string(out_stats_json, stats_json(&stats).to_string()) };
+        unsafe { write_string(out_stats_json, wire::copy_stats(&stats)?) };
     }
     Ok(())
 }
@@ -88,9 +87,10 @@ unsafe fn copy_entry(
 /// `vmigrate_copy_disk_with` and `{"overwrite": true}`).
 ///
 /// `cb` (may be NULL) receives, on the calling thread, about five times a second and once at the
-/// end, `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
+/// end, a `CopyProgress` document (`docs/wire-format.md`: `apiVersion` and `kind` first)
+/// `{"event": "copy", "total", "done", "copied", "zeroed", "skipped", "resumed", "bytesRead",
 /// "bytesWritten", "elapsedSeconds", "rateBytesPerSec", "etaSeconds"}`. On success `*out_stats_json`
-/// (may be NULL when not wanted) receives `{"bytesRead", "bytesWritten", "bytesZeroed",
+/// (may be NULL when not wanted) receives the `CopyStats` document `{"apiVersion", "kind", "bytesRead", "bytesWritten", "bytesZeroed",
 /// "bytesSkipped", "elapsedSeconds", "sourceDigest", "targetDigest"}`, to free with
 /// `vmigrate_string_free`.
 ///

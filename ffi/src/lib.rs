@@ -27,7 +27,6 @@ mod panic;
 mod codes;
 mod copy;
 mod error;
-mod json;
 mod log;
 mod migration;
 mod plan;

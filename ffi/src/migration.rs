@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::{Error, ErrorCode, PlanStatus, Result, SourceProvider, TargetProvider};
 
 use crate::codes::vmigrate_result;
-use crate::plan::{plan_ref, to_json, vmigrate_plan};
+use crate::plan::{plan_ref, vmigrate_plan};
 use crate::runtime::block_on;
 use crate::util::{non_null, optional_str, required_str, write_out, write_string, Callback};
 use crate::vmigrate_progress_cb;
@@ -43,12 +42,6 @@ pub(crate) async fn close_providers((source, target): Providers) {
     if let Err(e) = target.close().await {
         tracing::warn!(error = %e.report(), "releasing the target failed");
     }
-}
-
-/// An executor event as the JSON callers see: the executor's own serialisation (`"event"` tag,
-/// camelCase, disk progress counters as in `vmigrate_copy_disk`, durations in seconds).
-pub(crate) fn event_json(event: &Event) -> Value {
-    serde_json::to_value(event).unwrap_or(Value::Null)
 }
 
 /// Open the plan's source and target and build its executor. `status_path` (optional) is resumed
@@ -141,7 +134,8 @@ pub unsafe extern "C" fn vmigrate_migration_new(
 
 /// Run the migration to its end, blocking: validation, then every VM through its pipeline.
 ///
-/// `cb` (may be NULL) receives each event on the calling thread: `{"event": "plan", "migrated",
+/// `cb` (may be NULL) receives each event on the calling thread, as a `MigrationEvent` document
+/// (`docs/wire-format.md`: `apiVersion` and `kind` first): `{"event": "plan", "migrated",
 /// "total", "summary"}`, `{"event": "phase", "vm", "phase"}`, `{"event": "disk", "vm", "disk",
 /// "pass", "progress": {...counters as in vmigrate_copy_disk}}` and `{"event": "vmDone", "vm",
 /// "phase", "error"?, "downtimeSeconds"?}`. On success `*out_status_json` (may be NULL) receives the
@@ -169,14 +163,14 @@ pub unsafe extern "C" fn vmigrate_migration_run(
         let callback = Callback::new(cb, userdata);
         let result = block_on(run_with_events(&m.executor, &m.events, |e| {
             if let Some(cb) = &callback {
-                cb.call(&event_json(e).to_string());
+                cb.call(&vmigrate_facade::wire::migration_event(e));
             }
         }));
         m.running.store(false, Ordering::Release);
         let status = result??;
         if non_null(out_status_json, "out_status_json").is_ok() {
             // SAFETY: checked for NULL just above.
-            unsafe { write_string(out_status_json, to_json(&status, "the status")?) };
+            unsafe { write_string(out_status_json, vmigrate_facade::wire::plan_status(&status)?) };
         }
         Ok(())
     }
@@ -228,7 +222,7 @@ pub unsafe extern "C" fn vmigrate_migration_status(
         non_null(out_json, "out_json")?;
         // SAFETY: caller contract.
         let m = unsafe { migration_ref(migration) }?;
-        let json = to_json(&m.executor.status(), "the status")?;
+        let json = vmigrate_facade::wire::plan_status(&m.executor.status())?;
         // SAFETY: checked for NULL above.
         unsafe { write_string(out_json, json) };
         Ok(())

@@ -6,7 +6,7 @@ use vmigrate_core::{Error, ErrorCode, Inventory, Plan, Result};
 
 use crate::codes::vmigrate_result;
 use crate::runtime::block_on;
-use crate::util::{invalid, non_null, optional_str, required_str, write_out, write_string};
+use crate::util::{non_null, optional_str, required_str, write_out, write_string};
 
 /// A migration plan: opaque; create with `vmigrate_plan_new_from_file` or
 /// `vmigrate_plan_new_from_str`, release with `vmigrate_plan_free`.
@@ -97,7 +97,8 @@ pub unsafe extern "C" fn vmigrate_plan_to_json(
 ///
 /// `inventory_json` is an inventory as `vmigrate_source_inventory` returns it; when NULL, the
 /// plan's source is opened (credentials from the environment variables the plan names) and read.
-/// On success `*out_json` receives `{"blocked": bool, "vms": [{"name", "sourceId", "targetName",
+/// On success `*out_json` receives the `PlanValidation` document (`docs/wire-format.md`):
+/// `{"apiVersion", "kind", "blocked": bool, "vms": [{"name", "sourceId", "targetName",
 /// "concerns": [{"id", "severity", "message"}]}]}` (free it with `vmigrate_string_free`) and
 /// `*out_blocked` whether any VM has a critical concern. A blocked plan is still a successful call.
 ///
@@ -116,17 +117,10 @@ pub unsafe extern "C" fn vmigrate_plan_validate(
         non_null(out_blocked, "out_blocked")?;
         // SAFETY: caller contract.
         let (plan, inventory_json) = unsafe { (plan_ref(plan)?, optional_str(inventory_json, "inventory_json")?) };
-        let inventory: Option<Inventory> = inventory_json
-            .map(|text| serde_json::from_str(text).map_err(|e| invalid(format!("inventory_json is not an inventory: {e}"))))
-            .transpose()?;
+        let inventory: Option<Inventory> = inventory_json.map(vmigrate_facade::wire::parse_inventory).transpose()?;
         let validation = block_on(vmigrate_facade::validate_plan(plan, inventory.as_ref()))??;
         let blocked = validation.blocked();
-        let mut value = serde_json::to_value(&validation)
-            .map_err(|e| Error::new(ErrorCode::Internal, "serializing the validation").with_source(e))?;
-        if let Some(map) = value.as_object_mut() {
-            map.insert("blocked".to_string(), serde_json::Value::Bool(blocked));
-        }
-        let json = to_json(&value, "the validation")?;
+        let json = vmigrate_facade::wire::plan_validation(&validation)?;
         // SAFETY: both checked for NULL above.
         unsafe {
             write_string(out_json, json);

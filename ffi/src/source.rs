@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Credentials, Error, Result, SourceProvider};
+use vmigrate_core::{Credentials, Result, SourceProvider};
 
 use crate::codes::vmigrate_result;
 use crate::runtime::block_on;
@@ -93,7 +93,8 @@ pub(crate) unsafe fn source_ref<'a>(p: *const vmigrate_source) -> Result<&'a Sou
 }
 
 /// List the source's VMs, networks, datastores and hosts as one JSON object (the `Inventory`
-/// model: `{"vms": [...], "networks": [...], "datastores": [...], "hosts": [...]}`). On success
+/// document of `docs/wire-format.md`: `{"apiVersion", "kind": "Inventory", "vms": [...],
+/// "networks": [...], "datastores": [...], "hosts": [...]}`). On success
 /// `*out_json` receives a string to free with `vmigrate_string_free`.
 ///
 /// # Safety
@@ -108,9 +109,7 @@ pub unsafe extern "C" fn vmigrate_source_inventory(
         // SAFETY: caller contract: a live handle.
         let source = unsafe { source_ref(source) }?;
         let inventory = block_on(source.provider.inventory())??;
-        let json = serde_json::to_string(&inventory).map_err(|e| {
-            Error::new(vmigrate_core::ErrorCode::Internal, "serializing the inventory").with_source(e)
-        })?;
+        let json = vmigrate_facade::wire::inventory(&inventory)?;
         // SAFETY: out_json checked for NULL above.
         unsafe { write_string(out_json, json) };
         Ok(())

@@ -6,11 +6,11 @@ use std::path::Path;
 use vmigrate_core::PlanStatus;
 
 use crate::codes::vmigrate_result;
-use crate::plan::to_json;
 use crate::util::{non_null, required_str, write_string};
 
 /// Read a status file written by a plan run (`vmigrate migrate --status`, or the `status_path` of
-/// `vmigrate_migration_new`) and return it as JSON: `{"plan", "warm", "started", "completed",
+/// `vmigrate_migration_new`) and return it as the `PlanStatus` document (`docs/wire-format.md`):
+/// `{"apiVersion", "kind", "plan", "warm", "started", "completed",
 /// "vms": [{"name", "targetName", "phase", "disks": [...], "error": {"code", "name", "message"}}]}`.
 /// A missing or corrupt file is `VMIGRATE_RESULT_STATUS_FILE`. Free `*out_json` with
 /// `vmigrate_string_free`.
@@ -24,7 +24,7 @@ pub unsafe extern "C" fn vmigrate_status_load(path: *const c_char, out_json: *mu
         // SAFETY: caller contract.
         let path = unsafe { required_str(path, "path") }?;
         let status = PlanStatus::load(Path::new(path))?;
-        let json = to_json(&status, "the status")?;
+        let json = vmigrate_facade::wire::plan_status(&status)?;
         // SAFETY: checked for NULL above.
         unsafe { write_string(out_json, json) };
         Ok(())

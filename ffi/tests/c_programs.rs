@@ -394,3 +394,45 @@ fn a_c_migration_into_a_busy_output_folder_is_target_busy() {
     let stdout = run(cmd, "migrate once the folder is free");
     assert!(stdout.contains("\"phase\":\"Completed\""), "{stdout}");
 }
+
+/// The wire format seen from C: every document the C API hands out, produced by `wire.c` from the
+/// golden inputs, equals its golden file in `tests/golden/` after the shared normalization
+/// (`docs/wire-format.md`). Checked for every run (shared, valgrind, static), each in its own folder.
+#[test]
+fn c_documents_match_the_golden_files() {
+    use vmigrate_testkit::golden::{check, golden_dir};
+    if !have("gcc") {
+        return;
+    }
+    let lab = Lab::new();
+    let image = lab.dir.path().join("image.raw");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        // The fixed image of tests/wire_golden.rs: 1 MiB, 64 KiB of `v` at 0 and 512 KiB.
+        let mut f = std::fs::File::create(&image).expect("create image");
+        f.set_len(1 << 20).expect("size image");
+        for off in [0u64, 512 << 10] {
+            f.seek(SeekFrom::Start(off)).expect("seek");
+            f.write_all(&[b'v'; 64 << 10]).expect("write");
+        }
+    }
+    let scratch = lab.dir.path().join("runs");
+    std::fs::create_dir(&scratch).expect("runs folder");
+    let args = [
+        lab.datastore.to_string_lossy().to_string(),
+        golden_dir().join("plan.yaml").to_string_lossy().to_string(),
+        scratch.to_string_lossy().to_string(),
+        image.to_string_lossy().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    check_program(&c_test("wire.c"), &args).expect("gcc present");
+    let runs: Vec<PathBuf> = std::fs::read_dir(&scratch).expect("runs").map(|e| e.expect("entry").path()).collect();
+    assert!(!runs.is_empty());
+    for run in runs {
+        let doc = |name: &str| std::fs::read_to_string(run.join(format!("{name}.json"))).expect("document written");
+        for name in ["inventory", "plan-validation", "plan-status", "migration-events", "copy-stats", "copy-progress"] {
+            check(name, &doc(name), &run, "c", false);
+        }
+        check("plan-status", &doc("plan-status-loaded"), &run, "c (vmigrate_status_load)", false);
+    }
+}

@@ -21,15 +21,15 @@ use std::time::Duration;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
-use vmigrate_core::engine::{CopyControl, CopyStats, ProgressSnapshot};
+use vmigrate_core::engine::CopyControl;
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
 use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider, TargetProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 use vmigrate_facade::logging::{self, ForwardLayer, Record};
+use vmigrate_facade::wire;
 
 create_exception!(
     vmigrate,
@@ -108,19 +108,6 @@ fn to_json<T: serde::Serialize>(value: &T, what: &str) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| json_err(what, e))
 }
 
-/// Progress counters as every binding sees them (core's serialisation: camelCase, seconds).
-fn progress_value(p: &ProgressSnapshot) -> Value {
-    serde_json::to_value(p).unwrap_or(Value::Null)
-}
-
-fn stats_value(s: &CopyStats) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
-}
-
-fn event_value(event: &Event) -> Value {
-    serde_json::to_value(event).unwrap_or(Value::Null)
-}
-
 /// Deliver progress to Python from inside a detached section: re-attach, check for signals
 /// (Ctrl-C), call the callback. The first failure (KeyboardInterrupt or an exception raised by
 /// the callback) is kept and `cancel` is called; later deliveries are skipped.
@@ -167,7 +154,7 @@ fn raise_error(code: u32, message: &str) -> PyResult<()> {
 #[pyfunction]
 fn load_status(path: PathBuf) -> PyResult<String> {
     let status = PlanStatus::load(&path).map_err(to_py_err)?;
-    to_json(&status, "the status")
+    wire::plan_status(&status).map_err(to_py_err)
 }
 
 /// Copy one disk between transports with the engine alone; returns the statistics as JSON text.
@@ -219,16 +206,12 @@ fn copy_disk(
                 tokio::select! {
                     r = &mut copy => break r,
                     _ = tick.tick() => {
-                        let mut v = progress_value(&progress_of.snapshot());
-                        v["event"] = Value::from("copy");
-                        deliver.send(Some(v.to_string()));
+                        deliver.send(Some(wire::copy_progress(&progress_of.snapshot())));
                     }
                 }
             };
             if result.is_ok() {
-                let mut v = progress_value(&progress_of.snapshot());
-                v["event"] = Value::from("copy");
-                deliver.send(Some(v.to_string()));
+                deliver.send(Some(wire::copy_progress(&progress_of.snapshot())));
             }
             result
         })
@@ -238,7 +221,7 @@ fn copy_disk(
         return Err(e);
     }
     let stats = result.map_err(to_py_err)?;
-    Ok(stats_value(&stats).to_string())
+    wire::copy_stats(&stats).map_err(to_py_err)
 }
 
 /// Write the lab's VMware datastore (haproxy, database, winweb01, winweb02 with sparse VMDKs)
@@ -291,18 +274,10 @@ impl Plan {
     /// `{"blocked": bool, "vms": [...]}` as JSON text. The GIL is released meanwhile.
     #[pyo3(signature = (inventory_json=None))]
     fn validate(&self, py: Python<'_>, inventory_json: Option<&str>) -> PyResult<String> {
-        let inventory: Option<Inventory> = inventory_json
-            .map(|t| {
-                serde_json::from_str(t).map_err(|e| {
-                    to_py_err(Error::new(ErrorCode::InvalidArgument, format!("inventory is not an inventory: {e}")))
-                })
-            })
-            .transpose()?;
+        let inventory: Option<Inventory> = inventory_json.map(wire::parse_inventory).transpose().map_err(to_py_err)?;
         let plan = &self.inner;
         let validation = block_on(py, vmigrate_facade::validate_plan(plan, inventory.as_ref()))?.map_err(to_py_err)?;
-        let mut v = serde_json::to_value(&validation).map_err(|e| json_err("the validation", e))?;
-        v["blocked"] = Value::Bool(validation.blocked());
-        Ok(v.to_string())
+        wire::plan_validation(&validation).map_err(to_py_err)
     }
 
     fn __repr__(&self) -> String {
@@ -363,7 +338,7 @@ impl Source {
     fn inventory_json(&self, py: Python<'_>) -> PyResult<String> {
         let provider = self.provider.clone();
         let inventory = block_on(py, async move { provider.inventory().await })?.map_err(to_py_err)?;
-        to_json(&inventory, "the inventory")
+        wire::inventory(&inventory).map_err(to_py_err)
     }
 
     /// End the source's session now (vSphere `Logout`; GIL released). Later calls fail; a
@@ -481,13 +456,13 @@ impl Migration {
                 let result = loop {
                     tokio::select! {
                         r = &mut run => break r,
-                        Some(e) = rx.recv() => deliver.send(Some(event_value(&e).to_string())),
+                        Some(e) = rx.recv() => deliver.send(Some(wire::migration_event(&e))),
                         _ = tick.tick() => deliver.send(None),
                     }
                 };
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 while let Ok(e) = rx.try_recv() {
-                    deliver.send(Some(event_value(&e).to_string()));
+                    deliver.send(Some(wire::migration_event(&e)));
                 }
                 result
             })
@@ -500,7 +475,7 @@ impl Migration {
         if self.controller.is_cancelled() {
             return Err(to_py_err(Error::new(ErrorCode::Cancelled, format!("plan cancelled: {}", status.summary()))));
         }
-        to_json(&status, "the status")
+        wire::plan_status(&status).map_err(to_py_err)
     }
 
     /// Cancel the whole run; thread-safe, before or during `run`.
@@ -520,7 +495,7 @@ impl Migration {
 
     /// The current status as JSON text.
     fn status(&self) -> PyResult<String> {
-        to_json(&self.executor.status(), "the status")
+        wire::plan_status(&self.executor.status()).map_err(to_py_err)
     }
 
     /// End the source's and target's sessions (vSphere `Logout`; GIL released). The status stays

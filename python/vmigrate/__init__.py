@@ -16,6 +16,10 @@ cleaned up, sources restored) and then raises ``KeyboardInterrupt``. Errors are
 :class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C,
 carrying ``.code`` (the number), ``.name`` and ``.kind``.
 
+Every JSON document the native module hands over carries ``apiVersion`` (``vmigrate.dev/v1alpha1``)
+and ``kind`` (docs/wire-format.md); a document of another major version raises
+:class:`ApiVersionError` instead of being misread.
+
 The library logs through :mod:`logging`, to loggers under ``vmigrate`` named after its Rust
 modules (``vmigrate.core.executor``, ``vmigrate.core.nbd``, ...); each record carries its plan /
 VM / disk context in the message and as ``record.vmigrate`` (a dict). Nothing shows unless the
@@ -27,9 +31,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Union
 
 from . import _native
 from ._native import (
@@ -46,6 +51,8 @@ from ._native import (
 __version__: str = _native.__version__
 
 __all__ = [
+    "API_VERSION",
+    "ApiVersionError",
     "CancelledError",
     "Concern",
     "CopyStats",
@@ -77,6 +84,45 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Wire format (docs/wire-format.md)
+
+API_VERSION = "vmigrate.dev/v1alpha1"
+"""The ``apiVersion`` of the documents this package was written for."""
+
+_API_GROUP = "vmigrate.dev"
+_API_MAJOR = 1
+_VERSION_RE = re.compile(r"v(\d+)(?:(?:alpha|beta)\d+)?")
+
+
+class ApiVersionError(ValueError):
+    """A document of an ``apiVersion`` (or ``kind``) this package cannot read: within one major
+    version documents only gain fields, so any ``vmigrate.dev/v1...`` is read; another group or
+    major version would be misread, and is refused."""
+
+
+def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
+    """Parse (when text) and check a wire document: its ``apiVersion`` must be of this package's
+    group and major version and its ``kind`` the one expected. A dict without ``apiVersion`` is
+    the bare model (as ``vmigrate inventory --output json`` prints it) and is accepted."""
+    d: Dict[str, Any] = json.loads(data) if isinstance(data, str) else data
+    if not isinstance(d, dict):
+        raise ApiVersionError(f"expected a {kind} document (a JSON object), got {type(d).__name__}")
+    version = d.get("apiVersion")
+    if version is None:
+        return d
+    group, _, ver = str(version).partition("/")
+    m = _VERSION_RE.fullmatch(ver)
+    if group != _API_GROUP or m is None or int(m.group(1)) != _API_MAJOR:
+        raise ApiVersionError(
+            f"a {kind} document of apiVersion {version!r} cannot be read by vmigrate {_native.__version__}, "
+            f"which reads {_API_GROUP}/v{_API_MAJOR} documents ({API_VERSION}); use a matching vmigrate package"
+        )
+    if d.get("kind", kind) != kind:
+        raise ApiVersionError(f"expected a {kind} document, got kind {d.get('kind')!r}")
+    return d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,6 +161,18 @@ class Disk:
     thin: bool
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "key": "key",
+        "label": "label",
+        "capacityBytes": "capacity_bytes",
+        "file": "file",
+        "datastore": "datastore",
+        "thin": "thin",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {
+        k: "in .raw" for k in ("bus", "unit", "mode", "shared", "rdm", "changeId")
+    }
+
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Disk":
         return cls(
@@ -138,6 +196,15 @@ class Nic:
     model: str
     ip_addresses: List[str]
     raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "key": "key",
+        "mac": "mac",
+        "network": "network",
+        "model": "model",
+        "ipAddresses": "ip_addresses",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {"connected": "in .raw"}
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Nic":
@@ -166,6 +233,37 @@ class Vm:
     nics: List[Nic]
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "id": "id",
+        "name": "name",
+        "powerState": "power_state",
+        "guestId": "guest_id",
+        "firmware": "firmware",
+        "cpuSockets": "cpus",
+        "coresPerSocket": "cpus",
+        "memoryMib": "memory_mib",
+        "disks": "disks",
+        "nics": "nics",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {
+        k: "VMware details, in .raw (issue 15 makes the model provider-neutral)"
+        for k in (
+            "guestFullName",
+            "secureBoot",
+            "cdroms",
+            "tpm",
+            "passthroughDevices",
+            "cbtEnabled",
+            "snapshots",
+            "toolsStatus",
+            "faultTolerance",
+            "drsRules",
+            "host",
+            "cluster",
+            "template",
+        )
+    }
+
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Vm":
         ident = d.get("id", {})
@@ -192,6 +290,9 @@ class Network:
     kind: str
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "name": "name", "kind": "kind"}
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Network":
         return cls(id=d.get("id", ""), name=d["name"], kind=str(d.get("kind", "")), raw=d)
@@ -207,6 +308,15 @@ class Datastore:
     capacity_bytes: int
     free_bytes: int
     raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "id": "id",
+        "name": "name",
+        "kind": "kind",
+        "capacityBytes": "capacity_bytes",
+        "freeBytes": "free_bytes",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Datastore":
@@ -229,6 +339,9 @@ class Host:
     cluster: Optional[str]
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "name": "name", "cluster": "cluster"}
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Host":
         return cls(id=d.get("id", ""), name=d["name"], cluster=d.get("cluster"), raw=d)
@@ -244,9 +357,19 @@ class Inventory:
     hosts: List[Host]
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "vms": "vms",
+        "networks": "networks",
+        "datastores": "datastores",
+        "hosts": "hosts",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Inventory":
-        """Build from the inventory JSON model (as ``vmigrate inventory --output json`` prints)."""
+        """Build from the ``Inventory`` document, or the bare model ``vmigrate inventory --output
+        json`` prints; :class:`ApiVersionError` for a document of another major version."""
+        d = _document(d, "Inventory")
         return cls(
             vms=[Vm._from(x) for x in d.get("vms", [])],
             networks=[Network._from(x) for x in d.get("networks", [])],
@@ -295,7 +418,7 @@ class Source:
 
     def inventory(self) -> Inventory:
         """List VMs (with disks and NICs), networks, datastores and hosts."""
-        return Inventory.from_dict(json.loads(self._native.inventory_json()))
+        return Inventory.from_dict(_document(self._native.inventory_json(), "Inventory"))
 
     def close(self) -> None:
         """End the source's session now (vSphere ``Logout``). vCenter limits sessions per user and
@@ -325,6 +448,13 @@ class Concern:
     severity: str
     message: str
 
+    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "severity": "severity", "message": "message"}
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "Concern":
+        return cls(d["id"], d["severity"], d["message"])
+
 
 @dataclass(frozen=True)
 class VmValidation:
@@ -334,6 +464,23 @@ class VmValidation:
     source_id: Optional[str]
     target_name: str
     concerns: List[Concern]
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "name": "name",
+        "sourceId": "source_id",
+        "targetName": "target_name",
+        "concerns": "concerns",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
+    @classmethod
+    def _from(cls, v: Dict[str, Any]) -> "VmValidation":
+        return cls(
+            name=v["name"],
+            source_id=v.get("sourceId"),
+            target_name=v["targetName"],
+            concerns=[Concern._from(c) for c in v.get("concerns", [])],
+        )
 
     @property
     def blocked(self) -> bool:
@@ -352,6 +499,26 @@ class VmStatus:
     disks: List[Dict[str, Any]]
     raw: Dict[str, Any] = field(repr=False, compare=False)
 
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "name": "name",
+        "targetName": "target_name",
+        "phase": "phase",
+        "error": "error",
+        "disks": "disks",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {
+        k: "in .raw"
+        for k in (
+            "sourceId",
+            "history",
+            "concerns",
+            "sourceChanges",
+            "downtimeSeconds",
+            "precopies",
+            "conversion",
+        )
+    }
+
 
 @dataclass(frozen=True)
 class PlanStatus:
@@ -363,15 +530,32 @@ class PlanStatus:
     completed: Optional[str]
     vms: List[VmStatus]
     raw: Dict[str, Any] = field(repr=False, compare=False)
+    plan_digest: Optional[str] = None
+    target: Optional[str] = None
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "plan": "plan",
+        "warm": "warm",
+        "started": "started",
+        "completed": "completed",
+        "vms": "vms",
+        "planDigest": "plan_digest",
+        "target": "target",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PlanStatus":
-        """Build from the status JSON."""
+        """Build from the ``PlanStatus`` document (or a status file's JSON);
+        :class:`ApiVersionError` for a document of another major version."""
+        d = _document(d, "PlanStatus")
         return cls(
             plan=d["plan"],
             warm=d.get("warm", False),
             started=d.get("started"),
             completed=d.get("completed"),
+            plan_digest=d.get("planDigest"),
+            target=d.get("target"),
             vms=[
                 VmStatus(
                     name=v["name"],
@@ -405,7 +589,7 @@ def create_lab_datastore(root: PathLike) -> str:
 
 def load_status(path: PathLike) -> PlanStatus:
     """Read a status file written by a run (``status_path``) or by ``vmigrate migrate``."""
-    return PlanStatus.from_dict(json.loads(_native.load_status(os.fspath(path))))
+    return PlanStatus.from_dict(_document(_native.load_status(os.fspath(path)), "PlanStatus"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,16 +650,8 @@ class Plan:
         if isinstance(inventory, Inventory):
             inventory = inventory.raw
         text = None if inventory is None else json.dumps(inventory)
-        result = json.loads(self._native.validate(text))
-        return [
-            VmValidation(
-                name=v["name"],
-                source_id=v.get("sourceId"),
-                target_name=v["targetName"],
-                concerns=[Concern(c["id"], c["severity"], c["message"]) for c in v.get("concerns", [])],
-            )
-            for v in result["vms"]
-        ]
+        result = _document(self._native.validate(text), "PlanValidation")
+        return [VmValidation._from(v) for v in result["vms"]]
 
     def run(
         self,
@@ -494,9 +670,9 @@ class Plan:
             self._migration = migration
             if self._cancel_requested:
                 migration.cancel()
-        callback = None if progress is None else (lambda text: progress(json.loads(text)))
+        callback = None if progress is None else (lambda text: progress(_document(text, "MigrationEvent")))
         try:
-            return PlanStatus.from_dict(json.loads(migration.run(callback)))
+            return PlanStatus.from_dict(_document(migration.run(callback), "PlanStatus"))
         finally:
             with self._lock:
                 self._cancel_requested = False
@@ -547,7 +723,7 @@ class Plan:
         """The status of the current or last run, or None before the first."""
         with self._lock:
             migration = self._migration
-        return None if migration is None else PlanStatus.from_dict(json.loads(migration.status()))
+        return None if migration is None else PlanStatus.from_dict(_document(migration.status(), "PlanStatus"))
 
     def __repr__(self) -> str:
         return f"Plan({self.name!r})"
@@ -569,10 +745,32 @@ class Progress:
     elapsed_seconds: float
     rate_bytes_per_sec: float
     eta_seconds: Optional[float]
+    resumed: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "total": "total",
+        "done": "done",
+        "copied": "copied",
+        "zeroed": "zeroed",
+        "skipped": "skipped",
+        "elapsedSeconds": "elapsed_seconds",
+        "rateBytesPerSec": "rate_bytes_per_sec",
+        "etaSeconds": "eta_seconds",
+        "resumed": "resumed",
+        "bytesRead": "bytes_read",
+        "bytesWritten": "bytes_written",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {"event": "always \"copy\""}
 
     @classmethod
     def _from(cls, d: Dict[str, Any]) -> "Progress":
+        d = _document(d, "CopyProgress")
         return cls(
+            resumed=d.get("resumed", 0),
+            bytes_read=d.get("bytesRead", 0),
+            bytes_written=d.get("bytesWritten", 0),
             total=d["total"],
             done=d["done"],
             copied=d["copied"],
@@ -595,6 +793,30 @@ class CopyStats:
     elapsed_seconds: float
     source_digest: Optional[str]
     target_digest: Optional[str]
+
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "bytesRead": "bytes_read",
+        "bytesWritten": "bytes_written",
+        "bytesZeroed": "bytes_zeroed",
+        "bytesSkipped": "bytes_skipped",
+        "elapsedSeconds": "elapsed_seconds",
+        "sourceDigest": "source_digest",
+        "targetDigest": "target_digest",
+    }
+    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
+
+    @classmethod
+    def _from(cls, d: Dict[str, Any]) -> "CopyStats":
+        d = _document(d, "CopyStats")
+        return cls(
+            bytes_read=d["bytesRead"],
+            bytes_written=d["bytesWritten"],
+            bytes_zeroed=d["bytesZeroed"],
+            bytes_skipped=d["bytesSkipped"],
+            elapsed_seconds=d["elapsedSeconds"],
+            source_digest=d.get("sourceDigest"),
+            target_digest=d.get("targetDigest"),
+        )
 
 
 def copy_disk(
@@ -630,8 +852,8 @@ def copy_disk(
     code 4017 (TargetExists) unless ``overwrite=True`` (a resume from ``checkpoint`` needs no
     ``overwrite``).
     """
-    callback = None if progress is None else (lambda text: progress(Progress._from(json.loads(text))))
-    stats = json.loads(
+    callback = None if progress is None else (lambda text: progress(Progress._from(_document(text, "CopyProgress"))))
+    stats = _document(
         _native.copy_disk(
             os.fspath(src),
             os.fspath(dst),
@@ -643,14 +865,7 @@ def copy_disk(
             checkpoint=None if checkpoint is None else os.fspath(checkpoint),
             copy_file_range=copy_file_range,
             overwrite=overwrite,
-        )
+        ),
+        "CopyStats",
     )
-    return CopyStats(
-        bytes_read=stats["bytesRead"],
-        bytes_written=stats["bytesWritten"],
-        bytes_zeroed=stats["bytesZeroed"],
-        bytes_skipped=stats["bytesSkipped"],
-        elapsed_seconds=stats["elapsedSeconds"],
-        source_digest=stats.get("sourceDigest"),
-        target_digest=stats.get("targetDigest"),
-    )
+    return CopyStats._from(stats)

@@ -10,6 +10,7 @@
 //!   independently of vmigrate's own readers.
 
 pub mod conformance;
+pub mod golden;
 pub mod mem;
 pub mod ova;
 pub mod peers;
