@@ -88,6 +88,16 @@ impl std::fmt::Debug for ExecutorOptions {
     }
 }
 
+/// One VM's run, as the pipeline steps pass it down: its index in the plan and status, the
+/// source VM, what it becomes at the target, and its cancellation (the VM's own or the plan's).
+#[derive(Clone, Copy)]
+struct VmRun<'a> {
+    idx: usize,
+    vm: &'a Vm,
+    tvm: &'a TargetVm,
+    cancel: &'a CancellationToken,
+}
+
 /// Runs one plan.
 pub struct Executor {
     plan: Plan,

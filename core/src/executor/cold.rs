@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Executor;
+use super::{Executor, VmRun};
 use crate::error::Result;
 use crate::model::{PowerState, Vm};
 use crate::plan::{parse_duration, HookStep};
@@ -37,7 +37,7 @@ impl Executor {
                 idx,
                 Phase::CopyDisks,
                 cancel,
-                self.copy_disks(idx, vm, tvm, &volumes, None, None, "full", cancel),
+                self.copy_disks(VmRun { idx, vm, tvm, cancel }, &volumes, None, None, "full"),
             )
             .await?;
         }

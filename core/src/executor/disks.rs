@@ -5,32 +5,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::warm;
-use super::{futures_join_all, Event, Executor};
+use super::{futures_join_all, Event, Executor, VmRun};
 use crate::engine::{self, Checkpoint, CopyControl, ProgressSnapshot};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Disk, Vm};
-use crate::provider::{PreparedVolume, SnapshotRef, TargetVm, VolumeSink};
+use crate::provider::{PreparedVolume, SnapshotRef, VolumeSink};
 use crate::status::DiskCheckpoint;
 use crate::transport::{Extent, SourceIdentity};
 
 impl Executor {
     /// Copy every disk of a VM (concurrently), full or only the given changed extents.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn copy_disks(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         volumes: &[PreparedVolume],
         snapshot: Option<&SnapshotRef>,
         only: Option<&BTreeMap<i32, Vec<Extent>>>,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, .. } = run;
         let mut jobs = Vec::new();
         for disk in &vm.disks {
             let Some(vol) = volumes.iter().find(|v| v.disk_key == disk.key) else {
@@ -40,7 +36,7 @@ impl Executor {
                 continue;
             }
             let extents = only.map(|m| m.get(&disk.key).cloned().unwrap_or_default());
-            jobs.push(self.copy_one(idx, vm, tvm, disk, vol, snapshot, extents, pass, cancel));
+            jobs.push(self.copy_one(run, disk, vol, snapshot, extents, pass));
         }
         for r in futures_join_all(jobs).await {
             r?;
@@ -115,19 +111,16 @@ impl Executor {
         None
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn copy_one(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         disk: &Disk,
         vol: &PreparedVolume,
         snapshot: Option<&SnapshotRef>,
         only: Option<Vec<Extent>>,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, tvm, cancel } = run;
         let span = info_span!("disk", disk = disk.key, volume = %vol.name, pass);
         async {
             // The target first: when it copies by itself (importer, transfer Job) the source
@@ -135,10 +128,8 @@ impl Executor {
             let dst = match self.target.open_volume(tvm, vol).await? {
                 VolumeSink::Transport(t) => t,
                 VolumeSink::SelfImport if only.is_some() => return Err(warm::self_import_delta(&vol.name, pass)),
-                VolumeSink::SelfImport => return self.follow_import(idx, vm, tvm, disk, vol, pass, cancel).await,
-                VolumeSink::Passes => {
-                    return self.target_pass(idx, vm, tvm, disk, vol, snapshot, only.as_deref(), pass, cancel).await
-                }
+                VolumeSink::SelfImport => return self.follow_import(run, disk, vol, pass).await,
+                VolumeSink::Passes => return self.target_pass(run, disk, vol, snapshot, only.as_deref(), pass).await,
             };
             let src = self.source.open_disk(&vm.id, disk, snapshot).await?;
             let identity = self.source.disk_identity(disk, snapshot, src.as_ref());
@@ -244,17 +235,14 @@ impl Executor {
 
     /// The target copies by itself (CDI importer, transfer Job): wait for it, reporting its
     /// progress as ours.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn follow_import(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         disk: &Disk,
         vol: &PreparedVolume,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, tvm, cancel } = run;
         let started = Instant::now();
         let snapshot = |fraction: f64| {
             let done = (vol.size as f64 * fraction.clamp(0.0, 1.0)) as u64;

@@ -67,7 +67,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Executor};
+use super::{Event, Executor, VmRun};
 use crate::engine::ProgressSnapshot;
 use crate::model::{Disk, PowerState, Vm};
 use crate::plan::{parse_duration, HookStep};
@@ -81,19 +81,16 @@ impl Executor {
     /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
     /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
     /// a failure, never a silent success.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn target_pass(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         disk: &Disk,
         vol: &PreparedVolume,
         snapshot: Option<&SnapshotRef>,
         only: Option<&[Extent]>,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, tvm, cancel } = run;
         let started = Instant::now();
         let changed_since = match only {
             None => None,
@@ -292,7 +289,7 @@ impl Executor {
         if !self.done(idx, Phase::CopyDisks) {
             let snap = self.latest_snapshot(idx)?;
             self.phase(idx, Phase::CopyDisks, cancel, async {
-                self.copy_disks(idx, vm, tvm, &volumes, Some(&snap), None, "full", cancel).await?;
+                self.copy_disks(VmRun { idx, vm, tvm, cancel }, &volumes, Some(&snap), None, "full").await?;
                 self.set_change_ids(idx, &snap);
                 Ok(())
             })
@@ -332,7 +329,7 @@ impl Executor {
                     idx,
                     Phase::Precopy,
                     cancel,
-                    self.delta_pass(idx, vm, tvm, &volumes, n, &format!("precopy-{n}"), cancel),
+                    self.delta_pass(VmRun { idx, vm, tvm, cancel }, &volumes, n, &format!("precopy-{n}")),
                 )
                 .await?;
                 self.lock().vms[idx].precopies = n;
@@ -349,7 +346,7 @@ impl Executor {
                     self.source.power_off(&vm.id, Some(graceful)).await?;
                 }
                 let n = self.lock().vms[idx].precopies + 1;
-                self.delta_pass(idx, vm, tvm, &volumes, n, "cutover", cancel).await?;
+                self.delta_pass(VmRun { idx, vm, tvm, cancel }, &volumes, n, "cutover").await?;
                 Ok(())
             })
             .await?;
@@ -385,17 +382,14 @@ impl Executor {
     }
 
     /// Snapshot, copy what changed since the last pass, drop the older snapshot.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn delta_pass(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         volumes: &[PreparedVolume],
         n: u32,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, .. } = run;
         ensure_incremental(&self.plan, self.target.as_ref())?;
         // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
         // normally none is left, but a resumed run may find one.
@@ -411,7 +405,7 @@ impl Executor {
                 .unwrap_or_else(|| "*".to_string());
             changed.insert(disk.key, self.changed_extents(vm, disk, &snap, &since).await?);
         }
-        self.copy_disks(idx, vm, tvm, volumes, Some(&snap), Some(&changed), pass, cancel).await?;
+        self.copy_disks(run, volumes, Some(&snap), Some(&changed), pass).await?;
         self.set_change_ids(idx, &snap);
         // The change ids are the base of the next pass: durable before the snapshot goes.
         self.save_durable()?;
