@@ -6,8 +6,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::Executor;
 use crate::error::{Error, ErrorCode, Result};
-use crate::plan::{parse_duration, HookSpec};
+use crate::plan::{parse_duration, HookSpec, HookStep};
+use crate::provider::TargetVm;
 
 /// Longest hook output kept in an error message.
 const OUTPUT_TAIL: usize = 4096;
@@ -96,6 +98,43 @@ fn tail(s: &str, n: usize) -> &str {
         start += 1;
     }
     &s[start..]
+}
+
+// The plan's hooks of one step for one VM: in the cluster when they name an image, else local.
+impl Executor {
+    pub(super) async fn hooks(
+        &self,
+        idx: usize,
+        step: HookStep,
+        tvm: &TargetVm,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let hooks: Vec<HookSpec> = self
+            .plan
+            .spec
+            .hooks
+            .iter()
+            .chain(self.plan.spec.vms[idx].hooks.iter())
+            .filter(|h| h.step == step)
+            .cloned()
+            .collect();
+        for hook in hooks {
+            let input = serde_json::json!({
+                "plan": self.plan.metadata.name,
+                "namespace": self.plan.spec.target_namespace,
+                "step": step,
+                "hook": hook.name,
+                "targetName": tvm.name,
+                "vm": tvm.source,
+            });
+            if hook.image.is_some() {
+                self.target.run_hook(tvm, &hook, &input).await?;
+            } else {
+                run_local_hook(&hook, &input, cancel).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
+use crate::convert::{ConversionRequest, GuestConversion};
+use crate::engine::{Checkpoint, CopyControl};
 use crate::memory::MemoryTransport;
-use crate::model::{Datastore, Inventory, Network, Nic, ToolsStatus, VmId};
-use crate::provider::{ChangedAreas, ExistingVm, SourceCapabilities};
-use crate::transport::BlockTransport;
+use crate::model::{Datastore, Disk, Inventory, Network, Nic, ToolsStatus, VmId};
+use crate::plan::{HookSpec, HookStep};
+use crate::provider::{ChangedAreas, ExistingVm, PreparedVolume, SnapshotRef, SourceCapabilities, VolumeSink};
+use crate::status::DiskCheckpoint;
+use crate::transport::{BlockTransport, Extent, SourceIdentity};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 64 << 10;

@@ -1,4 +1,5 @@
-//! Guards of the warm pipeline: a warm plan whose target cannot apply delta passes is refused
+//! The warm pipeline (CBT, snapshots, delta passes, cutover; at the end of this file) and its
+//! guards: a warm plan whose target cannot apply delta passes is refused
 //! before anything is touched at the source, and a delta pass that reaches such a target anyway
 //! fails loudly instead of "succeeding" with the changed ranges dropped (issue 12: warm into a
 //! cluster used to end with exit 0 and a target frozen at the first copy).
@@ -61,15 +62,18 @@ pub(super) fn self_import_delta(volume: &str, pass: &str) -> Error {
     )
 }
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Executor};
+use super::{Event, Executor, VmRun};
 use crate::engine::ProgressSnapshot;
-use crate::model::{Disk, Vm};
+use crate::model::{Disk, PowerState, Vm};
+use crate::plan::{parse_duration, HookStep};
 use crate::provider::{PassReport, PreparedVolume, SnapshotRef, TargetPass, TargetVm};
-use crate::transport::Extent;
+use crate::status::Phase;
+use crate::transport::{Extent, ExtentState};
 
 impl Executor {
     /// One pass run by the target itself ([`VolumeSink::Passes`](crate::provider::VolumeSink),
@@ -77,19 +81,16 @@ impl Executor {
     /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
     /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
     /// a failure, never a silent success.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn target_pass(
         &self,
-        idx: usize,
-        vm: &Vm,
-        tvm: &TargetVm,
+        run: VmRun<'_>,
         disk: &Disk,
         vol: &PreparedVolume,
         snapshot: Option<&SnapshotRef>,
         only: Option<&[Extent]>,
         pass: &str,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let VmRun { idx, vm, tvm, cancel } = run;
         let started = Instant::now();
         let changed_since = match only {
             None => None,
@@ -254,5 +255,191 @@ impl Executor {
                 self.source.create_snapshot(&vm.id, name).await
             }
         }
+    }
+}
+
+// The warm pipeline: CBT on, an initial snapshot and full copy, delta passes until the cutover,
+// then the final pass with the source powered off.
+impl Executor {
+    pub(super) async fn run_warm(&self, idx: usize, vm: &Vm, tvm: &TargetVm, cancel: &CancellationToken) -> Result<()> {
+        if !self.done(idx, Phase::PreHook) {
+            self.phase(idx, Phase::PreHook, cancel, self.hooks(idx, HookStep::Pre, tvm, cancel)).await?;
+        }
+        if !self.done(idx, Phase::EnableCbt) {
+            self.phase(idx, Phase::EnableCbt, cancel, async {
+                if !vm.cbt_enabled {
+                    if !self.plan.spec.options.enable_cbt {
+                        return Err(Error::new(
+                            ErrorCode::PlanInvalid,
+                            "warm migration needs CBT: set options.enableCbt",
+                        ));
+                    }
+                    self.source.enable_cbt(&vm.id).await?;
+                    self.lock().vms[idx].source_changes.enabled_cbt = true;
+                    self.save_durable()?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        if !self.done(idx, Phase::CreateInitialSnapshot) {
+            self.phase(idx, Phase::CreateInitialSnapshot, cancel, self.snapshot(idx, vm, 0)).await?;
+        }
+        let volumes = self.allocate(idx, vm, tvm, cancel).await?;
+        if !self.done(idx, Phase::CopyDisks) {
+            let snap = self.latest_snapshot(idx)?;
+            self.phase(idx, Phase::CopyDisks, cancel, async {
+                self.copy_disks(VmRun { idx, vm, tvm, cancel }, &volumes, Some(&snap), None, "full").await?;
+                self.set_change_ids(idx, &snap);
+                Ok(())
+            })
+            .await?;
+            self.drop_pass_snapshots(idx, vm).await?;
+        }
+        // Precopy loop until cutover.
+        let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
+        // The VM's own cutover time, else the plan's.
+        let cutover_at = self.plan.spec.vms.get(idx).and_then(|v| v.cutover.as_ref());
+        let deadline = match cutover_at.or(self.plan.spec.options.cutover.as_ref()) {
+            Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| {
+                Error::new(ErrorCode::PlanInvalid, format!("cutover {t:?} is not an RFC 3339 time")).with_source(e)
+            })?),
+            None => None,
+        };
+        let mut cut = self.ctl.cutover.subscribe();
+        if !self.done(idx, Phase::Cutover) {
+            loop {
+                if self.opts.cutover_now || *cut.borrow() || deadline.is_some_and(|d| SystemTime::now() >= d) {
+                    break;
+                }
+                let wait = match deadline {
+                    Some(d) => interval.min(d.duration_since(SystemTime::now()).unwrap_or_default()),
+                    None => interval,
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cut.changed() => {}
+                    _ = cancel.cancelled() => return Err(Error::cancelled()),
+                }
+                if self.opts.cutover_now || *cut.borrow() || deadline.is_some_and(|d| SystemTime::now() >= d) {
+                    break;
+                }
+                let n = self.lock().vms[idx].precopies + 1;
+                self.phase(
+                    idx,
+                    Phase::Precopy,
+                    cancel,
+                    self.delta_pass(VmRun { idx, vm, tvm, cancel }, &volumes, n, &format!("precopy-{n}")),
+                )
+                .await?;
+                self.lock().vms[idx].precopies = n;
+                self.drop_pass_snapshots(idx, vm).await?;
+            }
+            let mut stopped = None;
+            self.phase(idx, Phase::Cutover, cancel, async {
+                let graceful = parse_duration(&self.plan.spec.options.shutdown_timeout)?;
+                let fresh = self.source.vm(&vm.id).await?;
+                if fresh.power_state != PowerState::PoweredOff {
+                    stopped = Some(Instant::now());
+                    self.lock().vms[idx].source_changes.powered_off = true;
+                    self.save_durable()?;
+                    self.source.power_off(&vm.id, Some(graceful)).await?;
+                }
+                let n = self.lock().vms[idx].precopies + 1;
+                self.delta_pass(VmRun { idx, vm, tvm, cancel }, &volumes, n, "cutover").await?;
+                Ok(())
+            })
+            .await?;
+            self.finish_vm(idx, tvm, &volumes, stopped, cancel).await?;
+            return self.remove_final_snapshot(idx, vm).await;
+        }
+        self.finish_vm(idx, tvm, &volumes, None, cancel).await?;
+        self.remove_final_snapshot(idx, vm).await
+    }
+
+    pub(super) async fn snapshot(&self, idx: usize, vm: &Vm, n: u32) -> Result<SnapshotRef> {
+        let name = format!("vmigrate-{}-{}", self.plan.metadata.name, n);
+        let snap = self.create_pass_snapshot(vm, &name).await?;
+        self.lock().vms[idx].source_changes.snapshots.push(snap.clone());
+        self.save_durable()?;
+        Ok(snap)
+    }
+
+    pub(super) fn latest_snapshot(&self, idx: usize) -> Result<SnapshotRef> {
+        self.lock().vms[idx]
+            .source_changes
+            .snapshots
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no snapshot recorded for the warm copy"))
+    }
+
+    pub(super) fn set_change_ids(&self, idx: usize, snap: &SnapshotRef) {
+        let mut st = self.lock();
+        for d in &mut st.vms[idx].disks {
+            d.change_id = snap.change_ids.get(&d.key).cloned();
+        }
+    }
+
+    /// Snapshot, copy what changed since the last pass, drop the older snapshot.
+    pub(super) async fn delta_pass(
+        &self,
+        run: VmRun<'_>,
+        volumes: &[PreparedVolume],
+        n: u32,
+        pass: &str,
+    ) -> Result<()> {
+        let VmRun { idx, vm, .. } = run;
+        ensure_incremental(&self.plan, self.target.as_ref())?;
+        // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
+        // normally none is left, but a resumed run may find one.
+        self.remove_our_snapshots(idx, vm).await?;
+        let snap = self.snapshot(idx, vm, n).await?;
+        let mut changed = BTreeMap::new();
+        for disk in &vm.disks {
+            let since = self.lock().vms[idx]
+                .disks
+                .iter()
+                .find(|d| d.key == disk.key)
+                .and_then(|d| d.change_id.clone())
+                .unwrap_or_else(|| "*".to_string());
+            changed.insert(disk.key, self.changed_extents(vm, disk, &snap, &since).await?);
+        }
+        self.copy_disks(run, volumes, Some(&snap), Some(&changed), pass).await?;
+        self.set_change_ids(idx, &snap);
+        // The change ids are the base of the next pass: durable before the snapshot goes.
+        self.save_durable()?;
+        Ok(())
+    }
+
+    pub(super) async fn changed_extents(
+        &self,
+        vm: &Vm,
+        disk: &Disk,
+        snap: &SnapshotRef,
+        since: &str,
+    ) -> Result<Vec<Extent>> {
+        let size = disk.capacity_bytes.max(0) as u64;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let areas = self.source.changed_areas(&vm.id, disk, snap, since, offset).await?;
+            if areas.end <= offset {
+                return Err(Error::new(ErrorCode::VsphereFault, "changed-area query made no progress"));
+            }
+            out.extend(areas.extents.into_iter().map(|e| Extent { state: ExtentState::Data, ..e }));
+            offset = areas.end;
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn remove_our_snapshots(&self, idx: usize, vm: &Vm) -> Result<()> {
+        let snaps = self.lock().vms[idx].source_changes.snapshots.clone();
+        for s in snaps.iter().rev() {
+            self.source.remove_snapshot(&vm.id, s).await?;
+            self.lock().vms[idx].source_changes.snapshots.retain(|x| x.id != s.id);
+            self.save_durable()?;
+        }
+        Ok(())
     }
 }
