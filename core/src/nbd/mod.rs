@@ -1289,6 +1289,11 @@ impl BlockTransport for NbdTransport {
         self.write_aligned(offset, data).await
     }
 
+    async fn write_runs(&self, runs: Vec<(u64, Bytes)>) -> Result<()> {
+        futures::future::try_join_all(runs.into_iter().map(|(offset, data)| self.write_at(offset, data))).await?;
+        Ok(())
+    }
+
     async fn zero(&self, offset: u64, len: u64) -> Result<bool> {
         self.check_writable("write zeroes")?;
         self.check_bounds("write zeroes", offset, len)?;
