@@ -67,12 +67,15 @@ pub use uri::{parse_uri, parse_uri_tls, NbdAddr, TlsParams, DEFAULT_PORT};
 const WRITE_PIECE: usize = 512 << 10;
 
 /// Largest request the engine is offered ([`BlockTransport::max_request`]). The server copies
-/// each read into a buffer of the request's size before sending it; 2 MiB buffers stay in the
-/// CPU caches where 4 MiB ones do not. Measured NBD (unix socket) to a local file, 4 GiB image
-/// with 1.2 GB of data, 3 alternating runs: qemu-nbd 0.63-0.68 s with 2 MiB requests against
-/// 0.79-1.04 s with 4 MiB (server CPU 0.35-0.45 s against 0.67-0.91 s); 1 MiB 0.65-0.73 s,
-/// 512 KiB 0.77-0.89 s (more requests cost the client more). nbdkit: 0.65-0.69 against 0.67-0.74 s.
-const REQUEST_PIECE: usize = 2 << 20;
+/// each read into a buffer of the request's size before sending it, and its CPU (which shares
+/// the machine with ours) grows with that size. Measured 2026-11-26, qemu-nbd -r -t (unix
+/// socket) to a local file, durable, 3 interleaved runs each, server CPU in brackets: 1 GiB
+/// fully allocated, 512 KiB requests 0.86-0.94 s (0.39-0.55 s), 1 MiB 0.84-1.11 s (0.40-0.47 s),
+/// 2 MiB 1.39-1.67 s (0.86-1.06 s), `nbdcopy -C 4 -R 4` 1.16-1.28 s; 4 GiB with 1.2 GB of data
+/// in scattered extents, 512 KiB 0.98-1.15 s, 2 MiB 1.18-1.96 s. 256 KiB costs the client
+/// twice the user CPU of 512 KiB for no gain. (2 MiB won before the engine stopped polling
+/// every request in flight at each wake-up, which made many requests expensive.)
+const REQUEST_PIECE: usize = 512 << 10;
 
 /// How to connect and what to negotiate.
 #[derive(Debug, Clone)]
