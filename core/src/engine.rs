@@ -57,7 +57,7 @@ const DIGEST_CHUNK: u64 = 4 << 20;
 const COALESCE_GAP: u64 = 128 << 10;
 
 /// Buffers at least this large are scanned for zeroes on the blocking pool.
-const SCAN_INLINE_MAX: usize = 256 << 10;
+const SCAN_INLINE_MAX: usize = 512 << 10;
 
 /// How to copy. [`Default`] gives the tuned settings.
 #[derive(Debug, Clone)]
