@@ -32,7 +32,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -50,8 +49,15 @@ pub const DEFAULT_WORK_UNIT: u64 = 128 << 20;
 /// Granularity of [`digest`]: fixed so that digests of any two transports are comparable.
 const DIGEST_CHUNK: u64 = 4 << 20;
 
+/// Data extents separated by a hole or zero extent of at most this many bytes are read as one
+/// request (up to the request size): the gap comes back as zeroes (a hole chunk from a server
+/// with structured replies), which the zero scan then skips or zeroes on the target exactly as
+/// the extent would have been. Extents of 4-64 KiB otherwise cost a request each, and a request
+/// costs the client and the server far more than reading 64 KiB of holes.
+const COALESCE_GAP: u64 = 128 << 10;
+
 /// Buffers at least this large are scanned for zeroes on the blocking pool.
-const SCAN_INLINE_MAX: usize = 256 << 10;
+const SCAN_INLINE_MAX: usize = 512 << 10;
 
 /// How to copy. [`Default`] gives the tuned settings.
 #[derive(Debug, Clone)]
@@ -334,18 +340,21 @@ pub struct CopyStats {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny in-task future set: runs borrowed futures concurrently without spawning (so handles can
-// be `&dyn BlockTransport`) and without pulling in `futures`.
+// An in-task future set: runs borrowed futures concurrently without spawning (so handles can be
+// `&dyn BlockTransport`). `FuturesUnordered` polls only the futures that were woken: with small
+// extents a copy has hundreds of requests in flight, and polling every one of them at each
+// wake-up cost a fifth of the client's CPU (perf, 4-64 KiB extents: 0.5-0.7 s user per GiB
+// against nbdcopy's 0.11-0.13 s).
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 struct FutSet<'a, T> {
-    futs: Vec<BoxFut<'a, T>>,
+    futs: futures::stream::FuturesUnordered<BoxFut<'a, T>>,
 }
 
 impl<'a, T> FutSet<'a, T> {
     fn new() -> Self {
-        FutSet { futs: Vec::new() }
+        FutSet { futs: futures::stream::FuturesUnordered::new() }
     }
 
     fn push(&mut self, f: impl Future<Output = T> + Send + 'a) {
@@ -358,19 +367,7 @@ impl<'a, T> FutSet<'a, T> {
 
     /// The next output, or `None` when empty.
     async fn next(&mut self) -> Option<T> {
-        std::future::poll_fn(|cx| {
-            if self.futs.is_empty() {
-                return Poll::Ready(None);
-            }
-            for i in 0..self.futs.len() {
-                if let Poll::Ready(v) = self.futs[i].as_mut().poll(cx) {
-                    drop(self.futs.swap_remove(i));
-                    return Poll::Ready(Some(v));
-                }
-            }
-            Poll::Pending
-        })
-        .await
+        futures::StreamExt::next(&mut self.futs).await
     }
 }
 
@@ -504,6 +501,9 @@ struct Shared<'a> {
     use_cfr: bool,
     /// Flush the target after every unit (durable copies to targets other than local files).
     flush_behind: bool,
+    /// [`COALESCE_GAP`], or 0 when gaps read would be written as data (no zero detection,
+    /// `copy_file_range`).
+    coalesce_gap: u64,
     only: Option<Vec<Extent>>,
     next: AtomicU64,
     done: Mutex<Vec<bool>>,
@@ -607,22 +607,42 @@ impl Shared<'_> {
                         ))
                     }
                 }
-                for e in exts {
+                let mut i = 0;
+                while i < exts.len() {
+                    let e = exts[i];
                     if e.offset != pos {
                         return Err(Error::new(ErrorCode::Internal, format!("gap in source extents at {pos}")));
                     }
-                    if e.state == ExtentState::Data {
-                        let mut off = e.offset;
-                        while off < e.end() {
-                            let len = (e.end() - off).min(self.request as u64) as usize;
-                            let permit = self.acquire_polling(&mut set, len).await?;
-                            set.push(self.copy_chunk(src, dst, off, len, permit));
-                            off += len as u64;
-                        }
-                    } else {
+                    if e.state != ExtentState::Data {
                         self.zero_or_skip(&mut set, dst, e.offset, e.length);
+                        pos = e.end();
+                        i += 1;
+                        continue;
                     }
-                    pos = e.end();
+                    // Small data extents close together become one read (see `COALESCE_GAP`).
+                    let mut span_end = e.end();
+                    let mut j = i + 1;
+                    while j + 1 < exts.len() {
+                        let (gap, next) = (exts[j], exts[j + 1]);
+                        if gap.state == ExtentState::Data
+                            || next.state != ExtentState::Data
+                            || gap.length > self.coalesce_gap
+                            || next.end() - e.offset > self.request as u64
+                        {
+                            break;
+                        }
+                        span_end = next.end();
+                        j += 2;
+                    }
+                    let mut off = e.offset;
+                    while off < span_end {
+                        let len = (span_end - off).min(self.request as u64) as usize;
+                        let permit = self.acquire_polling(&mut set, len).await?;
+                        set.push(self.copy_chunk(src, dst, off, len, permit));
+                        off += len as u64;
+                    }
+                    pos = span_end;
+                    i = j;
                 }
             }
         }
@@ -713,6 +733,7 @@ impl Shared<'_> {
                 .await
                 .map_err(|e| Error::new(ErrorCode::Internal, "zero scan task failed").with_source(e))?
         };
+        let mut writes = Vec::new();
         for (a, b, zero) in runs {
             let at = off + a as u64;
             if zero {
@@ -722,12 +743,20 @@ impl Shared<'_> {
                     self.zero_target(dst, at, (b - a) as u64).await?;
                 }
             } else {
-                let slice = data.slice(a..b);
-                retry(self.opts.retries, "write", || dst.write_at(at, slice.clone())).await?;
-                Progress::add(&p.written, (b - a) as u64);
-                Progress::add(&p.copied, (b - a) as u64);
+                writes.push((at, data.slice(a..b)));
             }
         }
+        let bytes: u64 = writes.iter().map(|(_, d)| d.len() as u64).sum();
+        match writes.len() {
+            0 => {}
+            1 => {
+                let (at, slice) = writes.pop().expect("one write");
+                retry(self.opts.retries, "write", || dst.write_at(at, slice.clone())).await?;
+            }
+            _ => retry(self.opts.retries, "write", || dst.write_runs(writes.clone())).await?,
+        }
+        Progress::add(&p.written, bytes);
+        Progress::add(&p.copied, bytes);
         drop(permit);
         Ok(())
     }
@@ -864,6 +893,7 @@ pub async fn copy(
         // writing into its page cache) one flush per work unit keeps the final flush short:
         // NBD to qemu-nbd, 4 GiB image with 1.2 GB of data, 1.5 -> 1.25 s.
         flush_behind: opts.flush && dst.as_file().is_none(),
+        coalesce_gap: if opts.zero_detect && !use_cfr { COALESCE_GAP } else { 0 },
         use_cfr,
         only,
         next: AtomicU64::new(0),

@@ -230,6 +230,19 @@ pub trait BlockTransport: Send + Sync + Debug {
     /// [`ErrorCode::TransportUnsupported`](crate::ErrorCode::TransportUnsupported).
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<()>;
 
+    /// Write every `(offset, data)` of `runs` (disjoint ranges): the engine hands over all the
+    /// data runs of one read at once, so a transport that queues writes (a local file's writer
+    /// thread) or pipelines them (NBD) takes them in one go. The default writes them in turn.
+    ///
+    /// # Errors
+    /// As [`write_at`](Self::write_at); runs before the failing one may have been written.
+    async fn write_runs(&self, runs: Vec<(u64, Bytes)>) -> Result<()> {
+        for (offset, data) in runs {
+            self.write_at(offset, data).await?;
+        }
+        Ok(())
+    }
+
     /// Make `len` bytes at `offset` read as zeroes, deallocating them if the transport can.
     /// Returns `false` when the transport declines; the engine then writes zero bytes.
     async fn zero(&self, offset: u64, len: u64) -> Result<bool> {

@@ -155,3 +155,29 @@ fn bad_tls_settings_are_typed_before_any_connection() {
     let e = NbdTls::from_params(&params(Some(&locked), None), &unix).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Io, "{}", e.report());
 }
+
+/// Issue 14 item 13: a TLS connection that is lost is reopened with TLS (a server that requires
+/// TLS refuses anything else), to a server restarted on the same socket.
+#[tokio::test]
+async fn a_lost_tls_connection_reconnects_with_tls() {
+    if !have("nbdkit") || !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server_pki, client_pki, _) = pki(dir.path());
+    let file = dir.path().join("disk.raw");
+    let data = pattern(9, 4 * MIB);
+    std::fs::write(&file, &data).unwrap();
+    let sock = dir.path().join("tls.sock");
+    let pki_arg = format!("--tls-certificates={}", server_pki.display());
+    let file_arg = format!("file={}", file.display());
+    let args = ["--tls=require", pki_arg.as_str(), "-r", "file", file_arg.as_str()];
+    let mut server = nbdkit_on(&sock, &args);
+    let uri = format!("nbds+unix:///?socket={}&tls-certificates={}", sock.display(), client_pki.display());
+    let t = NbdTransport::connect(&uri).await.unwrap();
+    assert!(t.read_at(0, 4096).await.unwrap()[..] == data[..4096]);
+    server.kill();
+    let _server = nbdkit_on(&sock, &args);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(t.read_at(MIB as u64, 8192).await.unwrap()[..] == data[MIB..MIB + 8192]);
+}

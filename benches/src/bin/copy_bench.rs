@@ -76,11 +76,86 @@ async fn image(path: &Path, size: u64, kind: &str) {
                 off = (off + len + gap) / 4096 * 4096;
             }
         }
+        // Issue 17's extent-map shapes (`nbd shapes`): data extents of `lo..=hi` bytes (4 KiB
+        // multiples, log-uniform when `log`), holes of `gap_lo..=gap_hi` between them, and a
+        // share of the extents allocated but written with zeroes.
+        "small" => {
+            shape(
+                &f,
+                &mut rng,
+                size,
+                Shape { lo: 4 << 10, hi: 64 << 10, log: false, gap_lo: 4 << 10, gap_hi: 64 << 10, zero_pct: 0 },
+            )
+            .await
+        }
+        "large" => {
+            // Eight extents of 128 MiB (scaled with the image), evenly spread.
+            let len = size / 32 / 4096 * 4096;
+            for i in 0..8 {
+                write_extent(&f, &mut rng, i * (size / 8), len, false).await;
+            }
+        }
+        "mostlyzero" => {
+            // 64 extents of 1/4096 of the image each (1 MiB of 4 GiB) spread over the image, and
+            // four allocated runs of zeroes of 1/64 each: 1.6% data, 6% allocated zeroes.
+            let len = (size / 4096).max(4096) / 4096 * 4096;
+            for i in 0..64 {
+                write_extent(&f, &mut rng, i * (size / 64) + size / 128, len, false).await;
+            }
+            let zlen = size / 64 / 4096 * 4096;
+            for i in 0..4 {
+                write_extent(&f, &mut rng, i * (size / 4), zlen, true).await;
+            }
+        }
+        // The reporter's image: extents of 4 KiB to 12 MiB, gaps up to 24 MiB, 15% zero extents.
+        "user" => {
+            shape(
+                &f,
+                &mut rng,
+                size,
+                Shape { lo: 4 << 10, hi: 12 << 20, log: true, gap_lo: 4 << 10, gap_hi: 24 << 20, zero_pct: 15 },
+            )
+            .await
+        }
         "full" => write_extent(&f, &mut rng, 0, size, false).await,
         "zeroes" => write_extent(&f, &mut rng, 0, size, true).await,
         other => panic!("unknown image kind {other}"),
     }
     f.flush().await.expect("flush image");
+}
+
+/// How [`shape`] lays out extents.
+struct Shape {
+    lo: u64,
+    hi: u64,
+    /// Extent lengths log-uniform (many small, some large) instead of uniform.
+    log: bool,
+    gap_lo: u64,
+    gap_hi: u64,
+    /// Percent of the extents allocated with zeroes instead of random data.
+    zero_pct: u64,
+}
+
+/// A random number in `lo..=hi`, a multiple of 4 KiB, log-uniform when asked.
+fn pick(rng: &mut Rng, lo: u64, hi: u64, log: bool) -> u64 {
+    let v = if log {
+        let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (a + (b - a) * u).exp() as u64
+    } else {
+        lo + rng.next_u64() % (hi - lo + 1)
+    };
+    (v.clamp(lo, hi) / 4096 * 4096).max(4096)
+}
+
+async fn shape(f: &FileTransport, rng: &mut Rng, size: u64, s: Shape) {
+    let mut off = 0;
+    while off < size {
+        let len = pick(rng, s.lo, s.hi, s.log).min(size - off);
+        let zero = rng.next_u64() % 100 < s.zero_pct;
+        write_extent(f, rng, off, len, zero).await;
+        off += len + pick(rng, s.gap_lo, s.gap_hi, false);
+    }
 }
 
 fn data_bytes(path: &Path) -> u64 {
@@ -359,6 +434,151 @@ fn nbd_to_file(
     run.best_of(rounds, tools)
 }
 
+/// nbdcopy configurations an NBD shape is measured against: its default and the -C/-R pairs.
+const NBDCOPY_CONFIGS: &[Option<(u32, u32)>] = &[None, Some((1, 4)), Some((1, 16)), Some((4, 4)), Some((4, 16))];
+
+/// One extent-map shape's result: every round's time of ours and of each nbdcopy configuration.
+struct ShapeResult {
+    scenario: &'static str,
+    data_mib: f64,
+    extents: usize,
+    ours: Vec<f64>,
+    /// Per round, (configuration, seconds) of every nbdcopy run.
+    anchors: Vec<Vec<(String, f64)>>,
+}
+
+impl ShapeResult {
+    /// The best nbdcopy configuration: the lowest median over the rounds. (The fastest of five
+    /// configurations in each round would be the minimum of five noisy samples against one of
+    /// ours, a bias of its own on a loaded machine.)
+    fn best_config(&self) -> Option<String> {
+        let names: Vec<String> = self.anchors.first()?.iter().map(|a| a.0.clone()).collect();
+        names.into_iter().min_by(|a, b| self.config_median(a).total_cmp(&self.config_median(b)))
+    }
+
+    fn config_times(&self, name: &str) -> Vec<f64> {
+        self.anchors.iter().filter_map(|r| r.iter().find(|a| a.0 == name).map(|a| a.1)).collect()
+    }
+
+    fn config_median(&self, name: &str) -> f64 {
+        let mut t = self.config_times(name);
+        t.sort_by(f64::total_cmp);
+        median(&t)
+    }
+
+    /// Per-round speed ratios (best configuration's time in that round ÷ ours), sorted.
+    fn ratios(&self) -> Vec<f64> {
+        let Some(best) = self.best_config() else { return Vec::new() };
+        let mut r: Vec<f64> = self
+            .ours
+            .iter()
+            .zip(&self.anchors)
+            .filter_map(|(o, round)| round.iter().find(|a| a.0 == best).map(|a| a.1 / o))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    fn median_ratio(&self) -> f64 {
+        median(&self.ratios())
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// How many allocation extents a file has (SEEK_DATA/SEEK_HOLE, as qemu-nbd sees it).
+fn count_extents(path: &Path) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let Ok(f) = FileTransport::open(path, FileOptions::default()).await else { return 0 };
+        let (mut pos, mut n) = (0, 0);
+        while pos < f.size() {
+            let Ok(exts) = f.extents(pos, f.size() - pos, ExtentKind::Allocation).await else { return n };
+            n += exts.iter().filter(|e| e.state == ExtentState::Data).count();
+            pos = exts.last().map_or(f.size(), |e| e.end());
+        }
+        n
+    })
+}
+
+/// NBD (`qemu-nbd -r -t`, the reporter's server) to a file, durable against durable, on one
+/// extent-map shape: every round runs ours and every nbdcopy configuration; the ratio of a
+/// round is the best nbdcopy of that round over ours, and the shape's ratio the median.
+fn nbd_shape(scenario: &'static str, src: &Path, sock: &Path, dst: &Path, rounds: usize) -> Option<ShapeResult> {
+    let _server = qemu_nbd(sock, src, true)?;
+    let (u, d) = (nbd_uri(sock), dst.display().to_string());
+    let run = Run { scenario, warm: vec![src], size: file_size(src), dst: Some(dst), setup: None };
+    let mut res = ShapeResult {
+        scenario,
+        data_mib: data_bytes(src) as f64 / MIB as f64,
+        extents: count_extents(src),
+        ours: Vec::new(),
+        anchors: Vec::new(),
+    };
+    for _ in 0..rounds {
+        let o = run.measure("vmigrate", true, ours(&u, &d, &[]))?;
+        let mut round = Vec::new();
+        for c in NBDCOPY_CONFIGS {
+            let (name, flags) = match c {
+                None => ("nbdcopy --flush".to_string(), String::new()),
+                Some((c, r)) => (format!("nbdcopy --flush -C {c} -R {r}"), format!("-C {c} -R {r}")),
+            };
+            let a = run.measure(&name, false, sh(format!("nbdcopy --flush {flags} '{u}' {d}")))?;
+            round.push((name, a.secs));
+        }
+        res.ours.push(o.secs);
+        res.anchors.push(round);
+    }
+    Some(res)
+}
+
+fn print_shapes(shapes: &[ShapeResult]) {
+    if shapes.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| shape (qemu-nbd -r -t → file, durable) | data MiB | data extents | ours s (median) | best nbdcopy --flush (lowest median) | its s (median) | ratio per round | median ratio |"
+    );
+    println!("|---|---:|---:|---:|---|---:|---|---:|");
+    for s in shapes {
+        let mut o = s.ours.clone();
+        o.sort_by(f64::total_cmp);
+        let best = s.best_config().unwrap_or_default();
+        let per: Vec<String> =
+            s.ours.iter().zip(s.config_times(&best)).map(|(o, a)| format!("{:.2}×", a / o)).collect();
+        println!(
+            "| {} | {:.0} | {} | {:.3} | {} | {:.3} | {} | {:.2}× |",
+            s.scenario,
+            s.data_mib,
+            s.extents,
+            median(&o),
+            match best.trim_start_matches("nbdcopy --flush").trim() {
+                "" => "default",
+                c => c,
+            },
+            s.config_median(&best),
+            per.join(", "),
+            s.median_ratio()
+        );
+    }
+    if let Some(w) = shapes.iter().min_by(|a, b| a.median_ratio().total_cmp(&b.median_ratio())) {
+        println!();
+        println!(
+            "worst shape: {} at {:.2}× the best nbdcopy --flush configuration (median of {} rounds)",
+            w.scenario,
+            w.median_ratio(),
+            w.ours.len()
+        );
+    }
+}
+
 /// NBD (qemu-nbd source) to NBD (qemu-nbd on a fresh sparse file, restarted for every run).
 fn nbd_to_nbd(scenario: &'static str, src: &Path, dir: &Path, rounds: usize) -> Vec<Row> {
     let (ssock, dsock) = (dir.join("src.sock"), dir.join("dst.sock"));
@@ -576,11 +796,25 @@ async fn child(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = CopyOptions {
+    let mut opts = CopyOptions {
         flush: !flags.contains(&"--no-flush"),
         copy_file_range: flags.contains(&"--cfr"),
         ..Default::default()
     };
+    // Tuning knobs for experiments (docs/benchmarks.md): not used by the bench itself.
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(k) = env("VMIGRATE_BENCH_REQUEST_KIB") {
+        opts.request_size = (k << 10) as usize;
+    }
+    if let Some(c) = env("VMIGRATE_BENCH_CONNECTIONS") {
+        opts.connections = c as usize;
+    }
+    if let Some(m) = env("VMIGRATE_BENCH_BUFFER_MIB") {
+        opts.max_buffer_bytes = (m << 20) as usize;
+    }
+    if let Some(m) = env("VMIGRATE_BENCH_WORK_UNIT_MIB") {
+        opts.work_unit = m << 20;
+    }
     let t = Instant::now();
     match engine::copy(s.as_ref(), d.as_ref(), &opts, &CopyControl::new()).await {
         Ok(st) => {
@@ -611,6 +845,9 @@ fn main() -> ExitCode {
     let div = if quick { 16 } else { 1 };
     let rounds = if quick { 1 } else { 3 };
     let images = [("sparse30", 4 * GIB / div), ("full", GIB / div), ("zeroes", 2 * GIB / div)];
+    // Issue 17's extent-map shapes, made only when their scenarios run.
+    let shape_images =
+        [("small", GIB / div), ("large", 4 * GIB / div), ("mostlyzero", 4 * GIB / div), ("user", 3 * GIB / div)];
     let mut paths = Vec::new();
     rt.block_on(async {
         for (kind, size) in images {
@@ -663,9 +900,44 @@ fn main() -> ExitCode {
             rows.extend(run(name));
         }
     }
+    // NBD → file on issue 17's extent-map shapes (the `full` image is the fully allocated one).
+    let shape_names: [(&'static str, &str); 5] = [
+        ("nbd shape small (4-64 KiB extents)", "small"),
+        ("nbd shape large (8 extents)", "large"),
+        ("nbd shape mostly zero", "mostlyzero"),
+        ("nbd shape fully allocated", "full"),
+        ("nbd shape user (4 KiB-12 MiB, gaps ≤24 MiB, 15% zero)", "user"),
+    ];
+    let shape_rounds = args
+        .iter()
+        .position(|a| a == "--shape-rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let mut shapes = Vec::new();
+    for (name, kind) in shape_names {
+        if !want(name) {
+            continue;
+        }
+        let p = if kind == "full" {
+            full.clone()
+        } else {
+            let size = shape_images.iter().find(|(k, _)| *k == kind).map(|x| x.1).expect("shape image listed");
+            let p = dir.join(format!("{kind}-{}m.raw", size / MIB));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(image(&p, size, kind));
+            p
+        };
+        if let Some(r) = nbd_shape(name, &p, &sock, &dst, shape_rounds) {
+            shapes.push(r);
+        } else {
+            eprintln!("  {name}: no result");
+        }
+    }
     let _ = std::fs::remove_file(&dst);
     let _ = std::fs::remove_file(&sock);
     print_table(&rows);
+    print_shapes(&shapes);
     let missed = print_targets(&rows);
     println!();
     if cfg!(debug_assertions) || quick {
@@ -684,7 +956,8 @@ fn main() -> ExitCode {
         "http→file 30%",
     ];
     // Every scenario must have produced our row: a bench that silently lost one would rot.
-    let lost: Vec<&str> = scenarios.iter().copied().filter(|s| want(s) && best_ours(&rows, s).is_none()).collect();
+    let mut lost: Vec<&str> = scenarios.iter().copied().filter(|s| want(s) && best_ours(&rows, s).is_none()).collect();
+    lost.extend(shape_names.iter().map(|s| s.0).filter(|s| want(s) && !shapes.iter().any(|r| r.scenario == *s)));
     if lost.is_empty() {
         ExitCode::SUCCESS
     } else {

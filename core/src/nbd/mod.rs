@@ -19,8 +19,15 @@
 //! connection, and [`max_connections`](BlockTransport::max_connections) allows several only when
 //! the server advertises `NBD_FLAG_CAN_MULTI_CONN`. Every byte from the server goes through the
 //! pure parsers in [`proto`], which are fuzzed. A lost connection fails every pending request
-//! with [`ErrorCode::NbdConnect`] (transient: the engine retries on a new connection); a server
-//! that breaks the protocol fails them with [`ErrorCode::NbdProtocol`].
+//! with [`ErrorCode::NbdConnect`], a stalled one (no reply within
+//! [`request_timeout`](NbdOptions::request_timeout)) with [`ErrorCode::Timeout`]: both are
+//! transient, the engine retries, and the handle's next request first opens a new connection
+//! (socket, handshake, same export, TLS if it was TLS), up to
+//! [`reconnect_attempts`](NbdOptions::reconnect_attempts) times with backoff, then gives up with
+//! [`ErrorCode::NbdConnect`]. Writes the server acknowledged on a lost connection but no flush
+//! covered may be gone with it: every later [`flush`](BlockTransport::flush) then fails
+//! ([`ErrorCode::NbdConnect`]) rather than call them durable. A server that breaks the protocol
+//! fails requests with [`ErrorCode::NbdProtocol`] and is not reconnected.
 //!
 //! ```no_run
 //! use vmigrate_core::nbd::NbdTransport;
@@ -60,12 +67,15 @@ pub use uri::{parse_uri, parse_uri_tls, NbdAddr, TlsParams, DEFAULT_PORT};
 const WRITE_PIECE: usize = 512 << 10;
 
 /// Largest request the engine is offered ([`BlockTransport::max_request`]). The server copies
-/// each read into a buffer of the request's size before sending it; 2 MiB buffers stay in the
-/// CPU caches where 4 MiB ones do not. Measured NBD (unix socket) to a local file, 4 GiB image
-/// with 1.2 GB of data, 3 alternating runs: qemu-nbd 0.63-0.68 s with 2 MiB requests against
-/// 0.79-1.04 s with 4 MiB (server CPU 0.35-0.45 s against 0.67-0.91 s); 1 MiB 0.65-0.73 s,
-/// 512 KiB 0.77-0.89 s (more requests cost the client more). nbdkit: 0.65-0.69 against 0.67-0.74 s.
-const REQUEST_PIECE: usize = 2 << 20;
+/// each read into a buffer of the request's size before sending it, and its CPU (which shares
+/// the machine with ours) grows with that size. Measured 2026-11-26, qemu-nbd -r -t (unix
+/// socket) to a local file, durable, 3 interleaved runs each, server CPU in brackets: 1 GiB
+/// fully allocated, 512 KiB requests 0.86-0.94 s (0.39-0.55 s), 1 MiB 0.84-1.11 s (0.40-0.47 s),
+/// 2 MiB 1.39-1.67 s (0.86-1.06 s), `nbdcopy -C 4 -R 4` 1.16-1.28 s; 4 GiB with 1.2 GB of data
+/// in scattered extents, 512 KiB 0.98-1.15 s, 2 MiB 1.18-1.96 s. 256 KiB costs the client
+/// twice the user CPU of 512 KiB for no gain. (2 MiB won before the engine stopped polling
+/// every request in flight at each wake-up, which made many requests expensive.)
+const REQUEST_PIECE: usize = 512 << 10;
 
 /// How to connect and what to negotiate.
 #[derive(Debug, Clone)]
@@ -84,6 +94,14 @@ pub struct NbdOptions {
     pub request_timeout: Duration,
     /// Upgrade every connection to TLS (`nbds://`) before negotiating.
     pub tls: Option<NbdTls>,
+    /// Attempts to open a new connection after the current one was lost or stalled (default 6).
+    /// The request that saw the failure fails (the engine retries it); the next request on this
+    /// handle reconnects first: new socket, handshake, same export, TLS if it was TLS. After the
+    /// last failed attempt the handle gives up for good with [`ErrorCode::NbdConnect`].
+    pub reconnect_attempts: u32,
+    /// Wait before the second reconnect attempt, doubled for each further one up to 5 s (default
+    /// 250 ms: 6 attempts span about 8 s, long enough for a server to restart).
+    pub reconnect_delay: Duration,
 }
 
 /// TLS for an NBD connection: `NBD_OPT_STARTTLS`, then the rest of the handshake and every
@@ -168,6 +186,8 @@ impl Default for NbdOptions {
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(600),
             tls: None,
+            reconnect_attempts: 6,
+            reconnect_delay: Duration::from_millis(250),
         }
     }
 }
@@ -643,12 +663,19 @@ async fn writer_task<W: AsyncWrite + Unpin>(w: W, mut rx: mpsc::UnboundedReceive
 /// One connection: a writer task, a reader task and the pending map between them.
 struct Conn {
     state: Arc<Mutex<State>>,
-    tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Outgoing>>>,
     next_cookie: AtomicU64,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     reader: JoinHandle<()>,
     /// [`NbdOptions::request_timeout`].
     timeout: Duration,
+    /// What this connection's handshake negotiated (context ids may differ between connections).
+    info: ExportInfo,
+    /// Sequence number ([`Shared::acks`]) of the last write or zero this connection's server
+    /// acknowledged, and the highest one a flush on it covered: a connection lost with
+    /// `last_ack > flushed` may have lost acknowledged writes.
+    last_ack: AtomicU64,
+    flushed: AtomicU64,
 }
 
 impl Conn {
@@ -672,12 +699,31 @@ impl Conn {
         });
         Conn {
             state,
-            tx: Some(tx),
+            tx: Mutex::new(Some(tx)),
             next_cookie: AtomicU64::new(1),
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
             reader,
             timeout: NbdOptions::default().request_timeout,
+            info: info.clone(),
+            last_ack: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
         }
+    }
+
+    /// The error that ended this connection, if it is dead.
+    fn dead(&self) -> Option<(ErrorCode, String)> {
+        lock(&self.state).dead.clone()
+    }
+
+    /// End the connection after a stall: fail what is pending and close the socket, so the next
+    /// request reconnects instead of queueing behind a server that does not answer.
+    fn kill(&self, err: &Error) {
+        fail_all(&self.state, None, err);
+        self.reader.abort();
+        if let Some(w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.abort();
+        }
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     #[allow(clippy::too_many_arguments)] // one field per NBD request header field
@@ -701,7 +747,7 @@ impl Conn {
             st.map.insert(cookie, Pending { what, kind, error: None, tx });
         }
         let header = encode_request(flags, typ, cookie, offset, len);
-        let sent = self.tx.as_ref().map(|tx| tx.send(Outgoing { header, payload }).is_ok()).unwrap_or(false);
+        let sent = lock_opt(&self.tx).as_ref().map(|tx| tx.send(Outgoing { header, payload }).is_ok()).unwrap_or(false);
         if !sent {
             lock(&self.state).map.remove(&cookie);
             return Err(Error::new(ErrorCode::NbdConnect, format!("nbd {what} refused: connection closed")));
@@ -721,6 +767,10 @@ impl Conn {
     }
 }
 
+fn lock_opt<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         // The writer sends NBD_CMD_DISC once `tx` is dropped; the reader would otherwise wait for
@@ -737,12 +787,27 @@ struct Shared {
     /// Read buffers of every connection: page aligned (a block-device target writes them with
     /// `O_DIRECT`) and reused (no 4 MiB memset and page faults per read).
     pool: Arc<BufPool>,
+    /// Acknowledged writes and zeroes of every connection, numbered in order.
+    acks: AtomicU64,
+    /// Every connection opened for this export, to check at each flush whether one was lost
+    /// with writes no flush covered. A flush on another connection does not count for a lost
+    /// one: the server may have restarted in between, taking its unflushed writes with it.
+    conns: Mutex<Vec<std::sync::Weak<Conn>>>,
+    /// Set once a connection was lost with acknowledged writes no flush covered: the server
+    /// may have dropped them, so every later flush fails rather than call them durable.
+    lost_writes: Mutex<Option<String>>,
+    /// Set once reconnecting failed [`NbdOptions::reconnect_attempts`] times: every handle
+    /// then fails at once instead of trying again.
+    gave_up: Mutex<Option<String>>,
 }
 
-/// A [`BlockTransport`] over one NBD connection.
+/// A [`BlockTransport`] over one NBD connection, reopened when it is lost
+/// ([`NbdOptions::reconnect_attempts`]).
 pub struct NbdTransport {
     shared: Arc<Shared>,
-    conn: Conn,
+    conn: Mutex<Arc<Conn>>,
+    /// Held while reconnecting, so concurrent requests that all saw the loss open one connection.
+    reconnecting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NbdTransport {
@@ -795,6 +860,55 @@ where
     };
     let (r, w) = tokio::io::split(t);
     let conn = Conn::spawn(r, w, &info);
+    Ok((info, conn))
+}
+
+impl Shared {
+    fn register(&self, conn: &Arc<Conn>) {
+        let mut v = lock_opt(&self.conns);
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(conn));
+    }
+
+    /// Note lost writes of every dead connection still held.
+    fn check_conns(&self) {
+        let conns: Vec<Arc<Conn>> = lock_opt(&self.conns).iter().filter_map(std::sync::Weak::upgrade).collect();
+        for c in conns {
+            if let Some((_, why)) = c.dead() {
+                note_lost_writes(self, &c, &why);
+            }
+        }
+    }
+}
+
+/// A connection lost with acknowledged writes that no flush on it covered: remember it, so no
+/// later flush calls them durable.
+fn note_lost_writes(shared: &Shared, c: &Conn, why: &str) {
+    if c.last_ack.load(Ordering::Acquire) <= c.flushed.load(Ordering::Acquire) {
+        return;
+    }
+    let mut lost = lock_opt(&shared.lost_writes);
+    if lost.is_none() {
+        tracing::warn!(addr = %shared.addr, "nbd connection lost with unflushed writes");
+        *lost = Some(format!(
+            "the connection to nbd server {} was lost ({why}) after writes it acknowledged but had not flushed; \
+             they may not have reached its disk: copy again (a resume starts from the last checkpoint)",
+            shared.addr
+        ));
+    }
+}
+
+/// Whether a connection that died with `code` is worth reopening: lost or stalled, not refused.
+fn reconnectable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::NbdConnect | ErrorCode::Timeout)
+}
+
+/// [`open`] within [`NbdOptions::connect_timeout`], requests limited by its `request_timeout`.
+async fn open_timed(addr: &NbdAddr, export: &str, opts: &NbdOptions) -> Result<(ExportInfo, Conn)> {
+    let (info, mut conn) = tokio::time::timeout(opts.connect_timeout, open(addr, export, opts))
+        .await
+        .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {addr} timed out")))??;
+    conn.timeout = opts.request_timeout;
     Ok((info, conn))
 }
 
@@ -874,14 +988,141 @@ impl NbdTransport {
     /// # Cancel safety
     /// Cancel safe: a dropped connect closes its socket.
     pub async fn connect_with(addr: NbdAddr, export: &str, opts: NbdOptions) -> Result<NbdTransport> {
-        let (info, mut conn) = tokio::time::timeout(opts.connect_timeout, open(&addr, export, &opts))
-            .await
-            .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {addr} timed out")))??;
-        conn.timeout = opts.request_timeout;
+        let (info, conn) = open_timed(&addr, export, &opts).await?;
         tracing::debug!(%addr, export, size = info.size, flags = info.flags, structured = info.structured,
             go = info.used_go, "nbd connected");
         let pool = BufPool::new();
-        Ok(NbdTransport { shared: Arc::new(Shared { addr, export: export.to_owned(), opts, info, pool }), conn })
+        let shared = Shared {
+            addr,
+            export: export.to_owned(),
+            opts,
+            info,
+            pool,
+            acks: AtomicU64::new(0),
+            conns: Mutex::new(Vec::new()),
+            lost_writes: Mutex::new(None),
+            gave_up: Mutex::new(None),
+        };
+        Ok(NbdTransport::with_conn(Arc::new(shared), conn))
+    }
+
+    fn with_conn(shared: Arc<Shared>, conn: Conn) -> NbdTransport {
+        let conn = Arc::new(conn);
+        shared.register(&conn);
+        NbdTransport { shared, conn: Mutex::new(conn), reconnecting: tokio::sync::Mutex::new(()) }
+    }
+
+    fn current(&self) -> Arc<Conn> {
+        lock_opt(&self.conn).clone()
+    }
+
+    /// The connection to send on: the current one, or a new one when it was lost.
+    async fn live_conn(&self) -> Result<Arc<Conn>> {
+        let c = self.current();
+        match c.dead() {
+            None => return Ok(c),
+            Some((code, msg)) if !reconnectable(code) => {
+                return Err(Error::new(code, format!("nbd connection is dead: {msg}")));
+            }
+            Some(_) => {}
+        }
+        let _g = self.reconnecting.lock().await;
+        let c = self.current();
+        let Some((_, why)) = c.dead() else { return Ok(c) };
+        note_lost_writes(&self.shared, &c, &why);
+        if let Some(msg) = lock_opt(&self.shared.gave_up).clone() {
+            return Err(Error::new(ErrorCode::NbdConnect, msg));
+        }
+        let s = &self.shared;
+        let started = std::time::Instant::now();
+        let attempts = s.opts.reconnect_attempts.max(1);
+        let mut delay = s.opts.reconnect_delay;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            match open_timed(&s.addr, &s.export, &s.opts).await {
+                Ok((info, conn)) => {
+                    if let Err(e) = self.same_export(&info) {
+                        last = Some(e);
+                        break;
+                    }
+                    tracing::info!(addr = %s.addr, export = %s.export, attempt, lost = %why, "nbd reconnected");
+                    let conn = Arc::new(conn);
+                    s.register(&conn);
+                    *lock_opt(&self.conn) = conn.clone();
+                    return Ok(conn);
+                }
+                Err(e) if reconnectable(e.code()) => {
+                    tracing::debug!(attempt, error = %e.report(), "nbd reconnect attempt failed");
+                    last = Some(e);
+                }
+                // A refused export or a TLS failure will not heal by trying again.
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        let last = last.map_or_else(String::new, |e| e.report());
+        let msg = format!(
+            "nbd server {} lost ({why}) and not back after {attempts} reconnect attempt(s) over {:.1} s: {last}",
+            s.addr,
+            started.elapsed().as_secs_f64()
+        );
+        *lock_opt(&s.gave_up) = Some(msg.clone());
+        Err(Error::new(ErrorCode::NbdConnect, msg))
+    }
+
+    /// A reconnection must reach the same disk: same size, same writability.
+    fn same_export(&self, info: &ExportInfo) -> Result<()> {
+        let was = &self.shared.info;
+        if info.size != was.size || info.has(TF_READ_ONLY) != was.has(TF_READ_ONLY) {
+            return Err(protocol(format!(
+                "nbd export {:?} changed across a reconnect: size {} -> {}, flags {:#x} -> {:#x}",
+                self.shared.export, was.size, info.size, was.flags, info.flags
+            )));
+        }
+        if info.structured != was.structured || info.allocation_context.is_some() != was.allocation_context.is_some() {
+            return Err(protocol("nbd server negotiated differently across a reconnect"));
+        }
+        Ok(())
+    }
+
+    /// Send one request on a live connection. A lost or stalled connection fails the request
+    /// (transient: the caller retries) and is ended, so the next request reconnects.
+    #[allow(clippy::too_many_arguments)] // one field per NBD request header field
+    async fn call(
+        &self,
+        what: &'static str,
+        typ: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: Option<Bytes>,
+        kind: impl FnOnce(&ExportInfo) -> Kind,
+    ) -> Result<Completion> {
+        let conn = self.live_conn().await?;
+        let flush_covers = self.shared.acks.load(Ordering::Acquire);
+        let r = conn.request(what, typ, flags, offset, len, payload, kind(&conn.info)).await;
+        match &r {
+            Ok(_) if matches!(typ, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM) => {
+                let n = self.shared.acks.fetch_add(1, Ordering::AcqRel) + 1;
+                conn.last_ack.fetch_max(n, Ordering::AcqRel);
+                // Lost between its reply and now: nobody else may look at this connection again.
+                if let Some((_, why)) = conn.dead() {
+                    note_lost_writes(&self.shared, &conn, &why);
+                }
+            }
+            Ok(_) if typ == CMD_FLUSH => {
+                conn.flushed.fetch_max(flush_covers, Ordering::AcqRel);
+            }
+            Err(e) if reconnectable(e.code()) => conn.kill(e),
+            _ => {}
+        }
+        r
     }
 
     /// What the handshake negotiated.
@@ -891,9 +1132,11 @@ impl NbdTransport {
 
     /// Send `NBD_CMD_DISC` after all queued requests and close the connection. Dropping the
     /// transport does the same without waiting.
-    pub async fn close(mut self) {
-        self.conn.tx = None;
-        if let Some(w) = self.conn.writer.take() {
+    pub async fn close(self) {
+        let conn = self.current();
+        lock_opt(&conn.tx).take();
+        let writer = lock_opt(&conn.writer).take();
+        if let Some(w) = writer {
             let _ = w.await;
         }
     }
@@ -919,8 +1162,8 @@ impl NbdTransport {
     /// Read an aligned range that fits one request.
     async fn read_one(&self, offset: u64, len: u32) -> Result<Bytes> {
         let buf = self.shared.pool.take(len as usize);
-        let kind = Kind::Read { offset, buf, covered: Vec::new(), simple_ok: false };
-        match self.conn.request("read", CMD_READ, 0, offset, len, None, kind).await? {
+        let kind = |_: &ExportInfo| Kind::Read { offset, buf, covered: Vec::new(), simple_ok: false };
+        match self.call("read", CMD_READ, 0, offset, len, None, kind).await? {
             Completion::Data(b) => Ok(b),
             _ => Err(Error::new(ErrorCode::Internal, "nbd read completed without data")),
         }
@@ -948,7 +1191,7 @@ impl NbdTransport {
         let pieces = (0..data.len()).step_by(max).map(|at| {
             let piece = data.slice(at..(at + max).min(data.len()));
             let len = piece.len() as u32;
-            self.conn.request("write", CMD_WRITE, 0, offset + at as u64, len, Some(piece), Kind::Other)
+            self.call("write", CMD_WRITE, 0, offset + at as u64, len, Some(piece), |_: &ExportInfo| Kind::Other)
         });
         futures::future::try_join_all(pieces).await?;
         Ok(())
@@ -1011,15 +1254,14 @@ impl BlockTransport for NbdTransport {
 
     async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
         let s = &self.shared;
-        let (info, mut conn) =
-            tokio::time::timeout(s.opts.connect_timeout, open(&s.addr, &s.export, &s.opts))
-                .await
-                .map_err(|_| Error::new(ErrorCode::NbdConnect, format!("nbd connect to {} timed out", s.addr)))??;
-        conn.timeout = s.opts.request_timeout;
+        if let Some(msg) = lock_opt(&s.gave_up).clone() {
+            return Err(Error::new(ErrorCode::NbdConnect, msg));
+        }
+        let (info, conn) = open_timed(&s.addr, &s.export, &s.opts).await?;
         if info.size != s.info.size {
             return Err(protocol(format!("nbd export size changed from {} to {}", s.info.size, info.size)));
         }
-        Ok(Box::new(NbdTransport { shared: self.shared.clone(), conn }))
+        Ok(Box::new(NbdTransport::with_conn(self.shared.clone(), conn)))
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
@@ -1050,6 +1292,11 @@ impl BlockTransport for NbdTransport {
         self.write_aligned(offset, data).await
     }
 
+    async fn write_runs(&self, runs: Vec<(u64, Bytes)>) -> Result<()> {
+        futures::future::try_join_all(runs.into_iter().map(|(offset, data)| self.write_at(offset, data))).await?;
+        Ok(())
+    }
+
     async fn zero(&self, offset: u64, len: u64) -> Result<bool> {
         self.check_writable("write zeroes")?;
         self.check_bounds("write zeroes", offset, len)?;
@@ -1077,7 +1324,7 @@ impl BlockTransport for NbdTransport {
         let max = (1u64 << 30) / min * min;
         let pieces = (a_start..a_end).step_by(max as usize).map(|at| {
             let n = (a_end - at).min(max) as u32;
-            self.conn.request("write zeroes", CMD_WRITE_ZEROES, 0, at, n, None, Kind::Other)
+            self.call("write zeroes", CMD_WRITE_ZEROES, 0, at, n, None, |_: &ExportInfo| Kind::Other)
         });
         futures::future::try_join_all(pieces).await?;
         Ok(true)
@@ -1089,23 +1336,29 @@ impl BlockTransport for NbdTransport {
             return Ok(Vec::new());
         }
         let info = &self.shared.info;
-        let context = match kind {
-            ExtentKind::Allocation => match info.allocation_context {
-                Some(c) => c,
-                None => return Ok(vec![Extent::data(offset, len)]),
-            },
-            ExtentKind::Changed => info.dirty_context.ok_or_else(|| {
-                Error::new(ErrorCode::TransportUnsupported, "nbd changed extents need NbdOptions::dirty_bitmap")
-            })?,
+        match kind {
+            ExtentKind::Allocation if info.allocation_context.is_none() => return Ok(vec![Extent::data(offset, len)]),
+            ExtentKind::Changed if info.dirty_context.is_none() => {
+                return Err(Error::new(
+                    ErrorCode::TransportUnsupported,
+                    "nbd changed extents need NbdOptions::dirty_bitmap",
+                ))
+            }
+            _ => {}
+        }
+        // Context ids are per connection: take the one the connection in use negotiated.
+        let context = move |i: &ExportInfo| match kind {
+            ExtentKind::Allocation => i.allocation_context,
+            ExtentKind::Changed => i.dirty_context,
         };
         let min = info.min_block();
         let start = offset / min * min;
         let max = u64::from(u32::MAX) / min * min;
         let end = ((offset + len).div_ceil(min) * min).min(info.size).min(start + max);
         let req_len = (end - start) as u32;
-        let k = Kind::BlockStatus { context, extents: None };
+        let k = move |i: &ExportInfo| Kind::BlockStatus { context: context(i).unwrap_or(u32::MAX), extents: None };
         let Completion::Extents(descs) =
-            self.conn.request("block status", CMD_BLOCK_STATUS, 0, start, req_len, None, k).await?
+            self.call("block status", CMD_BLOCK_STATUS, 0, start, req_len, None, k).await?
         else {
             return Err(Error::new(ErrorCode::Internal, "nbd block status completed without extents"));
         };
@@ -1146,8 +1399,15 @@ impl BlockTransport for NbdTransport {
         if !self.shared.info.has(TF_SEND_FLUSH) {
             return Ok(());
         }
-        self.conn.request("flush", CMD_FLUSH, 0, 0, 0, None, Kind::Other).await?;
-        Ok(())
+        let lost = || lock_opt(&self.shared.lost_writes).clone().map(|m| Error::new(ErrorCode::NbdConnect, m));
+        if let Some(e) = lost() {
+            return Err(e);
+        }
+        self.call("flush", CMD_FLUSH, 0, 0, 0, None, |_: &ExportInfo| Kind::Other).await?;
+        // Any connection of this export lost with writes no flush covered (a reconnect while
+        // this flush waited, or another handle's connection) makes the flush a lie.
+        self.shared.check_conns();
+        lost().map_or(Ok(()), Err)
     }
 }
 

@@ -86,6 +86,16 @@ pub fn nbdkit(dir: &Path, args: &[&str]) -> Server {
     Server::start(cmd, sock, pid, "")
 }
 
+/// `nbdkit` as [`nbdkit`], on a socket path the caller chooses: a server restarted on the same
+/// socket is "the same server" to a client that reconnects.
+pub fn nbdkit_on(sock: &Path, args: &[&str]) -> Server {
+    let _ = std::fs::remove_file(sock);
+    let pid = unique(sock.parent().expect("socket in a directory"), "nbdkit", "pid");
+    let mut cmd = Command::new("nbdkit");
+    cmd.args(["--foreground", "--exit-with-parent", "--unix"]).arg(sock).arg("-P").arg(&pid).args(args);
+    Server::start(cmd, sock.to_path_buf(), pid, "")
+}
+
 pub use crate::common::pattern;
 
 /// Run a command and assert it succeeded; returns stdout.
