@@ -15,7 +15,7 @@
 //! `target.cdi-missing`, `target.namespace-missing`, `target.storage-class-missing`,
 //! `target.nad-missing`.
 //!
-//! Guest conversion runs in the cluster as a Job over the VM's PVCs ([`crate::conversion`]), in
+//! Guest conversion runs in the cluster as a Job over the VM's PVCs (the `conversion` module), in
 //! every transfer mode, after the last copy.
 
 use std::collections::{BTreeMap, HashMap};
@@ -716,7 +716,7 @@ impl TargetProvider for KubevirtTarget {
     }
 
     /// Runs the conversion Job (`virt-v2v-in-place` over the VM's PVCs, see
-    /// [`crate::conversion`]) and decides the VM from its report.
+    /// the `conversion` module) and decides the VM from its report.
     async fn convert_guest(
         &self,
         vm: &TargetVm,
