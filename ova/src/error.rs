@@ -83,9 +83,10 @@ pub enum OvaError {
 }
 
 impl OvaError {
-    /// The stable code this error crosses the provider seam with. There are no OVA-specific
-    /// codes yet (the code table lives in core, which this crate does not change): a malformed
-    /// package is [`ErrorCode::VmxParse`] (the source's VM description is unreadable), a cut
+    /// The stable code this error crosses the provider seam with: the source range's generic
+    /// codes, as for any source (OVA-only codes would take the 2800-2899 sub-range of
+    /// `docs/errors.md`; none is needed). A malformed package is
+    /// [`ErrorCode::SourceDescriptorParse`] (the source's VM description is unreadable), a cut
     /// file [`ErrorCode::ShortRead`], a digest mismatch [`ErrorCode::VerifyMismatch`], an entry
     /// reaching outside the package [`ErrorCode::UnsafePath`], a missing file
     /// [`ErrorCode::DatastoreFileMissing`].

@@ -29,7 +29,8 @@ pub enum VsphereError {
     },
     /// TLS verification failed: certificate untrusted or not matching the pinned thumbprint.
     /// The shared HTTP code reports these as [`ErrorCode::HttpTls`]; at the vSphere seam they
-    /// become [`ErrorCode::VsphereTls`] so users see the vSphere code.
+    /// become [`ErrorCode::SourceTls`] so users see that the source's certificate was refused,
+    /// not some transport's.
     #[error("tls verification of {url} failed")]
     Tls {
         /// The URL, without user info.
