@@ -445,7 +445,9 @@ vmigrate_result vmigrate_error_message(uint32_t code, char *buf, size_t len, siz
 
 /*
  The symbolic name of `code` (`"PlanParse"`, as `VMIGRATE_RESULT_PLAN_PARSE` and Python's
- `.name`), a static string; NULL for a number outside the table.
+ `.name`), a static string; NULL for a number outside the table. A renamed code gives its
+ current name (2003 is `"SourceInvalidLogin"`, once `"VsphereInvalidLogin"`): compare numbers,
+ not names (docs/errors.md).
  */
 const char *vmigrate_error_name(uint32_t code);
 
