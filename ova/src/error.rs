@@ -89,14 +89,16 @@ impl OvaError {
     /// [`ErrorCode::SourceDescriptorParse`] (the source's VM description is unreadable), a cut
     /// file [`ErrorCode::ShortRead`], a digest mismatch [`ErrorCode::VerifyMismatch`], an entry
     /// reaching outside the package [`ErrorCode::UnsafePath`], a missing file
-    /// [`ErrorCode::DatastoreFileMissing`].
+    /// [`ErrorCode::SourceFileMissing`].
     pub fn code(&self) -> ErrorCode {
         match self {
-            OvaError::TarHeader { .. } | OvaError::Ovf { .. } | OvaError::Manifest { .. } => ErrorCode::VmxParse,
+            OvaError::TarHeader { .. } | OvaError::Ovf { .. } | OvaError::Manifest { .. } => {
+                ErrorCode::SourceDescriptorParse
+            }
             OvaError::Truncated { .. } => ErrorCode::ShortRead,
             OvaError::UnsafeEntry { .. } => ErrorCode::UnsafePath,
             OvaError::DigestMismatch { .. } => ErrorCode::VerifyMismatch,
-            OvaError::MissingFile { .. } => ErrorCode::DatastoreFileMissing,
+            OvaError::MissingFile { .. } => ErrorCode::SourceFileMissing,
             OvaError::Unsupported { .. } => ErrorCode::Unsupported,
         }
     }
