@@ -46,7 +46,7 @@ pub mod tls;
 pub mod transport;
 pub mod validate;
 
-pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
+pub use error::{BoxError, Error, ErrorCode, ErrorKind, ErrorRange, Result};
 pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
 pub use plan::{Credentials, Plan};
 pub use provider::{

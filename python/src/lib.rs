@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use vmigrate_core::engine::CopyControl;
 use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider, TargetProvider};
+use vmigrate_core::{Credentials, Error, ErrorCode, ErrorRange, Inventory, PlanStatus, SourceProvider, TargetProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 use vmigrate_facade::logging::{self, ForwardLayer, Record};
 use vmigrate_facade::wire;
@@ -38,8 +38,18 @@ create_exception!(
     "Base class of every vmigrate error; carries .code, .name and .kind."
 );
 create_exception!(vmigrate, PlanError, MigrationError, "Plan and validation errors (codes 1000-1999).");
-create_exception!(vmigrate, VsphereError, MigrationError, "vSphere and VMX/VMDK source errors (codes 2000-2999).");
-create_exception!(vmigrate, KubevirtError, MigrationError, "KubeVirt / Kubernetes target errors (codes 3000-3999).");
+create_exception!(
+    vmigrate,
+    SourceError,
+    MigrationError,
+    "Errors of the source the VMs come from, whichever provider it is (codes 2000-2999; also named VsphereError)."
+);
+create_exception!(
+    vmigrate,
+    TargetError,
+    MigrationError,
+    "Errors of the target the VMs go to, whichever provider it is (codes 3000-3999; also named KubevirtError)."
+);
 create_exception!(vmigrate, TransportError, MigrationError, "Transport and copy errors (codes 4000-4999).");
 create_exception!(vmigrate, ExecutionError, MigrationError, "Plan execution errors (codes 5000-5999).");
 create_exception!(vmigrate, CancelledError, ExecutionError, "The operation was cancelled (code 5001).");
@@ -80,13 +90,13 @@ fn kind_name(code: ErrorCode) -> String {
 fn to_py_err(e: Error) -> PyErr {
     let code = e.code();
     let message = e.report();
-    let err = match code.range() {
-        "plan" => PlanError::new_err(message),
-        "vsphere" => VsphereError::new_err(message),
-        "kubevirt" => KubevirtError::new_err(message),
-        "transport" => TransportError::new_err(message),
-        "execution" if code == ErrorCode::Cancelled => CancelledError::new_err(message),
-        "execution" => ExecutionError::new_err(message),
+    let err = match code.error_range() {
+        ErrorRange::Plan => PlanError::new_err(message),
+        ErrorRange::Source => SourceError::new_err(message),
+        ErrorRange::Target => TargetError::new_err(message),
+        ErrorRange::Transport => TransportError::new_err(message),
+        ErrorRange::Execution if code == ErrorCode::Cancelled => CancelledError::new_err(message),
+        ErrorRange::Execution => ExecutionError::new_err(message),
         _ => InternalError::new_err(message),
     };
     Python::attach(|py| {
@@ -140,6 +150,21 @@ impl Deliver<'_> {
 #[pyfunction]
 fn error_codes() -> Vec<(u32, &'static str, &'static str, String, &'static str)> {
     ErrorCode::ALL.iter().map(|c| (*c as u32, c.name(), c.range(), kind_name(*c), c.description())).collect()
+}
+
+/// The old names of renamed codes: `(old name, code)`, in numeric order.
+#[pyfunction]
+fn error_code_old_names() -> Vec<(&'static str, u32)> {
+    ErrorCode::OLD_NAMES.iter().map(|(old, c)| (*old, *c as u32)).collect()
+}
+
+/// The ranges of the table: `(name, first, last, old names)`, in numeric order.
+#[pyfunction]
+fn error_ranges() -> Vec<(&'static str, u32, u32, Vec<&'static str>)> {
+    ErrorRange::ALL
+        .iter()
+        .map(|r| (r.name(), *r.numbers().start(), *r.numbers().end(), r.old_names().to_vec()))
+        .collect()
 }
 
 /// Raise the exception of `code` with `message` (for tests of the exception mapping).
@@ -555,6 +580,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install(ForwardLayer::new(tracing::Level::DEBUG, to_python_logging));
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(error_code_old_names, m)?)?;
+    m.add_function(wrap_pyfunction!(error_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(raise_error, m)?)?;
     m.add_function(wrap_pyfunction!(load_status, m)?)?;
     m.add_function(wrap_pyfunction!(copy_disk, m)?)?;
@@ -569,8 +596,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     base.setattr("kind", "")?;
     m.add("MigrationError", base)?;
     m.add("PlanError", py.get_type::<PlanError>())?;
-    m.add("VsphereError", py.get_type::<VsphereError>())?;
-    m.add("KubevirtError", py.get_type::<KubevirtError>())?;
+    m.add("SourceError", py.get_type::<SourceError>())?;
+    m.add("TargetError", py.get_type::<TargetError>())?;
+    // The classes' names when the ranges were named after providers: the same class objects, so
+    // `except VsphereError` catches every source error as it always did.
+    m.add("VsphereError", py.get_type::<SourceError>())?;
+    m.add("KubevirtError", py.get_type::<TargetError>())?;
     m.add("TransportError", py.get_type::<TransportError>())?;
     m.add("ExecutionError", py.get_type::<ExecutionError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;
