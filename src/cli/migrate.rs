@@ -129,7 +129,7 @@ fn exit_for(st: &PlanStatus) -> ExitCode {
 
 fn print_blocked(st: &PlanStatus, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::json!({"event": "blocked", "status": st}));
+        println!("{}", vmigrate::wire::migration_end(st, true).expect("status serializes"));
         return;
     }
     for vm in &st.vms {
@@ -141,11 +141,12 @@ fn print_blocked(st: &PlanStatus, output: Output) {
     }
 }
 
-/// The final status: a table, or one JSON document (a final JSON line in event-stream mode).
+/// The final status: a table, or one JSON document (`docs/wire-format.md`): the `PlanStatus`
+/// document, or in event-stream mode the stream's last `MigrationEvent` (`"event": "status"`).
 pub fn print_status(st: &PlanStatus, output: Output, stream: bool) {
     match output {
-        Output::Json if stream => println!("{}", serde_json::json!({"event": "status", "status": st})),
-        Output::Json => println!("{}", serde_json::to_string_pretty(st).expect("status serializes")),
+        Output::Json if stream => println!("{}", vmigrate::wire::migration_end(st, false).expect("status serializes")),
+        Output::Json => println!("{}", vmigrate::wire::plan_status(st).expect("status serializes")),
         Output::Table => print!("{}", status_table(st)),
     }
 }
