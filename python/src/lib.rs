@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 use vmigrate_core::engine::CopyControl;
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
+use vmigrate_core::{Error, ErrorCode, Inventory, PlanStatus, SourceProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 use vmigrate_facade::logging::{self, ForwardLayer, Record};
 use vmigrate_facade::{session, wire};
@@ -304,16 +304,7 @@ impl Source {
         ca_file: Option<String>,
         insecure: bool,
     ) -> PyResult<Source> {
-        let credentials = match (username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
-            (None, None) => None,
-            _ => {
-                return Err(to_py_err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "username and password must be given together",
-                )))
-            }
-        };
+        let credentials = vmigrate_facade::sources::credentials_from(username, password).map_err(to_py_err)?;
         let spec =
             SourceSpec { url: url.clone(), thumbprint, ca_file, insecure, credentials: None, vddk_lib_dir: None };
         let provider = block_on(py, async move {
