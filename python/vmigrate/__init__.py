@@ -114,7 +114,8 @@ class ApiVersionError(ValueError):
 def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
     """Parse (when text) and check a wire document: its ``apiVersion`` must be of this package's
     group and major version and its ``kind`` the one expected. A dict without ``apiVersion`` is
-    the bare model (as ``vmigrate inventory --output json`` prints it) and is accepted."""
+    the bare model (as earlier releases' ``vmigrate inventory --output json`` printed it) and is
+    accepted."""
     d: Dict[str, Any] = json.loads(data) if isinstance(data, str) else data
     if not isinstance(d, dict):
         raise ApiVersionError(f"expected a {kind} document (a JSON object), got {type(d).__name__}")
