@@ -21,7 +21,11 @@ before the ranges were named by role, are the same classes.
 
 Every JSON document the native module hands over carries ``apiVersion`` (``vmigrate.dev/v1alpha1``)
 and ``kind`` (docs/wire-format.md); a document of another major version raises
-:class:`ApiVersionError` instead of being misread.
+:class:`ApiVersionError` instead of being misread. The objects returned (:class:`Inventory`,
+:class:`Vm`, :class:`PlanStatus`, :class:`CopyStats`, ...) are read-only views of those documents
+(:class:`WireObject`): every key is an attribute under its snake_case name (``disk.capacity_bytes``
+reads ``capacityBytes``), also ``obj["capacityBytes"]``; ``.raw`` is the dict and ``.json()`` the
+text.
 
 The library logs through :mod:`logging`, to loggers under ``vmigrate`` named after its Rust
 modules (``vmigrate.core.executor``, ``vmigrate.core.nbd``, ...); each record carries its plan /
