@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Set, Type, get_args, get_type_hints
 
@@ -206,6 +207,7 @@ def test_views_are_read_only_mappings_with_computed_properties() -> None:
     disk = vmigrate.Disk.from_dict({k: v for k, v in vm.disks[0].items() if k != "datastore"})
     assert disk.datastore is None
     assert vmigrate.Disk.from_dict(dict(vm.disks[0].raw, newKey={"a": 1})).new_key.a == 1
+    assert pickle.loads(pickle.dumps(inv)) == inv and type(pickle.loads(pickle.dumps(vm))) is vmigrate.Vm
     assert vmigrate.Inventory.from_dict(inv.json()) == inv and hash(vmigrate.Inventory.from_dict(inv.json())) == hash(inv)
     status = vmigrate.PlanStatus.from_dict(golden("plan-status"))
     assert status.summary == f"{status.migrated} of {len(status.vms)} VMs migrated"

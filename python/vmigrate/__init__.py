@@ -48,6 +48,7 @@ from typing import (
     Callable,
     ClassVar,
     Dict,
+    FrozenSet,
     Iterator,
     List,
     Optional,
@@ -265,26 +266,29 @@ def _snake(key: str) -> str:
 _W = TypeVar("_W", bound="WireObject")
 
 
-_CHILDREN: Dict[type, Dict[str, type]] = {}
+_ANNOTATIONS: Dict[type, Tuple[FrozenSet[str], Dict[str, type]]] = {}
 
 
-def _children(cls: type) -> Dict[str, type]:
-    """The wire keys whose objects a class wraps in a subclass (``Inventory.vms`` → ``Vm``), read
-    from the class's own type annotations, so the annotation is the only place that says it."""
-    found = _CHILDREN.get(cls)
+def _annotations(cls: type) -> Tuple[FrozenSet[str], Dict[str, type]]:
+    """What a class's own type annotations say, read once per class: the attribute names it
+    annotates (an absent one reads as ``None``), and the wire keys whose objects it wraps in a
+    subclass (``Inventory.vms: List[Vm]``: ``vms`` → ``Vm``), so the annotation is the only
+    place that says it."""
+    found = _ANNOTATIONS.get(cls)
     if found is None:
-        found = {}
+        names, children = set(), {}
         for name, hint in get_type_hints(cls).items():
             if name.startswith("_"):
                 continue
+            names.add(name)
             todo = [hint]
             while todo:
                 t = todo.pop()
                 if isinstance(t, type) and issubclass(t, WireObject):
-                    found[_camel(name)] = t
+                    children[_camel(name)] = t
                     break
                 todo.extend(get_args(t))
-        _CHILDREN[cls] = found
+        found = _ANNOTATIONS[cls] = (frozenset(names), children)
     return found
 
 
@@ -348,7 +352,7 @@ class WireObject(Mapping[str, Any]):
         views: Dict[str, Any] = self.__dict__["_views"]
         if key not in views:
             value = self.raw[key]
-            views[key] = _wrap(value, _children(type(self)).get(key, WireObject))
+            views[key] = _wrap(value, _annotations(type(self))[1].get(key, WireObject))
         return views[key]
 
     def __getattr__(self, name: str) -> Any:
@@ -358,7 +362,7 @@ class WireObject(Mapping[str, Any]):
         key = name if name in raw else _camel(name)
         if key in raw:
             return self[key]
-        if name in get_type_hints(type(self)):
+        if name in _annotations(type(self))[0]:
             return None
         raise AttributeError(f"{type(self).__name__} has no key {key!r} (keys: {', '.join(raw)})")
 
