@@ -24,6 +24,7 @@
 //! ```
 
 pub mod buf;
+pub mod concern;
 pub mod convert;
 pub mod engine;
 pub mod error;
@@ -46,6 +47,7 @@ pub mod tls;
 pub mod transport;
 pub mod validate;
 
+pub use concern::{Concern, Severity};
 pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
 pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
 pub use plan::{Credentials, Plan};
@@ -55,4 +57,3 @@ pub use provider::{
 };
 pub use status::{Phase, PlanStatus, VmStatus};
 pub use transport::{Backing, BlockTransport, Extent, ExtentKind, ExtentState, SourceIdentity};
-pub use validate::{Concern, Severity};

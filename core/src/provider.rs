@@ -13,11 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::concern::Concern;
 use crate::error::{Error, Result};
 use crate::model::{Disk, Inventory, Vm, VmId};
 use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
 use crate::transport::{BlockTransport, Extent, SourceIdentity};
-use crate::validate::Concern;
 
 /// What a source can do beyond reading, so the executor and validation can decide up front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
