@@ -42,6 +42,7 @@ pub mod provider;
 pub mod safe_fs;
 pub mod status;
 pub mod status_binding;
+pub mod times;
 #[cfg(any(feature = "http", feature = "nbd"))]
 pub mod tls;
 pub mod transport;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Executor;
 use crate::error::{Error, ErrorCode, Result};
-use crate::plan::{parse_duration, HookSpec, HookStep};
+use crate::plan::{HookSpec, HookStep};
 use crate::provider::TargetVm;
 
 /// Longest hook output kept in an error message.
@@ -31,10 +31,7 @@ pub async fn run_local_hook(hook: &HookSpec, input: &serde_json::Value, cancel: 
         .command
         .split_first()
         .ok_or_else(|| Error::new(ErrorCode::PlanInvalid, format!("hook {} has no command", hook.name)))?;
-    let timeout = match &hook.timeout {
-        Some(t) => parse_duration(t)?,
-        None => Duration::from_secs(600),
-    };
+    let timeout = hook.timeout.as_ref().map_or(Duration::from_secs(600), |t| t.get());
     let s = |k: &str| input.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let mut cmd = tokio::process::Command::new(prog);
     cmd.env_clear();
@@ -148,7 +145,7 @@ mod tests {
             step: HookStep::Pre,
             command: cmd.iter().map(|s| s.to_string()).collect(),
             image: None,
-            timeout: timeout.map(str::to_string),
+            timeout: timeout.map(|t| crate::plan::Duration::parse(t).expect("a duration")),
         }
     }
 
