@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod file;
+pub mod hook;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod memory;

@@ -398,8 +398,14 @@ pub trait TargetProvider: Send + Sync + Debug {
     async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()>;
 
     /// Run a container-image hook (e.g. an Ansible playbook image) as a Job next to the VM and
-    /// return its log. Targets without a cluster cannot.
-    async fn run_hook(&self, vm: &TargetVm, hook: &crate::plan::HookSpec, input: &serde_json::Value) -> Result<String> {
+    /// return its log, handing it `input` as JSON, the same document a local hook reads on its
+    /// stdin ([`HookInput`](crate::hook::HookInput)). Targets without a cluster cannot.
+    async fn run_hook(
+        &self,
+        vm: &TargetVm,
+        hook: &crate::plan::HookSpec,
+        input: &crate::hook::HookInput,
+    ) -> Result<String> {
         let _ = (vm, input);
         Err(Error::unsupported(format!("the {} target cannot run image hooks ({})", self.kind(), hook.name)))
     }
