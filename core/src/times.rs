@@ -71,7 +71,8 @@ impl Duration {
         Ok(Duration { value: total, text: text.to_string() })
     }
 
-    /// A duration from code, written in the largest units that are exact (`1h30m`, `250ms`).
+    /// A duration from code, to the millisecond, written in the largest units that are exact
+    /// (`1h30m`, `1s250ms`).
     pub fn from_std(value: std::time::Duration) -> Duration {
         let mut text = String::new();
         let mut secs = value.as_secs();
