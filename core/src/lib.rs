@@ -50,7 +50,7 @@ pub mod transport;
 pub mod validate;
 
 pub use concern::{Concern, Severity};
-pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
+pub use error::{BoxError, Error, ErrorCode, ErrorKind, ErrorRange, Result};
 pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
 pub use plan::{Credentials, Plan};
 pub use provider::{

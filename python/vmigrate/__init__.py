@@ -13,8 +13,11 @@ A Pythonic layer over the native module ``vmigrate._native`` (Rust, pyo3)::
 Long calls (connecting, listing, validating, copying, running a plan) release the GIL; progress
 callbacks run on the calling thread. Ctrl-C during a copy or a run cancels it cleanly (targets
 cleaned up, sources restored) and then raises ``KeyboardInterrupt``. Errors are
-:class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C,
-carrying ``.code`` (the number), ``.name`` and ``.kind``.
+:class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C
+(:class:`PlanError`, :class:`SourceError`, :class:`TargetError`, :class:`TransportError`,
+:class:`ExecutionError`, :class:`InternalError`), carrying ``.code`` (the number), ``.name`` and
+``.kind``. ``VsphereError`` and ``KubevirtError``, the names of the source and target classes
+before the ranges were named by role, are the same classes.
 
 Every JSON document the native module hands over carries ``apiVersion`` (``vmigrate.dev/v1alpha1``)
 and ``kind`` (docs/wire-format.md); a document of another major version raises
@@ -34,18 +37,18 @@ import queue
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, Type, Union
 
 from . import _native
 from ._native import (
     CancelledError,
     ExecutionError,
     InternalError,
-    KubevirtError,
     MigrationError,
     PlanError,
+    SourceError,
+    TargetError,
     TransportError,
-    VsphereError,
 )
 
 __version__: str = _native.__version__
@@ -59,6 +62,7 @@ __all__ = [
     "Datastore",
     "Disk",
     "ErrorCode",
+    "ErrorRange",
     "ExecutionError",
     "Host",
     "InternalError",
@@ -72,6 +76,8 @@ __all__ = [
     "PlanStatus",
     "Progress",
     "Source",
+    "SourceError",
+    "TargetError",
     "TransportError",
     "Vm",
     "VmStatus",
@@ -79,7 +85,9 @@ __all__ = [
     "VsphereError",
     "copy_disk",
     "create_lab_datastore",
+    "error_code",
     "error_codes",
+    "error_ranges",
     "load_status",
 ]
 
@@ -106,7 +114,8 @@ class ApiVersionError(ValueError):
 def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
     """Parse (when text) and check a wire document: its ``apiVersion`` must be of this package's
     group and major version and its ``kind`` the one expected. A dict without ``apiVersion`` is
-    the bare model (as ``vmigrate inventory --output json`` prints it) and is accepted."""
+    the bare model (as earlier releases' ``vmigrate inventory --output json`` printed it) and is
+    accepted."""
     d: Dict[str, Any] = json.loads(data) if isinstance(data, str) else data
     if not isinstance(d, dict):
         raise ApiVersionError(f"expected a {kind} document (a JSON object), got {type(d).__name__}")
@@ -129,20 +138,87 @@ def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
 # Error codes
 
 
+VsphereError = SourceError
+"""Old name of :class:`SourceError` (the 2000 range was named ``vsphere``), kept for compatibility."""
+
+KubevirtError = TargetError
+"""Old name of :class:`TargetError` (the 3000 range was named ``kubevirt``), kept for compatibility."""
+
+
 @dataclass(frozen=True)
 class ErrorCode:
-    """One entry of the stable error-code table (the numbers C returns as ``vmigrate_result``)."""
+    """One entry of the stable error-code table (the numbers C returns as ``vmigrate_result``).
+
+    ``name`` is the current name; ``old_names`` are names the same number had before a rename
+    (``VsphereInvalidLogin`` for ``SourceInvalidLogin``), which :func:`error_code` still accepts.
+    Match on ``code``: numbers never change."""
 
     code: int
     name: str
     range: str
     kind: str
     description: str
+    old_names: Tuple[str, ...] = ()
 
 
-def error_codes() -> List[ErrorCode]:
-    """Every error code, in numeric order."""
-    return [ErrorCode(*row) for row in _native.error_codes()]
+_RANGE_CLASSES: Dict[str, Type[MigrationError]] = {
+    "plan": PlanError,
+    "source": SourceError,
+    "target": TargetError,
+    "transport": TransportError,
+    "execution": ExecutionError,
+    "internal": InternalError,
+}
+
+
+@dataclass(frozen=True)
+class ErrorRange:
+    """A range of the error-code table, by role: the numbers ``first``..``last`` and the
+    exception class raised for them. ``old_names`` are the range's names before ranges were named
+    by role (``vsphere`` for ``source``, ``kubevirt`` for ``target``)."""
+
+    name: str
+    first: int
+    last: int
+    old_names: Tuple[str, ...]
+    exception: Type[MigrationError]
+
+
+def error_ranges() -> List[ErrorRange]:
+    """Every range of the error-code table, in numeric order."""
+    return [
+        ErrorRange(name, first, last, tuple(old), _RANGE_CLASSES[name])
+        for name, first, last, old in _native.error_ranges()
+    ]
+
+
+def _range_name(name: str) -> str:
+    for r in _native.error_ranges():
+        if name == r[0] or name in r[3]:
+            return str(r[0])
+    raise KeyError(f"{name!r} is not an error-code range")
+
+
+def error_codes(range: Optional[str] = None) -> List[ErrorCode]:
+    """Every error code, in numeric order; only those of ``range`` when given (a range name, or
+    an old one: ``"vsphere"`` is ``"source"``). An unknown range raises ``KeyError``."""
+    old: Dict[int, List[str]] = {}
+    for name, code in _native.error_code_old_names():
+        old.setdefault(code, []).append(name)
+    codes = [ErrorCode(*row, old_names=tuple(old.get(row[0], ()))) for row in _native.error_codes()]
+    if range is None:
+        return codes
+    wanted = _range_name(range)
+    return [c for c in codes if c.range == wanted]
+
+
+def error_code(key: Union[int, str]) -> ErrorCode:
+    """The table entry of a number, a name, or an old name (``"VsphereInvalidLogin"`` gives the
+    entry of 2003, ``SourceInvalidLogin``). An unknown one raises ``KeyError``."""
+    for c in error_codes():
+        if key == c.code or key == c.name or key in c.old_names:
+            return c
+    raise KeyError(f"{key!r} is not a vmigrate error code")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ async fn changed_extents(
     while offset < size {
         let areas = source.changed_areas(vm, disk, snap, since, offset).await?;
         if areas.end <= offset {
-            return Err(Error::new(ErrorCode::VsphereFault, "changed-area query made no progress"));
+            return Err(Error::new(ErrorCode::SourceFault, "changed-area query made no progress"));
         }
         out.extend(areas.extents.into_iter().map(|e| Extent { state: ExtentState::Data, ..e }));
         offset = areas.end;

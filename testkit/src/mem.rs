@@ -367,7 +367,7 @@ impl TargetProvider for MemTarget {
         let vol = lock(&self.volumes)
             .get(&v.name)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorCode::KubeNotFound, format!("volume {} was not prepared", v.name)))?;
+            .ok_or_else(|| Error::new(ErrorCode::TargetNotFound, format!("volume {} was not prepared", v.name)))?;
         Ok(VolumeSink::Transport(Box::new(vol)))
     }
 
@@ -391,7 +391,7 @@ impl TargetProvider for MemTarget {
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         if self.fail_create.load(Ordering::SeqCst) > 0 {
             self.fail_create.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::new(ErrorCode::KubeInvalid, format!("virtualmachine {} rejected", vm.name)));
+            return Err(Error::new(ErrorCode::TargetInvalid, format!("virtualmachine {} rejected", vm.name)));
         }
         self.call(format!("create_vm {} {}", vm.name, volumes.len()));
         let mut vms = lock(&self.vms);

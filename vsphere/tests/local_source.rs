@@ -166,7 +166,7 @@ async fn inventory_maps_realistic_vmx_files() {
     let legacy_disk = src.open_disk(&legacy.id, &legacy.disks[0], None).await.expect("stream disk");
     assert_eq!(legacy_disk.size(), 4 << 20);
     let rdm = src.open_disk(&legacy.id, &legacy.disks[2], None).await.map(|_| ()).expect_err("rdm");
-    assert_eq!(rdm.code(), ErrorCode::VmdkFormat);
+    assert_eq!(rdm.code(), ErrorCode::SourceDiskFormat);
 
     // vm() re-reads one VMX; unknown ids are typed errors.
     let again = src.vm(&web.id).await.expect("vm");

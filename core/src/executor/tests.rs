@@ -108,7 +108,7 @@ impl SourceProvider for MemSource {
         vms.iter()
             .find(|v| v.id == *id)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorCode::VsphereNotFound, format!("no vm {}", id.moref)))
+            .ok_or_else(|| Error::new(ErrorCode::SourceNotFound, format!("no vm {}", id.moref)))
     }
     async fn power_off(&self, vm: &VmId, _graceful: Option<Duration>) -> Result<()> {
         self.call(format!("power_off {}", vm.moref));
@@ -142,7 +142,7 @@ impl SourceProvider for MemSource {
     async fn create_snapshot_quiesced(&self, vm: &VmId, name: &str, quiesce: bool) -> Result<SnapshotRef> {
         self.call(format!("quiesce={quiesce} {name}"));
         if quiesce && self.quiesce_fails.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorCode::VsphereFault, "the guest's freeze script failed"));
+            return Err(Error::new(ErrorCode::SourceFault, "the guest's freeze script failed"));
         }
         self.create_snapshot(vm, name).await
     }
@@ -298,7 +298,7 @@ impl TargetProvider for MemTarget {
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         if self.fail_create.load(Ordering::SeqCst) > 0 {
             self.fail_create.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::new(ErrorCode::KubeInvalid, format!("virtualmachine {} rejected", vm.name)));
+            return Err(Error::new(ErrorCode::TargetInvalid, format!("virtualmachine {} rejected", vm.name)));
         }
         self.call(format!("create_vm {} {}", vm.name, volumes.len()));
         self.vms.lock().expect("lock").push(vm.name.clone());
@@ -500,7 +500,7 @@ async fn failure_cleans_up_and_restores_power_other_vms_go_on() {
     assert_eq!(st.summary(), "1 of 2 VMs migrated");
     let failed = st.vms.iter().find(|v| v.phase == Phase::Failed).expect("one failed");
     let err = failed.error.as_ref().expect("error recorded");
-    assert_eq!(err.code, ErrorCode::KubeInvalid as u32);
+    assert_eq!(err.code, ErrorCode::TargetInvalid as u32);
     let moref = failed.source_id.clone();
     assert_eq!(src.power(&moref), PowerState::PoweredOn, "source powered back on after failure");
     assert!(tgt.calls().contains(&format!("cleanup {}", failed.target_name)));

@@ -420,7 +420,7 @@ impl Executor {
         while offset < size {
             let areas = self.source.changed_areas(&vm.id, disk, snap, since, offset).await?;
             if areas.end <= offset {
-                return Err(Error::new(ErrorCode::VsphereFault, "changed-area query made no progress"));
+                return Err(Error::new(ErrorCode::SourceFault, "changed-area query made no progress"));
             }
             out.extend(areas.extents.into_iter().map(|e| Extent { state: ExtentState::Data, ..e }));
             offset = areas.end;
