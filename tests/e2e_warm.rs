@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use support::warm::{between_passes, run_plan, scribble, touched, CBT_BLOCK as BLOCK, WARM_OPTIONS};
+use support::warm::{
+    between_passes, run_plan, scribble, touched, warm_dir_plan, WarmDirPlan, CBT_BLOCK as BLOCK, WARM_OPTIONS,
+};
 use support::*;
 use vmigrate::core::executor::{Controller, Event, ExecutorOptions};
 use vmigrate::core::model::PowerState;
@@ -41,12 +43,7 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
     assert_eq!(vm.power_state, PowerState::PoweredOn);
     let flat = sim.flat_file(vm_name);
 
-    let work = tempfile::tempdir().expect("tmp");
-    let out = work.path().join("out");
-    let env = CredEnv::new("warm_lib");
-    env.export(&sim);
-    let text = vcsim_plan("warm-lib", &sim, &env, &format!("dir://{}", out.display()), &[vm_name], true, WARM_OPTIONS);
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let WarmDirPlan { work, out, plan } = warm_dir_plan(&sim, "warm-lib", vm_name);
 
     // The sink writes the next change set the moment a pass has read everything, i.e. before
     // the next snapshot is taken; after the third set it asks for the cutover.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::boot;
 use support::guests::{self, Firmware};
-use support::warm::{between_passes, run_plan, WARM_OPTIONS};
+use support::warm::{between_passes, run_plan, warm_dir_plan, WarmDirPlan};
 use support::*;
 use vmigrate::core::executor::{Controller, ExecutorOptions};
 use vmigrate::core::Phase;
@@ -82,12 +82,7 @@ async fn warm_migrated_guest_written_between_passes_boots_with_the_last_write() 
     assert!(cp.success());
     assert_eq!(std::fs::metadata(&flat).expect("flat").len(), g.size_bytes);
 
-    let work = tempfile::tempdir().expect("tmp");
-    let out = work.path().join("out");
-    let env = CredEnv::new("warm_boot");
-    env.export(&sim);
-    let text = vcsim_plan("warm-boot", &sim, &env, &format!("dir://{}", out.display()), &[VM], true, WARM_OPTIONS);
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let WarmDirPlan { work, out, plan } = warm_dir_plan(&sim, "warm-boot", VM);
 
     // Writes into the guest's file system the moment a pass has read everything (before the
     // next snapshot); after the second one, the cutover.

@@ -7,12 +7,15 @@
 
 use std::collections::BTreeSet;
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use vmigrate::core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate::core::{Plan, PlanStatus, TargetProvider};
+use vmigrate::vsphere::vcsim::Vcsim;
+
+use super::{vcsim_plan, CredEnv};
 
 /// vSphere's changed block tracking granularity as vcsim reports it: a delta pass may read
 /// whole 64 KiB blocks around each write, never more.
@@ -21,6 +24,27 @@ pub const CBT_BLOCK: u64 = 64 << 10;
 /// `spec.options` of a warm plan with CBT switched on by the plan and a precopy every second
 /// (for [`vcsim_plan`](super::vcsim_plan)'s `options`).
 pub const WARM_OPTIONS: &str = "    enableCbt: true\n    precopyInterval: 1s\n";
+
+/// A warm plan of one simulator VM into an output folder, with where it writes.
+pub struct WarmDirPlan {
+    /// The scratch folder (status files, `out`).
+    pub work: tempfile::TempDir,
+    /// The `dir://` output folder.
+    pub out: PathBuf,
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Plan `name`: `vm` of `sim`, warm with [`WARM_OPTIONS`], into `dir://<work>/out`, its
+/// credentials exported in variables of its own.
+pub fn warm_dir_plan(sim: &Vcsim, name: &str, vm: &str) -> WarmDirPlan {
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("out");
+    let env = CredEnv::new(name);
+    env.export(sim);
+    let text = vcsim_plan(name, sim, &env, &format!("dir://{}", out.display()), &[vm], true, WARM_OPTIONS);
+    WarmDirPlan { work, out, plan: Plan::from_yaml_str(&text).expect("plan") }
+}
 
 /// Overwrite `(offset, len)` ranges of a flat file with `byte` and sync (what the guest writes
 /// between two snapshots). The lab pattern's bytes are odd and its holes zero, so a byte such
