@@ -99,6 +99,12 @@ impl MemSource {
     pub fn set_quiesce_fails(&self, on: bool) {
         self.quiesce_fails.store(on, Ordering::SeqCst);
     }
+
+    /// The content disk `key` had when snapshot `id` was taken: what a target that runs its
+    /// own passes (a transfer Job) reads for that snapshot.
+    pub fn snapshot_content(&self, id: &str, key: i32) -> Option<Vec<u8>> {
+        lock(&self.snaps).get(id).and_then(|s| s.get(&key)).cloned()
+    }
 }
 
 /// A transport wrapper that sleeps on every read.
@@ -261,6 +267,34 @@ impl SourceProvider for MemSource {
     }
 }
 
+/// A target transport that damages every write (flips its first byte): what verification
+/// exists to catch.
+#[derive(Debug)]
+struct Corrupting(Box<dyn BlockTransport>);
+
+#[async_trait]
+impl BlockTransport for Corrupting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(Corrupting(self.0.try_clone().await?)))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.0.read_at(offset, len).await
+    }
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        let mut bad = data.to_vec();
+        if let Some(b) = bad.first_mut() {
+            *b ^= 0xFF;
+        }
+        self.0.write_at(offset, Bytes::from(bad)).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.0.flush().await
+    }
+}
+
 /// A target whose volumes are [`MemoryTransport`]s. By default it takes scattered writes
 /// (incremental, so warm migrations apply their delta passes); with
 /// [`importing_from`](Self::importing_from) it "imports by itself" like CDI's importer.
@@ -274,6 +308,7 @@ pub struct MemTarget {
     importer: Option<Arc<MemSource>>,
     fail_convert: AtomicUsize,
     created: Mutex<Vec<TargetVm>>,
+    corrupt: bool,
 }
 
 impl MemTarget {
@@ -291,6 +326,13 @@ impl MemTarget {
     /// Import every volume by itself from `source` ([`VolumeSink::SelfImport`]).
     pub fn importing_from(mut self, source: Arc<MemSource>) -> Self {
         self.importer = Some(source);
+        self
+    }
+
+    /// Open every volume through a transport that damages each write (flips its first byte),
+    /// so a test can show that verification catches what a faulty target does.
+    pub fn corrupting(mut self) -> Self {
+        self.corrupt = true;
         self
     }
 
@@ -316,6 +358,18 @@ impl MemTarget {
     /// The content of volume `name`, if it exists.
     pub fn volume(&self, name: &str) -> Option<Vec<u8>> {
         lock(&self.volumes).get(name).map(MemoryTransport::contents)
+    }
+
+    /// A handle on volume `name` sharing its bytes (writes through it land in the volume), if
+    /// it exists: for a wrapping target that fills volumes itself.
+    pub fn volume_transport(&self, name: &str) -> Option<MemoryTransport> {
+        lock(&self.volumes).get(name).cloned()
+    }
+
+    /// Put volume `name` in place (replacing one of that name), as a volume left by an earlier
+    /// run is found by the next.
+    pub fn put_volume(&self, name: &str, volume: MemoryTransport) {
+        lock(&self.volumes).insert(name.to_string(), volume);
     }
 
     /// Names of the volumes that exist.
@@ -368,6 +422,9 @@ impl TargetProvider for MemTarget {
             .get(&v.name)
             .cloned()
             .ok_or_else(|| Error::new(ErrorCode::TargetNotFound, format!("volume {} was not prepared", v.name)))?;
+        if self.corrupt {
+            return Ok(VolumeSink::Transport(Box::new(Corrupting(Box::new(vol)))));
+        }
         Ok(VolumeSink::Transport(Box::new(vol)))
     }
 

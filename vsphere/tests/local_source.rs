@@ -17,20 +17,6 @@ fn fixture(name: &str, to: &Path) {
     std::fs::copy(Path::new(TEST_DATA).join(name), to).expect("copy fixture");
 }
 
-fn convert(raw: &Path, sub: &str, out: &Path) {
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        &format!("subformat={sub}"),
-        &raw.display().to_string(),
-        &out.display().to_string(),
-    ]);
-}
-
 /// Build the datastore; returns the raw sources of the disks we read back.
 fn build(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let web = root.join("winweb01");
