@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -501,10 +501,30 @@ fn read_err(e: std::io::Error) -> Error {
     }
 }
 
+/// Capacity of the reply reader's buffer. Reply headers (and whole small replies) are read
+/// through it, several per `recv`; payloads land straight in their destination
+/// ([`read_payload`]), so only the bytes that arrived in the same `recv` as their header are
+/// copied. A 256 KiB buffer copied 44% of every 512 KiB read (perf: 8% of the client's CPU).
+const REPLY_BUFFER: usize = 16 << 10;
+
+/// Fill `dst` from `r`: what the buffer already holds is copied, the rest is read from the
+/// socket straight into `dst` (never into the buffer, even for a short tail).
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut BufReader<R>, dst: &mut [u8]) -> std::io::Result<()> {
+    let held = r.buffer();
+    let n = held.len().min(dst.len());
+    dst[..n].copy_from_slice(&held[..n]);
+    std::pin::Pin::new(&mut *r).consume(n);
+    if n < dst.len() {
+        // The buffer is empty now: reading past it keeps the stream in order.
+        r.get_mut().read_exact(&mut dst[n..]).await?;
+    }
+    Ok(())
+}
+
 /// Read replies until the connection fails; returns the error that ended it. `current` holds the
 /// request whose reply is being read, so the caller can fail it too.
 async fn read_replies<R: AsyncRead + Unpin>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     state: &Mutex<State>,
     structured: bool,
     contexts: &[u32],
@@ -517,7 +537,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
 }
 
 async fn read_replies_inner<R: AsyncRead + Unpin>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     state: &Mutex<State>,
     structured: bool,
     contexts: &[u32],
@@ -543,7 +563,7 @@ async fn read_replies_inner<R: AsyncRead + Unpin>(
                             if !covered.is_empty() {
                                 return Err(protocol("nbd simple reply after structured chunks"));
                             }
-                            r.read_exact(&mut buf[..]).await.map_err(read_err)?;
+                            read_payload(r, &mut buf[..]).await.map_err(read_err)?;
                             *simple_ok = true;
                         }
                         Kind::BlockStatus { .. } => return Err(protocol("nbd simple reply to block status")),
@@ -569,11 +589,11 @@ async fn read_replies_inner<R: AsyncRead + Unpin>(
                     };
                     let req_len = u32::try_from(buf.len()).map_err(|_| protocol("read too large"))?;
                     let start = chunk_range(*offset, req_len, at, n)?;
-                    r.read_exact(&mut buf[start..start + n as usize]).await.map_err(read_err)?;
+                    read_payload(r, &mut buf[start..start + n as usize]).await.map_err(read_err)?;
                     covered.push((start, n as usize));
                 } else {
                     let mut payload = vec![0u8; len as usize];
-                    r.read_exact(&mut payload).await.map_err(read_err)?;
+                    read_payload(r, &mut payload).await.map_err(read_err)?;
                     match parse_chunk(flags, typ, len, &payload)? {
                         Chunk::None | Chunk::Data { .. } => {}
                         Chunk::Hole { offset: at, len: n } => {
@@ -691,7 +711,7 @@ impl Conn {
         let structured = info.structured;
         let rstate = state.clone();
         let reader = tokio::spawn(async move {
-            let mut r = BufReader::with_capacity(256 << 10, r);
+            let mut r = BufReader::with_capacity(REPLY_BUFFER, r);
             let mut current = None;
             let err = read_replies(&mut r, &rstate, structured, &contexts, &mut current).await;
             tracing::debug!(error = %err.report(), "nbd reader stopped");
