@@ -42,7 +42,8 @@ pub fn is_shared_zeroes(b: &[u8]) -> bool {
     r.contains(&b.as_ptr()) && b.as_ptr_range().end <= r.end
 }
 
-/// Most bytes of free buffers a pool keeps.
+/// Most bytes of free buffers a pool keeps: the default budget of buffers in flight
+/// (docs/perf-notes.md, "Pooled, page-aligned buffers").
 const POOL_MAX_BYTES: usize = 32 << 20;
 
 /// Offset of the first [`ALIGN`]-aligned byte of `buf` (stable: pooled vectors never grow, so

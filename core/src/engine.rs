@@ -43,27 +43,27 @@ use crate::buf::{is_shared_zeroes, shared_zeroes, SHARED_ZEROES_LEN};
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind, ExtentState};
 
-/// Default size of a work unit: the granularity of extent queries, scheduling and checkpoints.
+/// Default size of a work unit: the granularity of extent queries, scheduling and checkpoints
+/// (docs/perf-notes.md, "Work units").
 pub const DEFAULT_WORK_UNIT: u64 = 128 << 20;
 
 /// Granularity of [`digest`]: fixed so that digests of any two transports are comparable.
 const DIGEST_CHUNK: u64 = 4 << 20;
 
 /// Data extents separated by a hole or zero extent of at most this many bytes are read as one
-/// request (up to the request size): the gap comes back as zeroes (a hole chunk from a server
-/// with structured replies), which the zero scan then skips or zeroes on the target exactly as
-/// the extent would have been. Extents of 4-64 KiB otherwise cost a request each, and a request
-/// costs the client and the server far more than reading 64 KiB of holes.
+/// request (up to the request size): the gap comes back as zeroes, which the zero scan skips or
+/// zeroes on the target exactly as the extent would have been; a request costs far more than
+/// reading 64 KiB of holes (measured: docs/perf-notes.md, "Small extents").
 const COALESCE_GAP: u64 = 128 << 10;
 
-/// Default [`CopyOptions::queue_depth`]. With 512 KiB NBD requests, 8 per connection (16 MiB
-/// over 4 connections) keep qemu-nbd busy; the 32 MiB budget alone let 64 requests fly, and
-/// every buffer beyond what the server can fill is memory faulted in for nothing (reporter's
-/// shape: 10,000 page faults and 212 ms of client CPU against 4,500 and 190 ms). Requests of
-/// 1 MiB (HTTP) and more are bounded by the budget first, as before.
+/// Default [`CopyOptions::queue_depth`]: enough 512 KiB NBD reads to keep the server busy,
+/// without faulting in buffers it cannot fill; small reads may be many more in the same bytes,
+/// and 1 MiB reads or larger hit the budget first (measured: docs/perf-notes.md, "Buffers in
+/// flight").
 const QUEUE_DEPTH: usize = 8;
 
-/// Buffers at least this large are scanned for zeroes on the blocking pool.
+/// Buffers larger than this are scanned for zeroes on the blocking pool; NBD reads (512 KiB)
+/// are scanned inline (docs/perf-notes.md, "Zero scans").
 const SCAN_INLINE_MAX: usize = 512 << 10;
 
 /// How to copy. [`Default`] gives the tuned settings.
@@ -75,9 +75,9 @@ pub struct CopyOptions {
     pub request_size: usize,
     /// Bytes of buffers in flight at once, when no shared [`BufferBudget`] is given.
     pub max_buffer_bytes: usize,
-    /// Requests each connection keeps in flight at most (the budget may allow fewer). More
-    /// than the source needs to stay busy only costs fresh buffer memory (see
-    /// `docs/perf-notes.md`).
+    /// Reads of the full request size each connection keeps in flight at most (smaller reads: as
+    /// many as fit in the same bytes; the budget may allow fewer): more than the source can
+    /// serve only costs fresh buffer memory.
     pub queue_depth: usize,
     /// Scan data read for all-zero blocks and zero them instead of writing.
     pub zero_detect: bool,
@@ -353,10 +353,8 @@ pub struct CopyStats {
 
 // ---------------------------------------------------------------------------------------------
 // An in-task future set: runs borrowed futures concurrently without spawning (so handles can be
-// `&dyn BlockTransport`). `FuturesUnordered` polls only the futures that were woken: with small
-// extents a copy has hundreds of requests in flight, and polling every one of them at each
-// wake-up cost a fifth of the client's CPU (perf, 4-64 KiB extents: 0.5-0.7 s user per GiB
-// against nbdcopy's 0.11-0.13 s).
+// `&dyn BlockTransport`). `FuturesUnordered` polls only the futures that were woken, which
+// matters with hundreds of small requests in flight (docs/perf-notes.md, "Small extents").
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -605,6 +603,8 @@ impl Shared<'_> {
     }
 
     async fn run_unit(&self, u: u64, src: &dyn BlockTransport, dst: &dyn BlockTransport) -> Result<()> {
+        // This connection's share of the reads in flight (see `QUEUE_DEPTH`).
+        let window = BufferBudget::new(self.request.saturating_mul(self.opts.queue_depth.max(1)));
         let mut set: FutSet<'_, Result<()>> = FutSet::new();
         for (start, end, copy) in self.unit_work(u) {
             if !copy {
@@ -658,8 +658,13 @@ impl Shared<'_> {
                     let mut off = e.offset;
                     while off < span_end {
                         let len = (span_end - off).min(self.request as u64) as usize;
-                        let permit = self.acquire_polling(&mut set, len).await?;
-                        set.push(self.copy_chunk(src, dst, off, len, permit));
+                        let (slot, permit) = self.acquire_polling(&mut set, &window, len).await?;
+                        let chunk = self.copy_chunk(src, dst, off, len, permit);
+                        set.push(async move {
+                            let r = chunk.await;
+                            drop(slot);
+                            r
+                        });
                         off += len as u64;
                     }
                     pos = span_end;
@@ -670,15 +675,15 @@ impl Shared<'_> {
         set.drain().await
     }
 
-    /// Wait for a free slot of this connection's queue and for budget, while still driving the
+    /// Wait for room in this connection's window and in the budget, while still driving the
     /// futures already in flight.
-    async fn acquire_polling(&self, set: &mut FutSet<'_, Result<()>>, len: usize) -> Result<OwnedSemaphorePermit> {
-        while set.len() >= self.opts.queue_depth.max(1) {
-            if let Some(r) = set.next().await {
-                r?;
-            }
-        }
-        let acq = self.budget.acquire(len);
+    async fn acquire_polling(
+        &self,
+        set: &mut FutSet<'_, Result<()>>,
+        window: &BufferBudget,
+        len: usize,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let acq = async { (window.acquire(len).await, self.budget.acquire(len).await) };
         tokio::pin!(acq);
         loop {
             if set.len() == 0 {
@@ -1251,6 +1256,55 @@ mod tests {
             .expect("copy");
         assert_eq!(copied.bytes_written, data.len() as u64);
         assert!(dst.contents() == data, "target differs from the source");
+    }
+
+    /// A disk that records how many reads were in flight at once.
+    #[derive(Debug)]
+    struct Counting {
+        disk: crate::memory::MemoryTransport,
+        now: AtomicU64,
+        most: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl BlockTransport for Counting {
+        fn size(&self) -> u64 {
+            self.disk.size()
+        }
+        async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+            Err(Error::new(ErrorCode::TransportUnsupported, "one handle"))
+        }
+        async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            self.disk.read_at(offset, len).await
+        }
+        async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+            self.disk.write_at(offset, data).await
+        }
+        async fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A connection keeps `queue_depth` full-size reads in flight, not as many as the budget
+    /// would allow (buffers the source cannot fill are memory faulted in for nothing).
+    #[tokio::test]
+    async fn reads_in_flight_are_bounded_by_the_queue_depth() {
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
+        let src = Counting {
+            disk: crate::memory::MemoryTransport::from_bytes(data.clone()),
+            now: AtomicU64::new(0),
+            most: AtomicU64::new(0),
+        };
+        let dst = crate::memory::MemoryTransport::new(data.len() as u64);
+        let opts = CopyOptions { request_size: 64 << 10, queue_depth: 3, ..CopyOptions::default() };
+        copy(&src, &dst, &opts, &CopyControl::new()).await.expect("copy");
+        assert!(dst.contents() == data, "target differs from the source");
+        // 64 reads of 64 KiB, a 32 MiB budget: only the depth keeps it at 3.
+        assert_eq!(src.most.load(Ordering::SeqCst), 3, "reads in flight at once");
     }
 
     #[test]

@@ -60,21 +60,13 @@ use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
 use proto::*;
 pub use uri::{parse_uri, parse_uri_tls, NbdAddr, TlsParams, DEFAULT_PORT};
 
-/// Largest single write request. A server receives a request's whole payload before it writes
-/// it, so smaller pieces overlap the transfer with the server's writes; and a server writing into its page cache is slow with large writes in a VM
-/// with free page reporting (see the local file transport). Measured NBD to qemu-nbd, 4 GiB
-/// image with 1.2 GB of data, no flush: 4 MiB writes 1.1-1.6 s, 512 KiB 0.96-1.14 s.
+/// Largest single write request: smaller pieces overlap the transfer with the server's writes
+/// (measured: docs/perf-notes.md, "Writes to an NBD server").
 const WRITE_PIECE: usize = 512 << 10;
 
-/// Largest request the engine is offered ([`BlockTransport::max_request`]). The server copies
-/// each read into a buffer of the request's size before sending it, and its CPU (which shares
-/// the machine with ours) grows with that size. Measured 2026-11-26, qemu-nbd -r -t (unix
-/// socket) to a local file, durable, 3 interleaved runs each, server CPU in brackets: 1 GiB
-/// fully allocated, 512 KiB requests 0.86-0.94 s (0.39-0.55 s), 1 MiB 0.84-1.11 s (0.40-0.47 s),
-/// 2 MiB 1.39-1.67 s (0.86-1.06 s), `nbdcopy -C 4 -R 4` 1.16-1.28 s; 4 GiB with 1.2 GB of data
-/// in scattered extents, 512 KiB 0.98-1.15 s, 2 MiB 1.18-1.96 s. 256 KiB costs the client
-/// twice the user CPU of 512 KiB for no gain. (2 MiB won before the engine stopped polling
-/// every request in flight at each wake-up, which made many requests expensive.)
+/// Largest request the engine is offered ([`BlockTransport::max_request`]): the server copies
+/// each read into a buffer of the request's size, and its CPU shares the machine with ours
+/// (measured: docs/perf-notes.md, "Request sizes").
 const REQUEST_PIECE: usize = 512 << 10;
 
 /// How to connect and what to negotiate.
@@ -501,10 +493,9 @@ fn read_err(e: std::io::Error) -> Error {
     }
 }
 
-/// Capacity of the reply reader's buffer. Reply headers (and whole small replies) are read
-/// through it, several per `recv`; payloads land straight in their destination
-/// ([`read_payload`]), so only the bytes that arrived in the same `recv` as their header are
-/// copied. A 256 KiB buffer copied 44% of every 512 KiB read (perf: 8% of the client's CPU).
+/// Capacity of the reply reader's buffer: headers and small replies go through it, payloads
+/// straight into their destination ([`read_payload`]), so a read is not copied twice
+/// (measured: docs/perf-notes.md, "NBD reply reader").
 const REPLY_BUFFER: usize = 16 << 10;
 
 /// Fill `dst` from `r`: what the buffer already holds is copied, the rest is read from the
