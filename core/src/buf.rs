@@ -55,7 +55,8 @@ pub fn is_zero(b: &[u8]) -> bool {
     chunks.remainder().iter().all(|x| *x == 0)
 }
 
-/// Most bytes of free buffers a pool keeps.
+/// Most bytes of free buffers a pool keeps: the default budget of buffers in flight
+/// (docs/perf-notes.md, "Pooled, page-aligned buffers").
 const POOL_MAX_BYTES: usize = 32 << 20;
 
 /// Offset of the first [`ALIGN`]-aligned byte of `buf` (stable: pooled vectors never grow, so

@@ -47,20 +47,27 @@ use crate::buf::{is_shared_zeroes, shared_zeroes, SHARED_ZEROES_LEN};
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind, ExtentState};
 
-/// Default size of a work unit: the granularity of extent queries, scheduling and checkpoints.
+/// Default size of a work unit: the granularity of extent queries, scheduling and checkpoints
+/// (docs/perf-notes.md, "Work units").
 pub const DEFAULT_WORK_UNIT: u64 = 128 << 20;
 
 /// Granularity of [`digest`]: fixed so that digests of any two transports are comparable.
 const DIGEST_CHUNK: u64 = 4 << 20;
 
 /// Data extents separated by a hole or zero extent of at most this many bytes are read as one
-/// request (up to the request size): the gap comes back as zeroes (a hole chunk from a server
-/// with structured replies), which the zero scan then skips or zeroes on the target exactly as
-/// the extent would have been. Extents of 4-64 KiB otherwise cost a request each, and a request
-/// costs the client and the server far more than reading 64 KiB of holes.
+/// request (up to the request size): the gap comes back as zeroes, which the zero scan skips or
+/// zeroes on the target exactly as the extent would have been; a request costs far more than
+/// reading 64 KiB of holes (measured: docs/perf-notes.md, "Small extents").
 const COALESCE_GAP: u64 = 128 << 10;
 
-/// Buffers at least this large are scanned for zeroes on the blocking pool.
+/// Default [`CopyOptions::queue_depth`]: enough 512 KiB NBD reads to keep the server busy,
+/// without faulting in buffers it cannot fill; small reads may be many more in the same bytes,
+/// and 1 MiB reads or larger hit the budget first (measured: docs/perf-notes.md, "Buffers in
+/// flight").
+const QUEUE_DEPTH: usize = 8;
+
+/// Buffers larger than this are scanned for zeroes on the blocking pool; NBD reads (512 KiB)
+/// are scanned inline (docs/perf-notes.md, "Zero scans").
 const SCAN_INLINE_MAX: usize = 512 << 10;
 
 /// How to copy. [`Default`] gives the tuned settings.
@@ -72,6 +79,10 @@ pub struct CopyOptions {
     pub request_size: usize,
     /// Bytes of buffers in flight at once, when no shared [`BufferBudget`] is given.
     pub max_buffer_bytes: usize,
+    /// Reads of the full request size each connection keeps in flight at most (smaller reads: as
+    /// many as fit in the same bytes; the budget may allow fewer): more than the source can
+    /// serve only costs fresh buffer memory.
+    pub queue_depth: usize,
     /// Scan data read for all-zero blocks and zero them instead of writing.
     pub zero_detect: bool,
     /// Compare digests of source and target after the copy.
@@ -103,6 +114,7 @@ impl Default for CopyOptions {
             connections: 4,
             request_size: 4 << 20,
             max_buffer_bytes: 32 << 20,
+            queue_depth: QUEUE_DEPTH,
             zero_detect: true,
             verify: false,
             flush: true,
@@ -345,10 +357,8 @@ pub struct CopyStats {
 
 // ---------------------------------------------------------------------------------------------
 // An in-task future set: runs borrowed futures concurrently without spawning (so handles can be
-// `&dyn BlockTransport`). `FuturesUnordered` polls only the futures that were woken: with small
-// extents a copy has hundreds of requests in flight, and polling every one of them at each
-// wake-up cost a fifth of the client's CPU (perf, 4-64 KiB extents: 0.5-0.7 s user per GiB
-// against nbdcopy's 0.11-0.13 s).
+// `&dyn BlockTransport`). `FuturesUnordered` polls only the futures that were woken, which
+// matters with hundreds of small requests in flight (docs/perf-notes.md, "Small extents").
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -437,35 +447,40 @@ impl Handle<'_> {
     }
 }
 
+/// How many handle pairs to use: what the caller wants, as far as both sides allow.
+fn handle_count(src: &dyn BlockTransport, dst: Option<&dyn BlockTransport>, want: usize) -> usize {
+    let n = want.max(1).min(src.max_connections().max(1));
+    dst.map_or(n, |d| n.min(d.max_connections().max(1)))
+}
+
+type Owned = Box<dyn BlockTransport>;
+
+/// One more handle pair, both sides opened at once (an NBD handshake is several round trips).
+async fn clone_pair(src: &dyn BlockTransport, dst: Option<&dyn BlockTransport>) -> Result<(Owned, Option<Owned>)> {
+    match dst {
+        Some(d) => {
+            let (s, d) = tokio::try_join!(src.try_clone(), d.try_clone())?;
+            Ok((s, Some(d)))
+        }
+        None => Ok((src.try_clone().await?, None)),
+    }
+}
+
+/// The caller's handles plus up to `want - 1` clones, opened concurrently; a side that cannot
+/// clone leaves fewer handles.
 async fn open_handles<'a>(
     src: &'a dyn BlockTransport,
     dst: Option<&'a dyn BlockTransport>,
     want: usize,
 ) -> Vec<(Handle<'a>, Option<Handle<'a>>)> {
-    let mut n = want.max(1).min(src.max_connections().max(1));
-    if let Some(d) = dst {
-        n = n.min(d.max_connections().max(1));
-    }
+    let n = handle_count(src, dst, want);
+    let clones = futures::future::join_all((1..n).map(|_| clone_pair(src, dst))).await;
     let mut out = vec![(Handle::Borrowed(src), dst.map(Handle::Borrowed))];
-    while out.len() < n {
-        let s = match src.try_clone().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e.report(), "source cannot clone; using {} connection(s)", out.len());
-                break;
-            }
-        };
-        let d = match dst {
-            Some(d) => match d.try_clone().await {
-                Ok(d) => Some(Handle::Owned(d)),
-                Err(e) => {
-                    tracing::debug!(error = %e.report(), "target cannot clone; using {} connection(s)", out.len());
-                    break;
-                }
-            },
-            None => None,
-        };
-        out.push((Handle::Owned(s), d));
+    for c in clones {
+        match c {
+            Ok((s, d)) => out.push((Handle::Owned(s), d.map(Handle::Owned))),
+            Err(e) => tracing::debug!(error = %e.report(), "cannot open another handle pair"),
+        }
     }
     out
 }
@@ -498,6 +513,9 @@ struct Shared<'a> {
     coalesce_gap: u64,
     only: Option<Vec<Extent>>,
     next: AtomicU64,
+    /// Cancelled once every unit was handed to a worker: a handle pair still opening then has
+    /// nothing left to do and stops waiting for its connections.
+    units_taken: CancellationToken,
     done: Mutex<Vec<bool>>,
     fingerprint: String,
     last_checkpoint: tokio::sync::Mutex<Instant>,
@@ -512,6 +530,7 @@ impl Shared<'_> {
         loop {
             let u = self.next.fetch_add(1, Ordering::Relaxed);
             if u >= self.units {
+                self.units_taken.cancel();
                 return None;
             }
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner())[u as usize];
@@ -576,6 +595,8 @@ impl Shared<'_> {
     }
 
     async fn run_unit(&self, u: u64, src: &dyn BlockTransport, dst: &dyn BlockTransport) -> Result<()> {
+        // This connection's share of the reads in flight (see `QUEUE_DEPTH`).
+        let window = BufferBudget::new(self.request.saturating_mul(self.opts.queue_depth.max(1)));
         let mut set: FutSet<'_, Result<()>> = FutSet::new();
         for (start, end, copy) in self.unit_work(u) {
             if !copy {
@@ -629,8 +650,13 @@ impl Shared<'_> {
                     let mut off = e.offset;
                     while off < span_end {
                         let len = (span_end - off).min(self.request as u64) as usize;
-                        let permit = self.acquire_polling(&mut set, len).await?;
-                        set.push(self.copy_chunk(src, dst, off, len, permit));
+                        let (slot, permit) = self.acquire_polling(&mut set, &window, len).await?;
+                        let chunk = self.copy_chunk(src, dst, off, len, permit);
+                        set.push(async move {
+                            let r = chunk.await;
+                            drop(slot);
+                            r
+                        });
                         off += len as u64;
                     }
                     pos = span_end;
@@ -641,9 +667,15 @@ impl Shared<'_> {
         set.drain().await
     }
 
-    /// Wait for budget while still driving the futures already in flight.
-    async fn acquire_polling(&self, set: &mut FutSet<'_, Result<()>>, len: usize) -> Result<OwnedSemaphorePermit> {
-        let acq = self.budget.acquire(len);
+    /// Wait for room in this connection's window and in the budget, while still driving the
+    /// futures already in flight.
+    async fn acquire_polling(
+        &self,
+        set: &mut FutSet<'_, Result<()>>,
+        window: &BufferBudget,
+        len: usize,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let acq = async { (window.acquire(len).await, self.budget.acquire(len).await) };
         tokio::pin!(acq);
         loop {
             if set.len() == 0 {
@@ -877,6 +909,7 @@ pub async fn copy(
         use_cfr,
         only,
         next: AtomicU64::new(0),
+        units_taken: CancellationToken::new(),
         done: Mutex::new(done),
         fingerprint: fp,
         last_checkpoint: tokio::sync::Mutex::new(Instant::now()),
@@ -892,12 +925,29 @@ pub async fn copy(
     let _g = span.enter();
     tracing::debug!(skip_zero = sh.skip_zero, use_cfr, "copy starting");
 
-    let handles = open_handles(src, Some(dst), opts.connections).await;
+    // The first worker copies on the caller's handles at once; each other one opens its own
+    // connections meanwhile and joins when they are up (no more workers than units to do).
+    let todo = sh.done.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|d| !**d).count();
+    let workers = handle_count(src, Some(dst), opts.connections).min(todo.max(1));
     let body = async {
         let mut set: FutSet<'_, Result<()>> = FutSet::new();
-        for (s, d) in &handles {
-            let d = d.as_ref().expect("copy opens target handles").get();
-            set.push(sh.worker(s.get(), d));
+        set.push(sh.worker(src, dst));
+        for _ in 1..workers {
+            let sh = &sh;
+            set.push(async move {
+                let pair = tokio::select! {
+                    p = clone_pair(src, Some(dst)) => p,
+                    _ = sh.units_taken.cancelled() => return Ok(()),
+                };
+                match pair {
+                    Ok((s, Some(d))) => sh.worker(s.as_ref(), d.as_ref()).await,
+                    Ok((_, None)) => Ok(()),
+                    Err(e) => {
+                        tracing::debug!(error = %e.report(), "cannot open another handle pair; fewer workers");
+                        Ok(())
+                    }
+                }
+            });
         }
         set.drain().await?;
         if opts.flush {
@@ -910,7 +960,6 @@ pub async fn copy(
         _ = ctl.cancel.cancelled() => Err(Error::cancelled()),
         r = body => r,
     };
-    drop(handles);
     match res {
         Ok(()) => {
             // Final checkpoint: everything done (already flushed).
@@ -1142,6 +1191,100 @@ mod tests {
             v[999] = 1;
             v
         }));
+    }
+
+    /// A disk whose extra connections never come up (a server that stops accepting).
+    #[derive(Debug)]
+    struct NoClone(crate::memory::MemoryTransport);
+
+    #[async_trait::async_trait]
+    impl BlockTransport for NoClone {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn max_connections(&self) -> usize {
+            4
+        }
+        async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+            std::future::pending().await
+        }
+        async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+            self.0.read_at(offset, len).await
+        }
+        async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+            self.0.write_at(offset, data).await
+        }
+        async fn extents(&self, offset: u64, len: u64, kind: ExtentKind) -> Result<Vec<Extent>> {
+            self.0.extents(offset, len, kind).await
+        }
+        async fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Copying starts on the caller's handles while the other connections open, and a copy does
+    /// not wait for connections it no longer needs.
+    #[tokio::test]
+    async fn copy_does_not_wait_for_connections_still_opening() {
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let src = NoClone(crate::memory::MemoryTransport::from_bytes(data.clone()));
+        let dst = crate::memory::MemoryTransport::new(data.len() as u64);
+        let opts = CopyOptions { work_unit: 1 << 20, ..CopyOptions::default() };
+        let copied = tokio::time::timeout(Duration::from_secs(20), copy(&src, &dst, &opts, &CopyControl::new()))
+            .await
+            .expect("the copy finished without its extra connections")
+            .expect("copy");
+        assert_eq!(copied.bytes_written, data.len() as u64);
+        assert!(dst.contents() == data, "target differs from the source");
+    }
+
+    /// A disk that records how many reads were in flight at once.
+    #[derive(Debug)]
+    struct Counting {
+        disk: crate::memory::MemoryTransport,
+        now: AtomicU64,
+        most: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl BlockTransport for Counting {
+        fn size(&self) -> u64 {
+            self.disk.size()
+        }
+        async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+            Err(Error::new(ErrorCode::TransportUnsupported, "one handle"))
+        }
+        async fn read_at(&self, offset: u64, len: usize) -> Result<bytes::Bytes> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            self.disk.read_at(offset, len).await
+        }
+        async fn write_at(&self, offset: u64, data: bytes::Bytes) -> Result<()> {
+            self.disk.write_at(offset, data).await
+        }
+        async fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A connection keeps `queue_depth` full-size reads in flight, not as many as the budget
+    /// would allow (buffers the source cannot fill are memory faulted in for nothing).
+    #[tokio::test]
+    async fn reads_in_flight_are_bounded_by_the_queue_depth() {
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
+        let src = Counting {
+            disk: crate::memory::MemoryTransport::from_bytes(data.clone()),
+            now: AtomicU64::new(0),
+            most: AtomicU64::new(0),
+        };
+        let dst = crate::memory::MemoryTransport::new(data.len() as u64);
+        let opts = CopyOptions { request_size: 64 << 10, queue_depth: 3, ..CopyOptions::default() };
+        copy(&src, &dst, &opts, &CopyControl::new()).await.expect("copy");
+        assert!(dst.contents() == data, "target differs from the source");
+        // 64 reads of 64 KiB, a 32 MiB budget: only the depth keeps it at 3.
+        assert_eq!(src.most.load(Ordering::SeqCst), 3, "reads in flight at once");
     }
 
     #[test]

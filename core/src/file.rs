@@ -20,9 +20,7 @@
 //!
 //! - Buffered writes to a regular file go through one writer thread per file, in the order they
 //!   arrive: the kernel serialises them on the inode lock anyway, and a thread that finds the next
-//!   write queued keeps its CPU, where writers on the blocking pool slept on a lock and waited to
-//!   be scheduled again (page-cache copy, 4 GiB image with 1.2 GB of data, 2 cores: 0.33-0.34 s
-//!   against 0.37-0.40 s; `qemu-img -W -m 8` 0.35-0.39 s in the same runs).
+//!   write queued keeps its CPU (measured: docs/perf-notes.md, "One writer thread").
 //!
 //! Every other blocking call runs on tokio's blocking pool; handles from
 //! [`try_clone`](crate::BlockTransport::try_clone) share one descriptor, which is safe because
@@ -120,20 +118,16 @@ struct Behind {
 }
 
 /// Writeback is started once this many bytes were written since it was last started, over spans
-/// that cover the written ranges (holes between ranges up to this far apart included). Starting
-/// it for every write cost a `fadvise` per write and handed the disk one small write per
-/// extent: 4-64 KiB extents made 30,000 `fadvise` calls per GiB.
+/// that cover the written ranges (holes between ranges up to this far apart included), not per
+/// write (measured: docs/perf-notes.md, "Durable file targets").
 const WRITE_BEHIND_BATCH: u64 = 8 << 20;
 
 /// Bytes of a write-behind copy left in the page cache before their pages are dropped.
 const WRITE_BEHIND_WINDOW: u64 = 64 << 20;
 
-/// Largest single buffered (page-cache) `pwrite`. Bigger writes make the kernel allocate large
-/// page-cache folios, and in a VM with free page reporting (virtio-balloon, as on Firecracker and
-/// many clouds) high-order free pages are the ones handed back to the host, so every first touch
-/// faults on the host. Measured on the 2-core VM after 3 s idle, writing 1.2 GB into the page
-/// cache: 4 MiB writes 0.86-1.5 s, 512 KiB writes 0.36-0.37 s (`qemu-img -W -m 8`: 0.32 s).
-/// O_DIRECT writes bypass the page cache and keep their full size.
+/// Largest single buffered (page-cache) `pwrite`: bigger writes allocate large folios, which a
+/// VM with free page reporting faults in from the host (measured: docs/perf-notes.md,
+/// "Page-cache writes in a ballooned VM"). O_DIRECT writes keep their full size.
 const BUFFERED_WRITE_MAX: usize = 512 << 10;
 
 /// A local raw file or block device; see the module documentation.

@@ -439,10 +439,9 @@ fn range_error(shown: &str, what: &str) -> Error {
     Error::new(ErrorCode::HttpRange, format!("http server for {shown} {what}"))
 }
 
-/// Largest range asked in one GET. A response body goes through the HTTP stack's read buffer
-/// and then into ours, then gets scanned for zeroes and written: with 1 MiB ranges that buffer
-/// is still in the CPU cache at each step. Measured, 4 GiB image (1.2 GB of data) from nginx on
-/// loopback, 5 alternating runs: 1 MiB ranges 1.59-1.69 s, 4 MiB 1.63-1.79 s.
+/// Largest range asked in one GET: at 1 MiB a body is still in the CPU cache through the HTTP
+/// stack's buffer, ours, the zero scan and the write (measured: docs/perf-notes.md,
+/// "Request sizes").
 const RANGE_MAX: usize = 1 << 20;
 
 async fn read_range(t: &Inner, offset: u64, len: usize) -> std::result::Result<Bytes, Attempt> {

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -60,21 +60,13 @@ use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind};
 use proto::*;
 pub use uri::{parse_uri, parse_uri_tls, NbdAddr, TlsParams, DEFAULT_PORT};
 
-/// Largest single write request. A server receives a request's whole payload before it writes
-/// it, so smaller pieces overlap the transfer with the server's writes; and a server writing into its page cache is slow with large writes in a VM
-/// with free page reporting (see the local file transport). Measured NBD to qemu-nbd, 4 GiB
-/// image with 1.2 GB of data, no flush: 4 MiB writes 1.1-1.6 s, 512 KiB 0.96-1.14 s.
+/// Largest single write request: smaller pieces overlap the transfer with the server's writes
+/// (measured: docs/perf-notes.md, "Writes to an NBD server").
 const WRITE_PIECE: usize = 512 << 10;
 
-/// Largest request the engine is offered ([`BlockTransport::max_request`]). The server copies
-/// each read into a buffer of the request's size before sending it, and its CPU (which shares
-/// the machine with ours) grows with that size. Measured 2026-11-26, qemu-nbd -r -t (unix
-/// socket) to a local file, durable, 3 interleaved runs each, server CPU in brackets: 1 GiB
-/// fully allocated, 512 KiB requests 0.86-0.94 s (0.39-0.55 s), 1 MiB 0.84-1.11 s (0.40-0.47 s),
-/// 2 MiB 1.39-1.67 s (0.86-1.06 s), `nbdcopy -C 4 -R 4` 1.16-1.28 s; 4 GiB with 1.2 GB of data
-/// in scattered extents, 512 KiB 0.98-1.15 s, 2 MiB 1.18-1.96 s. 256 KiB costs the client
-/// twice the user CPU of 512 KiB for no gain. (2 MiB won before the engine stopped polling
-/// every request in flight at each wake-up, which made many requests expensive.)
+/// Largest request the engine is offered ([`BlockTransport::max_request`]): the server copies
+/// each read into a buffer of the request's size, and its CPU shares the machine with ours
+/// (measured: docs/perf-notes.md, "Request sizes").
 const REQUEST_PIECE: usize = 512 << 10;
 
 /// How to connect and what to negotiate.
@@ -501,10 +493,29 @@ fn read_err(e: std::io::Error) -> Error {
     }
 }
 
+/// Capacity of the reply reader's buffer: headers and small replies go through it, payloads
+/// straight into their destination ([`read_payload`]), so a read is not copied twice
+/// (measured: docs/perf-notes.md, "NBD reply reader").
+const REPLY_BUFFER: usize = 16 << 10;
+
+/// Fill `dst` from `r`: what the buffer already holds is copied, the rest is read from the
+/// socket straight into `dst` (never into the buffer, even for a short tail).
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut BufReader<R>, dst: &mut [u8]) -> std::io::Result<()> {
+    let held = r.buffer();
+    let n = held.len().min(dst.len());
+    dst[..n].copy_from_slice(&held[..n]);
+    std::pin::Pin::new(&mut *r).consume(n);
+    if n < dst.len() {
+        // The buffer is empty now: reading past it keeps the stream in order.
+        r.get_mut().read_exact(&mut dst[n..]).await?;
+    }
+    Ok(())
+}
+
 /// Read replies until the connection fails; returns the error that ended it. `current` holds the
 /// request whose reply is being read, so the caller can fail it too.
 async fn read_replies<R: AsyncRead + Unpin>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     state: &Mutex<State>,
     structured: bool,
     contexts: &[u32],
@@ -517,7 +528,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
 }
 
 async fn read_replies_inner<R: AsyncRead + Unpin>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     state: &Mutex<State>,
     structured: bool,
     contexts: &[u32],
@@ -543,7 +554,7 @@ async fn read_replies_inner<R: AsyncRead + Unpin>(
                             if !covered.is_empty() {
                                 return Err(protocol("nbd simple reply after structured chunks"));
                             }
-                            r.read_exact(&mut buf[..]).await.map_err(read_err)?;
+                            read_payload(r, &mut buf[..]).await.map_err(read_err)?;
                             *simple_ok = true;
                         }
                         Kind::BlockStatus { .. } => return Err(protocol("nbd simple reply to block status")),
@@ -569,11 +580,11 @@ async fn read_replies_inner<R: AsyncRead + Unpin>(
                     };
                     let req_len = u32::try_from(buf.len()).map_err(|_| protocol("read too large"))?;
                     let start = chunk_range(*offset, req_len, at, n)?;
-                    r.read_exact(&mut buf[start..start + n as usize]).await.map_err(read_err)?;
+                    read_payload(r, &mut buf[start..start + n as usize]).await.map_err(read_err)?;
                     covered.push((start, n as usize));
                 } else {
                     let mut payload = vec![0u8; len as usize];
-                    r.read_exact(&mut payload).await.map_err(read_err)?;
+                    read_payload(r, &mut payload).await.map_err(read_err)?;
                     match parse_chunk(flags, typ, len, &payload)? {
                         Chunk::None | Chunk::Data { .. } => {}
                         Chunk::Hole { offset: at, len: n } => {
@@ -691,7 +702,7 @@ impl Conn {
         let structured = info.structured;
         let rstate = state.clone();
         let reader = tokio::spawn(async move {
-            let mut r = BufReader::with_capacity(256 << 10, r);
+            let mut r = BufReader::with_capacity(REPLY_BUFFER, r);
             let mut current = None;
             let err = read_replies(&mut r, &rstate, structured, &contexts, &mut current).await;
             tracing::debug!(error = %err.report(), "nbd reader stopped");

@@ -75,12 +75,36 @@ fn pending_state() -> (Mutex<State>, Receivers) {
     (Mutex::new(st), rxs)
 }
 
+/// A socket that hands out at most `piece` bytes per read, as a real one may.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    piece: usize,
+}
+
+impl tokio::io::AsyncRead for Trickle<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.bytes.len().min(self.piece).min(buf.remaining());
+        buf.put_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn run(bytes: &[u8]) -> (Error, Vec<Result<Completion>>) {
+    run_with(bytes, REPLY_BUFFER, usize::MAX)
+}
+
+/// Read `bytes` through a reply buffer of `cap` bytes from a socket giving `piece` bytes a read.
+fn run_with(bytes: &[u8], cap: usize, piece: usize) -> (Error, Vec<Result<Completion>>) {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     rt.block_on(async {
         let (state, rxs) = pending_state();
         let mut current = None;
-        let mut r = bytes;
+        let mut r = BufReader::with_capacity(cap, Trickle { bytes, piece });
         let err = read_replies(&mut r, &state, true, &[9], &mut current).await;
         fail_all(&state, current, &err);
         let mut results = Vec::new();
@@ -93,7 +117,21 @@ fn run(bytes: &[u8]) -> (Error, Vec<Result<Completion>>) {
 
 #[test]
 fn valid_stream_completes_every_request() {
-    let (err, results) = run(&valid_stream());
+    check_valid_stream(run(&valid_stream()));
+}
+
+/// Payloads bypass the reply buffer: whichever part of a payload arrived with its header, and
+/// however the socket splits the stream, every reply lands where it belongs.
+#[test]
+fn valid_stream_completes_every_request_however_it_arrives() {
+    for cap in [1, 7, 20, 64, REPLY_BUFFER] {
+        for piece in [1, 3, 21, 64, usize::MAX] {
+            check_valid_stream(run_with(&valid_stream(), cap, piece));
+        }
+    }
+}
+
+fn check_valid_stream((err, results): (Error, Vec<Result<Completion>>)) {
     assert_eq!(err.code(), ErrorCode::NbdConnect, "stream end is a lost connection");
     let mut it = results.into_iter();
     match it.next() {
