@@ -322,7 +322,7 @@ impl Executor {
             let vm0 = inventory
                 .vms
                 .iter()
-                .find(|v| v.id.moref == source_id)
+                .find(|v| v.id.source_ref == source_id)
                 .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("VM {name} disappeared from the source")))
                 .map_err(fail)?;
             let vm = self.phase(idx, Phase::Initialize, &cancel, self.source.vm(&vm0.id)).await.map_err(fail)?;

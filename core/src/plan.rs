@@ -172,7 +172,7 @@ pub struct VmSelector {
     /// Source VM name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Source VM moref or BIOS UUID, when names are ambiguous.
+    /// Source VM reference (as the source names it) or BIOS UUID, when names are ambiguous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Target name, overriding the automatic DNS-1123 rename.
@@ -243,7 +243,7 @@ pub struct SourceRef {
     /// Name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Moref or id.
+    /// The source's id of the network or datastore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }

@@ -46,11 +46,11 @@ pub struct TargetCapabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRef {
-    /// Snapshot moref / id.
+    /// The source's opaque snapshot id.
     pub id: String,
     /// Name we gave it.
     pub name: String,
-    /// Per disk key, the CBT change id at this snapshot.
+    /// Per disk key, the source's (opaque) changed-block id at this snapshot.
     #[serde(default)]
     pub change_ids: BTreeMap<i32, String>,
 }
@@ -92,7 +92,7 @@ pub trait SourceProvider: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Fresh detail of one VM (by moref/id), e.g. after a power change.
+    /// Fresh detail of one VM (by its [`VmId::source_ref`]), e.g. after a power change.
     async fn vm(&self, id: &VmId) -> Result<Vm>;
 
     /// Shut the guest down; after `graceful` without success (or at once when `None`), hard
@@ -215,7 +215,8 @@ pub struct ExistingVm {
     /// The plan that created it, when vmigrate did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
-    /// The source VM moref it was migrated from, when vmigrate did.
+    /// The source reference ([`VmId::source_ref`]) of the VM it was migrated from, when
+    /// vmigrate did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
 }

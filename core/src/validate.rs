@@ -153,7 +153,7 @@ pub struct ValidationContext<'a> {
 pub struct VmValidation {
     /// Source name (as in the plan when the VM was not found).
     pub name: String,
-    /// Source moref, when found.
+    /// Source reference ([`VmId::source_ref`](crate::model::VmId::source_ref)), when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
     /// Name at the target.
@@ -201,13 +201,13 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
             .iter()
             .filter(|e| {
                 !(e.plan.as_deref() == Some(plan.metadata.name.as_str())
-                    && vm.is_some_and(|v| e.source_id.as_deref() == Some(v.id.moref.as_str())))
+                    && vm.is_some_and(|v| e.source_id.as_deref() == Some(v.id.source_ref.as_str())))
             })
             .map(|e| e.name.clone())
             .collect()
     };
     let all_foreign: Vec<String> = {
-        let ours: Vec<&str> = found.iter().flatten().map(|v| v.id.moref.as_str()).collect();
+        let ours: Vec<&str> = found.iter().flatten().map(|v| v.id.source_ref.as_str()).collect();
         ctx.existing
             .iter()
             .filter(|e| {
@@ -224,20 +224,20 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
         .zip(&found)
         .map(|(sel, vm)| NameRequest {
             source_name: vm.map(|v| v.name.as_str()).unwrap_or(sel.display()),
-            identity: vm.map(|v| v.id.moref.as_str()).unwrap_or(sel.display()),
+            identity: vm.map(|v| v.id.source_ref.as_str()).unwrap_or(sel.display()),
             explicit: sel.target_name.as_deref(),
         })
         .collect();
     let names = assign_names(&requests, &all_foreign);
 
     // One source VM listed twice (by name and by id, or by two ids): both would copy into one
-    // set of disks. The later entries are blocked, naming the first (linear, by moref).
+    // set of disks. The later entries are blocked, naming the first (linear, by source reference).
     let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(plan.spec.vms.len());
     for (i, ((sel, vm), (target_name, origin))) in plan.spec.vms.iter().zip(&found).zip(names).enumerate() {
         let mut concerns = Vec::new();
         if let Some(v) = vm {
-            let first = *first_of.entry(v.id.moref.as_str()).or_insert(i);
+            let first = *first_of.entry(v.id.source_ref.as_str()).or_insert(i);
             if first != i {
                 concerns.push(Concern::new(
                     "vm.duplicate-in-plan",
@@ -245,7 +245,7 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
                     format!(
                         "spec.vms[{i}] ({:?}) is the same source VM ({}) as spec.vms[{first}] ({:?}): list it once",
                         sel.display(),
-                        v.id.moref,
+                        v.id.source_ref,
                         plan.spec.vms[first].display()
                     ),
                 ));
@@ -265,7 +265,7 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
         concerns.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
         out.push(VmValidation {
             name: vm.map(|v| v.name.clone()).unwrap_or_else(|| sel.display().to_string()),
-            source_id: vm.map(|v| v.id.moref.clone()),
+            source_id: vm.map(|v| v.id.source_ref.clone()),
             target_name,
             concerns,
         });
@@ -423,7 +423,8 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
     for nic in &vm.nics {
         let mac = nic.mac.to_ascii_lowercase();
         if let Some(other) = ctx.existing.iter().find(|e| {
-            e.source_id.as_deref() != Some(vm.id.moref.as_str()) && e.macs.iter().any(|m| m.to_ascii_lowercase() == mac)
+            e.source_id.as_deref() != Some(vm.id.source_ref.as_str())
+                && e.macs.iter().any(|m| m.to_ascii_lowercase() == mac)
         }) {
             push(
                 "nic.mac-conflict",

@@ -135,7 +135,7 @@ pub fn label_value(s: &str) -> String {
 pub fn vm_object_labels(t: &TargetVm) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_PLAN.to_string(), label_value(&t.plan)),
-        (LABEL_SOURCE_VM.to_string(), label_value(&t.source.id.moref)),
+        (LABEL_SOURCE_VM.to_string(), label_value(&t.source.id.source_ref)),
     ])
 }
 
@@ -147,7 +147,7 @@ pub fn vm_selector(t: &TargetVm) -> String {
 fn source_annotations(t: &TargetVm) -> BTreeMap<String, String> {
     let mut a = BTreeMap::from([
         (ANNOTATION_SOURCE_NAME.to_string(), t.source.name.clone()),
-        (ANNOTATION_SOURCE_ID.to_string(), t.source.id.moref.clone()),
+        (ANNOTATION_SOURCE_ID.to_string(), t.source.id.source_ref.clone()),
     ]);
     if let Some(u) = &t.source.id.bios_uuid {
         a.insert(ANNOTATION_BIOS_UUID.to_string(), u.clone());

@@ -733,7 +733,7 @@ impl TargetProvider for KubevirtTarget {
         let old = self.get_opt(&api, &vm.name).await?;
         if let Some(old) = &old {
             let ours = old.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
-                == Some(&vm.source.id.moref);
+                == Some(&vm.source.id.source_ref);
             if !ours && !vm.overwrite {
                 return Err(KubevirtError::Conflict {
                     what: format!("{what} exists and was not migrated from this source VM"),
@@ -810,7 +810,7 @@ impl TargetProvider for KubevirtTarget {
             let api: Api<VirtualMachine> = ns_api(&self.client, ns);
             self.get_opt(&api, &vm.name).await?.is_some_and(|o| {
                 let same_source = o.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
-                    == Some(&vm.source.id.moref);
+                    == Some(&vm.source.id.source_ref);
                 let by_us = mine.iter().any(|c| c.kind == "VirtualMachine" && o.metadata.uid.as_ref() == Some(&c.uid));
                 same_source && !by_us
             })

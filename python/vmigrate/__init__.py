@@ -268,7 +268,7 @@ class Vm:
     def _from(cls, d: Dict[str, Any]) -> "Vm":
         ident = d.get("id", {})
         return cls(
-            id=ident.get("moref", "") if isinstance(ident, dict) else str(ident),
+            id=ident.get("sourceRef", ident.get("moref", "")) if isinstance(ident, dict) else str(ident),
             name=d["name"],
             power_state=str(d.get("powerState", "")),
             guest_id=d.get("guestId", ""),

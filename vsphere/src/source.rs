@@ -90,7 +90,7 @@ pub struct VsphereSource {
 }
 
 fn vm_ref(id: &VmId) -> MoRef {
-    MoRef::new("VirtualMachine", id.moref.clone())
+    MoRef::new("VirtualMachine", id.source_ref.clone())
 }
 
 fn snap_ref(s: &SnapshotRef) -> MoRef {
@@ -243,13 +243,13 @@ impl SourceProvider for VsphereSource {
                     match waited {
                         Ok(_) => return Ok(()),
                         Err(VsphereError::Timeout { .. }) => {
-                            warn!(vm = %vm.moref, "graceful shutdown timed out; powering off")
+                            warn!(vm = %vm.source_ref, "graceful shutdown timed out; powering off")
                         }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 Err(e @ (VsphereError::InvalidState { .. } | VsphereError::Fault { .. })) => {
-                    debug!(vm = %vm.moref, error = %e, "graceful shutdown refused; powering off");
+                    debug!(vm = %vm.source_ref, error = %e, "graceful shutdown refused; powering off");
                 }
                 Err(e) => return Err(e.into()),
             }

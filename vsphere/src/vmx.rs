@@ -533,7 +533,7 @@ pub fn vmx_to_vm(vmx: &Vmx, id: &str, loc: VmxLocation<'_>, disk_info: &dyn Fn(&
 
     Vm {
         id: VmId {
-            moref: id.to_owned(),
+            source_ref: id.to_owned(),
             bios_uuid: vmx.get("uuid.bios").map(normalize_uuid).filter(|s| !s.is_empty()),
             instance_uuid: vmx.get("vc.uuid").map(normalize_uuid).filter(|s| !s.is_empty()),
         },

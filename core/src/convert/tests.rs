@@ -9,7 +9,7 @@ use crate::model::{Disk, Nic, VmId};
 fn vm(guest: &str, firmware: Firmware) -> Vm {
     Vm {
         id: VmId {
-            moref: "vm-42".into(),
+            source_ref: "vm-42".into(),
             bios_uuid: Some("4211d3a5-1b3e-4c1e-9d4f-0123456789ab".into()),
             instance_uuid: None,
         },

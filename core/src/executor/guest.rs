@@ -37,7 +37,8 @@ impl Executor {
                     continue;
                 }
             }
-            let Some(vm) = v.source_id.as_ref().and_then(|id| inventory.vms.iter().find(|x| &x.id.moref == id)) else {
+            let Some(vm) = v.source_id.as_ref().and_then(|id| inventory.vms.iter().find(|x| &x.id.source_ref == id))
+            else {
                 continue;
             };
             let Some(files) = self.source.local_disk_files(vm) else { continue };

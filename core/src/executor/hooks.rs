@@ -51,7 +51,7 @@ pub async fn run_local_hook(hook: &HookSpec, input: &serde_json::Value, cancel: 
         .env("VMIGRATE_HOOK_STEP", input.get("step").and_then(|v| v.as_str()).unwrap_or_default())
         .env("VMIGRATE_TARGET_NAME", s("targetName"))
         .env("VMIGRATE_VM", input.pointer("/vm/name").and_then(|v| v.as_str()).unwrap_or_default())
-        .env("VMIGRATE_VM_ID", input.pointer("/vm/id/moref").and_then(|v| v.as_str()).unwrap_or_default())
+        .env("VMIGRATE_VM_ID", input.pointer("/vm/id/sourceRef").and_then(|v| v.as_str()).unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,7 +154,7 @@ mod tests {
 
     #[tokio::test]
     async fn hook_gets_json_and_env() {
-        let input = serde_json::json!({"plan": "p", "namespace": "ns", "step": "pre", "targetName": "db", "vm": {"name": "database", "id": {"moref": "vm-1"}}});
+        let input = serde_json::json!({"plan": "p", "namespace": "ns", "step": "pre", "targetName": "db", "vm": {"name": "database", "id": {"sourceRef": "vm-1"}}});
         let out = run_local_hook(
             &hook(
                 &["sh", "-c", "cat; echo; echo $VMIGRATE_VM $VMIGRATE_VM_ID $VMIGRATE_TARGET_NAME $VMIGRATE_HOOK_STEP"],

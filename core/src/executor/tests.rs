@@ -40,7 +40,7 @@ impl MemSource {
         let mut list = Vec::new();
         for (vm, contents) in vms {
             for (d, c) in vm.disks.iter().zip(contents) {
-                disks.insert((vm.id.moref.clone(), d.key), MemoryTransport::from_bytes(c));
+                disks.insert((vm.id.source_ref.clone(), d.key), MemoryTransport::from_bytes(c));
             }
             list.push(vm);
         }
@@ -56,7 +56,7 @@ impl MemSource {
         &self.disks[&(moref.to_string(), key)]
     }
     fn power(&self, moref: &str) -> PowerState {
-        self.vms.lock().expect("lock").iter().find(|v| v.id.moref == moref).expect("vm").power_state
+        self.vms.lock().expect("lock").iter().find(|v| v.id.source_ref == moref).expect("vm").power_state
     }
 }
 
@@ -108,17 +108,17 @@ impl SourceProvider for MemSource {
         vms.iter()
             .find(|v| v.id == *id)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorCode::VsphereNotFound, format!("no vm {}", id.moref)))
+            .ok_or_else(|| Error::new(ErrorCode::VsphereNotFound, format!("no vm {}", id.source_ref)))
     }
     async fn power_off(&self, vm: &VmId, _graceful: Option<Duration>) -> Result<()> {
-        self.call(format!("power_off {}", vm.moref));
+        self.call(format!("power_off {}", vm.source_ref));
         for v in self.vms.lock().expect("lock").iter_mut().filter(|v| v.id == *vm) {
             v.power_state = PowerState::PoweredOff;
         }
         Ok(())
     }
     async fn power_on(&self, vm: &VmId) -> Result<()> {
-        self.call(format!("power_on {}", vm.moref));
+        self.call(format!("power_on {}", vm.source_ref));
         for v in self.vms.lock().expect("lock").iter_mut().filter(|v| v.id == *vm) {
             v.power_state = PowerState::PoweredOn;
         }
@@ -127,11 +127,11 @@ impl SourceProvider for MemSource {
     async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
         let n = self.next_snap.fetch_add(1, Ordering::SeqCst);
         let id = format!("snap-{n}");
-        self.call(format!("create_snapshot {} {name}", vm.moref));
+        self.call(format!("create_snapshot {} {name}", vm.source_ref));
         let mut content = HashMap::new();
         let mut change_ids = BTreeMap::new();
         for ((m, key), t) in &self.disks {
-            if *m == vm.moref {
+            if *m == vm.source_ref {
                 content.insert(*key, t.contents());
                 change_ids.insert(*key, id.clone());
             }
@@ -147,7 +147,7 @@ impl SourceProvider for MemSource {
         self.create_snapshot(vm, name).await
     }
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
-        self.call(format!("remove_snapshot {} {}", vm.moref, snapshot.id));
+        self.call(format!("remove_snapshot {} {}", vm.source_ref, snapshot.id));
         Ok(())
     }
     async fn changed_areas(
@@ -187,7 +187,7 @@ impl SourceProvider for MemSource {
             Some(s) => {
                 Box::new(MemoryTransport::from_bytes(self.snaps.lock().expect("lock")[&s.id][&disk.key].clone()))
             }
-            None => self.disk(&vm.moref, disk.key).try_clone().await?,
+            None => self.disk(&vm.source_ref, disk.key).try_clone().await?,
         };
         if self.slow_reads.load(Ordering::SeqCst) {
             return Ok(Box::new(Slow(t)));
@@ -285,7 +285,7 @@ impl TargetProvider for MemTarget {
     async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
         if let Some(src) = &self.importer {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            let data = src.disk(&vm.source.id.moref, v.disk_key).contents();
+            let data = src.disk(&vm.source.id.source_ref, v.disk_key).contents();
             let dst = self.volumes.lock().expect("lock")[&v.name].clone();
             dst.write_at(0, bytes::Bytes::from(data)).await?;
             self.call(format!("imported {}", v.name));
@@ -363,7 +363,7 @@ fn content(seed: u8, size: u64) -> Vec<u8> {
 
 fn vm(n: u32, power: PowerState, disks: &[u64]) -> Vm {
     Vm {
-        id: VmId { moref: format!("vm-{n}"), ..Default::default() },
+        id: VmId { source_ref: format!("vm-{n}"), ..Default::default() },
         name: format!("vm{n}"),
         power_state: power,
         guest_id: "rhel9_64Guest".into(),
@@ -955,7 +955,7 @@ impl TargetProvider for PassTarget {
         let disk = vm.source.disks.iter().find(|d| d.key == v.disk_key).expect("disk");
         let content = match &pass.snapshot {
             Some(s) => self.src.snaps.lock().expect("lock")[&s.id][&disk.key].clone(),
-            None => self.src.disk(&vm.source.id.moref, disk.key).contents(),
+            None => self.src.disk(&vm.source.id.source_ref, disk.key).contents(),
         };
         let changed_bytes = match (&pass.snapshot, &pass.changed_since) {
             (Some(s), Some(since)) => {

@@ -27,7 +27,7 @@ fn plan() -> Plan {
 
 fn good_vm() -> Vm {
     Vm {
-        id: VmId { moref: "vm-42".into(), bios_uuid: Some("4223-aaaa".into()), instance_uuid: None },
+        id: VmId { source_ref: "vm-42".into(), bios_uuid: Some("4223-aaaa".into()), instance_uuid: None },
         name: "database".into(),
         power_state: PowerState::PoweredOn,
         guest_id: "rhel9_64Guest".into(),

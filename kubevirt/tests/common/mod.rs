@@ -49,7 +49,7 @@ pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, Network
         name: name.into(),
         source: Vm {
             id: VmId {
-                moref: format!("vm-{name}"),
+                source_ref: format!("vm-{name}"),
                 bios_uuid: Some(format!("4211{:04}-aaaa-bbbb-cccc-0123456789ab", name.len())),
                 instance_uuid: None,
             },

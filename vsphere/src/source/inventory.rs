@@ -167,7 +167,7 @@ pub(super) fn map_devices(vm: &mut Vm, devices: &Element, lk: &Lookup) {
 pub(super) fn map_vm(o: &ObjectContent, lk: &Lookup) -> Vm {
     let mut vm = Vm {
         id: VmId {
-            moref: o.obj.value.clone(),
+            source_ref: o.obj.value.clone(),
             bios_uuid: o.text("config.uuid").filter(|s| !s.is_empty()).map(str::to_string),
             instance_uuid: o.text("config.instanceUuid").filter(|s| !s.is_empty()).map(str::to_string),
         },
