@@ -271,12 +271,18 @@ pub struct Vm {
     /// Power state.
     #[serde(default)]
     pub power_state: PowerState,
-    /// Guest OS id (`rhel8_64Guest`, `windows2019srv_64Guest`).
+    /// The source's own guest OS id, opaque to core: shown to users, and read only by the
+    /// source's own validation rules. Core and targets read [`os_id`](Self::os_id).
     #[serde(default)]
     pub guest_id: String,
-    /// Guest OS full name.
+    /// Guest OS full name, for display.
     #[serde(default)]
     pub guest_full_name: String,
+    /// The guest OS as a libosinfo short id (`rhel9.0`, `win2k19`, `debian12`), as virt-v2v
+    /// and Forklift name guests, filled by the source from what it knows; the libosinfo family
+    /// prefix alone (`ubuntu`, `linux`) when the source knows no version; empty when unknown.
+    #[serde(default)]
+    pub os_id: String,
     /// Boot firmware.
     #[serde(default)]
     pub firmware: Firmware,
@@ -337,7 +343,69 @@ fn one() -> u32 {
     1
 }
 
+/// The family of a guest OS, from its libosinfo short id ([`Vm::os_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OsFamily {
+    /// Windows (`win*`).
+    Windows,
+    /// A Linux distribution.
+    Linux,
+    /// Known, and neither (BSDs, Solaris, DOS, macOS, ...).
+    Other,
+    /// No OS id.
+    Unknown,
+}
+
+/// libosinfo short-id prefixes of Linux distributions (and `linux`, the generic one).
+const LINUX_OS_IDS: &[&str] = &[
+    "linux",
+    "rhel",
+    "centos",
+    "ol",
+    "rocky",
+    "almalinux",
+    "fedora",
+    "silverblue",
+    "rhcos",
+    "ubuntu",
+    "debian",
+    "sles",
+    "sled",
+    "opensuse",
+    "amzn",
+    "asianux",
+    "mandriva",
+    "mageia",
+    "photon",
+    "turbolinux",
+    "alpinelinux",
+    "archlinux",
+    "gentoo",
+    "slackware",
+    "nixos",
+    "cirros",
+];
+
+/// The family of a libosinfo short id.
+pub fn os_family(os_id: &str) -> OsFamily {
+    let o = os_id.trim().to_ascii_lowercase();
+    if o.is_empty() {
+        OsFamily::Unknown
+    } else if o.starts_with("win") {
+        OsFamily::Windows
+    } else if LINUX_OS_IDS.iter().any(|p| o.starts_with(p)) {
+        OsFamily::Linux
+    } else {
+        OsFamily::Other
+    }
+}
+
 impl Vm {
+    /// The family of the guest OS ([`os_family`] of [`os_id`](Self::os_id)).
+    pub fn os_family(&self) -> OsFamily {
+        os_family(&self.os_id)
+    }
+
     /// Total vCPUs (sockets x cores).
     pub fn vcpus(&self) -> u32 {
         self.cpu_sockets.max(1) * self.cores_per_socket.max(1)
@@ -469,6 +537,23 @@ mod tests {
         let err = serde_json::from_str::<VmId>(r#"{"sourceRef":"vm-9","moref":"vm-8"}"#).expect_err("conflict");
         assert!(err.to_string().contains("different moref"), "{err}");
         serde_json::from_str::<VmId>(r#"{"biosUuid":"42-1"}"#).expect_err("no reference");
+    }
+
+    #[test]
+    fn os_families_of_libosinfo_ids() {
+        for (id, fam) in [
+            ("win2k19", OsFamily::Windows),
+            ("winxp", OsFamily::Windows),
+            ("rhel9.0", OsFamily::Linux),
+            ("ol8.0", OsFamily::Linux),
+            ("ubuntu", OsFamily::Linux),
+            ("linux", OsFamily::Linux),
+            ("freebsd13.0", OsFamily::Other),
+            ("msdos6.22", OsFamily::Other),
+            ("", OsFamily::Unknown),
+        ] {
+            assert_eq!(os_family(id), fam, "{id}");
+        }
     }
 
     #[test]

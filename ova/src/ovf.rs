@@ -401,6 +401,9 @@ pub fn to_vms(env: &Envelope, ova: &str, datastore: &str) -> Result<Vec<Vm>, Ova
             power_state: PowerState::PoweredOff,
             guest_id: sys.os_type.clone().unwrap_or_else(|| "otherGuest".to_owned()),
             guest_full_name: sys.os_description.clone(),
+            // The OS type of a VMware-made OVF is a VMware guest id (`vmw:osType`); a
+            // descriptor with only the CIM number (`ovf:id`) leaves the OS unknown.
+            os_id: sys.os_type.as_deref().and_then(vmigrate_vsphere::osinfo::os_id_from_guest_id).unwrap_or_default(),
             firmware,
             secure_boot,
             tools_status: ToolsStatus::Unknown,
@@ -579,6 +582,7 @@ mod tests {
         assert_eq!(vm.id.source_ref, "web01.ova");
         assert_eq!(vm.name, "web01");
         assert_eq!(vm.guest_id, "rhel8_64Guest");
+        assert_eq!(vm.os_id, "rhel8.0");
         assert_eq!(vm.guest_full_name, "Red Hat Enterprise Linux 8 (64-bit)");
         assert_eq!(vm.firmware, Firmware::Efi);
         assert_eq!((vm.cpu_sockets, vm.cores_per_socket, vm.memory_mib), (2, 2, 2048));

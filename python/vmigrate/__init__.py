@@ -249,6 +249,7 @@ class Vm:
         k: "VMware details, in .raw (issue 15 makes the model provider-neutral)"
         for k in (
             "guestFullName",
+            "osId",
             "secureBoot",
             "cdroms",
             "tpm",

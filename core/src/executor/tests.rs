@@ -367,6 +367,7 @@ fn vm(n: u32, power: PowerState, disks: &[u64]) -> Vm {
         name: format!("vm{n}"),
         power_state: power,
         guest_id: "rhel9_64Guest".into(),
+        os_id: "rhel9.0".into(),
         disks: disks
             .iter()
             .enumerate()

@@ -31,6 +31,7 @@ fn good_vm() -> Vm {
         name: "database".into(),
         power_state: PowerState::PoweredOn,
         guest_id: "rhel9_64Guest".into(),
+        os_id: "rhel9.0".into(),
         guest_full_name: "Red Hat Enterprise Linux 9 (64-bit)".into(),
         cpu_sockets: 1,
         cores_per_socket: 2,

@@ -179,6 +179,7 @@ pub(super) fn map_vm(o: &ObjectContent, lk: &Lookup) -> Vm {
         },
         guest_id: o.text("config.guestId").unwrap_or("").to_string(),
         guest_full_name: o.text("config.guestFullName").unwrap_or("").to_string(),
+        os_id: crate::osinfo::os_id_from_guest_id(o.text("config.guestId").unwrap_or("")).unwrap_or_default(),
         firmware: if o.text("config.firmware") == Some("efi") { Firmware::Efi } else { Firmware::Bios },
         secure_boot: o.get("config.bootOptions").and_then(|b| b.bool_at(&["efiSecureBootEnabled"])).unwrap_or(false),
         cpu_sockets: 1,
