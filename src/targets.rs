@@ -12,6 +12,17 @@ pub struct TargetOptions {
     pub force_conflicts: bool,
 }
 
+/// The validation rules of the target `url` names ([`TargetProvider::vm_rules`] of the
+/// provider it opens), without opening it, so a plan validated offline gets the same concerns
+/// as a run.
+pub fn target_rules(url: &str) -> vmigrate_core::validate::VmRules {
+    if url.trim().starts_with("kubevirt://") {
+        vmigrate_kubevirt::rules::kubevirt_vm
+    } else {
+        vmigrate_core::validate::no_rules
+    }
+}
+
 /// Open the target of `spec`.
 ///
 /// # Errors

@@ -189,6 +189,7 @@ impl Executor {
             inventory: &inventory,
             existing: &existing,
             capabilities: self.source.capabilities(),
+            rules: &[self.source.vm_rules(), self.target.vm_rules()],
         };
         let validation = validate_plan(&ctx);
         let inspections = self.inspect_guests(&inventory, &validation).await?;

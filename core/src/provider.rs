@@ -18,6 +18,7 @@ use crate::model::{Disk, Inventory, Vm, VmId};
 use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
 use crate::transport::{BlockTransport, Extent, SourceIdentity};
 use crate::validate::Concern;
+use crate::validate::{no_rules, VmRules};
 
 /// What a source can do beyond reading, so the executor and validation can decide up front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,14 @@ pub trait SourceProvider: Send + Sync + Debug {
 
     /// VMs, networks, datastores and hosts, in as few round trips as the source allows.
     async fn inventory(&self) -> Result<Inventory>;
+
+    /// This source's own validation rules for a VM of a plan, beside core's: what only this
+    /// kind of source knows (its guest ids, guest tools, clustering features). Plain functions
+    /// of the VM and the plan ([`VmRules`]), so a front end validating a plan offline runs the
+    /// same ones, chosen by the source URL's scheme. Default: none.
+    fn vm_rules(&self) -> VmRules {
+        no_rules
+    }
 
     /// End the source's session now (vSphere: `Logout`). Every front end calls it when it is
     /// done, because vCenter caps concurrent sessions per user and an abandoned one lives until
@@ -355,6 +364,20 @@ pub trait TargetProvider: Send + Sync + Debug {
     /// binding may reach without a runtime. A second `close` is a no-op. Default: nothing.
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// This target's own validation rules for a VM of a plan, beside core's (which guests it
+    /// runs, which transfer modes apply warm passes): plain functions of the VM and the plan
+    /// ([`VmRules`]), so a plan validated offline gets the same ones, chosen by the target URL's
+    /// scheme. Default: none.
+    fn vm_rules(&self) -> VmRules {
+        no_rules
+    }
+
+    /// How messages name this target, e.g. when it refuses a warm plan. Default: `the <kind>
+    /// target`; a target whose abilities depend on its options names them.
+    fn describe(&self) -> String {
+        format!("the {} target", self.kind())
     }
 
     /// Problems of the target itself for this plan (missing namespace, storage class,

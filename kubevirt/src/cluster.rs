@@ -515,6 +515,16 @@ impl TargetProvider for KubevirtTarget {
         "kubevirt"
     }
 
+    /// [`crate::rules::kubevirt_vm`]: warm plans need a transfer mode that applies deltas.
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::kubevirt_vm
+    }
+
+    /// Names the transfer mode, which decides what the target can do.
+    fn describe(&self) -> String {
+        format!("the kubevirt target with transfer: {}", self.opts().transfer)
+    }
+
     /// Incremental (warm) passes only in the transfer modes that apply them
     /// ([`TransferMethod::supports_warm`]); preflight adopts the plan's mode first.
     fn capabilities(&self) -> vmigrate_core::TargetCapabilities {

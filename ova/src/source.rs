@@ -429,6 +429,12 @@ impl SourceProvider for OvaSource {
 
     /// Read-only and cold-only: no power control, snapshots or changed blocks, so validation
     /// blocks a warm plan before anything runs.
+    /// An OVF's guest ids are VMware's: the vSphere rules judge them
+    /// ([`vmigrate_vsphere::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        vmigrate_vsphere::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities::default()
     }

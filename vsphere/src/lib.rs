@@ -43,6 +43,7 @@ pub mod client;
 pub mod error;
 pub mod local;
 pub mod osinfo;
+pub mod rules;
 pub mod secret;
 pub mod soap;
 pub mod source;

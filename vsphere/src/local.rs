@@ -301,6 +301,11 @@ impl SourceProvider for LocalSource {
         "vmx"
     }
 
+    /// VMware's guest ids, Tools, fault tolerance and DRS rules ([`crate::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities::default()
     }

@@ -210,6 +210,11 @@ impl SourceProvider for VsphereSource {
         ])
     }
 
+    /// VMware's guest ids, Tools, fault tolerance and DRS rules ([`crate::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities { power: true, snapshots: true, changed_blocks: true }
     }

@@ -12,29 +12,17 @@ use crate::validate::{warm_transfer_message, Concern, Severity};
 /// The concern id of a warm plan whose target cannot take delta passes.
 pub const WARM_TRANSFER_UNSUPPORTED: &str = "warm.transfer-unsupported";
 
-fn target_label(plan: &Plan, target: &dyn TargetProvider) -> String {
-    if target.kind() == "kubevirt" {
-        format!("the kubevirt target with transfer: {}", plan.spec.options.transfer)
-    } else {
-        format!("the {} target", target.kind())
-    }
-}
-
 /// The blocking concern for a warm plan into `target` when the target (after preflight) says it
 /// cannot apply incremental passes; `None` for cold plans and capable targets.
 pub(super) fn target_concern(plan: &Plan, target: &dyn TargetProvider) -> Option<Concern> {
     if !plan.spec.warm || target.capabilities().incremental {
         return None;
     }
-    Some(Concern::new(
-        WARM_TRANSFER_UNSUPPORTED,
-        Severity::Critical,
-        warm_transfer_message(&target_label(plan, target)),
-    ))
+    Some(Concern::new(WARM_TRANSFER_UNSUPPORTED, Severity::Critical, warm_transfer_message(&target.describe())))
 }
 
-/// Add `extra` unless a concern with its id is there already (plan-level validation finds the
-/// same refusal for `kubevirt://` plans).
+/// Add `extra` unless a concern with its id is there already (a target's own validation rules
+/// may find the same refusal from the plan alone).
 pub(super) fn add_once(concerns: &mut Vec<Concern>, extra: Option<&Concern>) {
     if let Some(c) = extra {
         if !concerns.iter().any(|x| x.id == c.id) {
@@ -44,11 +32,11 @@ pub(super) fn add_once(concerns: &mut Vec<Concern>, extra: Option<&Concern>) {
 }
 
 /// Defense in depth before a delta pass: the target must apply it.
-pub(super) fn ensure_incremental(plan: &Plan, target: &dyn TargetProvider) -> Result<()> {
+pub(super) fn ensure_incremental(target: &dyn TargetProvider) -> Result<()> {
     if target.capabilities().incremental {
         return Ok(());
     }
-    Err(Error::new(ErrorCode::Unsupported, warm_transfer_message(&target_label(plan, target))))
+    Err(Error::new(ErrorCode::Unsupported, warm_transfer_message(&target.describe())))
 }
 
 /// A delta pass met a volume the target fills by itself in one go: following that import would
@@ -390,7 +378,7 @@ impl Executor {
         pass: &str,
     ) -> Result<()> {
         let VmRun { idx, vm, .. } = run;
-        ensure_incremental(&self.plan, self.target.as_ref())?;
+        ensure_incremental(self.target.as_ref())?;
         // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
         // normally none is left, but a resumed run may find one.
         self.remove_our_snapshots(idx, vm).await?;
