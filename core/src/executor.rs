@@ -291,6 +291,7 @@ impl Executor {
             run_strategy: self.run_strategy(idx, vm),
             overwrite: sel.overwrite,
             conversion: self.lock().vms[idx].conversion.clone(),
+            import_hint: self.source.import_hint(),
         }
     }
 

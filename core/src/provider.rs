@@ -56,6 +56,26 @@ pub struct SnapshotRef {
     pub change_ids: BTreeMap<i32, String>,
 }
 
+/// How a target that imports disks by itself (an importer next to the target pulling from the
+/// source, rather than the executor writing them) can reach the source. The source hands it
+/// over ([`SourceProvider::import_hint`]); a target matches on the protocols it speaks and
+/// refuses the others, so it never guesses the source's kind from the plan's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+#[non_exhaustive]
+pub enum ImportHint {
+    /// The source's disks are read through a VDDK endpoint (a vSphere source: its SDK URL).
+    /// The importer logs in with the plan's source credentials and finds each disk by the VM's
+    /// BIOS UUID and the disk's [`Disk::file`].
+    Vddk {
+        /// The endpoint URL (`https://vcenter/sdk`).
+        url: String,
+        /// The certificate thumbprint the importer pins, when the source pins one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thumbprint: Option<String>,
+    },
+}
+
 /// Changed areas of one disk since a change id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,6 +119,12 @@ pub trait SourceProvider: Send + Sync + Debug {
     /// Default: nothing to end.
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// How an importer next to the target can reach this source's disks by itself, when it
+    /// can ([`ImportHint`]). Default: `None` (only the executor reads the disks).
+    fn import_hint(&self) -> Option<ImportHint> {
+        None
     }
 
     /// Fresh detail of one VM (by its [`VmId::source_ref`]), e.g. after a power change.
@@ -258,9 +284,13 @@ pub struct TargetVm {
     #[serde(default)]
     pub overwrite: bool,
     /// The result of the guest conversion, once it ran: the disk bus, NIC model, guest agent
-    /// and OS the converted guest needs (`None`: decide from the source's guest id).
+    /// and OS the converted guest needs (`None`: decide from the source's OS id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<crate::convert::GuestConversion>,
+    /// How an importer can reach the source's disks ([`SourceProvider::import_hint`]), for a
+    /// target that imports by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_hint: Option<ImportHint>,
 }
 
 /// A target volume prepared for one source disk.

@@ -449,5 +449,6 @@ pub fn target_vm(source: Vm) -> TargetVm {
         run_strategy: "Halted".into(),
         overwrite: false,
         conversion: None,
+        import_hint: None,
     }
 }

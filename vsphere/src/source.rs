@@ -210,6 +210,14 @@ impl SourceProvider for VsphereSource {
         ])
     }
 
+    /// CDI's VDDK importer reads this endpoint's disks (with the plan's source credentials).
+    fn import_hint(&self) -> Option<vmigrate_core::provider::ImportHint> {
+        Some(vmigrate_core::provider::ImportHint::Vddk {
+            url: self.opts.url.clone(),
+            thumbprint: self.opts.thumbprint.clone(),
+        })
+    }
+
     /// VMware's guest ids, Tools, fault tolerance and DRS rules ([`crate::rules`]).
     fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
         crate::rules::validate_vm

@@ -69,6 +69,7 @@ pub fn target(name: &str, os_id: &str, disks: Vec<Disk>, nics: Vec<(Nic, Network
         run_strategy: "Halted".into(),
         conversion: None,
         overwrite: false,
+        import_hint: None,
     }
 }
 
