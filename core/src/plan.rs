@@ -73,7 +73,7 @@ pub struct PlanSpec {
     #[serde(default)]
     pub options: PlanOptions,
     /// Copy disks byte for byte without converting the guest (Forklift's field): the guest
-    /// keeps its VMware drivers and initramfs, and may not boot on KubeVirt.
+    /// keeps the source hypervisor's drivers and initramfs, and may not boot at the target.
     #[serde(default)]
     pub skip_guest_conversion: bool,
     /// Carry every NIC's static IPs (as the source inventory reports them) over to the
@@ -224,7 +224,7 @@ impl VmSelector {
     }
 }
 
-/// Disk bus on the KubeVirt side.
+/// Disk bus at the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TargetDiskBus {
@@ -854,7 +854,7 @@ fn check_text(text: &str, yaml: bool) -> Result<()> {
     Ok(())
 }
 
-/// Longest VM name or id accepted (vSphere allows 80 characters; VMX files anything).
+/// Longest VM name or id accepted (sources allow 80 characters or more).
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// A VM name or id from a plan, a VMX or an inventory: at most [`MAX_NAME_LEN`] bytes, no

@@ -1,5 +1,5 @@
-//! The provider traits: what a source (vSphere, a local VMX folder) and a target (KubeVirt, a
-//! local output folder) must do for the executor to migrate a VM.
+//! The provider traits: what a source (a hypervisor, a folder of VM files, a package) and a
+//! target (a cluster, a local output folder) must do for the executor to migrate a VM.
 //!
 //! Optional capabilities (power control, snapshots, changed blocks) default to
 //! [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported), so a read-only source such as a
@@ -93,7 +93,7 @@ pub struct ChangedAreas {
 /// the source, which is why the executor records what it asked for and undoes it on cleanup.
 #[async_trait]
 pub trait SourceProvider: Send + Sync + Debug {
-    /// Short kind name for logs and status (`vsphere`, `vmx`).
+    /// Short kind name for logs and status (e.g. `vmx`, `ova`).
     fn kind(&self) -> &'static str;
 
     /// What this source can do beyond reading.
@@ -112,10 +112,9 @@ pub trait SourceProvider: Send + Sync + Debug {
         no_rules
     }
 
-    /// End the source's session now (vSphere: `Logout`). Every front end calls it when it is
-    /// done, because vCenter caps concurrent sessions per user and an abandoned one lives until
-    /// its idle timeout (30 minutes by default): a tool that leaks a session per run locks
-    /// automation out. Later calls on this provider may fail; a second `close` is a no-op.
+    /// End the source's session now (log out). Every front end calls it when it is done,
+    /// because a hypervisor manager may cap concurrent sessions per user and keep an abandoned
+    /// one until its idle timeout: a tool that leaks a session per run locks automation out. Later calls on this provider may fail; a second `close` is a no-op.
     /// Default: nothing to end.
     async fn close(&self) -> Result<()> {
         Ok(())
@@ -162,7 +161,7 @@ pub trait SourceProvider: Send + Sync + Debug {
         Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
     }
 
-    /// Create a snapshot without memory, quiesced when `quiesce` (VMware Tools flush the guest's
+    /// Create a snapshot without memory, quiesced when `quiesce` (the guest tools flush the guest's
     /// file systems and run its freeze scripts first: an application-consistent copy).
     /// Sources without quiescing take a crash-consistent one, as
     /// [`create_snapshot`](Self::create_snapshot) does.
@@ -278,7 +277,8 @@ pub struct TargetVm {
     /// Disk bus override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bus: Option<TargetDiskBus>,
-    /// KubeVirt `runStrategy` after the migration.
+    /// The target VM's run strategy after the migration (`Always`, `Halted`, ...: the plan's
+    /// `runStrategy`).
     pub run_strategy: String,
     /// Replace an existing VM of the same name.
     #[serde(default)]
@@ -369,7 +369,7 @@ pub struct PassReport {
 /// A migration target.
 #[async_trait]
 pub trait TargetProvider: Send + Sync + Debug {
-    /// Short kind name (`kubevirt`, `dir`).
+    /// Short kind name (e.g. `dir`).
     fn kind(&self) -> &'static str;
 
     /// What this target can do (after [`preflight`](Self::preflight), which may adopt the

@@ -304,7 +304,7 @@ mod tests {
 
     fn status() -> PlanStatus {
         PlanStatus {
-            plan: "move-webapp-vmware".into(),
+            plan: "move-webapp".into(),
             warm: false,
             started: None,
             completed: None,

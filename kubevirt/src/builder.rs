@@ -23,7 +23,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
-use vmigrate_core::convert::preference_for_osinfo;
 use vmigrate_core::model::OsFamily;
 use vmigrate_core::model::{Disk as SourceDisk, Firmware as SourceFirmware};
 use vmigrate_core::plan::{AccessMode, NetworkDestination, ServiceSpec, StorageDestination, TargetDiskBus, VolumeMode};
@@ -71,6 +70,38 @@ pub struct GuestOs {
     pub preference: &'static str,
     /// The libosinfo short id of `os.template.kubevirt.io/<os>`, e.g. `win2k19`.
     pub os: String,
+}
+
+/// The KubeVirt common-instancetypes cluster preference (`rhel.8`, `windows.2k19`) for a
+/// libosinfo short id (the model's OS id, or what the conversion inspected), if there is one.
+pub fn preference_for_osinfo(osinfo: &str) -> Option<&'static str> {
+    let o = osinfo.to_ascii_lowercase();
+    const TABLE: &[(&str, &str)] = &[
+        ("win2k25", "windows.2k25"),
+        ("win2k22", "windows.2k22"),
+        ("win2k19", "windows.2k19"),
+        ("win2k16", "windows.2k16"),
+        ("win2k12r2", "windows.2k12r2"),
+        ("win11", "windows.11"),
+        ("win10", "windows.10"),
+        ("rhel10", "rhel.10"),
+        ("rhel9", "rhel.9"),
+        ("rhel8", "rhel.8"),
+        ("rhel7", "rhel.7"),
+        ("centos-stream10", "centos.stream10"),
+        ("centos-stream9", "centos.stream9"),
+        ("centos-stream8", "centos.stream8"),
+        ("centos7", "centos.7"),
+        ("ol9", "oraclelinux.9"),
+        ("ol8", "oraclelinux.8"),
+        ("fedora", "fedora"),
+        ("ubuntu", "ubuntu"),
+        ("debian", "debian"),
+        ("opensuse", "opensuse.leap"),
+        ("sles", "sles"),
+        ("sle", "sles"),
+    ];
+    TABLE.iter().find(|(p, _)| o.starts_with(p)).map(|&(_, pref)| pref)
 }
 
 /// The preference and OS label for a guest's libosinfo short id (the model's
@@ -197,7 +228,7 @@ pub fn nic_model(t: &TargetVm) -> String {
 /// was converted, else from the OS id the source gave.
 pub fn guest_os_of(t: &TargetVm) -> Option<(String, String)> {
     if let Some(os) = t.conversion.as_ref().and_then(|c| c.os.as_ref()) {
-        if let Some(p) = os.preference() {
+        if let Some(p) = preference_for_osinfo(&os.osinfo) {
             return Some((p.to_string(), os.osinfo.clone()));
         }
     }
@@ -228,7 +259,7 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
     // The inspected OS picks KubeVirt's common preference for the VM; a guest id alone is too
     // coarse (and may be wrong) to commit the VM to one.
     let preference = inspected
-        .and_then(|o| o.preference())
+        .and_then(|o| preference_for_osinfo(&o.osinfo))
         .map(|p| PreferenceMatcher { kind: Some("VirtualMachineClusterPreference".into()), name: p.into() });
     let mut metadata = meta(&t.name, &t.namespace, labels);
     metadata.annotations = Some(source_annotations(t));

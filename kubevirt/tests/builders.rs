@@ -195,3 +195,19 @@ fn guest_table_and_label_values() {
     let long = builder::label_value(&"x".repeat(100));
     assert!(long.len() <= 63);
 }
+
+#[test]
+fn osinfo_to_preference() {
+    for (id, pref) in [
+        ("rhel8.6", Some("rhel.8")),
+        ("rhel9.2", Some("rhel.9")),
+        ("debian12", Some("debian")),
+        ("win2k22", Some("windows.2k22")),
+        ("win10", Some("windows.10")),
+        ("centos-stream9", Some("centos.stream9")),
+        ("ubuntu22.04", Some("ubuntu")),
+        ("freebsd13.1", None),
+    ] {
+        assert_eq!(builder::preference_for_osinfo(id), pref, "{id}");
+    }
+}

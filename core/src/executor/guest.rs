@@ -96,7 +96,8 @@ pub(super) fn apply_inspection(
     vs: &mut crate::status::VmStatus,
     found: &std::result::Result<convert::Inspection, Error>,
 ) {
-    let raw_copy = "set spec.skipGuestConversion: true to copy the guest as it is (it keeps its VMware drivers: \
+    let raw_copy =
+        "set spec.skipGuestConversion: true to copy the guest as it is (it keeps the source hypervisor's drivers: \
                     docs/conversion.md)";
     match found {
         Ok(convert::Inspection::Found(os)) => {

@@ -52,11 +52,11 @@ impl MemSource {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("lock").clone()
     }
-    fn disk(&self, moref: &str, key: i32) -> &MemoryTransport {
-        &self.disks[&(moref.to_string(), key)]
+    fn disk(&self, source_ref: &str, key: i32) -> &MemoryTransport {
+        &self.disks[&(source_ref.to_string(), key)]
     }
-    fn power(&self, moref: &str) -> PowerState {
-        self.vms.lock().expect("lock").iter().find(|v| v.id.source_ref == moref).expect("vm").power_state
+    fn power(&self, source_ref: &str) -> PowerState {
+        self.vms.lock().expect("lock").iter().find(|v| v.id.source_ref == source_ref).expect("vm").power_state
     }
 }
 
@@ -502,8 +502,8 @@ async fn failure_cleans_up_and_restores_power_other_vms_go_on() {
     let failed = st.vms.iter().find(|v| v.phase == Phase::Failed).expect("one failed");
     let err = failed.error.as_ref().expect("error recorded");
     assert_eq!(err.code, ErrorCode::KubeInvalid as u32);
-    let moref = failed.source_id.clone();
-    assert_eq!(src.power(&moref), PowerState::PoweredOn, "source powered back on after failure");
+    let source_ref = failed.source_id.clone();
+    assert_eq!(src.power(&source_ref), PowerState::PoweredOn, "source powered back on after failure");
     assert!(tgt.calls().contains(&format!("cleanup {}", failed.target_name)));
     assert!(
         !tgt.volumes.lock().expect("lock").keys().any(|k| k.starts_with(&failed.target_name)),

@@ -67,7 +67,7 @@ impl Executor {
     /// One pass run by the target itself ([`VolumeSink::Passes`](crate::provider::VolumeSink),
     /// the transfer Job): full when `only` is `None`, else the areas changed since the disk's
     /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
-    /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
+    /// bytes must equal what the executor asked the source for: a worker that copied other ranges is
     /// a failure, never a silent success.
     pub(super) async fn target_pass(
         &self,
@@ -195,12 +195,12 @@ impl Executor {
 
 impl Executor {
     /// After a precopy pass (or the first full copy) whose bytes are durably on the target:
-    /// record the change ids durably, then remove the pass's snapshot, waiting for vSphere to
+    /// record the change ids durably, then remove the pass's snapshot, waiting for the source to
     /// finish consolidating it. The next pass creates a fresh snapshot and asks for the areas
     /// changed since the recorded change id (CBT change ids stay valid once their snapshot is
     /// gone).
     ///
-    /// Why this order (Forklift's, after MTV-1656): VMware's VDDK guide has backup tools record
+    /// Why this order (Forklift's, after MTV-1656): the changed-block backup guides have tools record
     /// the change ids, delete the snapshot and only then create the next one. Forklift used to
     /// create the next snapshot first and saw guest file-system corruption on slow datastores,
     /// where a snapshot was created while the consolidation of the removed one was still
@@ -216,7 +216,7 @@ impl Executor {
 }
 
 impl Executor {
-    /// A pass snapshot: quiesced when the VM runs with VMware Tools (the guest flushes its file
+    /// A pass snapshot: quiesced when the VM runs its guest tools (the guest flushes its file
     /// systems and runs its freeze scripts, so the copy is application-consistent); when
     /// quiescing fails (no Tools, a freeze script error, a VSS timeout), or the VM is off or has
     /// no running Tools, a crash-consistent snapshot with a warning — what a power cut would
@@ -229,7 +229,7 @@ impl Executor {
             return self.source.create_snapshot(&vm.id, name).await;
         }
         if fresh.tools_status != ToolsStatus::Running {
-            tracing::warn!(snapshot = name, "VMware Tools are not running: taking a crash-consistent snapshot");
+            tracing::warn!(snapshot = name, "the guest tools are not running: taking a crash-consistent snapshot");
             return self.source.create_snapshot(&vm.id, name).await;
         }
         match self.source.create_snapshot_quiesced(&vm.id, name, true).await {

@@ -4,7 +4,7 @@ use crate::plan::Plan;
 
 const PLAN: &str = r#"apiVersion: vmigrate.dev/v1alpha1
 kind: Plan
-metadata: { name: move-webapp-vmware }
+metadata: { name: move-webapp }
 spec:
   source: { url: "vmx:///tmp/ds" }
   target: { url: "dir:///tmp/out" }
@@ -257,7 +257,7 @@ fn our_own_previous_run_is_not_a_clash() {
     let existing = vec![ExistingVm {
         name: "database".into(),
         macs: vec!["00:50:56:01:02:03".into()],
-        plan: Some("move-webapp-vmware".into()),
+        plan: Some("move-webapp".into()),
         source_id: Some("vm-42".into()),
     }];
     let v = run(&plan(), good_vm(), &existing, FULL);
