@@ -773,7 +773,7 @@ impl Plan {
         }
         if let Some(rs) = &o.run_strategy {
             if !matches!(rs.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
-                return bad(format!("spec.options.runStrategy {rs:?} is not a KubeVirt run strategy"));
+                return bad(format!("spec.options.runStrategy {rs:?} is not a run strategy (Always, Halted, Manual, RerunOnFailure, Once)"));
             }
         }
         if let Some(path) = &spec.virtio_win {

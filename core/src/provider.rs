@@ -64,7 +64,8 @@ pub struct SnapshotRef {
 #[serde(rename_all = "camelCase", tag = "type")]
 #[non_exhaustive]
 pub enum ImportHint {
-    /// The source's disks are read through a VDDK endpoint (a vSphere source: its SDK URL).
+    /// The source's disks are read through a VDDK endpoint (the seam's one provider-specific
+    /// variant: a vSphere source hands its SDK URL).
     /// The importer logs in with the plan's source credentials and finds each disk by the VM's
     /// BIOS UUID and the disk's [`Disk::file`].
     Vddk {
