@@ -133,6 +133,7 @@ async fn inventory_maps_realistic_vmx_files() {
 
     let db = inv.find_vm("database").expect("database");
     assert_eq!(db.guest_id, "rhel8_64Guest");
+    assert_eq!(db.os_id, "rhel8.0");
     assert_eq!(db.power_state, PowerState::PoweredOn, "a .lck directory means running");
     assert_eq!(db.snapshots.len(), 1);
     assert_eq!(db.snapshots[0].name, "before mariadb upgrade");
@@ -147,6 +148,7 @@ async fn inventory_maps_realistic_vmx_files() {
 
     let legacy = inv.find_vm("legacy-app").expect("legacy");
     assert_eq!(legacy.guest_id, "centos7_64Guest");
+    assert_eq!(legacy.os_id, "centos7.0");
     assert_eq!(legacy.disks.len(), 3, "the absent nvme disk is not listed");
     assert_eq!(legacy.disks[1].mode, DiskMode::IndependentPersistent);
     assert!(legacy.disks[1].shared);
