@@ -73,7 +73,7 @@ rm -rf "$wheels"
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheels"/vmigrate-*.whl
 (cd "$here/target" && "$venv/bin/python" -m mypy.stubtest vmigrate._native)
 set +e
-"$venv/bin/pytest" -q -p no:cacheprovider python/tests | tee "$here/target/pytest.log"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests | tee "$here/target/pytest.log"
 pytest_rc=${PIPESTATUS[0]}
 set -e
 echo "pytest summary: $(tail -n 1 "$here/target/pytest.log")"

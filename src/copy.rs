@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vmigrate_core::engine::{self, Checkpoint, CopyControl, CopyOptions, CopyStats};
 use vmigrate_core::{Backing, BlockTransport, Error, ErrorCode, Result};
 
@@ -283,47 +283,25 @@ pub fn source_identity(source: &dyn BlockTransport) -> String {
     source.identity().to_string()
 }
 
-/// [`load_checkpoint`], refusing one saved for another source identity
-/// ([`source_identity`]). A checkpoint without an identity (older vmigrate) is accepted.
-///
-/// # Errors
-/// [`ErrorCode::Checkpoint`] for another source; as [`load_checkpoint`].
-pub fn load_checkpoint_for(path: &Path, identity: &str) -> Result<Option<Checkpoint>> {
-    let Some(cp) = load_checkpoint(path)? else { return Ok(None) };
-    let saved = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_owned));
-    match saved {
-        Some(s) if s != identity => Err(Error::new(
-            ErrorCode::Checkpoint,
-            format!(
-                "checkpoint {} was made for another source, or the source changed since (was {s}, now {identity}); remove it to start over",
-                path.display()
-            ),
-        )),
-        _ => Ok(Some(cp)),
-    }
-}
-
-/// [`save_checkpoint`] with the source identity stored next to the engine's fields.
-///
-/// # Errors
-/// As [`save_checkpoint`].
-pub fn save_checkpoint_for(path: &Path, cp: &Checkpoint, identity: &str) -> std::io::Result<()> {
-    let mut v = serde_json::to_value(cp).map_err(std::io::Error::other)?;
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert("source".into(), serde_json::Value::String(identity.to_owned()));
-    }
-    let bytes = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
-    vmigrate_core::safe_fs::write_atomic(path, &vmigrate_core::safe_fs::tmp_name(path), &bytes, true)
+/// A checkpoint file: the engine's [`Checkpoint`] and, next to its fields, the identity of the
+/// source it was saved for ([`source_identity`]; absent in files of older vmigrate versions).
+/// Read in one typed pass: a file that does not decode is [`ErrorCode::Checkpoint`], never
+/// taken for "no checkpoint".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointFile {
+    /// The engine's checkpoint.
+    #[serde(flatten)]
+    pub checkpoint: Checkpoint,
+    /// The source it was saved for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Read a checkpoint file; a missing or empty file means "start from the beginning".
 ///
 /// # Errors
 /// [`ErrorCode::Checkpoint`] when the file is not a checkpoint; I/O errors reading it.
-pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
+pub fn read_checkpoint_file(path: &Path) -> Result<Option<CheckpointFile>> {
     match std::fs::read(path) {
         Ok(b) if b.is_empty() => Ok(None),
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
@@ -332,6 +310,45 @@ pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
     }
+}
+
+/// [`load_checkpoint`], refusing one saved for another source identity
+/// ([`source_identity`]). A checkpoint without an identity (older vmigrate) is accepted.
+///
+/// # Errors
+/// [`ErrorCode::Checkpoint`] for another source; as [`load_checkpoint`].
+pub fn load_checkpoint_for(path: &Path, identity: &str) -> Result<Option<Checkpoint>> {
+    let Some(file) = read_checkpoint_file(path)? else { return Ok(None) };
+    match file.source {
+        Some(s) if s != identity => Err(Error::new(
+            ErrorCode::Checkpoint,
+            format!(
+                "checkpoint {} was made for another source, or the source changed since (was {s}, now {identity}); remove it to start over",
+                path.display()
+            ),
+        )),
+        _ => Ok(Some(file.checkpoint)),
+    }
+}
+
+/// [`save_checkpoint`] with the source identity stored next to the engine's fields
+/// ([`CheckpointFile`]).
+///
+/// # Errors
+/// As [`save_checkpoint`].
+pub fn save_checkpoint_for(path: &Path, cp: &Checkpoint, identity: &str) -> std::io::Result<()> {
+    let file = CheckpointFile { checkpoint: cp.clone(), source: Some(identity.to_owned()) };
+    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    vmigrate_core::safe_fs::write_atomic(path, &vmigrate_core::safe_fs::tmp_name(path), &bytes, true)
+}
+
+/// Read a checkpoint file's engine checkpoint (whatever source it names); a missing or empty
+/// file means "start from the beginning".
+///
+/// # Errors
+/// As [`read_checkpoint_file`].
+pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
+    Ok(read_checkpoint_file(path)?.map(|f| f.checkpoint))
 }
 
 /// Write the checkpoint next to its final name, fsync, then rename: a crash leaves the old or
@@ -381,6 +398,42 @@ mod tests {
         let id_a2 = source_identity(&open(&a).await);
         assert_ne!(id_a, id_a2);
         assert_eq!(load_checkpoint_for(&cp_path, &id_a2).expect_err("changed").code(), ErrorCode::Checkpoint);
+    }
+
+    /// Issue 15: a checkpoint file is read typed, once: one of an older vmigrate (no source)
+    /// resumes, one whose fields do not decode is `Checkpoint`, never "start over" in silence.
+    #[test]
+    fn checkpoint_files_decode_typed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("cp");
+        let cp = Checkpoint { version: 1, source_size: 8, work_unit: 4, fingerprint: "f".into(), done: vec![[0, 1]] };
+        save_checkpoint_for(&path, &cp, "id").expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text,
+            r#"{"version":1,"source_size":8,"work_unit":4,"fingerprint":"f","done":[[0,1]],"source":"id"}"#
+        );
+        assert_eq!(
+            read_checkpoint_file(&path).expect("typed"),
+            Some(CheckpointFile { checkpoint: cp.clone(), source: Some("id".into()) })
+        );
+        std::fs::write(&path, r#"{"version":1,"source_size":8,"work_unit":4,"fingerprint":"f","done":[[0,1]]}"#)
+            .expect("older file");
+        assert_eq!(load_checkpoint_for(&path, "anything").expect("older vmigrate"), Some(cp));
+        for bad in [
+            r#"{"version":1,"source_size":8,"work_unit":4,"fingerprint":"f","done":[[0,1]],"source":7}"#,
+            r#"{"version":1,"source_size":"8","work_unit":4,"fingerprint":"f","done":[]}"#,
+            r#"{"done":[[0,1]],"source":"id"}"#,
+            "[1]",
+            "{",
+        ] {
+            std::fs::write(&path, bad).expect("damaged");
+            let e = load_checkpoint_for(&path, "id").expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::Checkpoint, "{bad}: {e}");
+            assert_eq!(read_checkpoint_file(&path).expect_err(bad).code(), ErrorCode::Checkpoint);
+        }
+        std::fs::write(&path, "").expect("empty");
+        assert_eq!(load_checkpoint_for(&path, "id").expect("empty: none"), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! This facade re-exports the crates of the workspace so that most users depend on `vmigrate`
 //! alone: [`core`] (model, plans, validation, the copy engine), [`vsphere`] (the vSphere and
 //! local VMX sources), [`ova`] (the OVA package source) and [`kubevirt`] (the KubeVirt and
-//! local-folder targets). [`sources`] is the one registry of source URL schemes.
+//! local-folder targets). [`sources`] and [`targets`] are the one registries of source and target
+//! URL schemes; [`session`] runs a plan for every front end (CLI, C, Python); [`wire`] writes the
+//! JSON documents they hand out.
 //!
 //! ```no_run
 //! # async fn demo() -> vmigrate::core::Result<()> {
@@ -21,6 +23,7 @@ pub use vmigrate_vsphere as vsphere;
 pub mod copy;
 pub mod demo;
 pub mod logging;
+pub mod session;
 pub mod sources;
 pub mod targets;
 pub mod transport_url;
@@ -79,7 +82,7 @@ pub async fn validate_plan_with_target(
         Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
         None => sources::read_inventory(&plan.spec.source).await?,
     };
-    if !plan.spec.target.url.trim().starts_with("kubevirt://") {
+    if !targets::target_scheme(&plan.spec.target.url).is_ok_and(|s| s.cluster) {
         let ctx =
             ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps, rules: &rules(plan) };
         return Ok((run_rules(&ctx), TargetCheck::NotACluster));

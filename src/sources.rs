@@ -122,6 +122,19 @@ pub async fn open_source_with(spec: &SourceSpec, credentials: Option<Credentials
     }
 }
 
+/// Credentials a caller gives as two optional values (C's `username`/`password`, Python's
+/// keywords): both, or neither (then [`open_source_with`] reads them as [`open_source`] does).
+///
+/// # Errors
+/// [`ErrorCode::InvalidArgument`] when only one of them is given.
+pub fn credentials_from(username: Option<String>, password: Option<String>) -> Result<Option<Credentials>> {
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        (None, None) => Ok(None),
+        _ => Err(Error::new(ErrorCode::InvalidArgument, "username and password must be given together")),
+    }
+}
+
 /// Credentials for a vSphere source: the plan's `credentials` variables, else
 /// `VMIGRATE_SOURCE_USERNAME` / `VMIGRATE_SOURCE_PASSWORD`, else govc's `GOVC_USERNAME` /
 /// `GOVC_PASSWORD`.
@@ -207,6 +220,10 @@ mod tests {
         assert!(
             needs_credentials("https://vc/sdk") && !needs_credentials("ova:///x.ova") && !needs_credentials("nope")
         );
+        assert_eq!(credentials_from(None, None).ok(), Some(None));
+        assert!(credentials_from(Some("u".into()), Some("p".into())).is_ok_and(|c| c.is_some()));
+        let one = credentials_from(Some("u".into()), None).expect_err("refused");
+        assert_eq!(one.code(), ErrorCode::InvalidArgument);
         for bad in ["/plain/path", "ftp://x/y"] {
             let e = source_scheme(bad).expect_err(bad);
             assert_eq!(e.code(), ErrorCode::BadUrl);

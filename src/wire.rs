@@ -37,19 +37,25 @@ pub enum Kind {
     CopyStats,
     /// One progress tick of a disk copy (`{"event": "copy", ...}`).
     CopyProgress,
-    /// One event of a plan run (`{"event": "plan" | "phase" | "disk" | "vmDone", ...}`).
+    /// One event of a plan run (`{"event": "plan" | "phase" | "disk" | "vmDone", ...}`); the
+    /// CLI's event stream (`vmigrate migrate --output json`) ends with `"event": "status"` (or
+    /// `"blocked"`) carrying the final status.
     MigrationEvent,
+    /// What `vmigrate copy --output json` prints at the end: the copy's counters, rates and
+    /// digests with its source and target.
+    CopySummary,
 }
 
 impl Kind {
     /// Every kind, in the order of the golden files.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Inventory,
         Kind::PlanValidation,
         Kind::PlanStatus,
         Kind::CopyStats,
         Kind::CopyProgress,
         Kind::MigrationEvent,
+        Kind::CopySummary,
     ];
 
     /// The `kind` value.
@@ -61,6 +67,7 @@ impl Kind {
             Kind::CopyStats => "CopyStats",
             Kind::CopyProgress => "CopyProgress",
             Kind::MigrationEvent => "MigrationEvent",
+            Kind::CopySummary => "CopySummary",
         }
     }
 }
@@ -141,6 +148,64 @@ pub fn copy_progress(progress: &ProgressSnapshot) -> String {
 /// The `MigrationEvent` document of one executor event. Never fails (as [`copy_progress`]).
 pub fn migration_event(event: &Event) -> String {
     sorted(Kind::MigrationEvent, event, &[]).unwrap_or_default()
+}
+
+/// The last line of the CLI's event stream (`vmigrate migrate --output json`): a
+/// `MigrationEvent` document `{"event": "status", "status": {...}}`, or `"event": "blocked"` when
+/// validation blocked the plan (the status then holds the concerns). The nested status is the
+/// bare model, as it was before versioning: the line's own `apiVersion` covers it.
+///
+/// # Errors
+/// `Internal` if serde fails.
+pub fn migration_end(status: &PlanStatus, blocked: bool) -> Result<String> {
+    #[derive(Serialize)]
+    struct End<'a> {
+        event: &'static str,
+        status: &'a PlanStatus,
+    }
+    let end = End { event: if blocked { "blocked" } else { "status" }, status };
+    ordered(Kind::MigrationEvent, &end)
+}
+
+/// What `vmigrate copy` did, as `--output json` prints it (the `CopySummary` document).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySummary {
+    /// The source as given.
+    pub source: String,
+    /// The target as given.
+    pub target: String,
+    /// The source's size in bytes.
+    pub size: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written to the target.
+    pub bytes_written: u64,
+    /// Bytes zeroed at the target (holes and zero runs).
+    pub bytes_zeroed: u64,
+    /// Bytes left alone (already zero at a fresh target, or done before a resume).
+    pub bytes_skipped: u64,
+    /// Wall time of the copy.
+    pub seconds: f64,
+    /// Bytes read from the source per second, in MiB: what actually moved.
+    pub moved_mib_per_sec: f64,
+    /// Virtual bytes processed per second, in MiB (holes and skipped zeroes count: how fast the
+    /// disk was finished, not a transfer rate).
+    pub virtual_mib_per_sec: f64,
+    /// Whether the copy resumed from a checkpoint.
+    pub resumed: bool,
+    /// The source's digest when verified.
+    pub source_digest: Option<String>,
+    /// The target's digest when verified.
+    pub target_digest: Option<String>,
+}
+
+/// The `CopySummary` document (keys in the order the CLI printed them before versioning).
+///
+/// # Errors
+/// `Internal` if serde fails.
+pub fn copy_summary(summary: &CopySummary) -> Result<String> {
+    ordered(Kind::CopySummary, summary)
 }
 
 /// Read an inventory handed back by a caller (C's `inventory_json`, Python's `validate`): the

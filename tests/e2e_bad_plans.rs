@@ -107,7 +107,7 @@ fn unreachable_source_is_a_connect_error_with_exit_1() {
     let text = c.plan(&["database_running"]).replace(&c.sim.url, &format!("https://127.0.0.1:{port}/sdk"));
     let (code, _, err) = c.migrate(&text, &c.creds());
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("error[VsphereConnect]") && err.contains(&port.to_string()), "{err}");
+    assert!(err.contains("error[SourceConnect]") && err.contains(&port.to_string()), "{err}");
     assert!(!err.contains(&c.sim.password));
     c.assert_untouched();
 }
@@ -121,7 +121,7 @@ fn wrong_password_is_invalid_login_with_exit_1_and_no_secret() {
         &[(c.env.user.as_str(), c.sim.username.as_str()), (c.env.pass.as_str(), wrong)],
     );
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("VsphereInvalidLogin"), "{err}");
+    assert!(err.contains("error[SourceInvalidLogin]"), "{err}");
     assert!(!err.contains(wrong) && !out.contains(wrong), "the password leaked: {err}");
     c.assert_untouched();
 }

@@ -25,15 +25,7 @@ const VMS_API: &str = "/apis/kubevirt.io/v1/namespaces/vmexamples/virtualmachine
 /// DataVolumes that go UploadReady at once and Succeeded once `disks` uploads arrived (what
 /// CDI's upload server does when a stream completes).
 async fn cluster(proxy: &FakeUploadProxy, volumes: &[&str]) -> FakeKube {
-    let fake = FakeKube::start("upload-token-1").await;
-    fake.insert(
-        "/api/v1/namespaces/vmexamples",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmexamples"}}),
-    );
-    fake.insert(
-        "/apis/storage.k8s.io/v1/storageclasses/ocs-storagecluster-ceph-rbd-virtualization",
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "ocs-storagecluster-ceph-rbd-virtualization"}, "provisioner": "openshift-storage.rbd.csi.ceph.com"}),
-    );
+    let fake = lab_cluster("upload-token-1", "openshift-storage.rbd.csi.ceph.com").await;
     fake.fixed(
         "/apis/cdi.kubevirt.io/v1beta1/cdiconfigs/config",
         json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "CDIConfig", "metadata": {"name": "config"}, "status": {"uploadProxyURL": proxy.base_url()}}),

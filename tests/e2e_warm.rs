@@ -6,42 +6,20 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use support::warm::{
+    between_passes, run_plan, scribble, touched, warm_dir_plan, WarmDirPlan, CBT_BLOCK as BLOCK, WARM_OPTIONS,
+};
 use support::*;
-use vmigrate::core::executor::{Controller, Event, Executor, ExecutorOptions};
+use vmigrate::core::executor::{Controller, Event, ExecutorOptions};
 use vmigrate::core::model::PowerState;
 use vmigrate::core::Phase;
 use vmigrate::core::SourceProvider;
 
-const BLOCK: u64 = 64 << 10;
 const DISK: u64 = 8 << 20;
-
-/// Overwrite `(offset, len)` ranges of a flat file with a byte the lab pattern never has
-/// (pattern bytes are odd, holes are zero).
-fn scribble(flat: &Path, writes: &[(u64, u64)], byte: u8) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(flat).expect("open flat extent");
-    for &(off, len) in writes {
-        f.seek(SeekFrom::Start(off)).expect("seek");
-        f.write_all(&vec![byte; len as usize]).expect("write");
-    }
-    f.sync_all().expect("sync");
-}
-
-/// Bytes of the 64 KiB blocks the writes touch (what CBT may report), and the bytes written.
-fn touched(writes: &[(u64, u64)]) -> (u64, u64) {
-    let mut blocks = std::collections::BTreeSet::new();
-    for &(off, len) in writes {
-        for b in off / BLOCK..=(off + len - 1) / BLOCK {
-            blocks.insert(b);
-        }
-    }
-    (blocks.len() as u64 * BLOCK, writes.iter().map(|w| w.1).sum())
-}
 
 /// Changes per pass: after the full copy, after precopy 1, after precopy 2 (then cut over).
 fn change_sets() -> [Vec<(u64, u64)>; 3] {
@@ -65,20 +43,7 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
     assert_eq!(vm.power_state, PowerState::PoweredOn);
     let flat = sim.flat_file(vm_name);
 
-    let work = tempfile::tempdir().expect("tmp");
-    let out = work.path().join("out");
-    let env = CredEnv::new("warm_lib");
-    env.export(&sim);
-    let text = vcsim_plan(
-        "warm-lib",
-        &sim,
-        &env,
-        &format!("dir://{}", out.display()),
-        &[vm_name],
-        true,
-        "    enableCbt: true\n    precopyInterval: 1s\n",
-    );
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let WarmDirPlan { work, out, plan } = warm_dir_plan(&sim, "warm-lib", vm_name);
 
     // The sink writes the next change set the moment a pass has read everything, i.e. before
     // the next snapshot is taken; after the third set it asks for the cutover.
@@ -87,29 +52,22 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
     let bytes_read: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let phases: Arc<Mutex<Vec<Phase>>> = Arc::default();
     let sink = {
-        let (ctl, bytes_read, phases, flat) = (ctl.clone(), bytes_read.clone(), phases.clone(), flat.clone());
-        let sets = sets.clone();
-        let written = Mutex::new(0usize);
+        let (bytes_read, phases, flat, sets) = (bytes_read.clone(), phases.clone(), flat.clone(), sets.clone());
+        let write =
+            between_passes(&["full", "precopy-1", "precopy-2"], ctl.clone(), move |n| scribble(&flat, &sets[n], 0xee));
         Arc::new(move |e: &Event| match e {
             Event::Disk { pass, progress, .. } => {
-                let mut br = bytes_read.lock().expect("lock");
-                let slot = br.entry(pass.clone()).or_default();
-                *slot = (*slot).max(progress.bytes_read);
-                let order = ["full", "precopy-1", "precopy-2"];
-                let mut n = written.lock().expect("lock");
-                if *n < 3 && pass == order[*n] && progress.done == progress.total {
-                    scribble(&flat, &sets[*n], 0xee);
-                    *n += 1;
-                    if *n == 3 {
-                        ctl.get().expect("controller set before run").cutover_now();
-                    }
+                {
+                    let mut br = bytes_read.lock().expect("lock");
+                    let slot = br.entry(pass.clone()).or_default();
+                    *slot = (*slot).max(progress.bytes_read);
                 }
+                write(e);
             }
             Event::Phase { phase, .. } => phases.lock().expect("lock").push(*phase),
             _ => {}
         })
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let target = vmigrate::kubevirt::DirTarget::open(&out).expect("output folder");
     let opts = ExecutorOptions {
         status_path: Some(work.path().join("warm.status.json")),
@@ -117,9 +75,7 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
         progress_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target), opts);
-    ctl.set(exec.controller()).expect("set once");
-    let status = tokio::time::timeout(Duration::from_secs(50), exec.run()).await.expect("plan finishes").expect("run");
+    let status = run_plan(plan, target, opts, Some(&ctl), Duration::from_secs(50)).await;
 
     let vs = &status.vms[0];
     assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
@@ -137,7 +93,7 @@ async fn warm_precopies_copy_only_changed_blocks_and_cutover_matches_final_sourc
     // Deltas copied only the changed blocks.
     let br = bytes_read.lock().expect("lock").clone();
     for (pass, set) in ["precopy-1", "precopy-2", "cutover"].iter().zip(&sets) {
-        let (bound, changed) = touched(set);
+        let (bound, changed) = touched(set.iter().copied());
         let read = *br.get(*pass).unwrap_or_else(|| panic!("no progress for {pass}: {br:?}"));
         assert!((changed..=bound).contains(&read), "{pass}: read {read} bytes, changed {changed}, blocks {bound}");
     }
@@ -167,15 +123,7 @@ fn warm_cli_cutover_now_from_a_second_process() {
     let plan_file = work.path().join("plan.yaml");
     std::fs::write(
         &plan_file,
-        vcsim_plan(
-            "warm-cli",
-            &sim,
-            &env,
-            &format!("dir://{}", out.display()),
-            &[vm_name],
-            true,
-            "    enableCbt: true\n    precopyInterval: 1s\n",
-        ),
+        vcsim_plan("warm-cli", &sim, &env, &format!("dir://{}", out.display()), &[vm_name], true, WARM_OPTIONS),
     )
     .expect("plan");
     let plan_arg = plan_file.to_str().expect("utf-8");

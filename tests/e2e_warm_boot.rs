@@ -15,14 +15,15 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::boot;
 use support::guests::{self, Firmware};
+use support::warm::{between_passes, run_plan, warm_dir_plan, WarmDirPlan};
 use support::*;
-use vmigrate::core::executor::{Controller, Event, Executor, ExecutorOptions};
+use vmigrate::core::executor::{Controller, ExecutorOptions};
 use vmigrate::core::Phase;
 use vmigrate::vsphere::vcsim::{LabDisk, LabDiskFormat, Vcsim, VcsimOptions};
 
@@ -81,44 +82,19 @@ async fn warm_migrated_guest_written_between_passes_boots_with_the_last_write() 
     assert!(cp.success());
     assert_eq!(std::fs::metadata(&flat).expect("flat").len(), g.size_bytes);
 
-    let work = tempfile::tempdir().expect("tmp");
-    let out = work.path().join("out");
-    let env = CredEnv::new("warm_boot");
-    env.export(&sim);
-    let text = vcsim_plan(
-        "warm-boot",
-        &sim,
-        &env,
-        &format!("dir://{}", out.display()),
-        &[VM],
-        true,
-        "    enableCbt: true\n    precopyInterval: 1s\n",
-    );
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
+    let WarmDirPlan { work, out, plan } = warm_dir_plan(&sim, "warm-boot", VM);
 
     // Writes into the guest's file system the moment a pass has read everything (before the
     // next snapshot); after the second one, the cutover.
     let nonces = ["after-full-1111", "after-precopy-2222"];
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
     let sink = {
-        let (ctl, flat, scratch) = (ctl.clone(), flat.clone(), work.path().to_path_buf());
+        let (flat, scratch) = (flat.clone(), work.path().to_path_buf());
         let name = g.name.clone();
-        let written = Mutex::new(0usize);
-        Arc::new(move |e: &Event| {
-            if let Event::Disk { pass, progress, .. } = e {
-                let mut n = written.lock().expect("lock");
-                let order = ["full", "precopy-1"];
-                if *n < 2 && pass == order[*n] && progress.done == progress.total {
-                    rewrite_guest_file(&flat, offset, &format!("{name} {}\n", nonces[*n]), &scratch);
-                    *n += 1;
-                    if *n == 2 {
-                        ctl.get().expect("controller set before run").cutover_now();
-                    }
-                }
-            }
-        })
+        Arc::new(between_passes(&["full", "precopy-1"], ctl.clone(), move |n| {
+            rewrite_guest_file(&flat, offset, &format!("{name} {}\n", nonces[n]), &scratch)
+        }))
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let target = vmigrate::kubevirt::DirTarget::open(&out).expect("output folder");
     let opts = ExecutorOptions {
         status_path: Some(work.path().join("warm.status.json")),
@@ -126,10 +102,8 @@ async fn warm_migrated_guest_written_between_passes_boots_with_the_last_write() 
         progress_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target), opts);
-    ctl.set(exec.controller()).expect("set once");
     let started = std::time::Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(900), exec.run()).await.expect("plan finishes").expect("run");
+    let status = run_plan(plan, target, opts, Some(&ctl), Duration::from_secs(900)).await;
     eprintln!("warm migration of the guest took {:.1} s", started.elapsed().as_secs_f64());
     let vs = &status.vms[0];
     assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);

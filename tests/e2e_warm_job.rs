@@ -13,22 +13,21 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::warm::{between_passes, run_plan, scribble, touched, CBT_BLOCK as BLOCK, WARM_OPTIONS};
 use support::*;
 use vmigrate::core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate::core::model::PowerState;
-use vmigrate::core::{PassReport, Phase, SourceProvider};
+use vmigrate::core::{PassReport, Phase, Plan, PlanStatus, SourceProvider};
 use vmigrate::kubevirt::fake::FakeKube;
 use vmigrate::kubevirt::{KubevirtOptions, KubevirtTarget};
 
-const BLOCK: u64 = 64 << 10;
 const DISK: u64 = 8 << 20;
-const NS: &str = "vmexamples";
+const NS: &str = NAMESPACE;
 const JOBS: &str = "/apis/batch/v1/namespaces/vmexamples/jobs/";
 
 /// Standard base64 (what Kubernetes stores Secret data as), for the test kubelet.
@@ -51,26 +50,6 @@ fn unbase64(s: &str) -> Vec<u8> {
         out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
     }
     out
-}
-
-/// A cluster with the lab's namespace and storage class, whose blank DataVolumes succeed.
-async fn cluster(volumes: &[&str]) -> FakeKube {
-    let fake = FakeKube::start("unused").await;
-    fake.insert(
-        &format!("/api/v1/namespaces/{NS}"),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    );
-    fake.insert(
-        "/apis/storage.k8s.io/v1/storageclasses/ocs-storagecluster-ceph-rbd-virtualization",
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "ocs-storagecluster-ceph-rbd-virtualization"}, "provisioner": "x"}),
-    );
-    for v in volumes {
-        fake.play_statuses(
-            &format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{v}"),
-            vec![json!({"phase": "Succeeded"})],
-        );
-    }
-    fake
 }
 
 /// What the test kubelet saw of one Job.
@@ -97,31 +76,101 @@ struct Fault {
     min_done: u64,
 }
 
+/// How the test kubelet departs from "run every Job to the end" (the default).
+#[derive(Default)]
+struct Kubelet {
+    /// Jobs whose name contains this are never run: a pass that is still going.
+    hold: Option<&'static str>,
+    /// Before the Job whose name contains `.0` runs, its snapshot is removed at the source.
+    vanish: Option<(&'static str, Arc<vmigrate::vsphere::VsphereSource>)>,
+    /// Pods killed mid-pass.
+    faults: Vec<Fault>,
+}
+
+/// The cluster side every job-mode test starts from, written once: a scratch folder whose
+/// `pvcs/<claim>/` folders are the volumes, the fake cluster (the lab's namespace and storage
+/// class) whose blank DataVolumes for `volumes` succeed, and the test kubelet running every
+/// transfer Job into the volumes as the real worker.
+struct JobCluster {
+    /// The scratch folder (status files, the `pvcs` folder).
+    work: tempfile::TempDir,
+    /// The volumes: one folder a claim.
+    pvcs: PathBuf,
+    fake: FakeKube,
+    /// Every Job the kubelet ran, in order.
+    ran: Arc<Mutex<Vec<RanJob>>>,
+    kubelet: tokio::task::JoinHandle<()>,
+}
+
+impl JobCluster {
+    async fn start(volumes: &[&str], opts: Kubelet) -> JobCluster {
+        let work = tempfile::tempdir().expect("tmp");
+        let pvcs = work.path().join("pvcs");
+        let fake = lab_cluster("unused", "x").await;
+        for v in volumes {
+            fake.play_statuses(
+                &format!("/apis/cdi.kubevirt.io/v1beta1/namespaces/{NS}/datavolumes/{v}"),
+                vec![json!({"phase": "Succeeded"})],
+            );
+        }
+        let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+        let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), opts);
+        JobCluster { work, pvcs, fake, ran, kubelet }
+    }
+
+    /// The KubeVirt target on this cluster, polling fast.
+    fn target(&self) -> KubevirtTarget {
+        target(&self.fake)
+    }
+
+    /// Run `plan` into this cluster to the end (see [`run_plan`]), then stop the kubelet.
+    async fn run(
+        &self,
+        plan: Plan,
+        opts: ExecutorOptions,
+        ctl: Option<&OnceLock<Controller>>,
+        timeout: Duration,
+    ) -> PlanStatus {
+        let st = run_plan(plan, self.target(), opts, ctl, timeout).await;
+        self.kubelet.abort();
+        st
+    }
+
+    /// The Jobs run so far.
+    fn ran(&self) -> Vec<RanJob> {
+        self.ran.lock().expect("lock").clone()
+    }
+
+    /// Wait until the kubelet has run the first Job (the full pass).
+    async fn first_job_ran(&self) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while self.ran.lock().expect("lock").is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the full pass ran");
+    }
+
+    /// Files of volume `claim` whose name says checkpoint: a finished pass leaves none.
+    fn checkpoint_files(&self, claim: &str) -> Vec<String> {
+        std::fs::read_dir(self.pvcs.join(claim))
+            .expect("pvc")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.contains("checkpoint"))
+            .collect()
+    }
+}
+
 /// Run every new transfer Job as the real worker process, then publish its pods (with the result
 /// file as termination message) and the Job's Complete/Failed condition. Like the Job
 /// controller, a failed pod is followed by a new one (a new worker process) until one succeeds
 /// or `spec.backoffLimit` retries failed.
 /// Jobs whose name contains `hold` are never run (a pass that is still going); before a Job
 /// whose name contains `vanish.0` runs, its snapshot is removed at the source behind vmigrate's
-/// back; `faults` kill the first pod of matching Jobs mid-pass.
-fn kubelet(
-    fake: FakeKube,
-    pvcs: PathBuf,
-    ran: Arc<Mutex<Vec<RanJob>>>,
-    hold: Option<&'static str>,
-    vanish: Option<(&'static str, Arc<vmigrate::vsphere::VsphereSource>)>,
-) -> tokio::task::JoinHandle<()> {
-    kubelet_with_faults(fake, pvcs, ran, hold, vanish, Vec::new())
-}
-
-fn kubelet_with_faults(
-    fake: FakeKube,
-    pvcs: PathBuf,
-    ran: Arc<Mutex<Vec<RanJob>>>,
-    hold: Option<&'static str>,
-    vanish: Option<(&'static str, Arc<vmigrate::vsphere::VsphereSource>)>,
-    faults: Vec<Fault>,
-) -> tokio::task::JoinHandle<()> {
+/// back; `faults` kill the first pod of matching Jobs mid-pass (see [`Kubelet`]).
+fn kubelet(fake: FakeKube, pvcs: PathBuf, ran: Arc<Mutex<Vec<RanJob>>>, opts: Kubelet) -> tokio::task::JoinHandle<()> {
+    let Kubelet { hold, vanish, faults } = opts;
     tokio::spawn(async move {
         let mut seen = BTreeSet::new();
         loop {
@@ -263,26 +312,6 @@ fn run_job(fake: &FakeKube, pvcs: &Path, path: &str, job: &Value, fault: Option<
     RanJob { name, args, report: serde_json::from_str(&message).ok(), exits, done_at_fault }
 }
 
-fn scribble(flat: &Path, writes: &[(u64, u64)], byte: u8) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(flat).expect("open flat extent");
-    for &(off, len) in writes {
-        f.seek(SeekFrom::Start(off)).expect("seek");
-        f.write_all(&vec![byte; len as usize]).expect("write");
-    }
-    f.sync_all().expect("sync");
-}
-
-/// Bytes of the 64 KiB blocks the writes touch (what CBT may report), and the bytes written.
-fn touched(writes: &[(u64, u64, u8)]) -> (u64, u64) {
-    let mut blocks = BTreeSet::new();
-    for &(off, len, _) in writes {
-        for b in off / BLOCK..=(off + len - 1) / BLOCK {
-            blocks.insert(b);
-        }
-    }
-    (blocks.len() as u64 * BLOCK, writes.iter().map(|w| w.1).sum())
-}
-
 /// Source changes after the full copy, after precopy 1 and after precopy 2 (then cut over).
 /// The lab disk's pattern fills the first half of every MiB and leaves the second half zero.
 fn change_sets() -> [Vec<(u64, u64, u8)>; 3] {
@@ -296,18 +325,15 @@ fn change_sets() -> [Vec<(u64, u64, u8)>; 3] {
     ]
 }
 
-fn job_plan(
-    sim: &vmigrate::vsphere::vcsim::Vcsim,
-    env: &CredEnv,
-    name: &str,
-    vm: &str,
-    warm: bool,
-) -> vmigrate::core::Plan {
-    let opts =
-        if warm { "    enableCbt: true\n    precopyInterval: 1s\n    transfer: job\n" } else { "    transfer: job\n" };
-    let text = vcsim_plan(name, sim, env, "kubevirt://", &[vm], warm, opts)
+/// Plan `name` moving `vm` in job mode into Filesystem volumes, its credentials exported in
+/// variables of its own.
+fn job_plan(sim: &vmigrate::vsphere::vcsim::Vcsim, name: &str, vm: &str, warm: bool) -> Plan {
+    let env = CredEnv::new(name);
+    env.export(sim);
+    let opts = if warm { format!("{WARM_OPTIONS}    transfer: job\n") } else { "    transfer: job\n".to_string() };
+    let text = vcsim_plan(name, sim, &env, "kubevirt://", &[vm], warm, &opts)
         .replace("volumeMode: Block", "volumeMode: Filesystem");
-    vmigrate::core::Plan::from_yaml_str(&text).expect("plan")
+    Plan::from_yaml_str(&text).expect("plan")
 }
 
 fn target(fake: &FakeKube) -> KubevirtTarget {
@@ -327,49 +353,34 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     let vm = find_vm(&src, vm_name).await;
     assert!(!vm.cbt_enabled && vm.power_state == PowerState::PoweredOn);
     let flat = sim.flat_file(vm_name);
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("warm_job");
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, "warm-job", vm_name, true);
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let plan = job_plan(&sim, "warm-job", vm_name, true);
+    let lab = JobCluster::start(&[volume], Kubelet::default()).await;
 
     let sets = change_sets();
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
     let bytes_read: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let sink = {
-        let (ctl, bytes_read, flat, sets) = (ctl.clone(), bytes_read.clone(), flat.clone(), sets.clone());
-        let written = Mutex::new(0usize);
+        let (bytes_read, flat, sets) = (bytes_read.clone(), flat.clone(), sets.clone());
+        let write = between_passes(&["full", "precopy-1", "precopy-2"], ctl.clone(), move |n| {
+            for &(off, len, byte) in &sets[n] {
+                scribble(&flat, &[(off, len)], byte);
+            }
+        });
         Arc::new(move |e: &Event| {
             if let Event::Disk { pass, progress, .. } = e {
                 bytes_read.lock().expect("lock").insert(pass.clone(), progress.bytes_read);
-                let order = ["full", "precopy-1", "precopy-2"];
-                let mut n = written.lock().expect("lock");
-                if *n < 3 && pass == order[*n] && progress.done == progress.total {
-                    for &(off, len, byte) in &sets[*n] {
-                        scribble(&flat, &[(off, len)], byte);
-                    }
-                    *n += 1;
-                    if *n == 3 {
-                        ctl.get().expect("controller set before run").cutover_now();
-                    }
-                }
+                write(e);
             }
         })
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let opts = ExecutorOptions {
-        status_path: Some(work.path().join("warm-job.status.json")),
+        status_path: Some(lab.work.path().join("warm-job.status.json")),
         events: Some(sink),
         progress_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts);
-    ctl.set(exec.controller()).expect("set once");
-    let status = tokio::time::timeout(Duration::from_secs(120), exec.run()).await.expect("plan finishes").expect("run");
-    kubelet.abort();
+    let status = lab.run(plan, opts, Some(&ctl), Duration::from_secs(120)).await;
+    let (fake, pvcs) = (&lab.fake, &lab.pvcs);
 
     let vs = &status.vms[0];
     assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
@@ -378,15 +389,11 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     // The PVC holds exactly the source disk at the final snapshot (taken with the VM off).
     let img = pvcs.join(volume).join("disk.img");
     qemu_img_compare_raw(&flat, &img).expect("target equals final source");
-    let leftovers: Vec<_> = std::fs::read_dir(pvcs.join(volume))
-        .expect("pvc")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.contains("checkpoint"))
-        .collect();
+    let leftovers = lab.checkpoint_files(volume);
     assert!(leftovers.is_empty(), "finished passes leave no checkpoint: {leftovers:?}");
 
     // One Job per pass, named after it; each reads a snapshot; deltas carry the change id.
-    let ran = ran.lock().expect("lock").clone();
+    let ran = lab.ran();
     let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names.len(), 4, "{names:?}");
     for (name, pass) in names.iter().zip(["full", "precopy-1", "precopy-2", "cutover"]) {
@@ -399,7 +406,7 @@ async fn warm_job_mode_copies_each_pass_with_the_real_worker_and_cutover_equals_
     // Each delta moved no more than the blocks its writes touched, and at least the writes.
     let br = bytes_read.lock().expect("lock").clone();
     for ((pass, set), r) in ["precopy-1", "precopy-2", "cutover"].iter().zip(&sets).zip(&ran[1..]) {
-        let (bound, changed) = touched(set);
+        let (bound, changed) = touched(set.iter().map(|w| (w.0, w.1)));
         let report = r.report.as_ref().expect("worker report");
         assert!(
             report.changed_bytes <= bound,
@@ -448,21 +455,12 @@ async fn cold_job_mode_is_one_full_pass_and_target_equals_source() {
     let sim = start_vcsim(4 << 20);
     let vm_name = "database";
     let volume = "database-disk0";
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("cold_job");
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, "cold-job", vm_name, false);
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
-    let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
-    kubelet.abort();
+    let plan = job_plan(&sim, "cold-job", vm_name, false);
+    let lab = JobCluster::start(&[volume], Kubelet::default()).await;
+    let st = lab.run(plan, ExecutorOptions::default(), None, Duration::from_secs(60)).await;
     assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
-    qemu_img_compare_raw(&sim.flat_file(vm_name), &pvcs.join(volume).join("disk.img")).expect("byte-equal");
-    let ran = ran.lock().expect("lock").clone();
+    qemu_img_compare_raw(&sim.flat_file(vm_name), &lab.pvcs.join(volume).join("disk.img")).expect("byte-equal");
+    let ran = lab.ran();
     assert_eq!(ran.len(), 1);
     assert_eq!(ran[0].name, format!("{volume}-full"));
     assert!(!ran[0].args.iter().any(|a| a == "--snapshot" || a == "--changed-since"), "{:?}", ran[0].args);
@@ -481,29 +479,18 @@ async fn cancel_during_a_job_pass(hold: &'static str, cutover_now: bool, tag: &s
     let src = connect(&sim).await;
     let vm = find_vm(&src, vm_name).await;
     assert!(!vm.cbt_enabled && vm.power_state == PowerState::PoweredOn);
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new(tag);
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, &tag.replace('_', "-"), vm_name, true);
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), Some(hold), None);
+    let plan = job_plan(&sim, &tag.replace('_', "-"), vm_name, true);
+    let lab = JobCluster::start(&[volume], Kubelet { hold: Some(hold), ..Default::default() }).await;
+    let fake = &lab.fake;
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let opts = ExecutorOptions { cutover_now, ..Default::default() };
-    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts));
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(lab.target()), opts));
     let ctl = exec.controller();
     let e2 = exec.clone();
     let run = tokio::spawn(async move { e2.run().await });
     if hold != "-full-" {
         // A guest write after the full copy, so the next pass has something to move.
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while ran.lock().expect("lock").is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the full pass ran");
+        lab.first_job_ran().await;
         scribble(&sim.flat_file(vm_name), &[(1 << 20, 4096)], 0x42);
     }
     let prefix = format!("{JOBS}{volume}{hold}");
@@ -523,7 +510,7 @@ async fn cancel_during_a_job_pass(hold: &'static str, cutover_now: bool, tag: &s
     assert_eq!(mid.power_state, want_power, "{hold}");
     ctl.cancel();
     let st = tokio::time::timeout(Duration::from_secs(60), run).await.expect("ends").expect("join").expect("run");
-    kubelet.abort();
+    lab.kubelet.abort();
     assert_eq!(st.vms[0].phase, Phase::Canceled, "{:?}", st.vms[0].error);
 
     // The source is as it was: no snapshot, CBT off again, running.
@@ -575,8 +562,6 @@ async fn cancel_during_the_cutover_job_pass_powers_the_source_on_again_and_leave
 async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
     let sim = start_vcsim(4 << 20);
     let (db, ha) = ("database_running", "haproxy_running");
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
     let env = CredEnv::new("per_vm_cutover");
     env.export(&sim);
     let text = vcsim_plan(
@@ -586,7 +571,7 @@ async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
         "kubevirt://",
         &[db, ha],
         true,
-        "    enableCbt: true\n    precopyInterval: 1s\n    transfer: job\n    cutover: \"2099-01-01T00:00:00Z\"\n",
+        &format!("{WARM_OPTIONS}    transfer: job\n    cutover: \"2099-01-01T00:00:00Z\"\n"),
     )
     .replace("volumeMode: Block", "volumeMode: Filesystem")
     .replacen(
@@ -594,10 +579,8 @@ async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
         &format!("    - name: {db}\n      cutover: \"2020-01-01T00:00:00Z\"\n"),
         1,
     );
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
-    let fake = cluster(&["database-running-disk0", "haproxy-running-disk0"]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let plan = Plan::from_yaml_str(&text).expect("plan");
+    let lab = JobCluster::start(&["database-running-disk0", "haproxy-running-disk0"], Kubelet::default()).await;
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
     let finished: Arc<Mutex<Vec<(String, String, std::time::Instant)>>> = Arc::default();
     let sink = {
@@ -619,16 +602,12 @@ async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
             }
         })
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let opts = ExecutorOptions { events: Some(sink), ..Default::default() };
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts);
-    ctl.set(exec.controller()).expect("set once");
-    let st = tokio::time::timeout(Duration::from_secs(180), exec.run()).await.expect("finishes").expect("run");
-    kubelet.abort();
+    let st = lab.run(plan, opts, Some(&ctl), Duration::from_secs(180)).await;
     for (vs, name) in st.vms.iter().zip([db, ha]) {
         assert_eq!(vs.phase, Phase::Completed, "{name}: {:?}", vs.error);
         assert!(vs.downtime_seconds.is_some(), "{name}");
-        let img = pvcs.join(&vs.disks[0].volume).join("disk.img");
+        let img = lab.pvcs.join(&vs.disks[0].volume).join("disk.img");
         qemu_img_compare_raw(&sim.flat_file(name), &img).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert_eq!(st.vms[0].precopies, 0, "database_running's own cutover time had passed");
@@ -647,7 +626,7 @@ async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
         let gap = w[1].1.duration_since(w[0].1);
         assert!(gap >= Duration::from_secs(1), "{} ended {gap:?} after {}", w[1].0, w[0].0);
     }
-    let jobs: Vec<String> = ran.lock().expect("lock").iter().map(|r| r.name.clone()).collect();
+    let jobs: Vec<String> = lab.ran().iter().map(|r| r.name.clone()).collect();
     assert_eq!(jobs.iter().filter(|j| j.starts_with("database-running-disk0-")).count(), 2, "{jobs:?}");
 }
 
@@ -657,14 +636,8 @@ async fn per_vm_cutover_times_and_the_precopy_interval_in_job_mode() {
 async fn cutover_now_in_job_mode_is_a_full_copy_then_the_cutover() {
     let sim = start_vcsim(4 << 20);
     let vm_name = "database_running";
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("cutover_now_job");
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, "cutover-now-job", vm_name, true);
-    let fake = cluster(&["database-running-disk0"]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
+    let plan = job_plan(&sim, "cutover-now-job", vm_name, true);
+    let lab = JobCluster::start(&["database-running-disk0"], Kubelet::default()).await;
     let flat = sim.flat_file(vm_name);
     let sink = {
         let flat = flat.clone();
@@ -676,16 +649,13 @@ async fn cutover_now_in_job_mode_is_a_full_copy_then_the_cutover() {
             }
         })
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let opts = ExecutorOptions { cutover_now: true, events: Some(sink), ..Default::default() };
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), opts);
-    let st = tokio::time::timeout(Duration::from_secs(120), exec.run()).await.expect("finishes").expect("run");
-    kubelet.abort();
+    let st = lab.run(plan, opts, None, Duration::from_secs(120)).await;
     let vs = &st.vms[0];
     assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
     assert_eq!(vs.precopies, 0);
-    qemu_img_compare_raw(&flat, &pvcs.join("database-running-disk0").join("disk.img")).expect("equal");
-    let ran = ran.lock().expect("lock").clone();
+    qemu_img_compare_raw(&flat, &lab.pvcs.join("database-running-disk0").join("disk.img")).expect("equal");
+    let ran = lab.ran();
     let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names[0].contains("-full-") && names[1].contains("-cutover-"), "{names:?}");
@@ -699,28 +669,18 @@ async fn a_snapshot_vanishing_before_its_pass_fails_the_vm_loudly_and_restores_t
     let volume = "database-running-disk0";
     let src = Arc::new(connect(&sim).await);
     let vm = find_vm(&src, vm_name).await;
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("vanish_job");
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, "vanish-job", vm_name, true);
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, Some(("-precopy-1", src.clone())));
+    let plan = job_plan(&sim, "vanish-job", vm_name, true);
+    let lab =
+        JobCluster::start(&[volume], Kubelet { vanish: Some(("-precopy-1", src.clone())), ..Default::default() }).await;
+    let fake = &lab.fake;
     let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
-    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default()));
+    let exec = Arc::new(Executor::new(plan, Arc::from(source), Arc::new(lab.target()), ExecutorOptions::default()));
     let e2 = exec.clone();
     let run = tokio::spawn(async move { e2.run().await });
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while ran.lock().expect("lock").is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the full pass ran");
+    lab.first_job_ran().await;
     scribble(&sim.flat_file(vm_name), &[(2 << 20, 8192)], 0x24);
     let st = tokio::time::timeout(Duration::from_secs(90), run).await.expect("ends").expect("join").expect("run");
-    kubelet.abort();
+    lab.kubelet.abort();
     let vs = &st.vms[0];
     assert_eq!(vs.phase, Phase::Failed, "a pass without its snapshot must fail, not complete");
     let err = vs.error.as_ref().expect("cause");
@@ -736,8 +696,8 @@ async fn cold_job_mode_into_a_block_volume_with_stale_bytes_ends_equal() {
     let sim = start_vcsim(4 << 20);
     let vm_name = "database";
     let volume = "database-disk0";
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
+    let lab = JobCluster::start(&[volume], Kubelet::default()).await;
+    let pvcs = &lab.pvcs;
     // A Block PVC is not known to be zeroed: the "device" holds stale bytes everywhere, so every
     // hole of the source must be written as zeroes.
     std::fs::create_dir_all(pvcs.join(volume)).expect("pvc");
@@ -747,16 +707,10 @@ async fn cold_job_mode_into_a_block_volume_with_stale_bytes_ends_equal() {
     env.export(&sim);
     let text = vcsim_plan("cold-block", &sim, &env, "kubevirt://", &[vm_name], false, "    transfer: job\n");
     assert!(text.contains("volumeMode: Block"));
-    let plan = vmigrate::core::Plan::from_yaml_str(&text).expect("plan");
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
-    let kubelet = kubelet(fake.clone(), pvcs.clone(), ran.clone(), None, None);
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target(&fake)), ExecutorOptions::default());
-    let st = tokio::time::timeout(Duration::from_secs(60), exec.run()).await.expect("finishes").expect("run");
-    kubelet.abort();
+    let plan = Plan::from_yaml_str(&text).expect("plan");
+    let st = lab.run(plan, ExecutorOptions::default(), None, Duration::from_secs(60)).await;
     assert_eq!(st.vms[0].phase, Phase::Completed, "{:?}", st.vms[0].error);
-    let ran = ran.lock().expect("lock").clone();
+    let ran = lab.ran();
     assert!(ran[0].args.windows(2).any(|w| w == ["--target-device", "/dev/xvda"]), "{:?}", ran[0].args);
     qemu_img_compare_raw(&sim.flat_file(vm_name), &dev).expect("byte-equal, stale bytes overwritten");
 }
@@ -776,50 +730,33 @@ async fn workers_killed_or_stopped_mid_pass_resume_in_the_next_pod_and_cutover_e
     let src = connect(&sim).await;
     let vm = find_vm(&src, vm_name).await;
     let flat = sim.flat_file(vm_name);
-    let work = tempfile::tempdir().expect("tmp");
-    let pvcs = work.path().join("pvcs");
-    let env = CredEnv::new("killed_job");
-    env.export(&sim);
-    let plan = job_plan(&sim, &env, "killed-job", vm_name, true);
-    let fake = cluster(&[volume]).await;
-    let ran: Arc<Mutex<Vec<RanJob>>> = Arc::default();
+    let plan = job_plan(&sim, "killed-job", vm_name, true);
     // The precopy's units 0-7 have nothing to copy (done at once): 12 done units are at least
     // four of its data units.
     let faults = vec![
         Fault { job: "-full-", signal: "KILL", min_done: 1 },
         Fault { job: "-precopy-1-", signal: "TERM", min_done: 12 },
     ];
-    let kubelet = kubelet_with_faults(fake.clone(), pvcs.clone(), ran.clone(), None, None, faults);
+    let lab = JobCluster::start(&[volume], Kubelet { faults, ..Default::default() }).await;
     // After the full copy: 24 MiB from 8 MiB on (work units 8-31), so the precopy is long
     // enough to be stopped mid-way; after the precopy, two small writes; then cutover.
     let sets: [Vec<(u64, u64, u8)>; 2] =
         [vec![(8 * MIB, 24 * MIB, 0xc3)], vec![(3 * MIB + 17, 100, 0x00), (BIG - 1, 1, 0x5a)]];
     let ctl: Arc<OnceLock<Controller>> = Arc::default();
     let sink = {
-        let (ctl, flat, sets) = (ctl.clone(), flat.clone(), sets.clone());
-        let written = Mutex::new(0usize);
-        Arc::new(move |e: &Event| {
-            if let Event::Disk { pass, progress, .. } = e {
-                let mut n = written.lock().expect("lock");
-                if *n < 2 && pass == ["full", "precopy-1"][*n] && progress.done == progress.total {
-                    for &(off, len, byte) in &sets[*n] {
-                        scribble(&flat, &[(off, len)], byte);
-                    }
-                    *n += 1;
-                    if *n == 2 {
-                        ctl.get().expect("controller").cutover_now();
-                    }
-                }
+        let (flat, sets) = (flat.clone(), sets.clone());
+        Arc::new(between_passes(&["full", "precopy-1"], ctl.clone(), move |n| {
+            for &(off, len, byte) in &sets[n] {
+                scribble(&flat, &[(off, len)], byte);
             }
-        })
+        }))
     };
-    let source = vmigrate::sources::open_source(&plan.spec.source).await.expect("source");
     let opts = ExecutorOptions {
-        status_path: Some(work.path().join("killed-job.status.json")),
+        status_path: Some(lab.work.path().join("killed-job.status.json")),
         events: Some(sink),
         ..Default::default()
     };
-    let target = KubevirtTarget::from_client(fake.client()).with_options(KubevirtOptions {
+    let target = KubevirtTarget::from_client(lab.fake.client()).with_options(KubevirtOptions {
         poll_interval: Duration::from_millis(20),
         timeout: Duration::from_secs(120),
         // A checkpoint after every 1 MiB unit: the kubelet can stop the worker mid-pass.
@@ -827,17 +764,15 @@ async fn workers_killed_or_stopped_mid_pass_resume_in_the_next_pod_and_cutover_e
         job_work_unit: Some(MIB),
         ..Default::default()
     });
-    let exec = Executor::new(plan, Arc::from(source), Arc::new(target), opts);
-    ctl.set(exec.controller()).expect("set once");
-    let status = tokio::time::timeout(Duration::from_secs(240), exec.run()).await.expect("plan finishes").expect("run");
-    kubelet.abort();
+    let status = run_plan(plan, target, opts, Some(&ctl), Duration::from_secs(240)).await;
+    lab.kubelet.abort();
     let vs = &status.vms[0];
     assert_eq!(vs.phase, Phase::Completed, "{:?}", vs.error);
 
     // What counts: the PVC holds the source disk at the final snapshot.
-    qemu_img_compare_raw(&flat, &pvcs.join(volume).join("disk.img")).expect("target equals final source");
+    qemu_img_compare_raw(&flat, &lab.pvcs.join(volume).join("disk.img")).expect("target equals final source");
 
-    let ran = ran.lock().expect("lock").clone();
+    let ran = lab.ran();
     let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names.len(), 3, "full, precopy-1, cutover: {names:?}");
     // Full pass: SIGKILL (the runtime reports 128 + 9), then a new pod resumed and skipped
@@ -868,11 +803,7 @@ async fn workers_killed_or_stopped_mid_pass_resume_in_the_next_pod_and_cutover_e
         report.bytes_read
     );
     assert_eq!(ran[2].exits, vec![0]);
-    let leftovers: Vec<_> = std::fs::read_dir(pvcs.join(volume))
-        .expect("pvc")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.contains("checkpoint"))
-        .collect();
+    let leftovers = lab.checkpoint_files(volume);
     assert!(leftovers.is_empty(), "finished passes leave no checkpoint: {leftovers:?}");
     let after = src.vm(&vm.id).await.expect("vm");
     assert!(after.snapshots.is_empty(), "{:?}", after.snapshots);

@@ -7,7 +7,6 @@ mod support;
 
 use std::path::Path;
 
-use serde_json::json;
 use support::*;
 use vmigrate::core::model::PowerState;
 use vmigrate::kubevirt::fake::FakeKube;
@@ -26,20 +25,6 @@ fn kubeconfig(dir: &Path, fake: &FakeKube) -> std::path::PathBuf {
     )
     .expect("kubeconfig");
     path
-}
-
-/// A cluster with the lab's namespace and storage class: nothing but the warm refusal blocks.
-async fn cluster() -> FakeKube {
-    let fake = FakeKube::start("unused-token").await;
-    fake.insert(
-        "/api/v1/namespaces/vmexamples",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vmexamples"}}),
-    );
-    fake.insert(
-        "/apis/storage.k8s.io/v1/storageclasses/ocs-storagecluster-ceph-rbd-virtualization",
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "ocs-storagecluster-ceph-rbd-virtualization"}, "provisioner": "x"}),
-    );
-    fake
 }
 
 /// The VM as the source reports it now: power, snapshots and CBT untouched.
@@ -71,7 +56,8 @@ fn run(args: &[&str], env: &CredEnv, sim: &Vcsim, kube: Option<&Path>) -> (Optio
 fn warm_into_a_cluster_with_a_transfer_mode_that_cannot_apply_deltas_is_exit_3_and_touches_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let sim = start_vcsim(1 << 20);
-    let fake = rt.block_on(cluster());
+    // The lab namespace and storage class: nothing but the warm refusal blocks.
+    let fake = rt.block_on(lab_cluster("unused-token", "x"));
     let work = tempfile::tempdir().expect("tmp");
     let kube = kubeconfig(work.path(), &fake);
     let env = CredEnv::new("warm_refused");

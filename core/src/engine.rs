@@ -15,11 +15,13 @@
 //!   target is zero-initialised.
 //! - **Parallel**: `connections` handle pairs (from `try_clone`), each with many requests in
 //!   flight, bounded by a byte budget ([`BufferBudget`]) shared by every copy that is given it.
-//! - **Zero-copy**: the `Bytes` read are handed to `write_at` as slices of the same buffer. Two
-//!   local files take `copy_file_range` when asked ([`CopyOptions::copy_file_range`]). A durable
-//!   copy writes behind: a regular file starts writeback of each range as it is written, a
-//!   block device takes the page-aligned buffers with `O_DIRECT`, any other target is flushed
-//!   after every work unit.
+//! - **Zero-copy**: the `Bytes` read are handed to `write_at` as slices of the same buffer. A
+//!   target that can take the bytes of the source without the engine
+//!   ([`BlockTransport::can_copy_from`]: two local files, `copy_file_range`) does when asked
+//!   ([`CopyOptions::copy_file_range`]). A durable copy writes behind: a target that schedules
+//!   its own writeback ([`BlockTransport::prepare_bulk_write`]: a regular file starts writeback of
+//!   each range as it is written, a block device takes the page-aligned buffers with `O_DIRECT`)
+//!   is left to it, any other target is flushed after every work unit.
 //! - **Resumable**: a [`Checkpoint`] names the work units already copied and flushed; a copy given
 //!   one skips them. Transient errors are retried with backoff.
 //! - **Verified**: [`digest`] hashes content over the virtual size independently of sparseness.
@@ -39,6 +41,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+/// Kept here too: callers found the zero check in the engine first.
+pub use crate::buf::is_zero;
 use crate::buf::{is_shared_zeroes, shared_zeroes, SHARED_ZEROES_LEN};
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::{coalesce, BlockTransport, Extent, ExtentKind, ExtentState};
@@ -403,18 +407,6 @@ where
     }
 }
 
-/// Whether `b` is all zero bytes, 64 bytes at a time (vectorises).
-pub fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(64);
-    for c in &mut chunks {
-        let c: &[u8; 64] = c.try_into().expect("chunks_exact yields 64-byte chunks");
-        if c.iter().fold(0u8, |a, x| a | x) != 0 {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|x| *x == 0)
-}
-
 /// Split `data` into alternating runs `(start, end, is_zero)` at `sparse` granularity.
 fn zero_runs(data: &[u8], sparse: usize) -> Vec<(usize, usize, bool)> {
     let mut runs: Vec<(usize, usize, bool)> = Vec::new();
@@ -703,14 +695,12 @@ impl Shared<'_> {
     ) -> Result<()> {
         let p = self.progress();
         if self.use_cfr {
-            if let (Some(s), Some(d)) = (src.as_file(), dst.as_file()) {
-                retry(self.opts.retries, "copy_file_range", || d.copy_range_from(s, off, len as u64)).await?;
-                for a in [&p.read, &p.written, &p.copied] {
-                    Progress::add(a, len as u64);
-                }
-                drop(permit);
-                return Ok(());
+            retry(self.opts.retries, "copy_from", || dst.copy_from(src, off, len as u64)).await?;
+            for a in [&p.read, &p.written, &p.copied] {
+                Progress::add(a, len as u64);
             }
+            drop(permit);
+            return Ok(());
         }
         let data = retry(self.opts.retries, "read", || src.read_at(off, len)).await?;
         if data.len() != len {
@@ -866,20 +856,10 @@ pub async fn copy(
         .min(src.max_request().max(4096))
         .min(dst.max_request().max(4096))
         .min(budget.total());
-    let use_cfr = opts.copy_file_range && src.as_file().is_some() && dst.as_file().is_some();
-    if let Some(f) = dst.as_file() {
-        // A durable copy to a regular file writes buffered, in pieces, and starts writeback of
-        // each range as it goes (write-behind): the filesystem then allocates large extents at
-        // writeback. O_DIRECT into a fresh sparse file pays an allocation and an unwritten-extent
-        // conversion per request: measured on ext4 (4 GiB bench image, 1.2 GB of data), 0.74 s
-        // with O_DIRECT against 0.52 s buffered with write-behind (qemu-img -t none: 0.70 s),
-        // at the price of about twice the kernel CPU. A block device has nothing to allocate, so
-        // it takes O_DIRECT (no copy into the page cache). A copy that is not flushed keeps
-        // plain buffered writes.
-        if opts.flush && !(f.is_block_device() && f.set_direct_writes(true)) {
-            f.set_write_behind(true);
-        }
-    }
+    // In-kernel copies where both ends can (two local files: copy_file_range).
+    let use_cfr = opts.copy_file_range && dst.can_copy_from(src);
+    // A local file arranges its own writeback (write-behind, or O_DIRECT on a block device).
+    let writes_behind = dst.prepare_bulk_write(opts.flush);
     let sh = Shared {
         opts,
         ctl,
@@ -892,7 +872,7 @@ pub async fn copy(
         // Local files write behind on their own (see above). For the others (an NBD server
         // writing into its page cache) one flush per work unit keeps the final flush short:
         // NBD to qemu-nbd, 4 GiB image with 1.2 GB of data, 1.5 -> 1.25 s.
-        flush_behind: opts.flush && dst.as_file().is_none(),
+        flush_behind: opts.flush && !writes_behind,
         coalesce_gap: if opts.zero_detect && !use_cfr { COALESCE_GAP } else { 0 },
         use_cfr,
         only,

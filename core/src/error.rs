@@ -1,9 +1,20 @@
 //! The one error type every vmigrate layer speaks, and the one code table.
 //!
-//! Providers keep their own rich error enums (`VsphereError`, `KubevirtError`) and convert into
-//! [`Error`] at the trait seam, so the engine, the executor, C and Python all see the same
-//! [`ErrorCode`] numbers. The numbers are part of the C ABI and of the Python exceptions: never
+//! Providers keep their own rich error enums (`VsphereError`, `KubevirtError`, `OvaError`) and
+//! convert into [`Error`] at the trait seam, so the engine, the executor, C and Python all see the
+//! same [`ErrorCode`] numbers. The numbers are part of the C ABI and of the Python exceptions: never
 //! renumber, only add; a retired number stays as a `reserved` comment.
+//!
+//! The table is grouped by **role** ([`ErrorRange`]): plan, source, target, transport, execution,
+//! internal. A code names what went wrong for the role (`SourceInvalidLogin`), not for one
+//! provider, so a new source or target reuses the codes that exist. A failure that only one
+//! provider can have gets a code in that provider's sub-range at the top of its role's range
+//! (`docs/errors.md` allocates them); none is needed yet.
+//!
+//! Names are stable too. A renamed code keeps its number and its old name: a Rust associated
+//! constant (`ErrorCode::VsphereConnect` is [`ErrorCode::SourceConnect`]), a C macro, a Python
+//! alias, all listed in [`ErrorCode::OLD_NAMES`] and checked against a frozen list of every name
+//! ever published.
 
 use std::fmt;
 
@@ -52,11 +63,13 @@ pub enum ErrorKind {
 
 macro_rules! error_codes {
     ($( $(#[doc = $doc:literal])* $name:ident = $num:literal => $kind:ident, )*) => {
-        /// Stable numeric error codes, grouped by range: 1000 plan and validation, 2000 vSphere,
-        /// 3000 KubeVirt, 4000 transport and copy, 5000 execution, 9000 internal.
+        /// Stable numeric error codes, grouped by role ([`ErrorRange`]): 1000 plan and
+        /// validation, 2000 source, 3000 target, 4000 transport and copy, 5000 execution,
+        /// 9000 internal.
         ///
         /// C returns these as `vmigrate_result`; Python raises one exception class per range
-        /// carrying `.code`.
+        /// carrying `.code`. Codes renamed since their first release keep their old names as
+        /// associated constants ([`ErrorCode::OLD_NAMES`]).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u32)]
         #[non_exhaustive]
@@ -114,55 +127,64 @@ error_codes! {
     /// The target (an output folder) is in use by another vmigrate run, in this or another
     /// process: two runs would write the same disks.
     TargetBusy = 1010 => Conflict,
-    /// Could not connect to the vSphere endpoint.
-    VsphereConnect = 2001 => Connection,
-    /// The vSphere certificate did not verify or did not match the pinned thumbprint.
-    VsphereTls = 2002 => Tls,
-    /// vSphere refused the login (InvalidLogin).
-    VsphereInvalidLogin = 2003 => Auth,
-    /// The vSphere session is not (or no longer) authenticated (NotAuthenticated).
-    VsphereNotAuthenticated = 2004 => Auth,
-    /// A managed object no longer exists (ManagedObjectNotFound).
-    VsphereNotFound = 2005 => NotFound,
-    /// A vSphere task failed.
-    VsphereTaskFailed = 2006 => Conflict,
-    /// The object is in the wrong state for the operation (InvalidState, InvalidPowerState).
-    VsphereInvalidState = 2007 => Conflict,
-    /// Another task is already running on the object (TaskInProgress).
-    VsphereTaskInProgress = 2008 => Conflict,
-    /// Any other SOAP fault.
-    VsphereFault = 2009 => Protocol,
-    /// The server sent XML we cannot parse, or a response over the size limit.
-    VsphereMalformed = 2010 => Protocol,
-    /// A VMX file could not be parsed.
-    VmxParse = 2011 => InvalidInput,
-    /// A VMDK descriptor or sparse header is invalid or unsupported.
-    VmdkFormat = 2012 => Protocol,
-    /// A datastore file is missing.
-    DatastoreFileMissing = 2013 => NotFound,
-    /// A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the
-    /// datastore folder (`..`, an absolute name, a symlink out) or is not a regular file.
+    // 2000-2999: the source (where VMs come from: a vCenter or ESXi host, a folder of VMX
+    // datastores, OVA packages). 2900-2999 is reserved for codes only vSphere can raise, 2800-2899
+    // for OVA-only codes (docs/errors.md); none exists yet.
+    /// Could not connect to the source's endpoint.
+    SourceConnect = 2001 => Connection,
+    /// The source's certificate did not verify or did not match the pinned thumbprint.
+    SourceTls = 2002 => Tls,
+    /// The source refused the login (wrong user name or password).
+    SourceInvalidLogin = 2003 => Auth,
+    /// The session with the source is not (or no longer) authenticated.
+    SourceNotAuthenticated = 2004 => Auth,
+    /// An object the source was asked about does not exist there (any more).
+    SourceNotFound = 2005 => NotFound,
+    /// An operation the source ran for us (a task: power, snapshot, changed-block tracking) failed.
+    SourceTaskFailed = 2006 => Conflict,
+    /// The source object is in the wrong state for the operation (for example its power state).
+    SourceInvalidState = 2007 => Conflict,
+    /// Another operation is already running on the source object.
+    SourceTaskInProgress = 2008 => Conflict,
+    /// The source's API reported any other failure.
+    SourceFault = 2009 => Protocol,
+    /// The source sent a response we cannot parse, or one over the size limit.
+    SourceMalformed = 2010 => Protocol,
+    /// A VM description the source reads (a VM configuration file, a package descriptor, index or
+    /// manifest) could not be parsed.
+    SourceDescriptorParse = 2011 => InvalidInput,
+    /// A disk image's format (a descriptor or sparse header) is invalid or unsupported.
+    SourceDiskFormat = 2012 => Protocol,
+    /// A file the source names (a VM configuration, a disk descriptor or extent, a package
+    /// member) is missing.
+    SourceFileMissing = 2013 => NotFound,
+    /// A file the source names (a VM configuration, a disk descriptor, extent or delta parent, a
+    /// package member) resolves outside the source's folder or package (`..`, an absolute name, a
+    /// symlink out) or is not a regular file.
     UnsafePath = 2014 => InvalidInput,
-    /// Could not load or use the kubeconfig / cluster credentials.
-    KubeConfig = 3001 => Auth,
-    /// The Kubernetes API refused with 403.
-    KubeForbidden = 3002 => Auth,
-    /// A Kubernetes object or API is missing (404).
-    KubeNotFound = 3003 => NotFound,
-    /// A Kubernetes object conflicts (409).
-    KubeConflict = 3004 => Conflict,
-    /// The Kubernetes API rejected an object as invalid (422).
-    KubeInvalid = 3005 => InvalidInput,
-    /// KubeVirt or CDI custom resources are not installed.
-    KubeMissingCrd = 3006 => Unsupported,
-    /// A resource quota or limit was exceeded.
-    KubeQuota = 3007 => NoSpace,
-    /// The CDI upload failed.
-    CdiUpload = 3008 => Io,
-    /// A DataVolume or import failed.
-    DataVolumeFailed = 3009 => Conflict,
-    /// Any other Kubernetes API error.
-    KubeApi = 3010 => Protocol,
+    // 3000-3999: the target (where VMs go: a cluster, an output folder). 3900-3999 is reserved
+    // for codes only the Kubernetes target can raise (docs/errors.md); none exists yet.
+    /// Could not load or use the target's configuration or credentials.
+    TargetConfig = 3001 => Auth,
+    /// The target refused the operation for lack of permission (HTTP 403).
+    TargetForbidden = 3002 => Auth,
+    /// An object or API is missing at the target (HTTP 404).
+    TargetNotFound = 3003 => NotFound,
+    /// An object at the target conflicts with ours (HTTP 409).
+    TargetConflict = 3004 => Conflict,
+    /// The target rejected an object as invalid (HTTP 422).
+    TargetInvalid = 3005 => InvalidInput,
+    /// The target lacks an API or component the migration needs (its custom resources are not
+    /// installed).
+    TargetMissingApi = 3006 => Unsupported,
+    /// A quota or limit of the target was exceeded.
+    TargetQuota = 3007 => NoSpace,
+    /// Uploading a disk to the target failed.
+    TargetUploadFailed = 3008 => Io,
+    /// An import the target ran for a volume failed.
+    TargetImportFailed = 3009 => Conflict,
+    /// The target's API reported any other failure.
+    TargetFault = 3010 => Protocol,
     /// Local I/O failed.
     Io = 4001 => Io,
     /// The target is out of space.
@@ -215,18 +237,165 @@ error_codes! {
     Internal = 9002 => Internal,
 }
 
-impl ErrorCode {
-    /// The range name shared by C and Python (`plan`, `vsphere`, `kubevirt`, `transport`,
-    /// `execution`, `internal`).
-    pub fn range(self) -> &'static str {
-        match self as u32 {
-            1000..=1999 => "plan",
-            2000..=2999 => "vsphere",
-            3000..=3999 => "kubevirt",
-            4000..=4999 => "transport",
-            5000..=5999 => "execution",
-            _ => "internal",
+/// Renamed codes: the old name becomes an associated constant equal to the code, so code written
+/// against it keeps compiling, and a row of [`ErrorCode::OLD_NAMES`], from which the C header's
+/// aliases and Python's are generated.
+macro_rules! old_names {
+    ($( $old:ident => $new:ident, )*) => {
+        #[allow(non_upper_case_globals)]
+        impl ErrorCode {
+            $(
+                #[doc = concat!("Old name of [`ErrorCode::", stringify!($new), "`], kept for source compatibility.")]
+                pub const $old: ErrorCode = ErrorCode::$new;
+            )*
+
+            /// Every old name of a renamed code, with the code it names (the same number it
+            /// always had), in numeric order. Old names are never reused for another code.
+            pub const OLD_NAMES: &'static [(&'static str, ErrorCode)] = &[$((stringify!($old), ErrorCode::$new),)*];
         }
+    };
+}
+
+// The ranges were named after providers (2000 `vsphere`, 3000 `kubevirt`) until they were named
+// by role: the codes kept their numbers and took names any source or target can use.
+old_names! {
+    VsphereConnect => SourceConnect,
+    VsphereTls => SourceTls,
+    VsphereInvalidLogin => SourceInvalidLogin,
+    VsphereNotAuthenticated => SourceNotAuthenticated,
+    VsphereNotFound => SourceNotFound,
+    VsphereTaskFailed => SourceTaskFailed,
+    VsphereInvalidState => SourceInvalidState,
+    VsphereTaskInProgress => SourceTaskInProgress,
+    VsphereFault => SourceFault,
+    VsphereMalformed => SourceMalformed,
+    VmxParse => SourceDescriptorParse,
+    VmdkFormat => SourceDiskFormat,
+    DatastoreFileMissing => SourceFileMissing,
+    KubeConfig => TargetConfig,
+    KubeForbidden => TargetForbidden,
+    KubeNotFound => TargetNotFound,
+    KubeConflict => TargetConflict,
+    KubeInvalid => TargetInvalid,
+    KubeMissingCrd => TargetMissingApi,
+    KubeQuota => TargetQuota,
+    CdiUpload => TargetUploadFailed,
+    DataVolumeFailed => TargetImportFailed,
+    KubeApi => TargetFault,
+}
+
+impl ErrorCode {
+    /// The role range of this code; C and Python group codes (and Python's exception classes)
+    /// by it.
+    pub fn error_range(self) -> ErrorRange {
+        ErrorRange::of(self as u32)
+    }
+
+    /// The name of the code's range, as C's documentation and Python's `ErrorCode.range` give it
+    /// (`plan`, `source`, `target`, `transport`, `execution`, `internal`).
+    pub fn range(self) -> &'static str {
+        self.error_range().name()
+    }
+
+    /// Look a code up by its name or by an old name ([`ErrorCode::OLD_NAMES`]).
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .find(|c| c.name() == name)
+            .or_else(|| ErrorCode::OLD_NAMES.iter().find(|(old, _)| *old == name).map(|(_, c)| c))
+            .copied()
+    }
+}
+
+/// The ranges of the code table, by the role of the part that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorRange {
+    /// 1000-1999: the plan, user input and validation.
+    Plan,
+    /// 2000-2999: the source the VMs come from, whichever provider it is.
+    Source,
+    /// 3000-3999: the target the VMs go to, whichever provider it is.
+    Target,
+    /// 4000-4999: transports and the copy engine.
+    Transport,
+    /// 5000-5999: running the plan (cancellation, deadlines, hooks, conversion).
+    Execution,
+    /// 9000-9999: bugs.
+    Internal,
+}
+
+impl ErrorRange {
+    /// Every range, in numeric order.
+    pub const ALL: &'static [ErrorRange] = &[
+        ErrorRange::Plan,
+        ErrorRange::Source,
+        ErrorRange::Target,
+        ErrorRange::Transport,
+        ErrorRange::Execution,
+        ErrorRange::Internal,
+    ];
+
+    /// The range a number falls in (anything outside the others is `Internal`).
+    pub fn of(number: u32) -> ErrorRange {
+        match number {
+            1000..=1999 => ErrorRange::Plan,
+            2000..=2999 => ErrorRange::Source,
+            3000..=3999 => ErrorRange::Target,
+            4000..=4999 => ErrorRange::Transport,
+            5000..=5999 => ErrorRange::Execution,
+            _ => ErrorRange::Internal,
+        }
+    }
+
+    /// The numbers of the range.
+    pub fn numbers(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            ErrorRange::Plan => 1000..=1999,
+            ErrorRange::Source => 2000..=2999,
+            ErrorRange::Target => 3000..=3999,
+            ErrorRange::Transport => 4000..=4999,
+            ErrorRange::Execution => 5000..=5999,
+            ErrorRange::Internal => 9000..=9999,
+        }
+    }
+
+    /// The name C's documentation and Python use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorRange::Plan => "plan",
+            ErrorRange::Source => "source",
+            ErrorRange::Target => "target",
+            ErrorRange::Transport => "transport",
+            ErrorRange::Execution => "execution",
+            ErrorRange::Internal => "internal",
+        }
+    }
+
+    /// The names the range had when ranges were named after providers, still accepted by
+    /// [`ErrorRange::from_name`].
+    pub fn old_names(self) -> &'static [&'static str] {
+        match self {
+            ErrorRange::Source => &["vsphere"],
+            ErrorRange::Target => &["kubevirt"],
+            _ => &[],
+        }
+    }
+
+    /// Look a range up by its name or an old name (`vsphere` is `source`, `kubevirt` is `target`).
+    pub fn from_name(name: &str) -> Option<ErrorRange> {
+        ErrorRange::ALL.iter().copied().find(|r| r.name() == name || r.old_names().contains(&name))
+    }
+
+    /// The codes of the range, in numeric order.
+    pub fn codes(self) -> impl Iterator<Item = ErrorCode> {
+        ErrorCode::ALL.iter().copied().filter(move |c| c.error_range() == self)
+    }
+}
+
+impl fmt::Display for ErrorRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -358,9 +527,184 @@ mod tests {
             assert_eq!(ErrorCode::from_u32(n), Some(*c));
             assert!(!c.description().is_empty(), "{c} undocumented");
         }
-        assert_eq!(ErrorCode::VsphereTls.range(), "vsphere");
+        assert_eq!(ErrorCode::SourceTls.range(), "source");
+        assert_eq!(ErrorCode::TargetFault.range(), "target");
         assert_eq!(ErrorCode::Panic.range(), "internal");
         assert_eq!(ErrorCode::from_u32(42), None);
+        for r in ErrorRange::ALL {
+            assert!(r.codes().next().is_some(), "range {r} has no code");
+            assert!(r.codes().all(|c| r.numbers().contains(&(c as u32))), "range {r}");
+        }
+    }
+
+    /// Every name ever published (in a release, the C header or Python), with its number. A name
+    /// here must keep resolving to its number forever: rename a code only by adding the old name
+    /// to `old_names!`, and add every new code here.
+    const PUBLISHED: &[(&str, u32)] = &[
+        ("PlanParse", 1001),
+        ("PlanInvalid", 1002),
+        ("ValidationBlocked", 1003),
+        ("VmNotFound", 1004),
+        ("CredentialsMissing", 1005),
+        ("StatusFile", 1006),
+        ("BadUrl", 1007),
+        ("InvalidArgument", 1008),
+        ("StatusPlanMismatch", 1009),
+        ("TargetBusy", 1010),
+        ("VsphereConnect", 2001),
+        ("VsphereTls", 2002),
+        ("VsphereInvalidLogin", 2003),
+        ("VsphereNotAuthenticated", 2004),
+        ("VsphereNotFound", 2005),
+        ("VsphereTaskFailed", 2006),
+        ("VsphereInvalidState", 2007),
+        ("VsphereTaskInProgress", 2008),
+        ("VsphereFault", 2009),
+        ("VsphereMalformed", 2010),
+        ("VmxParse", 2011),
+        ("VmdkFormat", 2012),
+        ("DatastoreFileMissing", 2013),
+        ("UnsafePath", 2014),
+        ("KubeConfig", 3001),
+        ("KubeForbidden", 3002),
+        ("KubeNotFound", 3003),
+        ("KubeConflict", 3004),
+        ("KubeInvalid", 3005),
+        ("KubeMissingCrd", 3006),
+        ("KubeQuota", 3007),
+        ("CdiUpload", 3008),
+        ("DataVolumeFailed", 3009),
+        ("KubeApi", 3010),
+        ("Io", 4001),
+        ("NoSpace", 4002),
+        ("NbdProtocol", 4003),
+        ("NbdConnect", 4004),
+        ("NbdRequest", 4005),
+        ("HttpStatus", 4006),
+        ("HttpRange", 4007),
+        ("HttpConnect", 4008),
+        ("OutOfBounds", 4009),
+        ("VerifyMismatch", 4010),
+        ("Checkpoint", 4011),
+        ("TransportUnsupported", 4012),
+        ("ShortRead", 4013),
+        ("HttpTls", 4014),
+        ("NbdTls", 4015),
+        ("SameDisk", 4016),
+        ("TargetExists", 4017),
+        ("Cancelled", 5001),
+        ("Timeout", 5002),
+        ("HookFailed", 5003),
+        ("Unsupported", 5004),
+        ("ConversionFailed", 5005),
+        ("Panic", 9001),
+        ("Internal", 9002),
+        // Role names of the source and target ranges.
+        ("SourceConnect", 2001),
+        ("SourceTls", 2002),
+        ("SourceInvalidLogin", 2003),
+        ("SourceNotAuthenticated", 2004),
+        ("SourceNotFound", 2005),
+        ("SourceTaskFailed", 2006),
+        ("SourceInvalidState", 2007),
+        ("SourceTaskInProgress", 2008),
+        ("SourceFault", 2009),
+        ("SourceMalformed", 2010),
+        ("SourceDescriptorParse", 2011),
+        ("SourceDiskFormat", 2012),
+        ("SourceFileMissing", 2013),
+        ("TargetConfig", 3001),
+        ("TargetForbidden", 3002),
+        ("TargetNotFound", 3003),
+        ("TargetConflict", 3004),
+        ("TargetInvalid", 3005),
+        ("TargetMissingApi", 3006),
+        ("TargetQuota", 3007),
+        ("TargetUploadFailed", 3008),
+        ("TargetImportFailed", 3009),
+        ("TargetFault", 3010),
+    ];
+
+    #[test]
+    fn every_published_name_keeps_its_number() {
+        for (name, n) in PUBLISHED {
+            let code = ErrorCode::from_name(name).unwrap_or_else(|| panic!("{name} ({n}) no longer resolves"));
+            assert_eq!(code as u32, *n, "{name} was {n}");
+        }
+        // Every code and every old name is published (frozen) here.
+        for c in ErrorCode::ALL {
+            assert!(PUBLISHED.contains(&(c.name(), *c as u32)), "{c} is not in PUBLISHED: add it");
+        }
+        for (old, c) in ErrorCode::OLD_NAMES {
+            assert!(PUBLISHED.contains(&(old, *c as u32)), "old name {old} is not in PUBLISHED");
+            assert!(ErrorCode::ALL.iter().all(|c| c.name() != *old), "{old} is both an old and a current name");
+        }
+        assert_eq!(PUBLISHED.len(), ErrorCode::ALL.len() + ErrorCode::OLD_NAMES.len(), "a name twice in PUBLISHED");
+        assert_eq!(ErrorCode::from_name("NoSuchCode"), None);
+    }
+
+    #[test]
+    fn old_names_are_constants_equal_to_the_new_codes() {
+        // Written out, so that removing or repointing one of the constants fails to compile or here.
+        let old = [
+            (ErrorCode::VsphereConnect, ErrorCode::SourceConnect, 2001),
+            (ErrorCode::VsphereTls, ErrorCode::SourceTls, 2002),
+            (ErrorCode::VsphereInvalidLogin, ErrorCode::SourceInvalidLogin, 2003),
+            (ErrorCode::VsphereNotAuthenticated, ErrorCode::SourceNotAuthenticated, 2004),
+            (ErrorCode::VsphereNotFound, ErrorCode::SourceNotFound, 2005),
+            (ErrorCode::VsphereTaskFailed, ErrorCode::SourceTaskFailed, 2006),
+            (ErrorCode::VsphereInvalidState, ErrorCode::SourceInvalidState, 2007),
+            (ErrorCode::VsphereTaskInProgress, ErrorCode::SourceTaskInProgress, 2008),
+            (ErrorCode::VsphereFault, ErrorCode::SourceFault, 2009),
+            (ErrorCode::VsphereMalformed, ErrorCode::SourceMalformed, 2010),
+            (ErrorCode::VmxParse, ErrorCode::SourceDescriptorParse, 2011),
+            (ErrorCode::VmdkFormat, ErrorCode::SourceDiskFormat, 2012),
+            (ErrorCode::DatastoreFileMissing, ErrorCode::SourceFileMissing, 2013),
+            (ErrorCode::KubeConfig, ErrorCode::TargetConfig, 3001),
+            (ErrorCode::KubeForbidden, ErrorCode::TargetForbidden, 3002),
+            (ErrorCode::KubeNotFound, ErrorCode::TargetNotFound, 3003),
+            (ErrorCode::KubeConflict, ErrorCode::TargetConflict, 3004),
+            (ErrorCode::KubeInvalid, ErrorCode::TargetInvalid, 3005),
+            (ErrorCode::KubeMissingCrd, ErrorCode::TargetMissingApi, 3006),
+            (ErrorCode::KubeQuota, ErrorCode::TargetQuota, 3007),
+            (ErrorCode::CdiUpload, ErrorCode::TargetUploadFailed, 3008),
+            (ErrorCode::DataVolumeFailed, ErrorCode::TargetImportFailed, 3009),
+            (ErrorCode::KubeApi, ErrorCode::TargetFault, 3010),
+        ];
+        assert_eq!(old.len(), ErrorCode::OLD_NAMES.len());
+        for ((old, new, n), (old_name, listed)) in old.iter().zip(ErrorCode::OLD_NAMES) {
+            assert_eq!(old, new);
+            assert_eq!(*new as u32, *n);
+            assert_eq!(listed, new, "{old_name}");
+            // The name a code reports is its current one.
+            assert_eq!(old.name(), new.name());
+        }
+        // Old names work in patterns too.
+        assert!(matches!(ErrorCode::SourceTls, ErrorCode::VsphereTls));
+    }
+
+    #[test]
+    fn docs_list_every_renamed_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/errors.md");
+        let docs = std::fs::read_to_string(path).expect("read docs/errors.md");
+        for (old, c) in ErrorCode::OLD_NAMES {
+            let row = format!("| `{old}` | `{}` | {} |", c.name(), *c as u32);
+            assert!(docs.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn ranges_are_named_by_role_and_old_range_names_resolve() {
+        assert_eq!(ErrorRange::from_name("source"), Some(ErrorRange::Source));
+        assert_eq!(ErrorRange::from_name("vsphere"), Some(ErrorRange::Source));
+        assert_eq!(ErrorRange::from_name("kubevirt"), Some(ErrorRange::Target));
+        assert_eq!(ErrorRange::from_name("target"), Some(ErrorRange::Target));
+        assert_eq!(ErrorRange::from_name("ova"), None);
+        let names: Vec<&str> = ErrorRange::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["plan", "source", "target", "transport", "execution", "internal"]);
+        assert_eq!(ErrorCode::TargetBusy.error_range(), ErrorRange::Plan);
+        assert_eq!(ErrorRange::of(2950), ErrorRange::Source);
+        assert_eq!(ErrorRange::Source.codes().count(), 14);
     }
 
     #[test]

@@ -515,6 +515,3 @@ pub fn blocking_concerns(st: &PlanStatus) -> Vec<(String, Concern)> {
         })
         .collect()
 }
-
-#[cfg(test)]
-mod tests;

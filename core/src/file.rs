@@ -29,6 +29,7 @@
 //! only positioned I/O (`pread`/`pwrite`) is used.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -260,49 +261,19 @@ impl FileTransport {
     }
 
     /// Start writeback of every range as soon as it is written (see the module documentation).
-    /// The engine turns this on for durable copies.
+    /// [`prepare_bulk_write`](BlockTransport::prepare_bulk_write) turns it on for durable copies.
     pub fn set_write_behind(&self, on: bool) {
         self.inner.write_behind.store(on, Ordering::Relaxed);
     }
 
     /// Write aligned requests with `O_DIRECT` (see the module documentation). Returns whether
     /// they will be: `false` when the file is read-only or its filesystem has no `O_DIRECT`.
-    /// The engine turns this on for every file target.
+    /// [`prepare_bulk_write`](BlockTransport::prepare_bulk_write) turns it on for durable copies
+    /// to block devices.
     pub fn set_direct_writes(&self, on: bool) -> bool {
         let on = on && self.inner.direct.is_some() && self.inner.writable;
         self.inner.direct_writes.store(on, Ordering::Relaxed);
         on
-    }
-
-    /// Copy `len` bytes from `src` at `offset` to the same offset of this file inside the kernel
-    /// (`copy_file_range`: reflinks where the filesystem can, no user-space buffer otherwise).
-    ///
-    /// # Errors
-    /// [`ErrorCode::ShortRead`] when the source ends early; I/O errors as [`Error::io`] classifies.
-    pub async fn copy_range_from(&self, src: &FileTransport, offset: u64, len: u64) -> Result<()> {
-        self.check(offset, len)?;
-        src.check(offset, len)?;
-        let (dst, src) = (self.inner.clone(), src.inner.clone());
-        blocking(move || {
-            let (mut off_in, mut off_out) = (offset, offset);
-            let end = offset + len;
-            while off_in < end {
-                let chunk = usize::try_from(end - off_in).unwrap_or(usize::MAX).min(1 << 30);
-                let n = rustix::fs::copy_file_range(&src.file, Some(&mut off_in), &dst.file, Some(&mut off_out), chunk)
-                    .map_err(|e| {
-                        os_err(format!("copy_file_range {} -> {}", src.path.display(), dst.path.display()), e)
-                    })?;
-                if n == 0 {
-                    return Err(Error::new(
-                        ErrorCode::ShortRead,
-                        format!("{} ended at {off_in} before {end}", src.path.display()),
-                    ));
-                }
-            }
-            dst.after_write(offset, len);
-            Ok(())
-        })
-        .await
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {
@@ -668,8 +639,64 @@ impl BlockTransport for FileTransport {
         .await
     }
 
-    fn as_file(&self) -> Option<&FileTransport> {
-        Some(self)
+    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.inner.file.as_fd())
+    }
+
+    fn can_copy_from(&self, src: &dyn BlockTransport) -> bool {
+        src.local_fd().is_some()
+    }
+
+    /// Inside the kernel (`copy_file_range`: reflinks where the filesystem can, no user-space
+    /// buffer otherwise).
+    async fn copy_from(&self, src: &dyn BlockTransport, offset: u64, len: u64) -> Result<()> {
+        self.check(offset, len)?;
+        if offset.checked_add(len).is_none_or(|end| end > src.size()) {
+            return Err(Error::new(
+                ErrorCode::OutOfBounds,
+                format!("request {offset}+{len} past the end of {src:?} ({} bytes)", src.size()),
+            ));
+        }
+        let Some(fd) = src.local_fd() else {
+            return Err(Error::new(ErrorCode::TransportUnsupported, format!("{src:?} is not a local file")));
+        };
+        // The blocking pool needs a descriptor of its own.
+        let from =
+            fd.try_clone_to_owned().map_err(|e| Error::io(format!("duplicating the descriptor of {src:?}"), e))?;
+        let dst = self.inner.clone();
+        blocking(move || {
+            let (mut off_in, mut off_out) = (offset, offset);
+            let end = offset + len;
+            while off_in < end {
+                let chunk = usize::try_from(end - off_in).unwrap_or(usize::MAX).min(1 << 30);
+                let n = rustix::fs::copy_file_range(&from, Some(&mut off_in), &dst.file, Some(&mut off_out), chunk)
+                    .map_err(|e| os_err(format!("copy_file_range to {}", dst.path.display()), e))?;
+                if n == 0 {
+                    return Err(Error::new(
+                        ErrorCode::ShortRead,
+                        format!("the source of {} ended at {off_in} before {end}", dst.path.display()),
+                    ));
+                }
+            }
+            dst.after_write(offset, len);
+            Ok(())
+        })
+        .await
+    }
+
+    /// A durable copy to a regular file writes buffered, in pieces, and starts writeback of
+    /// each range as it goes (write-behind): the filesystem then allocates large extents at
+    /// writeback. `O_DIRECT` into a fresh sparse file pays an allocation and an unwritten-extent
+    /// conversion per request: measured on ext4 (4 GiB bench image, 1.2 GB of data), 0.74 s
+    /// with `O_DIRECT` against 0.52 s buffered with write-behind (`qemu-img -t none`: 0.70 s),
+    /// at the price of about twice the kernel CPU. A block device has nothing to allocate, so
+    /// it takes `O_DIRECT` (no copy into the page cache). A copy that is not flushed keeps
+    /// plain buffered writes. Either way the engine need not flush per work unit.
+    fn prepare_bulk_write(&self, durable: bool) -> bool {
+        if durable && !(self.is_block_device() && self.set_direct_writes(true)) {
+            self.set_write_behind(true);
+        }
+        true
     }
 
     fn backing(&self) -> Vec<crate::transport::Backing> {
@@ -716,6 +743,36 @@ mod tests {
         let weak = Arc::downgrade(&f.inner);
         drop((f, g));
         assert!(weak.upgrade().is_none(), "the writer thread keeps the file open");
+    }
+
+    #[tokio::test]
+    async fn in_kernel_copies_only_between_local_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes.iter_mut().enumerate().for_each(|(i, x)| *x = (i % 251) as u8);
+        std::fs::write(&a, &bytes).expect("write source");
+        let src = FileTransport::open(&a, FileOptions::default()).await.expect("open");
+        let dst = FileTransport::open_output(&b, Some(3 << 20)).await.expect("create");
+        assert!(dst.can_copy_from(&src));
+        dst.copy_from(&src, 4096, 2 << 20).await.expect("copy_file_range");
+        dst.flush().await.expect("flush");
+        let got = std::fs::read(&b).expect("read back");
+        assert_eq!(&got[4096..4096 + (2 << 20)], &bytes[4096..4096 + (2 << 20)]);
+        assert!(got[..4096].iter().all(|x| *x == 0));
+        // Past the end of the source: refused before anything is copied.
+        let small = FileTransport::open_output(dir.path().join("c.raw"), Some(4096)).await.expect("create");
+        let err = dst.copy_from(&small, 0, 8192).await.expect_err("past the source's end");
+        assert_eq!(err.code(), ErrorCode::OutOfBounds);
+        // Memory has no local file: neither side of an in-kernel copy.
+        let mem = crate::memory::MemoryTransport::new(4096);
+        assert!(!dst.can_copy_from(&mem) && mem.local_fd().is_none() && !mem.can_copy_from(&src));
+        let err = dst.copy_from(&mem, 0, 4096).await.expect_err("memory");
+        assert_eq!(err.code(), ErrorCode::TransportUnsupported);
+        let err = mem.copy_from(&src, 0, 4096).await.expect_err("default");
+        assert_eq!(err.code(), ErrorCode::TransportUnsupported);
+        // A file arranges its own writeback; memory leaves it to the engine.
+        assert!(dst.prepare_bulk_write(true) && !mem.prepare_bulk_write(true));
     }
 
     #[tokio::test]

@@ -31,8 +31,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 
-use crate::buf::shared_zeroes;
-use crate::engine::is_zero;
+use crate::buf::{is_zero, shared_zeroes};
 use crate::error::{Error, ErrorCode, Result};
 use crate::tls::{normalise_thumbprint, LeafVerifier};
 pub use crate::tls::{thumbprint_sha1, thumbprint_sha256, TlsOptions};

@@ -25,11 +25,13 @@
 //! ```
 
 pub mod buf;
+pub mod concern;
 pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod file;
+pub mod hook;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod memory;
@@ -42,12 +44,14 @@ pub mod provider;
 pub mod safe_fs;
 pub mod status;
 pub mod status_binding;
+pub mod times;
 #[cfg(any(feature = "http", feature = "nbd"))]
 pub mod tls;
 pub mod transport;
 pub mod validate;
 
-pub use error::{BoxError, Error, ErrorCode, ErrorKind, Result};
+pub use concern::{Concern, Severity};
+pub use error::{BoxError, Error, ErrorCode, ErrorKind, ErrorRange, Result};
 pub use model::{Datastore, Disk, Host, Inventory, Network, Nic, Vm, VmId};
 pub use plan::{Credentials, Plan};
 pub use provider::{
@@ -56,4 +60,3 @@ pub use provider::{
 };
 pub use status::{Phase, PlanStatus, VmStatus};
 pub use transport::{Backing, BlockTransport, Extent, ExtentKind, ExtentState, SourceIdentity};
-pub use validate::{Concern, Severity};

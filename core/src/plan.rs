@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::naming::{is_dns1123_label, is_dns1123_subdomain};
+pub use crate::times::{Duration, UtcTime};
 
 /// The API version this crate reads and writes.
 pub const API_VERSION: &str = "vmigrate.dev/v1alpha1";
@@ -201,7 +201,7 @@ pub struct VmSelector {
     /// Warm: RFC 3339 UTC time (`2026-06-01T02:00:00Z`) to cut this VM over at, instead of
     /// `spec.options.cutover` (each VM of a plan may have its own maintenance window). `--cutover now` still cuts over at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cutover: Option<String>,
+    pub cutover: Option<UtcTime>,
 }
 
 /// Power state of a migrated VM.
@@ -409,7 +409,7 @@ pub struct HookSpec {
     pub image: Option<String>,
     /// Deadline, e.g. `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
 }
 
 /// How disk data reaches a cluster target.
@@ -473,13 +473,13 @@ pub struct PlanOptions {
     pub max_in_flight: usize,
     /// Warm: time between precopies, e.g. `60m` (MTV's default), `30s` for tests.
     #[serde(default = "default_precopy_interval")]
-    pub precopy_interval: String,
-    /// Warm: RFC 3339 time to cut over at; waits for `--cutover now` when unset.
+    pub precopy_interval: Duration,
+    /// Warm: RFC 3339 UTC time to cut over at; waits for `--cutover now` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cutover: Option<String>,
+    pub cutover: Option<UtcTime>,
     /// Graceful guest shutdown timeout before a hard power-off, e.g. `5m`.
     #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: String,
+    pub shutdown_timeout: Duration,
     /// Warm: enable CBT on VMs that lack it (changes the source config).
     #[serde(default)]
     pub enable_cbt: bool,
@@ -513,11 +513,11 @@ fn is_true(b: &bool) -> bool {
 fn default_max_in_flight() -> usize {
     2
 }
-fn default_precopy_interval() -> String {
-    "60m".into()
+fn default_precopy_interval() -> Duration {
+    Duration::parse("60m").expect("a valid duration")
 }
-fn default_shutdown_timeout() -> String {
-    "5m".into()
+fn default_shutdown_timeout() -> Duration {
+    Duration::parse("5m").expect("a valid duration")
 }
 fn yes() -> bool {
     true
@@ -541,51 +541,28 @@ impl Default for PlanOptions {
     }
 }
 
-/// Parse `90`, `90s`, `15m`, `1h`, `1h30m`, `500ms` into a duration.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = || Error::new(ErrorCode::PlanInvalid, format!("invalid duration {text:?} (use e.g. 30s, 15m, 1h)"));
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut num = String::new();
-    let mut chars = t.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match (c, chars.peek()) {
-            ('m', Some('s')) => {
-                chars.next();
-                Duration::from_millis(n)
-            }
-            ('s', _) => Duration::from_secs(n),
-            ('m', _) => Duration::from_secs(n * 60),
-            ('h', _) => Duration::from_secs(n * 3600),
-            ('d', _) => Duration::from_secs(n * 86400),
-            _ => return Err(bad()),
-        };
-        total += unit;
-    }
-    if !num.is_empty() {
-        return Err(bad());
-    }
-    Ok(total)
+/// Parse `90`, `90s`, `15m`, `1h`, `1h30m`, `500ms` into a duration (what a plan's durations
+/// take, [`Duration`], for command-line options that take the same).
+///
+/// # Errors
+/// [`ErrorCode::PlanInvalid`] naming the text and the accepted forms.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    Duration::parse(text).map(|d| d.get())
+}
+
+/// A plan's text that deserializes but holds a value [`Duration`] or [`UtcTime`] refuses is
+/// [`ErrorCode::PlanInvalid`] (the value is wrong), anything else [`ErrorCode::PlanParse`].
+fn deser_error(e: impl std::fmt::Display) -> Error {
+    let message = e.to_string();
+    let code = if crate::times::is_refused_value(&message) { ErrorCode::PlanInvalid } else { ErrorCode::PlanParse };
+    Error::new(code, format!("invalid plan: {message}"))
 }
 
 impl Plan {
     /// Parse a plan from YAML (JSON is valid YAML too). Errors name the field and the line.
     pub fn from_yaml_str(text: &str) -> Result<Plan> {
         check_text(text, true)?;
-        let plan: Plan = serde_yaml_ng::from_str(text)
-            .map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
+        let plan: Plan = serde_yaml_ng::from_str(text).map_err(deser_error)?;
         plan.check()?;
         Ok(plan)
     }
@@ -593,8 +570,7 @@ impl Plan {
     /// Parse a plan from JSON. Errors name the field, line and column.
     pub fn from_json_str(text: &str) -> Result<Plan> {
         check_text(text, false)?;
-        let plan: Plan =
-            serde_json::from_str(text).map_err(|e| Error::new(ErrorCode::PlanParse, format!("invalid plan: {e}")))?;
+        let plan: Plan = serde_json::from_str(text).map_err(deser_error)?;
         plan.check()?;
         Ok(plan)
     }
@@ -760,17 +736,8 @@ impl Plan {
         if o.max_in_flight == 0 {
             return bad("spec.options.maxInFlight must be at least 1".into());
         }
-        parse_duration(&o.precopy_interval)?;
-        parse_duration(&o.shutdown_timeout)?;
-        // Cutover times are checked here, not first at the cutover hours or days later.
-        let times = spec.vms.iter().enumerate().map(|(i, v)| (format!("spec.vms[{i}].cutover"), v.cutover.as_ref()));
-        for (at, t) in std::iter::once(("spec.options.cutover".to_string(), o.cutover.as_ref())).chain(times) {
-            if let Some(t) = t {
-                if humantime::parse_rfc3339_weak(t).is_err() {
-                    return bad(format!("{at} {t:?} is not an RFC 3339 UTC time (e.g. 2026-06-01T02:00:00Z)"));
-                }
-            }
-        }
+        // Durations and cutover times were parsed when the plan was read (`Duration`, `UtcTime`),
+        // not first at the cutover hours or days later.
         if let Some(rs) = &o.run_strategy {
             if !matches!(rs.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
                 return bad(format!("spec.options.runStrategy {rs:?} is not a run strategy (Always, Halted, Manual, RerunOnFailure, Once)"));
@@ -883,9 +850,6 @@ fn check_hook(hook: &HookSpec, at: &str) -> Result<()> {
         (false, Some(_)) => return bad(format!("{at}: hook {:?} has both a command and an image", hook.name)),
         _ => {}
     }
-    if let Some(t) = &hook.timeout {
-        parse_duration(t)?;
-    }
     Ok(())
 }
 
@@ -937,20 +901,34 @@ spec:
     #[test]
     fn cutover_times_are_checked_up_front() {
         let warm = LAB_PLAN.replace("warm: false", "warm: true");
+        // Times go in as text, the way users write them: `spec.vms[1]` (winweb01) and
+        // `spec.options`.
         let at = |vm: &str, plan: &str| {
-            let mut p = Plan::from_yaml_str(&warm).expect("plan");
-            p.spec.vms[1].cutover = (!vm.is_empty()).then(|| vm.to_string());
-            p.spec.options.cutover = (!plan.is_empty()).then(|| plan.to_string());
-            p.check()
+            let mut text = warm.clone();
+            if !vm.is_empty() {
+                text = text.replacen(
+                    "    - name: winweb01\n",
+                    &format!("    - name: winweb01\n      cutover: {vm:?}\n"),
+                    1,
+                );
+            }
+            if !plan.is_empty() {
+                text = text.replacen("  hooks: []\n", &format!("  hooks: []\n  options:\n    cutover: {plan:?}\n"), 1);
+            }
+            Plan::from_yaml_str(&text)
         };
-        at("2026-06-01T02:00:00Z", "2026-06-02T02:00:00Z").expect("valid times");
-        // What the executor's parser takes (UTC), so a time is never accepted here and refused
-        // at the cutover.
+        let p = at("2026-06-01T02:00:00Z", "2026-06-02T02:00:00Z").expect("valid times");
+        // Parsed once, here: the executor only reads the value.
+        let vm_at = p.spec.vms[1].cutover.as_ref().expect("the VM's time");
+        assert_eq!(vm_at.get(), std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_780_279_200));
+        assert_eq!(p.spec.options.cutover.as_ref().map(|t| t.as_str()), Some("2026-06-02T02:00:00Z"));
+        // What humantime takes (UTC), so an offset is refused when the plan is read.
         assert!(at("2026-06-01T02:00:00+02:00", "").is_err());
         let e = at("tonight", "").expect_err("a VM's bad time");
         assert_eq!(e.code(), ErrorCode::PlanInvalid);
         assert!(e.to_string().contains("spec.vms[1].cutover") && e.to_string().contains("tonight"), "{e}");
         let e = at("", "2026-13-01T00:00:00Z").expect_err("the plan's bad time");
+        assert_eq!(e.code(), ErrorCode::PlanInvalid);
         assert!(e.to_string().contains("spec.options.cutover"), "{e}");
         let p = Plan::from_yaml_str(&warm.replacen(
             "    - name: database\n",
@@ -958,7 +936,44 @@ spec:
             1,
         ))
         .expect("a VM's cutover field parses");
-        assert_eq!(p.spec.vms[0].cutover.as_deref(), Some("2026-06-01T02:00:00Z"));
+        assert_eq!(p.spec.vms[0].cutover.as_ref().map(|t| t.as_str()), Some("2026-06-01T02:00:00Z"));
+        // Written back as it was read: the plan digest of a status file does not move.
+        let again = Plan::from_json_str(&serde_json::to_string(&p).expect("json")).expect("round trip");
+        assert_eq!(again, p);
+        assert!(serde_json::to_string(&p).expect("json").contains("\"cutover\":\"2026-06-01T02:00:00Z\""));
+    }
+
+    /// Durations are typed when the plan is read: a bad one is `PlanInvalid` naming the field
+    /// and its line; a good one is written back as it was written.
+    #[test]
+    fn plan_durations_are_parsed_when_read() {
+        let with = |opts: &str| {
+            Plan::from_yaml_str(&LAB_PLAN.replacen("  hooks: []\n", &format!("  hooks: []\n  options:\n{opts}"), 1))
+        };
+        let p = with("    precopyInterval: 1h30m\n    shutdownTimeout: 45\n").expect("plan");
+        assert_eq!(p.spec.options.precopy_interval.get(), std::time::Duration::from_secs(5400));
+        assert_eq!(p.spec.options.shutdown_timeout.get(), std::time::Duration::from_secs(45));
+        let json = serde_json::to_value(&p.spec.options).expect("json");
+        assert_eq!((json["precopyInterval"].as_str(), json["shutdownTimeout"].as_str()), (Some("1h30m"), Some("45")));
+        let defaults = Plan::from_yaml_str(LAB_PLAN).expect("plan");
+        assert_eq!(defaults.spec.options.precopy_interval.as_str(), "60m");
+        assert_eq!(defaults.spec.options.shutdown_timeout.get(), std::time::Duration::from_secs(300));
+        for (opts, field) in [
+            ("    precopyInterval: soon\n", "spec.options.precopyInterval"),
+            ("    shutdownTimeout: 5x\n", "spec.options.shutdownTimeout"),
+        ] {
+            let e = with(opts).expect_err(opts);
+            assert_eq!(e.code(), ErrorCode::PlanInvalid, "{e}");
+            assert!(e.to_string().contains(field) && e.to_string().contains("invalid duration"), "{e}");
+            assert!(e.to_string().contains("line "), "{e}");
+        }
+        let hook = "  hooks:\n    - { name: h, step: pre, command: [\"true\"], timeout: 10 minutes }\n";
+        let e = Plan::from_yaml_str(&LAB_PLAN.replacen("  hooks: []\n", hook, 1)).expect_err("bad hook timeout");
+        assert_eq!(e.code(), ErrorCode::PlanInvalid, "{e}");
+        assert!(e.to_string().contains("spec.hooks[0].timeout") && e.to_string().contains("10 minutes"), "{e}");
+        // A value of the wrong kind is still a parse error.
+        let e = with("    precopyInterval: [1]\n").expect_err("a list");
+        assert_eq!(e.code(), ErrorCode::PlanParse, "{e}");
     }
 
     /// Issue 14 item 11: hostile plan text is refused quickly and cheaply: deep nesting, alias
@@ -1111,6 +1126,7 @@ spec:
 
     #[test]
     fn durations() {
+        use std::time::Duration;
         assert_eq!(parse_duration("60m").expect("ok"), Duration::from_secs(3600));
         assert_eq!(parse_duration("1h30m").expect("ok"), Duration::from_secs(5400));
         assert_eq!(parse_duration("45").expect("ok"), Duration::from_secs(45));

@@ -13,12 +13,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::concern::Concern;
 use crate::error::{Error, Result};
 use crate::model::{Disk, Inventory, Vm, VmId};
 use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
 use crate::transport::{BlockTransport, Extent, SourceIdentity};
-use crate::validate::Concern;
-use crate::validate::{no_rules, VmRules};
+
+/// Validation rules a provider adds for one VM of a plan, beside core's own: what only that
+/// kind of source or target knows (a hypervisor's guest tools and clustering features, which
+/// guests a target runs, which transfer modes it can apply warm passes with).
+///
+/// A plain function of the VM and the plan, with no I/O, so validation gives the same answer
+/// with the provider open ([`SourceProvider::vm_rules`],
+/// [`TargetProvider::vm_rules`]) and without it (a plan
+/// validated offline: the front end picks the same function by the plan's URL scheme).
+pub type VmRules = fn(&Vm, &Plan) -> Vec<Concern>;
+
+/// The rules of a provider that adds none.
+pub fn no_rules(_vm: &Vm, _plan: &Plan) -> Vec<Concern> {
+    Vec::new()
+}
 
 /// What a source can do beyond reading, so the executor and validation can decide up front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -453,8 +467,14 @@ pub trait TargetProvider: Send + Sync + Debug {
     async fn expose(&self, plan: &str, namespace: &str, services: &[ServiceSpec]) -> Result<()>;
 
     /// Run a container-image hook (e.g. an Ansible playbook image) as a Job next to the VM and
-    /// return its log. Targets without a cluster cannot.
-    async fn run_hook(&self, vm: &TargetVm, hook: &crate::plan::HookSpec, input: &serde_json::Value) -> Result<String> {
+    /// return its log, handing it `input` as JSON, the same document a local hook reads on its
+    /// stdin ([`HookInput`](crate::hook::HookInput)). Targets without a cluster cannot.
+    async fn run_hook(
+        &self,
+        vm: &TargetVm,
+        hook: &crate::plan::HookSpec,
+        input: &crate::hook::HookInput,
+    ) -> Result<String> {
         let _ = (vm, input);
         Err(Error::unsupported(format!("the {} target cannot run image hooks ({})", self.kind(), hook.name)))
     }

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::concern::Concern;
 use crate::engine::Checkpoint;
 use crate::error::{Error, ErrorCode, Result};
 use crate::transport::SourceIdentity;
-use crate::validate::Concern;
 
 /// Where a VM is in its pipeline. Cold and warm plans use different subsets, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

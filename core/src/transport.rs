@@ -12,12 +12,13 @@
 //! transport is four methods.
 
 use std::fmt::Debug;
+use std::os::fd::BorrowedFd;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 
 /// What a range of a disk holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -186,6 +187,12 @@ impl std::fmt::Display for SourceIdentity {
 ///   what makes resume work.
 /// - Cancellation: every method is cancel-safe in the sense that dropping its future leaves the
 ///   transport usable, but a dropped write may or may not have reached the target.
+/// - Capabilities are asked for, never inferred from a concrete type: the engine knows only this
+///   trait. Each optional one has a default meaning "unsupported" (one connection, all data,
+///   zeroing declined, no in-kernel copy, no writeback of its own), so a minimal transport or a
+///   wrapper never claims one by accident. A wrapper that changes what is read or written keeps
+///   the defaults of [`local_fd`](Self::local_fd) and [`copy_from`](Self::copy_from) rather than
+///   forwarding them.
 #[async_trait]
 pub trait BlockTransport: Send + Sync + Debug {
     /// Virtual size in bytes.
@@ -212,14 +219,14 @@ pub trait BlockTransport: Send + Sync + Debug {
     /// Open another independent handle on the same object for a parallel worker.
     ///
     /// # Errors
-    /// [`ErrorCode::TransportUnsupported`](crate::ErrorCode::TransportUnsupported) when the
+    /// [`ErrorCode::TransportUnsupported`] when the
     /// transport cannot have a second handle; the engine then uses one.
     async fn try_clone(&self) -> Result<Box<dyn BlockTransport>>;
 
     /// Read exactly `len` bytes at `offset`.
     ///
     /// # Errors
-    /// A short read is an error ([`ErrorCode::ShortRead`](crate::ErrorCode::ShortRead)), never a
+    /// A short read is an error ([`ErrorCode::ShortRead`]), never a
     /// shorter buffer.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes>;
 
@@ -227,7 +234,7 @@ pub trait BlockTransport: Send + Sync + Debug {
     ///
     /// # Errors
     /// Read-only transports answer
-    /// [`ErrorCode::TransportUnsupported`](crate::ErrorCode::TransportUnsupported).
+    /// [`ErrorCode::TransportUnsupported`].
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<()>;
 
     /// Write every `(offset, data)` of `runs` (disjoint ranges): the engine hands over all the
@@ -261,11 +268,41 @@ pub trait BlockTransport: Send + Sync + Debug {
     /// Make every completed write durable.
     async fn flush(&self) -> Result<()>;
 
-    /// The local file behind this transport, if it is one: lets the engine take the
-    /// `copy_file_range` fast path and start write-behind for durable copies. Wrappers that change
-    /// what is read or written must keep the default (`None`).
-    fn as_file(&self) -> Option<&crate::file::FileTransport> {
+    /// The open local file whose byte at every offset is this transport's byte at that offset, so
+    /// that another local transport can copy from it inside the kernel
+    /// ([`copy_from`](Self::copy_from)). The default (`None`) says there is none.
+    fn local_fd(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    /// Whether [`copy_from`](Self::copy_from) can take the bytes of `src` without them passing
+    /// through the engine (two local files: `copy_file_range`, which reflinks where the filesystem
+    /// can). The engine asks once per copy, before any data moves; the default says no.
+    fn can_copy_from(&self, src: &dyn BlockTransport) -> bool {
+        let _ = src;
+        false
+    }
+
+    /// Copy `len` bytes at `offset` of `src` to the same offset of this transport without passing
+    /// them through the engine. The engine calls it only when
+    /// [`can_copy_from`](Self::can_copy_from) said yes for handles of the same two transports.
+    ///
+    /// # Errors
+    /// [`ErrorCode::TransportUnsupported`] by default;
+    /// [`ErrorCode::ShortRead`] when `src` ends early.
+    async fn copy_from(&self, src: &dyn BlockTransport, offset: u64, len: u64) -> Result<()> {
+        let _ = (src, offset, len);
+        Err(Error::new(ErrorCode::TransportUnsupported, format!("{self:?} cannot copy from another transport")))
+    }
+
+    /// Told once before the engine writes a whole copy into this transport; `durable` when the
+    /// copy ends with a [`flush`](Self::flush). A transport that can schedule the writeback of a
+    /// long write itself (a local file: write-behind, or `O_DIRECT` on a block device) arranges it
+    /// and answers `true`; the engine then leaves out its own flush after each work unit, which
+    /// otherwise keeps the final flush short. The default answers `false`.
+    fn prepare_bulk_write(&self, durable: bool) -> bool {
+        let _ = durable;
+        false
     }
 
     /// Every file, device or export this transport reads or writes (a VMDK: all its extents and

@@ -14,60 +14,9 @@ use crate::naming::{assign_names, NameOrigin, NameRequest};
 use crate::plan::{NetworkDestination, Plan, VmSelector};
 use crate::provider::{ExistingVm, SourceCapabilities};
 
-/// How bad a concern is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// For information; nothing to do.
-    Info,
-    /// Migration proceeds, but something may not work as before.
-    Warning,
-    /// The VM cannot be migrated until this is fixed.
-    Critical,
-}
+pub use crate::concern::{Concern, Severity};
 
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        })
-    }
-}
-
-/// One finding about a VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Concern {
-    /// Stable id, e.g. `cdrom.iso-connected`.
-    pub id: String,
-    /// Severity.
-    pub severity: Severity,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl Concern {
-    /// A concern.
-    pub fn new(id: &str, severity: Severity, message: impl Into<String>) -> Self {
-        Concern { id: id.to_string(), severity, message: message.into() }
-    }
-}
-
-/// Validation rules a provider adds for one VM of a plan, beside core's own: what only that
-/// kind of source or target knows (a hypervisor's guest tools and clustering features, which
-/// guests a target runs, which transfer modes it can apply warm passes with).
-///
-/// A plain function of the VM and the plan, with no I/O, so validation gives the same answer
-/// with the provider open ([`SourceProvider::vm_rules`](crate::SourceProvider::vm_rules),
-/// [`TargetProvider::vm_rules`](crate::TargetProvider::vm_rules)) and without it (a plan
-/// validated offline: the front end picks the same function by the plan's URL scheme).
-pub type VmRules = fn(&Vm, &Plan) -> Vec<Concern>;
-
-/// The rules of a provider that adds none.
-pub fn no_rules(_vm: &Vm, _plan: &Plan) -> Vec<Concern> {
-    Vec::new()
-}
+pub use crate::provider::{no_rules, VmRules};
 
 /// The facts validation needs beyond the VM itself.
 #[derive(Debug, Clone)]

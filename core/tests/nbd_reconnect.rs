@@ -9,7 +9,7 @@
 mod common;
 mod nbd_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use vmigrate_core::engine::{self, CopyControl, CopyOptions};
 use vmigrate_core::file::{FileOptions, FileTransport};
 use vmigrate_core::nbd::{NbdAddr, NbdOptions, NbdTransport};
 use vmigrate_core::{BlockTransport, ErrorCode};
+use vmigrate_testkit::peers::qemu_img_compare_raw;
 
 const MIB: u64 = 1 << 20;
 
@@ -59,11 +60,23 @@ fn file_bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_server_killed_and_restarted_mid_copy_copies_byte_equal() {
-    if !have("nbdkit") {
-        return;
-    }
+/// An engine copy from a [`slow_server`] whose server was killed (SIGKILL) mid-copy, the start
+/// both server-loss tests share: the copy task is still running, reading from nothing.
+struct KilledMidCopy {
+    dir: tempfile::TempDir,
+    /// The source file the server served, and the bytes it reads as.
+    src: PathBuf,
+    want: Vec<u8>,
+    /// The socket a restarted server must listen on.
+    sock: PathBuf,
+    /// The copy's target file.
+    dst: PathBuf,
+    copy: tokio::task::JoinHandle<vmigrate_core::Result<engine::CopyStats>>,
+}
+
+/// Start a copy from a slow server, and kill the server 700 ms in (asserting the copy still
+/// runs, so the kill lands mid-copy).
+async fn kill_server_mid_copy() -> KilledMidCopy {
     let dir = tempfile::tempdir().unwrap();
     let (src, want) = source(dir.path());
     let sock = dir.path().join("nbd.sock");
@@ -78,6 +91,15 @@ async fn a_source_server_killed_and_restarted_mid_copy_copies_byte_equal() {
         if copy.is_finished() { Some(copy.await) } else { None }
     );
     server.kill();
+    KilledMidCopy { dir, src, want, sock, dst, copy }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_server_killed_and_restarted_mid_copy_copies_byte_equal() {
+    if !have("nbdkit") {
+        return;
+    }
+    let KilledMidCopy { dir: _dir, src, want, sock, dst, copy } = kill_server_mid_copy().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let _server = slow_server(&sock, &src);
 
@@ -88,10 +110,7 @@ async fn a_source_server_killed_and_restarted_mid_copy_copies_byte_equal() {
     assert!(got == want, "the target differs from the source after the reconnect");
     // And as qemu-img sees it, when installed.
     if have("qemu-img") {
-        run(
-            "qemu-img",
-            &["compare", "-q", "-f", "raw", "-F", "raw", &src.display().to_string(), &dst.display().to_string()],
-        );
+        qemu_img_compare_raw(&src, &dst).unwrap();
     }
 }
 
@@ -100,20 +119,7 @@ async fn a_source_server_that_never_comes_back_is_a_typed_error_in_bounded_time(
     if !have("nbdkit") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (src, want) = source(dir.path());
-    let sock = dir.path().join("nbd.sock");
-    let mut server = slow_server(&sock, &src);
-    let dst = dir.path().join("dst.raw");
-    let copy = start_copy(&sock, &dst, want.len() as u64).await;
-
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        !copy.is_finished(),
-        "the copy must still run when the server dies: {:?}",
-        if copy.is_finished() { Some(copy.await) } else { None }
-    );
-    server.kill();
+    let KilledMidCopy { dir: _dir, copy, .. } = kill_server_mid_copy().await;
     let killed = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(60), copy).await.unwrap().unwrap().expect_err("server is gone");
     let took = killed.elapsed();

@@ -63,101 +63,101 @@ enum vmigrate_result
    */
   VMIGRATE_RESULT_TARGET_BUSY = 1010,
   /*
-   Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
+   Could not connect to the source's endpoint. (range `source`, kind `Connection`)
    */
-  VMIGRATE_RESULT_VSPHERE_CONNECT = 2001,
+  VMIGRATE_RESULT_SOURCE_CONNECT = 2001,
   /*
-   The vSphere certificate did not verify or did not match the pinned thumbprint. (range `vsphere`, kind `Tls`)
+   The source's certificate did not verify or did not match the pinned thumbprint. (range `source`, kind `Tls`)
    */
-  VMIGRATE_RESULT_VSPHERE_TLS = 2002,
+  VMIGRATE_RESULT_SOURCE_TLS = 2002,
   /*
-   vSphere refused the login (InvalidLogin). (range `vsphere`, kind `Auth`)
+   The source refused the login (wrong user name or password). (range `source`, kind `Auth`)
    */
-  VMIGRATE_RESULT_VSPHERE_INVALID_LOGIN = 2003,
+  VMIGRATE_RESULT_SOURCE_INVALID_LOGIN = 2003,
   /*
-   The vSphere session is not (or no longer) authenticated (NotAuthenticated). (range `vsphere`, kind `Auth`)
+   The session with the source is not (or no longer) authenticated. (range `source`, kind `Auth`)
    */
-  VMIGRATE_RESULT_VSPHERE_NOT_AUTHENTICATED = 2004,
+  VMIGRATE_RESULT_SOURCE_NOT_AUTHENTICATED = 2004,
   /*
-   A managed object no longer exists (ManagedObjectNotFound). (range `vsphere`, kind `NotFound`)
+   An object the source was asked about does not exist there (any more). (range `source`, kind `NotFound`)
    */
-  VMIGRATE_RESULT_VSPHERE_NOT_FOUND = 2005,
+  VMIGRATE_RESULT_SOURCE_NOT_FOUND = 2005,
   /*
-   A vSphere task failed. (range `vsphere`, kind `Conflict`)
+   An operation the source ran for us (a task: power, snapshot, changed-block tracking) failed. (range `source`, kind `Conflict`)
    */
-  VMIGRATE_RESULT_VSPHERE_TASK_FAILED = 2006,
+  VMIGRATE_RESULT_SOURCE_TASK_FAILED = 2006,
   /*
-   The object is in the wrong state for the operation (InvalidState, InvalidPowerState). (range `vsphere`, kind `Conflict`)
+   The source object is in the wrong state for the operation (for example its power state). (range `source`, kind `Conflict`)
    */
-  VMIGRATE_RESULT_VSPHERE_INVALID_STATE = 2007,
+  VMIGRATE_RESULT_SOURCE_INVALID_STATE = 2007,
   /*
-   Another task is already running on the object (TaskInProgress). (range `vsphere`, kind `Conflict`)
+   Another operation is already running on the source object. (range `source`, kind `Conflict`)
    */
-  VMIGRATE_RESULT_VSPHERE_TASK_IN_PROGRESS = 2008,
+  VMIGRATE_RESULT_SOURCE_TASK_IN_PROGRESS = 2008,
   /*
-   Any other SOAP fault. (range `vsphere`, kind `Protocol`)
+   The source's API reported any other failure. (range `source`, kind `Protocol`)
    */
-  VMIGRATE_RESULT_VSPHERE_FAULT = 2009,
+  VMIGRATE_RESULT_SOURCE_FAULT = 2009,
   /*
-   The server sent XML we cannot parse, or a response over the size limit. (range `vsphere`, kind `Protocol`)
+   The source sent a response we cannot parse, or one over the size limit. (range `source`, kind `Protocol`)
    */
-  VMIGRATE_RESULT_VSPHERE_MALFORMED = 2010,
+  VMIGRATE_RESULT_SOURCE_MALFORMED = 2010,
   /*
-   A VMX file could not be parsed. (range `vsphere`, kind `InvalidInput`)
+   A VM description the source reads (a VM configuration file, a package descriptor, index or manifest) could not be parsed. (range `source`, kind `InvalidInput`)
    */
-  VMIGRATE_RESULT_VMX_PARSE = 2011,
+  VMIGRATE_RESULT_SOURCE_DESCRIPTOR_PARSE = 2011,
   /*
-   A VMDK descriptor or sparse header is invalid or unsupported. (range `vsphere`, kind `Protocol`)
+   A disk image's format (a descriptor or sparse header) is invalid or unsupported. (range `source`, kind `Protocol`)
    */
-  VMIGRATE_RESULT_VMDK_FORMAT = 2012,
+  VMIGRATE_RESULT_SOURCE_DISK_FORMAT = 2012,
   /*
-   A datastore file is missing. (range `vsphere`, kind `NotFound`)
+   A file the source names (a VM configuration, a disk descriptor or extent, a package member) is missing. (range `source`, kind `NotFound`)
    */
-  VMIGRATE_RESULT_DATASTORE_FILE_MISSING = 2013,
+  VMIGRATE_RESULT_SOURCE_FILE_MISSING = 2013,
   /*
-   A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the datastore folder (`..`, an absolute name, a symlink out) or is not a regular file. (range `vsphere`, kind `InvalidInput`)
+   A file the source names (a VM configuration, a disk descriptor, extent or delta parent, a package member) resolves outside the source's folder or package (`..`, an absolute name, a symlink out) or is not a regular file. (range `source`, kind `InvalidInput`)
    */
   VMIGRATE_RESULT_UNSAFE_PATH = 2014,
   /*
-   Could not load or use the kubeconfig / cluster credentials. (range `kubevirt`, kind `Auth`)
+   Could not load or use the target's configuration or credentials. (range `target`, kind `Auth`)
    */
-  VMIGRATE_RESULT_KUBE_CONFIG = 3001,
+  VMIGRATE_RESULT_TARGET_CONFIG = 3001,
   /*
-   The Kubernetes API refused with 403. (range `kubevirt`, kind `Auth`)
+   The target refused the operation for lack of permission (HTTP 403). (range `target`, kind `Auth`)
    */
-  VMIGRATE_RESULT_KUBE_FORBIDDEN = 3002,
+  VMIGRATE_RESULT_TARGET_FORBIDDEN = 3002,
   /*
-   A Kubernetes object or API is missing (404). (range `kubevirt`, kind `NotFound`)
+   An object or API is missing at the target (HTTP 404). (range `target`, kind `NotFound`)
    */
-  VMIGRATE_RESULT_KUBE_NOT_FOUND = 3003,
+  VMIGRATE_RESULT_TARGET_NOT_FOUND = 3003,
   /*
-   A Kubernetes object conflicts (409). (range `kubevirt`, kind `Conflict`)
+   An object at the target conflicts with ours (HTTP 409). (range `target`, kind `Conflict`)
    */
-  VMIGRATE_RESULT_KUBE_CONFLICT = 3004,
+  VMIGRATE_RESULT_TARGET_CONFLICT = 3004,
   /*
-   The Kubernetes API rejected an object as invalid (422). (range `kubevirt`, kind `InvalidInput`)
+   The target rejected an object as invalid (HTTP 422). (range `target`, kind `InvalidInput`)
    */
-  VMIGRATE_RESULT_KUBE_INVALID = 3005,
+  VMIGRATE_RESULT_TARGET_INVALID = 3005,
   /*
-   KubeVirt or CDI custom resources are not installed. (range `kubevirt`, kind `Unsupported`)
+   The target lacks an API or component the migration needs (its custom resources are not installed). (range `target`, kind `Unsupported`)
    */
-  VMIGRATE_RESULT_KUBE_MISSING_CRD = 3006,
+  VMIGRATE_RESULT_TARGET_MISSING_API = 3006,
   /*
-   A resource quota or limit was exceeded. (range `kubevirt`, kind `NoSpace`)
+   A quota or limit of the target was exceeded. (range `target`, kind `NoSpace`)
    */
-  VMIGRATE_RESULT_KUBE_QUOTA = 3007,
+  VMIGRATE_RESULT_TARGET_QUOTA = 3007,
   /*
-   The CDI upload failed. (range `kubevirt`, kind `Io`)
+   Uploading a disk to the target failed. (range `target`, kind `Io`)
    */
-  VMIGRATE_RESULT_CDI_UPLOAD = 3008,
+  VMIGRATE_RESULT_TARGET_UPLOAD_FAILED = 3008,
   /*
-   A DataVolume or import failed. (range `kubevirt`, kind `Conflict`)
+   An import the target ran for a volume failed. (range `target`, kind `Conflict`)
    */
-  VMIGRATE_RESULT_DATA_VOLUME_FAILED = 3009,
+  VMIGRATE_RESULT_TARGET_IMPORT_FAILED = 3009,
   /*
-   Any other Kubernetes API error. (range `kubevirt`, kind `Protocol`)
+   The target's API reported any other failure. (range `target`, kind `Protocol`)
    */
-  VMIGRATE_RESULT_KUBE_API = 3010,
+  VMIGRATE_RESULT_TARGET_FAULT = 3010,
   /*
    Local I/O failed. (range `transport`, kind `Io`)
    */
@@ -445,7 +445,9 @@ vmigrate_result vmigrate_error_message(uint32_t code, char *buf, size_t len, siz
 
 /*
  The symbolic name of `code` (`"PlanParse"`, as `VMIGRATE_RESULT_PLAN_PARSE` and Python's
- `.name`), a static string; NULL for a number outside the table.
+ `.name`), a static string; NULL for a number outside the table. A renamed code gives its
+ current name (2003 is `"SourceInvalidLogin"`, once `"VsphereInvalidLogin"`): compare numbers,
+ not names (docs/errors.md).
  */
 const char *vmigrate_error_name(uint32_t code);
 
@@ -680,5 +682,37 @@ const char *vmigrate_version(void);
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
+
+/*
+ Old names of renamed result codes, kept for source compatibility: the numbers never change.
+ The 2000 and 3000 ranges were named after providers (vSphere, KubeVirt); they are now the
+ source and target ranges (docs/errors.md). Define VMIGRATE_NO_OLD_NAMES before including
+ this header to leave the old names out.
+ */
+#ifndef VMIGRATE_NO_OLD_NAMES
+#define VMIGRATE_RESULT_VSPHERE_CONNECT VMIGRATE_RESULT_SOURCE_CONNECT
+#define VMIGRATE_RESULT_VSPHERE_TLS VMIGRATE_RESULT_SOURCE_TLS
+#define VMIGRATE_RESULT_VSPHERE_INVALID_LOGIN VMIGRATE_RESULT_SOURCE_INVALID_LOGIN
+#define VMIGRATE_RESULT_VSPHERE_NOT_AUTHENTICATED VMIGRATE_RESULT_SOURCE_NOT_AUTHENTICATED
+#define VMIGRATE_RESULT_VSPHERE_NOT_FOUND VMIGRATE_RESULT_SOURCE_NOT_FOUND
+#define VMIGRATE_RESULT_VSPHERE_TASK_FAILED VMIGRATE_RESULT_SOURCE_TASK_FAILED
+#define VMIGRATE_RESULT_VSPHERE_INVALID_STATE VMIGRATE_RESULT_SOURCE_INVALID_STATE
+#define VMIGRATE_RESULT_VSPHERE_TASK_IN_PROGRESS VMIGRATE_RESULT_SOURCE_TASK_IN_PROGRESS
+#define VMIGRATE_RESULT_VSPHERE_FAULT VMIGRATE_RESULT_SOURCE_FAULT
+#define VMIGRATE_RESULT_VSPHERE_MALFORMED VMIGRATE_RESULT_SOURCE_MALFORMED
+#define VMIGRATE_RESULT_VMX_PARSE VMIGRATE_RESULT_SOURCE_DESCRIPTOR_PARSE
+#define VMIGRATE_RESULT_VMDK_FORMAT VMIGRATE_RESULT_SOURCE_DISK_FORMAT
+#define VMIGRATE_RESULT_DATASTORE_FILE_MISSING VMIGRATE_RESULT_SOURCE_FILE_MISSING
+#define VMIGRATE_RESULT_KUBE_CONFIG VMIGRATE_RESULT_TARGET_CONFIG
+#define VMIGRATE_RESULT_KUBE_FORBIDDEN VMIGRATE_RESULT_TARGET_FORBIDDEN
+#define VMIGRATE_RESULT_KUBE_NOT_FOUND VMIGRATE_RESULT_TARGET_NOT_FOUND
+#define VMIGRATE_RESULT_KUBE_CONFLICT VMIGRATE_RESULT_TARGET_CONFLICT
+#define VMIGRATE_RESULT_KUBE_INVALID VMIGRATE_RESULT_TARGET_INVALID
+#define VMIGRATE_RESULT_KUBE_MISSING_CRD VMIGRATE_RESULT_TARGET_MISSING_API
+#define VMIGRATE_RESULT_KUBE_QUOTA VMIGRATE_RESULT_TARGET_QUOTA
+#define VMIGRATE_RESULT_CDI_UPLOAD VMIGRATE_RESULT_TARGET_UPLOAD_FAILED
+#define VMIGRATE_RESULT_DATA_VOLUME_FAILED VMIGRATE_RESULT_TARGET_IMPORT_FAILED
+#define VMIGRATE_RESULT_KUBE_API VMIGRATE_RESULT_TARGET_FAULT
+#endif  /* VMIGRATE_NO_OLD_NAMES */
 
 #endif  /* VMIGRATE_H */

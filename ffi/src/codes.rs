@@ -32,54 +32,54 @@ pub enum vmigrate_result {
     StatusPlanMismatch = 1009,
     /// The target (an output folder) is in use by another vmigrate run, in this or another process: two runs would write the same disks. (range `plan`, kind `Conflict`)
     TargetBusy = 1010,
-    /// Could not connect to the vSphere endpoint. (range `vsphere`, kind `Connection`)
-    VsphereConnect = 2001,
-    /// The vSphere certificate did not verify or did not match the pinned thumbprint. (range `vsphere`, kind `Tls`)
-    VsphereTls = 2002,
-    /// vSphere refused the login (InvalidLogin). (range `vsphere`, kind `Auth`)
-    VsphereInvalidLogin = 2003,
-    /// The vSphere session is not (or no longer) authenticated (NotAuthenticated). (range `vsphere`, kind `Auth`)
-    VsphereNotAuthenticated = 2004,
-    /// A managed object no longer exists (ManagedObjectNotFound). (range `vsphere`, kind `NotFound`)
-    VsphereNotFound = 2005,
-    /// A vSphere task failed. (range `vsphere`, kind `Conflict`)
-    VsphereTaskFailed = 2006,
-    /// The object is in the wrong state for the operation (InvalidState, InvalidPowerState). (range `vsphere`, kind `Conflict`)
-    VsphereInvalidState = 2007,
-    /// Another task is already running on the object (TaskInProgress). (range `vsphere`, kind `Conflict`)
-    VsphereTaskInProgress = 2008,
-    /// Any other SOAP fault. (range `vsphere`, kind `Protocol`)
-    VsphereFault = 2009,
-    /// The server sent XML we cannot parse, or a response over the size limit. (range `vsphere`, kind `Protocol`)
-    VsphereMalformed = 2010,
-    /// A VMX file could not be parsed. (range `vsphere`, kind `InvalidInput`)
-    VmxParse = 2011,
-    /// A VMDK descriptor or sparse header is invalid or unsupported. (range `vsphere`, kind `Protocol`)
-    VmdkFormat = 2012,
-    /// A datastore file is missing. (range `vsphere`, kind `NotFound`)
-    DatastoreFileMissing = 2013,
-    /// A file a datastore names (VMX, descriptor, extent, delta parent) resolves outside the datastore folder (`..`, an absolute name, a symlink out) or is not a regular file. (range `vsphere`, kind `InvalidInput`)
+    /// Could not connect to the source's endpoint. (range `source`, kind `Connection`)
+    SourceConnect = 2001,
+    /// The source's certificate did not verify or did not match the pinned thumbprint. (range `source`, kind `Tls`)
+    SourceTls = 2002,
+    /// The source refused the login (wrong user name or password). (range `source`, kind `Auth`)
+    SourceInvalidLogin = 2003,
+    /// The session with the source is not (or no longer) authenticated. (range `source`, kind `Auth`)
+    SourceNotAuthenticated = 2004,
+    /// An object the source was asked about does not exist there (any more). (range `source`, kind `NotFound`)
+    SourceNotFound = 2005,
+    /// An operation the source ran for us (a task: power, snapshot, changed-block tracking) failed. (range `source`, kind `Conflict`)
+    SourceTaskFailed = 2006,
+    /// The source object is in the wrong state for the operation (for example its power state). (range `source`, kind `Conflict`)
+    SourceInvalidState = 2007,
+    /// Another operation is already running on the source object. (range `source`, kind `Conflict`)
+    SourceTaskInProgress = 2008,
+    /// The source's API reported any other failure. (range `source`, kind `Protocol`)
+    SourceFault = 2009,
+    /// The source sent a response we cannot parse, or one over the size limit. (range `source`, kind `Protocol`)
+    SourceMalformed = 2010,
+    /// A VM description the source reads (a VM configuration file, a package descriptor, index or manifest) could not be parsed. (range `source`, kind `InvalidInput`)
+    SourceDescriptorParse = 2011,
+    /// A disk image's format (a descriptor or sparse header) is invalid or unsupported. (range `source`, kind `Protocol`)
+    SourceDiskFormat = 2012,
+    /// A file the source names (a VM configuration, a disk descriptor or extent, a package member) is missing. (range `source`, kind `NotFound`)
+    SourceFileMissing = 2013,
+    /// A file the source names (a VM configuration, a disk descriptor, extent or delta parent, a package member) resolves outside the source's folder or package (`..`, an absolute name, a symlink out) or is not a regular file. (range `source`, kind `InvalidInput`)
     UnsafePath = 2014,
-    /// Could not load or use the kubeconfig / cluster credentials. (range `kubevirt`, kind `Auth`)
-    KubeConfig = 3001,
-    /// The Kubernetes API refused with 403. (range `kubevirt`, kind `Auth`)
-    KubeForbidden = 3002,
-    /// A Kubernetes object or API is missing (404). (range `kubevirt`, kind `NotFound`)
-    KubeNotFound = 3003,
-    /// A Kubernetes object conflicts (409). (range `kubevirt`, kind `Conflict`)
-    KubeConflict = 3004,
-    /// The Kubernetes API rejected an object as invalid (422). (range `kubevirt`, kind `InvalidInput`)
-    KubeInvalid = 3005,
-    /// KubeVirt or CDI custom resources are not installed. (range `kubevirt`, kind `Unsupported`)
-    KubeMissingCrd = 3006,
-    /// A resource quota or limit was exceeded. (range `kubevirt`, kind `NoSpace`)
-    KubeQuota = 3007,
-    /// The CDI upload failed. (range `kubevirt`, kind `Io`)
-    CdiUpload = 3008,
-    /// A DataVolume or import failed. (range `kubevirt`, kind `Conflict`)
-    DataVolumeFailed = 3009,
-    /// Any other Kubernetes API error. (range `kubevirt`, kind `Protocol`)
-    KubeApi = 3010,
+    /// Could not load or use the target's configuration or credentials. (range `target`, kind `Auth`)
+    TargetConfig = 3001,
+    /// The target refused the operation for lack of permission (HTTP 403). (range `target`, kind `Auth`)
+    TargetForbidden = 3002,
+    /// An object or API is missing at the target (HTTP 404). (range `target`, kind `NotFound`)
+    TargetNotFound = 3003,
+    /// An object at the target conflicts with ours (HTTP 409). (range `target`, kind `Conflict`)
+    TargetConflict = 3004,
+    /// The target rejected an object as invalid (HTTP 422). (range `target`, kind `InvalidInput`)
+    TargetInvalid = 3005,
+    /// The target lacks an API or component the migration needs (its custom resources are not installed). (range `target`, kind `Unsupported`)
+    TargetMissingApi = 3006,
+    /// A quota or limit of the target was exceeded. (range `target`, kind `NoSpace`)
+    TargetQuota = 3007,
+    /// Uploading a disk to the target failed. (range `target`, kind `Io`)
+    TargetUploadFailed = 3008,
+    /// An import the target ran for a volume failed. (range `target`, kind `Conflict`)
+    TargetImportFailed = 3009,
+    /// The target's API reported any other failure. (range `target`, kind `Protocol`)
+    TargetFault = 3010,
     /// Local I/O failed. (range `transport`, kind `Io`)
     Io = 4001,
     /// The target is out of space. (range `transport`, kind `NoSpace`)
@@ -144,30 +144,30 @@ impl vmigrate_result {
             ErrorCode::InvalidArgument => vmigrate_result::InvalidArgument,
             ErrorCode::StatusPlanMismatch => vmigrate_result::StatusPlanMismatch,
             ErrorCode::TargetBusy => vmigrate_result::TargetBusy,
-            ErrorCode::VsphereConnect => vmigrate_result::VsphereConnect,
-            ErrorCode::VsphereTls => vmigrate_result::VsphereTls,
-            ErrorCode::VsphereInvalidLogin => vmigrate_result::VsphereInvalidLogin,
-            ErrorCode::VsphereNotAuthenticated => vmigrate_result::VsphereNotAuthenticated,
-            ErrorCode::VsphereNotFound => vmigrate_result::VsphereNotFound,
-            ErrorCode::VsphereTaskFailed => vmigrate_result::VsphereTaskFailed,
-            ErrorCode::VsphereInvalidState => vmigrate_result::VsphereInvalidState,
-            ErrorCode::VsphereTaskInProgress => vmigrate_result::VsphereTaskInProgress,
-            ErrorCode::VsphereFault => vmigrate_result::VsphereFault,
-            ErrorCode::VsphereMalformed => vmigrate_result::VsphereMalformed,
-            ErrorCode::VmxParse => vmigrate_result::VmxParse,
-            ErrorCode::VmdkFormat => vmigrate_result::VmdkFormat,
-            ErrorCode::DatastoreFileMissing => vmigrate_result::DatastoreFileMissing,
+            ErrorCode::SourceConnect => vmigrate_result::SourceConnect,
+            ErrorCode::SourceTls => vmigrate_result::SourceTls,
+            ErrorCode::SourceInvalidLogin => vmigrate_result::SourceInvalidLogin,
+            ErrorCode::SourceNotAuthenticated => vmigrate_result::SourceNotAuthenticated,
+            ErrorCode::SourceNotFound => vmigrate_result::SourceNotFound,
+            ErrorCode::SourceTaskFailed => vmigrate_result::SourceTaskFailed,
+            ErrorCode::SourceInvalidState => vmigrate_result::SourceInvalidState,
+            ErrorCode::SourceTaskInProgress => vmigrate_result::SourceTaskInProgress,
+            ErrorCode::SourceFault => vmigrate_result::SourceFault,
+            ErrorCode::SourceMalformed => vmigrate_result::SourceMalformed,
+            ErrorCode::SourceDescriptorParse => vmigrate_result::SourceDescriptorParse,
+            ErrorCode::SourceDiskFormat => vmigrate_result::SourceDiskFormat,
+            ErrorCode::SourceFileMissing => vmigrate_result::SourceFileMissing,
             ErrorCode::UnsafePath => vmigrate_result::UnsafePath,
-            ErrorCode::KubeConfig => vmigrate_result::KubeConfig,
-            ErrorCode::KubeForbidden => vmigrate_result::KubeForbidden,
-            ErrorCode::KubeNotFound => vmigrate_result::KubeNotFound,
-            ErrorCode::KubeConflict => vmigrate_result::KubeConflict,
-            ErrorCode::KubeInvalid => vmigrate_result::KubeInvalid,
-            ErrorCode::KubeMissingCrd => vmigrate_result::KubeMissingCrd,
-            ErrorCode::KubeQuota => vmigrate_result::KubeQuota,
-            ErrorCode::CdiUpload => vmigrate_result::CdiUpload,
-            ErrorCode::DataVolumeFailed => vmigrate_result::DataVolumeFailed,
-            ErrorCode::KubeApi => vmigrate_result::KubeApi,
+            ErrorCode::TargetConfig => vmigrate_result::TargetConfig,
+            ErrorCode::TargetForbidden => vmigrate_result::TargetForbidden,
+            ErrorCode::TargetNotFound => vmigrate_result::TargetNotFound,
+            ErrorCode::TargetConflict => vmigrate_result::TargetConflict,
+            ErrorCode::TargetInvalid => vmigrate_result::TargetInvalid,
+            ErrorCode::TargetMissingApi => vmigrate_result::TargetMissingApi,
+            ErrorCode::TargetQuota => vmigrate_result::TargetQuota,
+            ErrorCode::TargetUploadFailed => vmigrate_result::TargetUploadFailed,
+            ErrorCode::TargetImportFailed => vmigrate_result::TargetImportFailed,
+            ErrorCode::TargetFault => vmigrate_result::TargetFault,
             ErrorCode::Io => vmigrate_result::Io,
             ErrorCode::NoSpace => vmigrate_result::NoSpace,
             ErrorCode::NbdProtocol => vmigrate_result::NbdProtocol,
@@ -211,30 +211,30 @@ pub(crate) fn static_name(code: u32) -> Option<&'static CStr> {
         1008 => Some(c"InvalidArgument"),
         1009 => Some(c"StatusPlanMismatch"),
         1010 => Some(c"TargetBusy"),
-        2001 => Some(c"VsphereConnect"),
-        2002 => Some(c"VsphereTls"),
-        2003 => Some(c"VsphereInvalidLogin"),
-        2004 => Some(c"VsphereNotAuthenticated"),
-        2005 => Some(c"VsphereNotFound"),
-        2006 => Some(c"VsphereTaskFailed"),
-        2007 => Some(c"VsphereInvalidState"),
-        2008 => Some(c"VsphereTaskInProgress"),
-        2009 => Some(c"VsphereFault"),
-        2010 => Some(c"VsphereMalformed"),
-        2011 => Some(c"VmxParse"),
-        2012 => Some(c"VmdkFormat"),
-        2013 => Some(c"DatastoreFileMissing"),
+        2001 => Some(c"SourceConnect"),
+        2002 => Some(c"SourceTls"),
+        2003 => Some(c"SourceInvalidLogin"),
+        2004 => Some(c"SourceNotAuthenticated"),
+        2005 => Some(c"SourceNotFound"),
+        2006 => Some(c"SourceTaskFailed"),
+        2007 => Some(c"SourceInvalidState"),
+        2008 => Some(c"SourceTaskInProgress"),
+        2009 => Some(c"SourceFault"),
+        2010 => Some(c"SourceMalformed"),
+        2011 => Some(c"SourceDescriptorParse"),
+        2012 => Some(c"SourceDiskFormat"),
+        2013 => Some(c"SourceFileMissing"),
         2014 => Some(c"UnsafePath"),
-        3001 => Some(c"KubeConfig"),
-        3002 => Some(c"KubeForbidden"),
-        3003 => Some(c"KubeNotFound"),
-        3004 => Some(c"KubeConflict"),
-        3005 => Some(c"KubeInvalid"),
-        3006 => Some(c"KubeMissingCrd"),
-        3007 => Some(c"KubeQuota"),
-        3008 => Some(c"CdiUpload"),
-        3009 => Some(c"DataVolumeFailed"),
-        3010 => Some(c"KubeApi"),
+        3001 => Some(c"TargetConfig"),
+        3002 => Some(c"TargetForbidden"),
+        3003 => Some(c"TargetNotFound"),
+        3004 => Some(c"TargetConflict"),
+        3005 => Some(c"TargetInvalid"),
+        3006 => Some(c"TargetMissingApi"),
+        3007 => Some(c"TargetQuota"),
+        3008 => Some(c"TargetUploadFailed"),
+        3009 => Some(c"TargetImportFailed"),
+        3010 => Some(c"TargetFault"),
         4001 => Some(c"Io"),
         4002 => Some(c"NoSpace"),
         4003 => Some(c"NbdProtocol"),

@@ -37,7 +37,9 @@ pub unsafe extern "C" fn vmigrate_error_message(
 }
 
 /// The symbolic name of `code` (`"PlanParse"`, as `VMIGRATE_RESULT_PLAN_PARSE` and Python's
-/// `.name`), a static string; NULL for a number outside the table.
+/// `.name`), a static string; NULL for a number outside the table. A renamed code gives its
+/// current name (2003 is `"SourceInvalidLogin"`, once `"VsphereInvalidLogin"`): compare numbers,
+/// not names (docs/errors.md).
 #[no_mangle]
 pub extern "C" fn vmigrate_error_name(code: u32) -> *const c_char {
     crate::codes::static_name(code).map_or(std::ptr::null(), |c| c.as_ptr())

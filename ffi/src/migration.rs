@@ -2,12 +2,9 @@
 
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
-use vmigrate_core::{Error, ErrorCode, PlanStatus, Result, SourceProvider, TargetProvider};
+use vmigrate_core::Result;
+use vmigrate_facade::session::MigrationOptions;
 
 use crate::codes::vmigrate_result;
 use crate::plan::{plan_ref, vmigrate_plan};
@@ -21,79 +18,9 @@ pub struct vmigrate_migration {
     _private: [u8; 0],
 }
 
-type EventSlot = Arc<Mutex<Option<mpsc::UnboundedSender<Event>>>>;
-
-struct Migration {
-    executor: Arc<Executor>,
-    controller: Controller,
-    /// Where the executor's events go while a run is in progress.
-    events: EventSlot,
-    running: AtomicBool,
-    /// The executor's source and target, ended (vCenter logout) when the handle is freed.
-    providers: Providers,
-}
-
-/// A run's source and target, kept to be closed when the run's handle goes away.
-pub(crate) type Providers = (Arc<dyn SourceProvider>, Arc<dyn TargetProvider>);
-
-/// End the sessions of a run's source and target (never fails: a failed logout is logged).
-pub(crate) async fn close_providers((source, target): Providers) {
-    vmigrate_facade::sources::close_quietly(source.as_ref()).await;
-    if let Err(e) = target.close().await {
-        tracing::warn!(error = %e.report(), "releasing the target failed");
-    }
-}
-
-/// Open the plan's source and target and build its executor. `status_path` (optional) is resumed
-/// from when it holds an earlier run of the same plan.
-pub(crate) async fn prepare(
-    plan: vmigrate_core::Plan,
-    status_path: Option<PathBuf>,
-) -> Result<(Arc<Executor>, EventSlot, Providers)> {
-    let source: Arc<dyn SourceProvider> = Arc::from(vmigrate_facade::sources::open_source(&plan.spec.source).await?);
-    let target: Arc<dyn TargetProvider> = Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
-    let slot: EventSlot = Arc::new(Mutex::new(None));
-    let sink_slot = slot.clone();
-    let opts = ExecutorOptions {
-        status_path,
-        events: Some(Arc::new(move |e: &Event| {
-            if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                let _ = tx.send(e.clone());
-            }
-        })),
-        ..ExecutorOptions::default()
-    };
-    let executor = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
-    Ok((executor, slot, (source, target)))
-}
-
-/// Run an executor to the end, handing each event to `on_event` on the calling thread.
-/// A cancelled run is [`ErrorCode::Cancelled`] (the final status stays readable).
-pub(crate) async fn run_with_events(
-    executor: &Executor,
-    slot: &EventSlot,
-    mut on_event: impl FnMut(&Event),
-) -> Result<PlanStatus> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-    let run = executor.run();
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            Some(e) = rx.recv() => on_event(&e),
-        }
-    };
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    while let Ok(e) = rx.try_recv() {
-        on_event(&e);
-    }
-    let status = result?;
-    if executor.controller().is_cancelled() {
-        return Err(Error::new(ErrorCode::Cancelled, format!("plan cancelled: {}", status.summary())));
-    }
-    Ok(status)
-}
+/// What a `vmigrate_migration` handle points to: the facade's session, written once for the CLI,
+/// C and Python.
+type Migration = vmigrate_facade::session::Migration;
 
 /// Borrow the migration behind a handle.
 ///
@@ -123,9 +50,11 @@ pub unsafe extern "C" fn vmigrate_migration_new(
         non_null(out, "out")?;
         // SAFETY: caller contract.
         let (plan, status_path) = unsafe { (plan_ref(plan)?, optional_str(status_path, "status_path")?) };
-        let (executor, events, providers) = block_on(prepare(plan.clone(), status_path.map(PathBuf::from)))??;
-        let controller = executor.controller();
-        let m = Migration { executor, controller, events, running: AtomicBool::new(false), providers };
+        let mut options = MigrationOptions::default();
+        if let Some(path) = status_path {
+            options = options.status_path(PathBuf::from(path));
+        }
+        let m = block_on(Migration::open(plan.clone(), options))??;
         // SAFETY: out was checked for NULL; C treats the Box<Migration> as opaque.
         unsafe { write_out(out, Box::into_raw(Box::new(m)).cast::<vmigrate_migration>()) };
         Ok(())
@@ -157,17 +86,12 @@ pub unsafe extern "C" fn vmigrate_migration_run(
     ffi_panic_boundary! {
         // SAFETY: caller contract.
         let m = unsafe { migration_ref(migration) }?;
-        if m.running.swap(true, Ordering::AcqRel) {
-            return Err(Error::new(ErrorCode::Unsupported, "this migration is already running"));
-        }
         let callback = Callback::new(cb, userdata);
-        let result = block_on(run_with_events(&m.executor, &m.events, |e| {
+        let status = block_on(m.run(|e| {
             if let Some(cb) = &callback {
                 cb.call(&vmigrate_facade::wire::migration_event(e));
             }
-        }));
-        m.running.store(false, Ordering::Release);
-        let status = result??;
+        }))??;
         if non_null(out_status_json, "out_status_json").is_ok() {
             // SAFETY: checked for NULL just above.
             unsafe { write_string(out_status_json, vmigrate_facade::wire::plan_status(&status)?) };
@@ -186,7 +110,7 @@ pub unsafe extern "C" fn vmigrate_migration_run(
 pub unsafe extern "C" fn vmigrate_migration_cancel(migration: *const vmigrate_migration) -> vmigrate_result {
     ffi_panic_boundary! {
         // SAFETY: caller contract.
-        unsafe { migration_ref(migration) }?.controller.cancel();
+        unsafe { migration_ref(migration) }?.controller().cancel();
         Ok(())
     }
 }
@@ -203,7 +127,7 @@ pub unsafe extern "C" fn vmigrate_migration_cancel_vm(
     ffi_panic_boundary! {
         // SAFETY: caller contract.
         let (m, vm) = unsafe { (migration_ref(migration)?, required_str(vm, "vm")?) };
-        m.controller.cancel_vm(vm);
+        m.controller().cancel_vm(vm);
         Ok(())
     }
 }
@@ -222,7 +146,7 @@ pub unsafe extern "C" fn vmigrate_migration_status(
         non_null(out_json, "out_json")?;
         // SAFETY: caller contract.
         let m = unsafe { migration_ref(migration) }?;
-        let json = vmigrate_facade::wire::plan_status(&m.executor.status())?;
+        let json = vmigrate_facade::wire::plan_status(&m.status())?;
         // SAFETY: checked for NULL above.
         unsafe { write_string(out_json, json) };
         Ok(())
@@ -241,7 +165,7 @@ pub unsafe extern "C" fn vmigrate_migration_free(migration: *mut vmigrate_migrat
             let m = unsafe { Box::from_raw(migration.cast::<Migration>()) };
             // A runtime already shut down (vmigrate_shutdown) cannot log out; the drop below
             // then still tries its best.
-            let _ = block_on(close_providers(m.providers.clone()));
+            let _ = block_on(m.close_quietly());
             crate::runtime::drop_in_runtime(m);
         }
     }

@@ -8,7 +8,7 @@ use vmigrate_core::{Credentials, Result, SourceProvider};
 
 use crate::codes::vmigrate_result;
 use crate::runtime::block_on;
-use crate::util::{invalid, non_null, optional_str, required_str, write_out, write_string};
+use crate::util::{non_null, optional_str, required_str, write_out, write_string};
 
 /// A source connection: opaque; create with `vmigrate_source_new`, release with
 /// `vmigrate_source_free`.
@@ -62,11 +62,8 @@ pub unsafe extern "C" fn vmigrate_source_new(
                 optional_str(ca_file, "ca_file")?,
             )
         };
-        let credentials = match (username, password) {
-            (Some(u), Some(p)) => Some(Credentials { username: u.to_string(), password: p.to_string() }),
-            (None, None) => None,
-            _ => return Err(invalid("username and password must be given together")),
-        };
+        let credentials =
+            vmigrate_facade::sources::credentials_from(username.map(str::to_string), password.map(str::to_string))?;
         let spec = SourceSpec {
             url: url.to_string(),
             thumbprint: thumbprint.map(str::to_string),

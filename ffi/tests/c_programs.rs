@@ -35,14 +35,27 @@ enum Link {
 /// System libraries the Rust standard library needs when linked statically (also in vmigrate.pc).
 const STATIC_DEPS: &[&str] = &["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"];
 
+/// The one program that uses the old names of renamed codes on purpose; every other program is
+/// compiled with `VMIGRATE_NO_OLD_NAMES`, so the tests and examples use only current names.
+const OLD_NAMES_PROGRAM: &str = "old_names";
+
 /// Compile `source` (under `tests/c/`, or a path) into `out_dir`.
 fn compile(source: &Path, out_dir: &Path, link: Link) -> PathBuf {
     let stem = source.file_stem().expect("source has a name").to_string_lossy().to_string();
-    let exe = out_dir.join(format!("{stem}-{link:?}").to_lowercase());
+    compile_as(source, out_dir, link, stem != OLD_NAMES_PROGRAM)
+}
+
+/// [`compile`], saying whether the program must do without the old names.
+fn compile_as(source: &Path, out_dir: &Path, link: Link, no_old_names: bool) -> PathBuf {
+    let stem = source.file_stem().expect("source has a name").to_string_lossy().to_string();
+    let exe = out_dir.join(format!("{stem}-{link:?}-{no_old_names}").to_lowercase());
     let libs = lib_dir();
     let mut cmd = Command::new("gcc");
-    cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic"])
-        .arg("-I")
+    cmd.args(["-std=c11", "-g", "-Wall", "-Wextra", "-Werror", "-pedantic"]);
+    if no_old_names {
+        cmd.arg("-DVMIGRATE_NO_OLD_NAMES");
+    }
+    cmd.arg("-I")
         .arg(crate_dir().join("include"))
         .arg("-I")
         .arg(crate_dir().join("tests/c"))
@@ -126,6 +139,17 @@ fn c_test(name: &str) -> PathBuf {
 fn errors_table_messages_and_null_handling() {
     let codes = (vmigrate_core::ErrorCode::ALL.len() + 1).to_string();
     check_program(&c_test("errors.c"), &[&codes]);
+}
+
+#[test]
+fn old_result_names_compile_and_equal_the_new_ones() {
+    let Some(out) = check_program(&c_test("old_names.c"), &[]) else { return };
+    assert!(out.contains("old names: 23 ok"), "{out}");
+    // With VMIGRATE_NO_OLD_NAMES the header leaves them out (the program's #error checks it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile_as(&c_test("old_names.c"), dir.path(), Link::Shared, true);
+    let out = run(Command::new(&exe), "old_names.c with VMIGRATE_NO_OLD_NAMES");
+    assert!(out.contains("old names: left out"), "{out}");
 }
 
 #[test]

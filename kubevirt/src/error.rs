@@ -130,22 +130,22 @@ impl KubevirtError {
     /// The stable code this error crosses the seam with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            KubevirtError::Config { .. } => ErrorCode::KubeConfig,
-            KubevirtError::Forbidden { .. } => ErrorCode::KubeForbidden,
-            KubevirtError::NotFound { .. } => ErrorCode::KubeNotFound,
-            KubevirtError::Conflict { .. } => ErrorCode::KubeConflict,
-            KubevirtError::Invalid { .. } => ErrorCode::KubeInvalid,
-            KubevirtError::Quota { .. } => ErrorCode::KubeQuota,
-            KubevirtError::MissingCrd { .. } => ErrorCode::KubeMissingCrd,
-            KubevirtError::Api { .. } => ErrorCode::KubeApi,
-            KubevirtError::Upload { .. } => ErrorCode::CdiUpload,
-            KubevirtError::TransferFailed { .. } => ErrorCode::DataVolumeFailed,
+            KubevirtError::Config { .. } => ErrorCode::TargetConfig,
+            KubevirtError::Forbidden { .. } => ErrorCode::TargetForbidden,
+            KubevirtError::NotFound { .. } => ErrorCode::TargetNotFound,
+            KubevirtError::Conflict { .. } => ErrorCode::TargetConflict,
+            KubevirtError::Invalid { .. } => ErrorCode::TargetInvalid,
+            KubevirtError::Quota { .. } => ErrorCode::TargetQuota,
+            KubevirtError::MissingCrd { .. } => ErrorCode::TargetMissingApi,
+            KubevirtError::Api { .. } => ErrorCode::TargetFault,
+            KubevirtError::Upload { .. } => ErrorCode::TargetUploadFailed,
+            KubevirtError::TransferFailed { .. } => ErrorCode::TargetImportFailed,
             KubevirtError::Timeout { .. } => ErrorCode::Timeout,
             KubevirtError::Io { source, .. } => match source.raw_os_error() {
                 Some(28) | Some(122) => ErrorCode::NoSpace,
                 _ => ErrorCode::Io,
             },
-            KubevirtError::Parse { .. } => ErrorCode::KubeApi,
+            KubevirtError::Parse { .. } => ErrorCode::TargetFault,
             KubevirtError::BadOption(_) => ErrorCode::BadUrl,
         }
     }

@@ -207,7 +207,7 @@ impl UploadSink {
         match self.finish().await {
             Err(e) => e,
             Ok(()) => Error::new(
-                ErrorCode::CdiUpload,
+                ErrorCode::TargetUploadFailed,
                 format!("upload of {} ended before all data was written", self.inner.cfg.volume),
             ),
         }

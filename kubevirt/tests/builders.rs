@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::Value;
 use vmigrate_core::plan::TargetDiskBus;
-use vmigrate_core::PreparedVolume;
 use vmigrate_kubevirt::builder::{self, VolumeSource};
 
 fn golden(name: &str, value: &impl serde::Serialize) {
@@ -24,25 +23,12 @@ fn golden(name: &str, value: &impl serde::Serialize) {
     assert_eq!(text, want, "{name} differs from {}", path.display());
 }
 
-fn vols(t: &vmigrate_core::TargetVm) -> Vec<PreparedVolume> {
-    t.source
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| PreparedVolume {
-            disk_key: d.key,
-            name: builder::volume_name(&t.name, i),
-            size: builder::volume_size(d),
-        })
-        .collect()
-}
-
 #[test]
 fn golden_lab_objects() {
     let db = database();
     let web = winweb01();
-    golden("vm-database", &builder::build_vm(&db, &vols(&db)));
-    golden("vm-winweb01", &builder::build_vm(&web, &vols(&web)));
+    golden("vm-database", &builder::build_vm(&db, &volumes(&db)));
+    golden("vm-winweb01", &builder::build_vm(&web, &volumes(&web)));
     golden("dv-database-disk0-upload", &builder::build_datavolume(&db, &db.source.disks[0], &VolumeSource::Upload));
     let svcs = lab_services(None, None);
     golden("service-webapp", &builder::build_service("move-webapp-vmware", "vmexamples", &svcs[0]));
@@ -67,7 +53,7 @@ fn j(v: &impl serde::Serialize) -> Value {
 #[test]
 fn windows_vm_decisions() {
     let t = winweb01();
-    let vm = j(&builder::build_vm(&t, &vols(&t)));
+    let vm = j(&builder::build_vm(&t, &volumes(&t)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert_eq!(dom["firmware"]["bootloader"]["efi"]["secureBoot"], true);
     assert!(dom["features"]["smm"].is_object(), "secure boot needs SMM");
@@ -99,7 +85,7 @@ fn windows_vm_decisions() {
 
     let mut o = t.clone();
     o.disk_bus = Some(TargetDiskBus::Virtio);
-    let vm = j(&builder::build_vm(&o, &vols(&o)));
+    let vm = j(&builder::build_vm(&o, &common::volumes(&o)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "virtio", "plan override wins");
     assert_eq!(dom["devices"]["interfaces"][0]["model"], "virtio");
@@ -108,7 +94,7 @@ fn windows_vm_decisions() {
 #[test]
 fn linux_vm_decisions() {
     let t = database();
-    let vm = j(&builder::build_vm(&t, &vols(&t)));
+    let vm = j(&builder::build_vm(&t, &volumes(&t)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert!(dom["firmware"]["bootloader"]["bios"].is_object());
     assert!(dom["features"].get("smm").is_none() && dom["features"].get("hyperv").is_none());
@@ -128,7 +114,7 @@ fn converted_guests_get_what_the_conversion_installed() {
     let mut t = database();
     t.source.os_id = "linux".into();
     t.conversion = Some(converted("linux", "rhel8.6", TargetDiskBus::Virtio, "virtio", true));
-    let vm = j(&builder::build_vm(&t, &vols(&t)));
+    let vm = j(&builder::build_vm(&t, &volumes(&t)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "virtio");
     assert_eq!(dom["devices"]["interfaces"][0]["model"], "virtio");
@@ -140,21 +126,21 @@ fn converted_guests_get_what_the_conversion_installed() {
     // Windows converted without virtio-win: SATA and e1000e; with it: virtio everywhere.
     let mut w = winweb01();
     w.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Sata, "e1000e", false));
-    let vm = j(&builder::build_vm(&w, &vols(&w)));
+    let vm = j(&builder::build_vm(&w, &volumes(&w)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "sata");
     assert_eq!(dom["devices"]["interfaces"][0]["model"], "e1000e");
     assert_eq!(vm["spec"]["preference"]["name"], "windows.2k19");
     assert!(dom["features"]["hyperv"].is_object(), "still a Windows domain");
     w.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Virtio, "virtio", true));
-    let vm = j(&builder::build_vm(&w, &vols(&w)));
+    let vm = j(&builder::build_vm(&w, &volumes(&w)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
     assert_eq!(dom["devices"]["disks"][0]["disk"]["bus"], "virtio");
     assert_eq!(dom["devices"]["interfaces"][1]["model"], "virtio");
     // Not converted (skipGuestConversion): today's choice by guest id, and no preference pinned.
     let mut s = database();
     s.conversion = Some(vmigrate_core::convert::GuestConversion::skipped("spec.skipGuestConversion"));
-    let vm = j(&builder::build_vm(&s, &vols(&s)));
+    let vm = j(&builder::build_vm(&s, &volumes(&s)));
     assert!(vm["spec"].get("preference").is_none());
     assert_eq!(vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"][0]["disk"]["bus"], "virtio");
 }

@@ -120,13 +120,13 @@ async fn failed_datavolume_and_http_errors_map_to_codes() {
         vec![json!({"phase": "Failed", "conditions": [{"type": "Running", "status": "False", "message": "upload pod failed: no space"}]})],
     );
     let err = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect_err("failed dv");
-    assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert_eq!(err.code(), ErrorCode::TargetImportFailed);
     assert!(err.report().contains("no space"), "{}", err.report());
 
     for (status, reason, code) in [
-        (403, "Forbidden", ErrorCode::KubeForbidden),
-        (409, "Conflict", ErrorCode::KubeConflict),
-        (422, "Invalid", ErrorCode::KubeInvalid),
+        (403, "Forbidden", ErrorCode::TargetForbidden),
+        (409, "Conflict", ErrorCode::TargetConflict),
+        (422, "Invalid", ErrorCode::TargetInvalid),
     ] {
         fake.fail(Method::PATCH, "/virtualmachines/", status, reason, 1);
         let err = t.create_vm(&vm, &[]).await.expect_err(reason);
@@ -134,7 +134,7 @@ async fn failed_datavolume_and_http_errors_map_to_codes() {
     }
     fake.fail(Method::PATCH, "/datavolumes/", 403, "Forbidden", 1);
     let err = t.prepare_volume(&vm, &vm.source.disks[0]).await.expect_err("forbidden namespace");
-    assert_eq!(err.code(), ErrorCode::KubeForbidden);
+    assert_eq!(err.code(), ErrorCode::TargetForbidden);
 
     // No KubeVirt (found from discovery; the fake answers a plain-text 404 like a real server):
     // no VMs exist, and writing one is KubeMissingCrd.
@@ -142,7 +142,7 @@ async fn failed_datavolume_and_http_errors_map_to_codes() {
     let t = target(&fake, None, TransferMethod::Upload); // a new run: discovery is per run
     assert!(t.existing_vms("vmexamples").await.expect("no kubevirt: no VMs").is_empty());
     let err = t.create_vm(&vm, &[]).await.expect_err("no kubevirt");
-    assert_eq!(err.code(), ErrorCode::KubeMissingCrd);
+    assert_eq!(err.code(), ErrorCode::TargetMissingApi);
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
     let delta_path = delta_path.as_str();
     fake.play_statuses(delta_path, vec![complete.clone()]);
     let err = t.run_pass(&vm, &vol, &delta).await.expect_err("no report, no success");
-    assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert_eq!(err.code(), ErrorCode::TargetImportFailed);
     assert!(err.to_string().contains("no worker pod reported"), "{err}");
     let job =
         fake.requests().into_iter().rev().find(|r| r.method == "PATCH" && r.path == delta_path).expect("delta job");
@@ -286,7 +286,7 @@ async fn job_path_runs_one_job_per_pass_and_takes_only_the_workers_report() {
     worker_pod(&fake, "database-disk0-cutover", 1, 1, "vmigrate: snapshot snapshot-9 not found");
     let cut = TargetPass { name: "cutover".into(), snapshot: None, changed_since: None };
     let err = t.run_pass(&vm, &vol, &cut).await.expect_err("job failed");
-    assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert_eq!(err.code(), ErrorCode::TargetImportFailed);
     assert!(err.to_string().contains("snapshot-9 not found"), "{err}");
 }
 

@@ -8,22 +8,7 @@ mod common;
 use common::*;
 use vmigrate_core::convert::ConversionRequest;
 use vmigrate_core::plan::{StorageDestination, VolumeMode};
-use vmigrate_core::PreparedVolume;
-use vmigrate_kubevirt::builder;
 use vmigrate_kubevirt::convert_job::{build_conversion_job, build_input_configmap, job_name};
-
-fn volumes(t: &vmigrate_core::TargetVm) -> Vec<PreparedVolume> {
-    t.source
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| PreparedVolume {
-            disk_key: d.key,
-            name: builder::volume_name(&t.name, i),
-            size: builder::volume_size(d),
-        })
-        .collect()
-}
 
 #[test]
 fn conversion_job_mounts_every_volume_and_runs_virt_v2v_in_place() {

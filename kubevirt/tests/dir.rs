@@ -114,7 +114,7 @@ async fn writes_manifests_disks_and_next_steps() {
     let mut intruder = database();
     intruder.source.id.source_ref = "vm-999".into();
     let err = again.create_vm(&intruder, &db_vols).await.expect_err("name taken");
-    assert_eq!(err.code(), ErrorCode::KubeConflict);
+    assert_eq!(err.code(), ErrorCode::TargetConflict);
     intruder.overwrite = true;
     intruder.source.id.source_ref = db.source.id.source_ref.clone();
 

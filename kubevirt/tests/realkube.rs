@@ -120,7 +120,7 @@ async fn cleanup_of_a_failed_rerun_leaves_the_earlier_run_alone() {
     cdi.set_next_phase("Failed");
     let second = target(kube).await;
     let err = second.prepare_volume(&other, &other.source.disks[0]).await.expect_err("failed volume");
-    assert_eq!(err.code(), ErrorCode::DataVolumeFailed);
+    assert_eq!(err.code(), ErrorCode::TargetImportFailed);
     second.cleanup(&other).await.expect("cleanup winweb01");
     second.cleanup(&vm).await.expect("cleanup database");
 
@@ -160,7 +160,7 @@ async fn missing_kubevirt_is_found_by_discovery() {
     assert!(ids.contains(&"target.kubevirt-missing".to_string()), "{ids:?}");
     let vm = in_ns(database(), &ns);
     let err = t.create_vm(&vm, &[]).await.expect_err("no KubeVirt");
-    assert_eq!(err.code(), ErrorCode::KubeMissingCrd, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::TargetMissingApi, "{}", err.report());
 }
 
 /// Issue 16 item 2: UploadTokenRequest is served by cdi-apiserver (an aggregated API); without
@@ -173,7 +173,7 @@ async fn missing_upload_token_api_is_missing_crd() {
     let vm = in_ns(database(), &ns);
     let vol = PreparedVolume { disk_key: vm.source.disks[0].key, name: "database-disk0".into(), size: 1 << 20 };
     let Err(err) = t.open_volume(&vm, &vol).await else { panic!("no upload API: open must fail") };
-    assert_eq!(err.code(), ErrorCode::KubeMissingCrd, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::TargetMissingApi, "{}", err.report());
     assert!(err.report().contains("upload.cdi.kubevirt.io/v1beta1"), "{}", err.report());
 }
 
@@ -204,7 +204,7 @@ async fn field_conflicts_name_the_other_manager_and_can_be_forced() {
     let services = lab_services(None, None);
     let t = target(kube).await;
     let err = t.expose("p", &ns, &services).await.expect_err("conflict");
-    assert_eq!(err.code(), ErrorCode::KubeConflict, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::TargetConflict, "{}", err.report());
     assert!(err.report().contains("helm-controller"), "{}", err.report());
     assert!(err.report().contains("--force-conflicts"), "{}", err.report());
 
@@ -228,7 +228,7 @@ async fn undeclared_fields_are_invalid_objects() {
     let err = vms.patch("x", &PatchParams::apply("vmigrate"), &Patch::Apply(&obj)).await.expect_err("undeclared");
     let err = KubevirtError::from_kube("apply", "VirtualMachine undeclared/x", err);
     let err = vmigrate_core::Error::from(err);
-    assert_eq!(err.code(), ErrorCode::KubeInvalid, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::TargetInvalid, "{}", err.report());
     assert!(err.report().contains("bogusField"), "{}", err.report());
 }
 
@@ -322,7 +322,7 @@ async fn expose_by_a_namespace_scoped_user() {
         match t.expose("p", &ns, &lab_services(None, None)).await {
             Ok(()) => break,
             Err(e) if start.elapsed() < Duration::from_secs(10) => {
-                assert_eq!(e.code(), ErrorCode::KubeForbidden, "{}", e.report());
+                assert_eq!(e.code(), ErrorCode::TargetForbidden, "{}", e.report());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("{}", e.report()),

@@ -7,22 +7,8 @@ use common::*;
 use serde_json::{json, Value};
 use vmigrate_core::model::Firmware;
 use vmigrate_core::plan::{NetworkDestination, TargetDiskBus};
-use vmigrate_core::PreparedVolume;
 use vmigrate_kubevirt::builder::{self, vddk_source, VolumeSource};
 use vmigrate_kubevirt::objects::{HttpSource, UploadTokenRequest, UploadTokenRequestSpec};
-
-fn volumes(t: &vmigrate_core::TargetVm) -> Vec<PreparedVolume> {
-    t.source
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| PreparedVolume {
-            disk_key: d.key,
-            name: builder::volume_name(&t.name, i),
-            size: builder::volume_size(d),
-        })
-        .collect()
-}
 
 fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     let mut efi = target(

@@ -107,7 +107,7 @@ async fn cut_upload_fails_then_clean_retry_succeeds() {
     proxy.cut_next_after(3 << 20);
     let sink = UploadSink::start(reqwest::Client::new(), SIZE, c.clone());
     let err = copy_out_of_order(&sink, &img).await.expect_err("cut upload");
-    assert_eq!(err.code(), ErrorCode::CdiUpload, "{err:?}");
+    assert_eq!(err.code(), ErrorCode::TargetUploadFailed, "{err:?}");
     assert!(proxy.uploads().is_empty());
     let again = UploadSink::start(reqwest::Client::new(), SIZE, c);
     copy_out_of_order(&again, &img).await.expect("clean retry");
@@ -120,7 +120,7 @@ async fn wrong_token_is_refused_and_not_leaked() {
     let sink = UploadSink::start(reqwest::Client::new(), CHUNK, cfg(&proxy, "wrong-secret", false));
     sink.write_at(0, Bytes::from(vec![1u8; CHUNK as usize])).await.ok();
     let err = sink.flush().await.expect_err("refused");
-    assert_eq!(err.code(), ErrorCode::CdiUpload);
+    assert_eq!(err.code(), ErrorCode::TargetUploadFailed);
     assert!(err.to_string().contains("401"), "{err}");
     assert!(!err.report().contains("wrong-secret") && !format!("{sink:?}").contains("wrong-secret"));
     assert_eq!(proxy.unauthorized(), 1);

@@ -83,19 +83,22 @@ pub enum OvaError {
 }
 
 impl OvaError {
-    /// The stable code this error crosses the provider seam with. There are no OVA-specific
-    /// codes yet (the code table lives in core, which this crate does not change): a malformed
-    /// package is [`ErrorCode::VmxParse`] (the source's VM description is unreadable), a cut
+    /// The stable code this error crosses the provider seam with: the source range's generic
+    /// codes, as for any source (OVA-only codes would take the 2800-2899 sub-range of
+    /// `docs/errors.md`; none is needed). A malformed package is
+    /// [`ErrorCode::SourceDescriptorParse`] (the source's VM description is unreadable), a cut
     /// file [`ErrorCode::ShortRead`], a digest mismatch [`ErrorCode::VerifyMismatch`], an entry
     /// reaching outside the package [`ErrorCode::UnsafePath`], a missing file
-    /// [`ErrorCode::DatastoreFileMissing`].
+    /// [`ErrorCode::SourceFileMissing`].
     pub fn code(&self) -> ErrorCode {
         match self {
-            OvaError::TarHeader { .. } | OvaError::Ovf { .. } | OvaError::Manifest { .. } => ErrorCode::VmxParse,
+            OvaError::TarHeader { .. } | OvaError::Ovf { .. } | OvaError::Manifest { .. } => {
+                ErrorCode::SourceDescriptorParse
+            }
             OvaError::Truncated { .. } => ErrorCode::ShortRead,
             OvaError::UnsafeEntry { .. } => ErrorCode::UnsafePath,
             OvaError::DigestMismatch { .. } => ErrorCode::VerifyMismatch,
-            OvaError::MissingFile { .. } => ErrorCode::DatastoreFileMissing,
+            OvaError::MissingFile { .. } => ErrorCode::SourceFileMissing,
             OvaError::Unsupported { .. } => ErrorCode::Unsupported,
         }
     }

@@ -518,7 +518,7 @@ impl SourceProvider for OvaSource {
         let t = open_vmdk_at(&disk.file, Arc::new(TarOpener::new(&pkg)) as Arc<dyn ExtentOpener>).await?;
         if i64::try_from(t.size()).unwrap_or(i64::MAX) > disk.capacity_bytes {
             return Err(Error::new(
-                ErrorCode::VmdkFormat,
+                ErrorCode::SourceDiskFormat,
                 format!(
                     "disk {} in {rel} holds {} bytes, more than the {} the VM was planned with",
                     disk.file,

@@ -113,7 +113,7 @@ async fn a_folder_lists_every_good_package_and_skips_a_damaged_one() {
     assert_eq!(names, ["app", "db"]);
     // Alone, the damaged package is the answer, typed.
     let e = OvaSource::from_url(&url(&dir.path().join("junk.ova"))).expect("open").inventory().await.expect_err("junk");
-    assert_eq!(e.code(), ErrorCode::VmxParse, "{}", e.report());
+    assert_eq!(e.code(), ErrorCode::SourceDescriptorParse, "{}", e.report());
     assert!(matches!(ova_error(&e), Some(OvaError::TarHeader { .. })), "{e:?}");
 }
 
@@ -170,7 +170,7 @@ async fn missing_disks_and_unlisted_files_are_typed() {
     let missing = dir.path().join("missing.ova");
     tar_ustar(parts, &missing, &["vm.ovf", "vm.mf"]).expect("tar");
     let e = OvaSource::from_url(&url(&missing)).expect("open").inventory().await.expect_err("missing disk");
-    assert_eq!(e.code(), ErrorCode::DatastoreFileMissing, "{}", e.report());
+    assert_eq!(e.code(), ErrorCode::SourceFileMissing, "{}", e.report());
     assert!(matches!(ova_error(&e), Some(OvaError::MissingFile { file, .. }) if file == "vm-disk1.vmdk"), "{e:?}");
     // A manifest that does not cover the disk: its bytes could not be checked.
     let partial = parts.join("partial.mf");
@@ -178,7 +178,7 @@ async fn missing_disks_and_unlisted_files_are_typed() {
     let unlisted = dir.path().join("unlisted.ova");
     tar_ustar(parts, &unlisted, &["vm.ovf", "partial.mf", "vm-disk1.vmdk"]).expect("tar");
     let e = OvaSource::from_url(&url(&unlisted)).expect("open").inventory().await.expect_err("unlisted");
-    assert_eq!(e.code(), ErrorCode::DatastoreFileMissing, "{}", e.report());
+    assert_eq!(e.code(), ErrorCode::SourceFileMissing, "{}", e.report());
     // A manifest digest line that is not hex.
     std::fs::write(parts.join("bad.mf"), "SHA256(vm.ovf)= not-a-digest\n").expect("mf");
     let bad = dir.path().join("badmf.ova");

@@ -14,22 +14,19 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 use vmigrate_core::engine::CopyControl;
-use vmigrate_core::executor::{Controller, Event, Executor, ExecutorOptions};
 use vmigrate_core::plan::SourceSpec;
-use vmigrate_core::{Credentials, Error, ErrorCode, Inventory, PlanStatus, SourceProvider, TargetProvider};
+use vmigrate_core::{Error, ErrorCode, ErrorRange, Inventory, PlanStatus, SourceProvider};
 use vmigrate_facade::copy::{prepare_specs, CopyRequest};
 use vmigrate_facade::logging::{self, ForwardLayer, Record};
-use vmigrate_facade::wire;
+use vmigrate_facade::{session, wire};
 
 create_exception!(
     vmigrate,
@@ -38,8 +35,18 @@ create_exception!(
     "Base class of every vmigrate error; carries .code, .name and .kind."
 );
 create_exception!(vmigrate, PlanError, MigrationError, "Plan and validation errors (codes 1000-1999).");
-create_exception!(vmigrate, VsphereError, MigrationError, "vSphere and VMX/VMDK source errors (codes 2000-2999).");
-create_exception!(vmigrate, KubevirtError, MigrationError, "KubeVirt / Kubernetes target errors (codes 3000-3999).");
+create_exception!(
+    vmigrate,
+    SourceError,
+    MigrationError,
+    "Errors of the source the VMs come from, whichever provider it is (codes 2000-2999; also named VsphereError)."
+);
+create_exception!(
+    vmigrate,
+    TargetError,
+    MigrationError,
+    "Errors of the target the VMs go to, whichever provider it is (codes 3000-3999; also named KubevirtError)."
+);
 create_exception!(vmigrate, TransportError, MigrationError, "Transport and copy errors (codes 4000-4999).");
 create_exception!(vmigrate, ExecutionError, MigrationError, "Plan execution errors (codes 5000-5999).");
 create_exception!(vmigrate, CancelledError, ExecutionError, "The operation was cancelled (code 5001).");
@@ -80,13 +87,13 @@ fn kind_name(code: ErrorCode) -> String {
 fn to_py_err(e: Error) -> PyErr {
     let code = e.code();
     let message = e.report();
-    let err = match code.range() {
-        "plan" => PlanError::new_err(message),
-        "vsphere" => VsphereError::new_err(message),
-        "kubevirt" => KubevirtError::new_err(message),
-        "transport" => TransportError::new_err(message),
-        "execution" if code == ErrorCode::Cancelled => CancelledError::new_err(message),
-        "execution" => ExecutionError::new_err(message),
+    let err = match code.error_range() {
+        ErrorRange::Plan => PlanError::new_err(message),
+        ErrorRange::Source => SourceError::new_err(message),
+        ErrorRange::Target => TargetError::new_err(message),
+        ErrorRange::Transport => TransportError::new_err(message),
+        ErrorRange::Execution if code == ErrorCode::Cancelled => CancelledError::new_err(message),
+        ErrorRange::Execution => ExecutionError::new_err(message),
         _ => InternalError::new_err(message),
     };
     Python::attach(|py| {
@@ -140,6 +147,21 @@ impl Deliver<'_> {
 #[pyfunction]
 fn error_codes() -> Vec<(u32, &'static str, &'static str, String, &'static str)> {
     ErrorCode::ALL.iter().map(|c| (*c as u32, c.name(), c.range(), kind_name(*c), c.description())).collect()
+}
+
+/// The old names of renamed codes: `(old name, code)`, in numeric order.
+#[pyfunction]
+fn error_code_old_names() -> Vec<(&'static str, u32)> {
+    ErrorCode::OLD_NAMES.iter().map(|(old, c)| (*old, *c as u32)).collect()
+}
+
+/// The ranges of the table: `(name, first, last, old names)`, in numeric order.
+#[pyfunction]
+fn error_ranges() -> Vec<(&'static str, u32, u32, Vec<&'static str>)> {
+    ErrorRange::ALL
+        .iter()
+        .map(|r| (r.name(), *r.numbers().start(), *r.numbers().end(), r.old_names().to_vec()))
+        .collect()
 }
 
 /// Raise the exception of `code` with `message` (for tests of the exception mapping).
@@ -307,16 +329,7 @@ impl Source {
         ca_file: Option<String>,
         insecure: bool,
     ) -> PyResult<Source> {
-        let credentials = match (username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
-            (None, None) => None,
-            _ => {
-                return Err(to_py_err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "username and password must be given together",
-                )))
-            }
-        };
+        let credentials = vmigrate_facade::sources::credentials_from(username, password).map_err(to_py_err)?;
         let spec =
             SourceSpec { url: url.clone(), thumbprint, ca_file, insecure, credentials: None, vddk_lib_dir: None };
         let provider = block_on(py, async move {
@@ -353,44 +366,34 @@ impl Source {
     }
 }
 
-/// End a provider's session in the background when its Python object goes away without
-/// `close()`: the object may be collected on any thread, holding the GIL, outside any runtime, so
-/// the logout is handed to the package's runtime instead of blocking here.
-fn close_in_background(source: Option<Arc<dyn SourceProvider>>, target: Option<Arc<dyn TargetProvider>>) {
-    let Ok(rt) = runtime() else { return };
-    rt.spawn(async move {
-        if let Some(s) = source {
-            vmigrate_facade::sources::close_quietly(s.as_ref()).await;
-        }
-        if let Some(t) = target {
-            let _ = t.close().await;
-        }
-    });
-}
-
 impl Drop for Source {
+    /// End the session in the background when the object goes away without `close()`: it may be
+    /// collected on any thread, holding the GIL, outside any runtime, so the logout is handed to
+    /// the package's runtime instead of blocking here.
     fn drop(&mut self) {
-        close_in_background(Some(self.provider.clone()), None);
+        let Ok(rt) = runtime() else { return };
+        let provider = self.provider.clone();
+        rt.spawn(async move { vmigrate_facade::sources::close_quietly(provider.as_ref()).await });
     }
 }
 
-type EventSlot = Arc<Mutex<Option<mpsc::UnboundedSender<Event>>>>;
-
-/// One run of a plan against its opened source and target.
+/// One run of a plan against its opened source and target: the facade's session, written once
+/// for the CLI, C and Python.
 #[pyclass(module = "vmigrate._native", frozen)]
 struct Migration {
-    executor: Arc<Executor>,
-    controller: Controller,
-    events: EventSlot,
-    running: AtomicBool,
-    /// The executor's source and target, ended by `close()` or when the object goes away.
-    source: Arc<dyn SourceProvider>,
-    target: Arc<dyn TargetProvider>,
+    inner: session::Migration,
 }
 
 impl Drop for Migration {
     fn drop(&mut self) {
-        close_in_background(Some(self.source.clone()), Some(self.target.clone()));
+        // The object may be collected on any thread, holding the GIL, outside any runtime: the
+        // logout is handed to the package's runtime instead of blocking here.
+        if let Ok(rt) = runtime() {
+            let closing = self.inner.closing();
+            rt.spawn(async move {
+                let _ = closing.await;
+            });
+        }
     }
 }
 
@@ -402,34 +405,12 @@ impl Migration {
     #[pyo3(signature = (plan, status_path=None))]
     fn new(py: Python<'_>, plan: &Plan, status_path: Option<PathBuf>) -> PyResult<Migration> {
         let plan = plan.inner.clone();
-        let slot: EventSlot = Arc::new(Mutex::new(None));
-        let sink_slot = slot.clone();
-        let (executor, source, target) = block_on(py, async move {
-            let source: Arc<dyn SourceProvider> =
-                Arc::from(vmigrate_facade::sources::open_source(&plan.spec.source).await?);
-            let target: Arc<dyn TargetProvider> =
-                Arc::from(vmigrate_facade::targets::open_target(&plan.spec.target).await?);
-            let opts = ExecutorOptions {
-                status_path,
-                events: Some(Arc::new(move |e: &Event| {
-                    if let Some(tx) = sink_slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                        let _ = tx.send(e.clone());
-                    }
-                })),
-                ..ExecutorOptions::default()
-            };
-            Ok::<_, Error>((Executor::new(plan, source.clone(), target.clone(), opts), source, target))
-        })?
-        .map_err(to_py_err)?;
-        let controller = executor.controller();
-        Ok(Migration {
-            executor: Arc::new(executor),
-            controller,
-            events: slot,
-            running: AtomicBool::new(false),
-            source,
-            target,
-        })
+        let mut options = session::MigrationOptions::default();
+        if let Some(path) = status_path {
+            options = options.status_path(path);
+        }
+        let inner = block_on(py, session::Migration::open(plan, options))?.map_err(to_py_err)?;
+        Ok(Migration { inner })
     }
 
     /// Run to the end with the GIL released; `progress` gets each event as JSON text. Returns the
@@ -437,76 +418,44 @@ impl Migration {
     /// (after the cancellation's cleanup) on Ctrl-C.
     #[pyo3(signature = (progress=None))]
     fn run(&self, py: Python<'_>, progress: Option<Py<PyAny>>) -> PyResult<String> {
-        if self.running.swap(true, Ordering::AcqRel) {
-            return Err(to_py_err(Error::new(ErrorCode::Unsupported, "this migration is already running")));
-        }
-        let controller = self.controller.clone();
+        let controller = self.inner.controller();
         let cancel = move || controller.cancel();
         let mut deliver = Deliver { callback: progress.as_ref(), pending: None, cancel: &cancel };
-        let (executor, slot) = (self.executor.clone(), self.events.clone());
         let rt = runtime()?;
-        let result = py.detach(|| {
-            rt.block_on(async {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-                let run = executor.run();
-                tokio::pin!(run);
-                let mut tick = tokio::time::interval(TICK);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let result = loop {
-                    tokio::select! {
-                        r = &mut run => break r,
-                        Some(e) = rx.recv() => deliver.send(Some(wire::migration_event(&e))),
-                        _ = tick.tick() => deliver.send(None),
-                    }
-                };
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                while let Ok(e) = rx.try_recv() {
-                    deliver.send(Some(wire::migration_event(&e)));
-                }
-                result
-            })
-        });
-        self.running.store(false, Ordering::Release);
+        let result = py
+            .detach(|| rt.block_on(self.inner.run_ticking(Some(TICK), |e| deliver.send(e.map(wire::migration_event)))));
+        // Ctrl-C or a failing callback wins over the Cancelled error it caused.
         if let Some(e) = deliver.pending {
             return Err(e);
         }
         let status = result.map_err(to_py_err)?;
-        if self.controller.is_cancelled() {
-            return Err(to_py_err(Error::new(ErrorCode::Cancelled, format!("plan cancelled: {}", status.summary()))));
-        }
         wire::plan_status(&status).map_err(to_py_err)
     }
 
     /// Cancel the whole run; thread-safe, before or during `run`.
     fn cancel(&self) {
-        self.controller.cancel();
+        self.inner.controller().cancel();
     }
 
     /// Cancel one VM (by source name); the others go on.
     fn cancel_vm(&self, name: &str) {
-        self.controller.cancel_vm(name);
+        self.inner.controller().cancel_vm(name);
     }
 
     /// Warm plans: cut over as soon as the current pass ends.
     fn cutover_now(&self) {
-        self.controller.cutover_now();
+        self.inner.controller().cutover_now();
     }
 
     /// The current status as JSON text.
     fn status(&self) -> PyResult<String> {
-        wire::plan_status(&self.executor.status()).map_err(to_py_err)
+        wire::plan_status(&self.inner.status()).map_err(to_py_err)
     }
 
     /// End the source's and target's sessions (vSphere `Logout`; GIL released). The status stays
     /// readable; a later `run` fails.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let (source, target) = (self.source.clone(), self.target.clone());
-        block_on(py, async move {
-            vmigrate_facade::sources::close_quietly(source.as_ref()).await;
-            target.close().await
-        })?
-        .map_err(to_py_err)
+        block_on(py, self.inner.closing())?.map_err(to_py_err)
     }
 }
 
@@ -555,6 +504,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install(ForwardLayer::new(tracing::Level::DEBUG, to_python_logging));
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(error_code_old_names, m)?)?;
+    m.add_function(wrap_pyfunction!(error_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(raise_error, m)?)?;
     m.add_function(wrap_pyfunction!(load_status, m)?)?;
     m.add_function(wrap_pyfunction!(copy_disk, m)?)?;
@@ -569,8 +520,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     base.setattr("kind", "")?;
     m.add("MigrationError", base)?;
     m.add("PlanError", py.get_type::<PlanError>())?;
-    m.add("VsphereError", py.get_type::<VsphereError>())?;
-    m.add("KubevirtError", py.get_type::<KubevirtError>())?;
+    m.add("SourceError", py.get_type::<SourceError>())?;
+    m.add("TargetError", py.get_type::<TargetError>())?;
+    // The classes' names when the ranges were named after providers: the same class objects, so
+    // `except VsphereError` catches every source error as it always did.
+    m.add("VsphereError", py.get_type::<SourceError>())?;
+    m.add("KubevirtError", py.get_type::<TargetError>())?;
     m.add("TransportError", py.get_type::<TransportError>())?;
     m.add("ExecutionError", py.get_type::<ExecutionError>())?;
     m.add("CancelledError", py.get_type::<CancelledError>())?;

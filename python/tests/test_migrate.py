@@ -108,12 +108,12 @@ def test_vsphere_inventory_against_vcsim(vcsim: Dict[str, Any]) -> None:
 
 
 def test_vsphere_errors_are_typed(vcsim: Dict[str, Any]) -> None:
-    with pytest.raises(vmigrate.VsphereError) as login:
+    with pytest.raises(vmigrate.SourceError) as login:
         vmigrate.Source(vcsim["url"], username=vcsim["username"], password="wrong", thumbprint=vcsim["thumbprint_sha256"]).inventory()
     assert login.value.code == 2003 and login.value.kind == "auth"
     assert "wrong" not in str(login.value)
     bad = ":".join(["00"] * 32)
-    with pytest.raises(vmigrate.VsphereError) as tls:
+    with pytest.raises(vmigrate.SourceError) as tls:
         vmigrate.Source(vcsim["url"], username=vcsim["username"], password=vcsim["password"], thumbprint=bad).inventory()
     assert tls.value.code == 2002 and tls.value.kind == "tls"
 
@@ -162,7 +162,7 @@ def test_sources_end_their_vcenter_session(vcsim: Dict[str, Any]) -> None:
     closed = connect()
     closed.close()
     assert _vcsim_sessions(vcsim) == base
-    with pytest.raises(vmigrate.VsphereError):
+    with pytest.raises(vmigrate.SourceError):
         closed.inventory()
     closed.close()  # a second close is a no-op
 

@@ -13,12 +13,19 @@ A Pythonic layer over the native module ``vmigrate._native`` (Rust, pyo3)::
 Long calls (connecting, listing, validating, copying, running a plan) release the GIL; progress
 callbacks run on the calling thread. Ctrl-C during a copy or a run cancels it cleanly (targets
 cleaned up, sources restored) and then raises ``KeyboardInterrupt``. Errors are
-:class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C,
-carrying ``.code`` (the number), ``.name`` and ``.kind``.
+:class:`MigrationError` subclasses, one per range of the error-code table shared with Rust and C
+(:class:`PlanError`, :class:`SourceError`, :class:`TargetError`, :class:`TransportError`,
+:class:`ExecutionError`, :class:`InternalError`), carrying ``.code`` (the number), ``.name`` and
+``.kind``. ``VsphereError`` and ``KubevirtError``, the names of the source and target classes
+before the ranges were named by role, are the same classes.
 
 Every JSON document the native module hands over carries ``apiVersion`` (``vmigrate.dev/v1alpha1``)
 and ``kind`` (docs/wire-format.md); a document of another major version raises
-:class:`ApiVersionError` instead of being misread.
+:class:`ApiVersionError` instead of being misread. The objects returned (:class:`Inventory`,
+:class:`Vm`, :class:`PlanStatus`, :class:`CopyStats`, ...) are read-only views of those documents
+(:class:`WireObject`): every key is an attribute under its snake_case name (``disk.capacity_bytes``
+reads ``capacityBytes``), also ``obj["capacityBytes"]``; ``.raw`` is the dict and ``.json()`` the
+text.
 
 The library logs through :mod:`logging`, to loggers under ``vmigrate`` named after its Rust
 modules (``vmigrate.core.executor``, ``vmigrate.core.nbd``, ...); each record carries its plan /
@@ -32,20 +39,37 @@ import json
 import os
 import queue
 import re
+import reprlib
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Union
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    get_args,
+    get_type_hints,
+)
 
 from . import _native
 from ._native import (
     CancelledError,
     ExecutionError,
     InternalError,
-    KubevirtError,
     MigrationError,
     PlanError,
+    SourceError,
+    TargetError,
     TransportError,
-    VsphereError,
 )
 
 __version__: str = _native.__version__
@@ -55,10 +79,12 @@ __all__ = [
     "ApiVersionError",
     "CancelledError",
     "Concern",
+    "CopyProgress",
     "CopyStats",
     "Datastore",
     "Disk",
     "ErrorCode",
+    "ErrorRange",
     "ExecutionError",
     "Host",
     "InternalError",
@@ -70,16 +96,22 @@ __all__ = [
     "Plan",
     "PlanError",
     "PlanStatus",
+    "PlanValidation",
     "Progress",
     "Source",
+    "SourceError",
+    "TargetError",
     "TransportError",
     "Vm",
     "VmStatus",
     "VmValidation",
     "VsphereError",
+    "WireObject",
     "copy_disk",
     "create_lab_datastore",
+    "error_code",
     "error_codes",
+    "error_ranges",
     "load_status",
 ]
 
@@ -106,7 +138,8 @@ class ApiVersionError(ValueError):
 def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
     """Parse (when text) and check a wire document: its ``apiVersion`` must be of this package's
     group and major version and its ``kind`` the one expected. A dict without ``apiVersion`` is
-    the bare model (as ``vmigrate inventory --output json`` prints it) and is accepted."""
+    the bare model (as earlier releases' ``vmigrate inventory --output json`` printed it) and is
+    accepted."""
     d: Dict[str, Any] = json.loads(data) if isinstance(data, str) else data
     if not isinstance(d, dict):
         raise ApiVersionError(f"expected a {kind} document (a JSON object), got {type(d).__name__}")
@@ -129,28 +162,254 @@ def _document(data: Union[str, Dict[str, Any]], kind: str) -> Dict[str, Any]:
 # Error codes
 
 
+VsphereError = SourceError
+"""Old name of :class:`SourceError` (the 2000 range was named ``vsphere``), kept for compatibility."""
+
+KubevirtError = TargetError
+"""Old name of :class:`TargetError` (the 3000 range was named ``kubevirt``), kept for compatibility."""
+
+
 @dataclass(frozen=True)
 class ErrorCode:
-    """One entry of the stable error-code table (the numbers C returns as ``vmigrate_result``)."""
+    """One entry of the stable error-code table (the numbers C returns as ``vmigrate_result``).
+
+    ``name`` is the current name; ``old_names`` are names the same number had before a rename
+    (``VsphereInvalidLogin`` for ``SourceInvalidLogin``), which :func:`error_code` still accepts.
+    Match on ``code``: numbers never change."""
 
     code: int
     name: str
     range: str
     kind: str
     description: str
+    old_names: Tuple[str, ...] = ()
 
 
-def error_codes() -> List[ErrorCode]:
-    """Every error code, in numeric order."""
-    return [ErrorCode(*row) for row in _native.error_codes()]
-
-
-# ----------------------------------------------------------------------------------------------
-# Inventory
+_RANGE_CLASSES: Dict[str, Type[MigrationError]] = {
+    "plan": PlanError,
+    "source": SourceError,
+    "target": TargetError,
+    "transport": TransportError,
+    "execution": ExecutionError,
+    "internal": InternalError,
+}
 
 
 @dataclass(frozen=True)
-class Disk:
+class ErrorRange:
+    """A range of the error-code table, by role: the numbers ``first``..``last`` and the
+    exception class raised for them. ``old_names`` are the range's names before ranges were named
+    by role (``vsphere`` for ``source``, ``kubevirt`` for ``target``)."""
+
+    name: str
+    first: int
+    last: int
+    old_names: Tuple[str, ...]
+    exception: Type[MigrationError]
+
+
+def error_ranges() -> List[ErrorRange]:
+    """Every range of the error-code table, in numeric order."""
+    return [
+        ErrorRange(name, first, last, tuple(old), _RANGE_CLASSES[name])
+        for name, first, last, old in _native.error_ranges()
+    ]
+
+
+def _range_name(name: str) -> str:
+    for r in _native.error_ranges():
+        if name == r[0] or name in r[3]:
+            return str(r[0])
+    raise KeyError(f"{name!r} is not an error-code range")
+
+
+def error_codes(range: Optional[str] = None) -> List[ErrorCode]:
+    """Every error code, in numeric order; only those of ``range`` when given (a range name, or
+    an old one: ``"vsphere"`` is ``"source"``). An unknown range raises ``KeyError``."""
+    old: Dict[int, List[str]] = {}
+    for name, code in _native.error_code_old_names():
+        old.setdefault(code, []).append(name)
+    codes = [ErrorCode(*row, old_names=tuple(old.get(row[0], ()))) for row in _native.error_codes()]
+    if range is None:
+        return codes
+    wanted = _range_name(range)
+    return [c for c in codes if c.range == wanted]
+
+
+def error_code(key: Union[int, str]) -> ErrorCode:
+    """The table entry of a number, a name, or an old name (``"VsphereInvalidLogin"`` gives the
+    entry of 2003, ``SourceInvalidLogin``). An unknown one raises ``KeyError``."""
+    for c in error_codes():
+        if key == c.code or key == c.name or key in c.old_names:
+            return c
+    raise KeyError(f"{key!r} is not a vmigrate error code")
+
+
+# ----------------------------------------------------------------------------------------------
+# Wire objects: read-only views over the documents (no field lists to keep in step with Rust)
+
+
+_CAMEL = re.compile(r"_([a-z0-9])")
+_SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _camel(name: str) -> str:
+    """``capacity_bytes`` → ``capacityBytes``: the wire key of a Python attribute name."""
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
+def _snake(key: str) -> str:
+    """``capacityBytes`` → ``capacity_bytes``: the Python attribute name of a wire key."""
+    return _SNAKE.sub("_", key).lower()
+
+
+_W = TypeVar("_W", bound="WireObject")
+
+
+_ANNOTATIONS: Dict[type, Tuple[FrozenSet[str], Dict[str, type]]] = {}
+
+
+def _annotations(cls: type) -> Tuple[FrozenSet[str], Dict[str, type]]:
+    """What a class's own type annotations say, read once per class: the attribute names it
+    annotates (an absent one reads as ``None``), and the wire keys whose objects it wraps in a
+    subclass (``Inventory.vms: List[Vm]``: ``vms`` → ``Vm``), so the annotation is the only
+    place that says it."""
+    found = _ANNOTATIONS.get(cls)
+    if found is None:
+        names, children = set(), {}
+        for name, hint in get_type_hints(cls).items():
+            if name.startswith("_"):
+                continue
+            names.add(name)
+            todo = [hint]
+            while todo:
+                t = todo.pop()
+                if isinstance(t, type) and issubclass(t, WireObject):
+                    children[_camel(name)] = t
+                    break
+                todo.extend(get_args(t))
+        found = _ANNOTATIONS[cls] = (frozenset(names), children)
+    return found
+
+
+def _wrap(value: Any, cls: type) -> Any:
+    if isinstance(value, dict):
+        return cls(value)
+    if isinstance(value, list):
+        return [_wrap(v, cls) for v in value]
+    return value
+
+
+_REPR_FIRST = {"name": 0, "plan": 1, "phase": 2}
+
+
+class WireObject(Mapping[str, Any]):
+    """A read-only view of one JSON object of a wire document (docs/wire-format.md).
+
+    Every key is an attribute under its snake_case name (``disk.capacity_bytes`` reads
+    ``capacityBytes``; the camelCase name works too), so a key the library adds is readable here
+    without a new release of this layer. Nested objects are views too (made on first access),
+    lists are lists. It is also a read-only mapping of the wire keys (``obj["capacityBytes"]``,
+    ``obj.get(...)``, ``in``, ``dict(obj)``); ``.raw`` is the parsed document itself (do not
+    change it) and ``.json()`` its JSON text. Two views are equal when their documents are, and a
+    view equals a dict of the same content.
+
+    The public classes (:class:`Inventory`, :class:`Vm`, :class:`PlanStatus`, ...) are subclasses
+    that add computed properties (``Vm.cpus``, ``PlanStatus.summary``) and the type annotations
+    mypy reads; an optional key the document leaves out (a ``null``) reads as ``None`` when the
+    class annotates it, and an unknown name raises ``AttributeError``.
+    """
+
+    _KIND: ClassVar[Optional[str]] = None
+
+    def __init__(self, raw: Dict[str, Any]) -> None:
+        object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_views", {})
+
+    @classmethod
+    def from_dict(cls: Type[_W], data: Union[str, Dict[str, Any]]) -> _W:
+        """A view of a document (a dict or its JSON text); for the top-level kinds its
+        ``apiVersion`` and ``kind`` are checked (:class:`ApiVersionError`), and a dict without
+        ``apiVersion`` is read as the bare model of earlier releases."""
+        if cls._KIND is not None:
+            return cls(_document(data, cls._KIND))
+        d = json.loads(data) if isinstance(data, str) else data
+        if not isinstance(d, dict):
+            raise TypeError(f"a {cls.__name__} is a JSON object, got {type(d).__name__}")
+        return cls(d)
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        """The object as parsed from the wire (camelCase keys): read it, do not change it."""
+        raw: Dict[str, Any] = self.__dict__["_raw"]
+        return raw
+
+    def json(self, **kwargs: Any) -> str:
+        """The object as JSON text (``kwargs`` go to :func:`json.dumps`, e.g. ``indent=2``)."""
+        return json.dumps(self.raw, **kwargs)
+
+    def __getitem__(self, key: str) -> Any:
+        views: Dict[str, Any] = self.__dict__["_views"]
+        if key not in views:
+            value = self.raw[key]
+            views[key] = _wrap(value, _annotations(type(self))[1].get(key, WireObject))
+        return views[key]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raw = self.raw
+        key = name if name in raw else _camel(name)
+        if key in raw:
+            return self[key]
+        if name in _annotations(type(self))[0]:
+            return None
+        raise AttributeError(f"{type(self).__name__} has no key {key!r} (keys: {', '.join(raw)})")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, WireObject):
+            return self.raw == other.raw
+        if isinstance(other, dict):
+            return self.raw == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.raw, sort_keys=True))
+
+    def __dir__(self) -> List[str]:
+        return sorted(set(super().__dir__()) | {_snake(k) for k in self.raw})
+
+    def __repr__(self) -> str:
+        shown = [(k, v) for k, v in self.raw.items() if not (k == "apiVersion" or (k == "kind" and self._KIND))]
+        shown.sort(key=lambda kv: _REPR_FIRST.get(kv[0], len(_REPR_FIRST)))  # stable: name first
+        r = reprlib.Repr()
+        r.maxlevel, r.maxlist, r.maxdict, r.maxstring = 1, 2, 2, 60
+        parts = [f"{_snake(k)}={r.repr(v)}" for k, v in shown[:6]]
+        if len(shown) > 6:
+            parts.append("...")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.raw,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Inventory (attribute annotations: the keys users rely on, for mypy; every other key reads too)
+
+
+class Disk(WireObject):
     """A virtual disk of a source VM."""
 
     key: int
@@ -159,35 +418,9 @@ class Disk:
     file: str
     datastore: Optional[str]
     thin: bool
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "key": "key",
-        "label": "label",
-        "capacityBytes": "capacity_bytes",
-        "file": "file",
-        "datastore": "datastore",
-        "thin": "thin",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {
-        k: "in .raw" for k in ("bus", "unit", "mode", "shared", "rdm", "changeId")
-    }
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Disk":
-        return cls(
-            key=d["key"],
-            label=d.get("label", ""),
-            capacity_bytes=d.get("capacityBytes", 0),
-            file=d.get("file", ""),
-            datastore=d.get("datastore"),
-            thin=d.get("thin", False),
-            raw=d,
-        )
 
 
-@dataclass(frozen=True)
-class Nic:
+class Nic(WireObject):
     """A network interface of a source VM."""
 
     key: int
@@ -195,112 +428,46 @@ class Nic:
     network: Optional[str]
     model: str
     ip_addresses: List[str]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "key": "key",
-        "mac": "mac",
-        "network": "network",
-        "model": "model",
-        "ipAddresses": "ip_addresses",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {"connected": "in .raw"}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Nic":
-        return cls(
-            key=d["key"],
-            mac=d.get("mac", ""),
-            network=d.get("network"),
-            model=str(d.get("model", "")),
-            ip_addresses=list(d.get("ipAddresses", [])),
-            raw=d,
-        )
 
 
-@dataclass(frozen=True)
-class Vm:
+class Vm(WireObject):
     """A source VM as the inventory describes it."""
 
-    id: str
     name: str
     power_state: str
     guest_id: str
     firmware: str
-    cpus: int
     memory_mib: int
     disks: List[Disk]
     nics: List[Nic]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
 
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "id": "id",
-        "name": "name",
-        "powerState": "power_state",
-        "guestId": "guest_id",
-        "firmware": "firmware",
-        "cpuSockets": "cpus",
-        "coresPerSocket": "cpus",
-        "memoryMib": "memory_mib",
-        "disks": "disks",
-        "nics": "nics",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {
-        k: "VMware details, in .raw (issue 15 makes the model provider-neutral)"
-        for k in (
-            "guestFullName",
-            "osId",
-            "secureBoot",
-            "cdroms",
-            "tpm",
-            "passthroughDevices",
-            "cbtEnabled",
-            "snapshots",
-            "toolsStatus",
-            "faultTolerance",
-            "drsRules",
-            "host",
-            "cluster",
-            "template",
-        )
-    }
+    @property
+    def id(self) -> str:
+        """The source's reference to the VM, as text (the whole identity, with its UUIDs, is
+        ``vm["id"]``): the id's ``sourceRef``, else its one reference that is not a UUID."""
+        ident = self.raw.get("id")
+        if not isinstance(ident, dict):
+            return "" if ident is None else str(ident)
+        ref = ident.get("sourceRef")
+        if ref is None:
+            ref = next((v for k, v in ident.items() if isinstance(v, str) and not k.endswith("Uuid")), "")
+        return str(ref)
 
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Vm":
-        ident = d.get("id", {})
-        return cls(
-            id=ident.get("sourceRef", ident.get("moref", "")) if isinstance(ident, dict) else str(ident),
-            name=d["name"],
-            power_state=str(d.get("powerState", "")),
-            guest_id=d.get("guestId", ""),
-            firmware=str(d.get("firmware", "")),
-            cpus=d.get("cpuSockets", 1) * d.get("coresPerSocket", 1),
-            memory_mib=d.get("memoryMib", 0),
-            disks=[Disk._from(x) for x in d.get("disks", [])],
-            nics=[Nic._from(x) for x in d.get("nics", [])],
-            raw=d,
-        )
+    @property
+    def cpus(self) -> int:
+        """Virtual CPUs: sockets × cores per socket."""
+        return int(self.raw.get("cpuSockets", 1)) * int(self.raw.get("coresPerSocket", 1))
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(WireObject):
     """A source network (port group, distributed port group, NSX segment)."""
 
     id: str
     name: str
     kind: str
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "name": "name", "kind": "kind"}
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Network":
-        return cls(id=d.get("id", ""), name=d["name"], kind=str(d.get("kind", "")), raw=d)
 
 
-@dataclass(frozen=True)
-class Datastore:
+class Datastore(WireObject):
     """A source datastore."""
 
     id: str
@@ -308,76 +475,25 @@ class Datastore:
     kind: str
     capacity_bytes: int
     free_bytes: int
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "id": "id",
-        "name": "name",
-        "kind": "kind",
-        "capacityBytes": "capacity_bytes",
-        "freeBytes": "free_bytes",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Datastore":
-        return cls(
-            id=d.get("id", ""),
-            name=d["name"],
-            kind=d.get("kind", ""),
-            capacity_bytes=d.get("capacityBytes", 0),
-            free_bytes=d.get("freeBytes", 0),
-            raw=d,
-        )
 
 
-@dataclass(frozen=True)
-class Host:
-    """A source ESXi host."""
+class Host(WireObject):
+    """A source host."""
 
     id: str
     name: str
     cluster: Optional[str]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "name": "name", "cluster": "cluster"}
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Host":
-        return cls(id=d.get("id", ""), name=d["name"], cluster=d.get("cluster"), raw=d)
 
 
-@dataclass(frozen=True)
-class Inventory:
-    """What a source holds."""
+class Inventory(WireObject):
+    """What a source holds: the ``Inventory`` document."""
+
+    _KIND = "Inventory"
 
     vms: List[Vm]
     networks: List[Network]
     datastores: List[Datastore]
     hosts: List[Host]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "vms": "vms",
-        "networks": "networks",
-        "datastores": "datastores",
-        "hosts": "hosts",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "Inventory":
-        """Build from the ``Inventory`` document, or the bare model ``vmigrate inventory --output
-        json`` prints; :class:`ApiVersionError` for a document of another major version."""
-        d = _document(d, "Inventory")
-        return cls(
-            vms=[Vm._from(x) for x in d.get("vms", [])],
-            networks=[Network._from(x) for x in d.get("networks", [])],
-            datastores=[Datastore._from(x) for x in d.get("datastores", [])],
-            hosts=[Host._from(x) for x in d.get("hosts", [])],
-            raw=d,
-        )
 
     def vm(self, name: str) -> Vm:
         """The VM called ``name``; ``KeyError`` when there is none."""
@@ -419,7 +535,7 @@ class Source:
 
     def inventory(self) -> Inventory:
         """List VMs (with disks and NICs), networks, datastores and hosts."""
-        return Inventory.from_dict(_document(self._native.inventory_json(), "Inventory"))
+        return Inventory.from_dict(self._native.inventory_json())
 
     def close(self) -> None:
         """End the source's session now (vSphere ``Logout``). vCenter limits sessions per user and
@@ -441,24 +557,15 @@ class Source:
 # Validation and status
 
 
-@dataclass(frozen=True)
-class Concern:
+class Concern(WireObject):
     """One validation finding: a stable id, a severity (info, warning, critical), a message."""
 
     id: str
     severity: str
     message: str
 
-    _FIELDS: ClassVar[Dict[str, str]] = {"id": "id", "severity": "severity", "message": "message"}
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
 
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Concern":
-        return cls(d["id"], d["severity"], d["message"])
-
-
-@dataclass(frozen=True)
-class VmValidation:
+class VmValidation(WireObject):
     """The validation result of one VM of a plan."""
 
     name: str
@@ -466,110 +573,43 @@ class VmValidation:
     target_name: str
     concerns: List[Concern]
 
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "name": "name",
-        "sourceId": "source_id",
-        "targetName": "target_name",
-        "concerns": "concerns",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def _from(cls, v: Dict[str, Any]) -> "VmValidation":
-        return cls(
-            name=v["name"],
-            source_id=v.get("sourceId"),
-            target_name=v["targetName"],
-            concerns=[Concern._from(c) for c in v.get("concerns", [])],
-        )
-
     @property
     def blocked(self) -> bool:
         """Whether a critical concern blocks this VM."""
         return any(c.severity == "critical" for c in self.concerns)
 
 
-@dataclass(frozen=True)
-class VmStatus:
+class PlanValidation(WireObject):
+    """The ``PlanValidation`` document: ``blocked`` and one :class:`VmValidation` per plan VM."""
+
+    _KIND = "PlanValidation"
+
+    blocked: bool
+    vms: List[VmValidation]
+
+
+class VmStatus(WireObject):
     """Where one VM of a run is."""
 
     name: str
     target_name: str
     phase: str
-    error: Optional[Dict[str, Any]]
-    disks: List[Dict[str, Any]]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "name": "name",
-        "targetName": "target_name",
-        "phase": "phase",
-        "error": "error",
-        "disks": "disks",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {
-        k: "in .raw"
-        for k in (
-            "sourceId",
-            "history",
-            "concerns",
-            "sourceChanges",
-            "downtimeSeconds",
-            "precopies",
-            "conversion",
-        )
-    }
+    error: Optional[WireObject]
+    disks: List[WireObject]
 
 
-@dataclass(frozen=True)
-class PlanStatus:
-    """The status of a plan run (also what the status file holds)."""
+class PlanStatus(WireObject):
+    """The status of a plan run (also what the status file holds): the ``PlanStatus`` document."""
+
+    _KIND = "PlanStatus"
 
     plan: str
     warm: bool
     started: Optional[str]
     completed: Optional[str]
     vms: List[VmStatus]
-    raw: Dict[str, Any] = field(repr=False, compare=False)
-    plan_digest: Optional[str] = None
-    target: Optional[str] = None
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "plan": "plan",
-        "warm": "warm",
-        "started": "started",
-        "completed": "completed",
-        "vms": "vms",
-        "planDigest": "plan_digest",
-        "target": "target",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "PlanStatus":
-        """Build from the ``PlanStatus`` document (or a status file's JSON);
-        :class:`ApiVersionError` for a document of another major version."""
-        d = _document(d, "PlanStatus")
-        return cls(
-            plan=d["plan"],
-            warm=d.get("warm", False),
-            started=d.get("started"),
-            completed=d.get("completed"),
-            plan_digest=d.get("planDigest"),
-            target=d.get("target"),
-            vms=[
-                VmStatus(
-                    name=v["name"],
-                    target_name=v.get("targetName", ""),
-                    phase=v["phase"],
-                    error=v.get("error"),
-                    disks=list(v.get("disks", [])),
-                    raw=v,
-                )
-                for v in d.get("vms", [])
-            ],
-            raw=d,
-        )
+    plan_digest: Optional[str]
+    target: Optional[str]
 
     @property
     def migrated(self) -> int:
@@ -590,7 +630,7 @@ def create_lab_datastore(root: PathLike) -> str:
 
 def load_status(path: PathLike) -> PlanStatus:
     """Read a status file written by a run (``status_path``) or by ``vmigrate migrate``."""
-    return PlanStatus.from_dict(_document(_native.load_status(os.fspath(path)), "PlanStatus"))
+    return PlanStatus.from_dict(_native.load_status(os.fspath(path)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -651,8 +691,7 @@ class Plan:
         if isinstance(inventory, Inventory):
             inventory = inventory.raw
         text = None if inventory is None else json.dumps(inventory)
-        result = _document(self._native.validate(text), "PlanValidation")
-        return [VmValidation._from(v) for v in result["vms"]]
+        return PlanValidation.from_dict(self._native.validate(text)).vms
 
     def run(
         self,
@@ -673,7 +712,7 @@ class Plan:
                 migration.cancel()
         callback = None if progress is None else (lambda text: progress(_document(text, "MigrationEvent")))
         try:
-            return PlanStatus.from_dict(_document(migration.run(callback), "PlanStatus"))
+            return PlanStatus.from_dict(migration.run(callback))
         finally:
             with self._lock:
                 self._cancel_requested = False
@@ -724,7 +763,7 @@ class Plan:
         """The status of the current or last run, or None before the first."""
         with self._lock:
             migration = self._migration
-        return None if migration is None else PlanStatus.from_dict(_document(migration.status(), "PlanStatus"))
+        return None if migration is None else PlanStatus.from_dict(migration.status())
 
     def __repr__(self) -> str:
         return f"Plan({self.name!r})"
@@ -734,9 +773,10 @@ class Plan:
 # Disk copy
 
 
-@dataclass(frozen=True)
-class Progress:
-    """Counters of a running copy (bytes)."""
+class Progress(WireObject):
+    """Counters of a running copy (bytes): the ``CopyProgress`` document."""
+
+    _KIND = "CopyProgress"
 
     total: int
     done: int
@@ -746,46 +786,19 @@ class Progress:
     elapsed_seconds: float
     rate_bytes_per_sec: float
     eta_seconds: Optional[float]
-    resumed: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "total": "total",
-        "done": "done",
-        "copied": "copied",
-        "zeroed": "zeroed",
-        "skipped": "skipped",
-        "elapsedSeconds": "elapsed_seconds",
-        "rateBytesPerSec": "rate_bytes_per_sec",
-        "etaSeconds": "eta_seconds",
-        "resumed": "resumed",
-        "bytesRead": "bytes_read",
-        "bytesWritten": "bytes_written",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {"event": "always \"copy\""}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "Progress":
-        d = _document(d, "CopyProgress")
-        return cls(
-            resumed=d.get("resumed", 0),
-            bytes_read=d.get("bytesRead", 0),
-            bytes_written=d.get("bytesWritten", 0),
-            total=d["total"],
-            done=d["done"],
-            copied=d["copied"],
-            zeroed=d["zeroed"],
-            skipped=d["skipped"],
-            elapsed_seconds=d["elapsedSeconds"],
-            rate_bytes_per_sec=d["rateBytesPerSec"],
-            eta_seconds=d.get("etaSeconds"),
-        )
+    resumed: int
+    bytes_read: int
+    bytes_written: int
 
 
-@dataclass(frozen=True)
-class CopyStats:
-    """What a finished copy did."""
+CopyProgress = Progress
+"""The name of :class:`Progress` after its document's kind."""
+
+
+class CopyStats(WireObject):
+    """What a finished copy did: the ``CopyStats`` document."""
+
+    _KIND = "CopyStats"
 
     bytes_read: int
     bytes_written: int
@@ -794,30 +807,6 @@ class CopyStats:
     elapsed_seconds: float
     source_digest: Optional[str]
     target_digest: Optional[str]
-
-    _FIELDS: ClassVar[Dict[str, str]] = {
-        "bytesRead": "bytes_read",
-        "bytesWritten": "bytes_written",
-        "bytesZeroed": "bytes_zeroed",
-        "bytesSkipped": "bytes_skipped",
-        "elapsedSeconds": "elapsed_seconds",
-        "sourceDigest": "source_digest",
-        "targetDigest": "target_digest",
-    }
-    _RAW_ONLY: ClassVar[Dict[str, str]] = {}
-
-    @classmethod
-    def _from(cls, d: Dict[str, Any]) -> "CopyStats":
-        d = _document(d, "CopyStats")
-        return cls(
-            bytes_read=d["bytesRead"],
-            bytes_written=d["bytesWritten"],
-            bytes_zeroed=d["bytesZeroed"],
-            bytes_skipped=d["bytesSkipped"],
-            elapsed_seconds=d["elapsedSeconds"],
-            source_digest=d.get("sourceDigest"),
-            target_digest=d.get("targetDigest"),
-        )
 
 
 def copy_disk(
@@ -853,20 +842,17 @@ def copy_disk(
     code 4017 (TargetExists) unless ``overwrite=True`` (a resume from ``checkpoint`` needs no
     ``overwrite``).
     """
-    callback = None if progress is None else (lambda text: progress(Progress._from(_document(text, "CopyProgress"))))
-    stats = _document(
-        _native.copy_disk(
-            os.fspath(src),
-            os.fspath(dst),
-            callback,
-            verify,
-            connections=connections,
-            request_size=request_size,
-            flush=flush,
-            checkpoint=None if checkpoint is None else os.fspath(checkpoint),
-            copy_file_range=copy_file_range,
-            overwrite=overwrite,
-        ),
-        "CopyStats",
+    callback = None if progress is None else (lambda text: progress(Progress.from_dict(text)))
+    stats = _native.copy_disk(
+        os.fspath(src),
+        os.fspath(dst),
+        callback,
+        verify,
+        connections=connections,
+        request_size=request_size,
+        flush=flush,
+        checkpoint=None if checkpoint is None else os.fspath(checkpoint),
+        copy_file_range=copy_file_range,
+        overwrite=overwrite,
     )
-    return CopyStats._from(stats)
+    return CopyStats.from_dict(stats)

@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 use vmigrate::copy::CopyRequest;
 use vmigrate::core::engine::{CopyControl, CopyOptions, Progress};
-use vmigrate::core::{Error, ErrorCode};
+use vmigrate::core::Error;
 use vmigrate::transport_url::{open_transport_with, Role, TransportOptions};
+use vmigrate::wire::CopySummary;
 
 use super::Output;
 
@@ -67,29 +67,6 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// The summary printed at the end (`--output json` prints exactly this object, in camelCase like
-/// every other JSON document of vmigrate).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Summary<'a> {
-    source: &'a str,
-    target: &'a str,
-    size: u64,
-    bytes_read: u64,
-    bytes_written: u64,
-    bytes_zeroed: u64,
-    bytes_skipped: u64,
-    seconds: f64,
-    /// Bytes read from the source per second, in MiB: what actually moved.
-    moved_mib_per_sec: f64,
-    /// Virtual bytes processed per second, in MiB (holes and skipped zeroes count: this is how
-    /// fast the disk was finished, not a transfer rate).
-    virtual_mib_per_sec: f64,
-    resumed: bool,
-    source_digest: Option<String>,
-    target_digest: Option<String>,
 }
 
 /// `4M`, `4MiB`, `512k`, `1G` or plain bytes: sizes as people write them (binary units, as
@@ -193,9 +170,9 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
     let stats = res?;
 
     let secs = stats.elapsed.as_secs_f64();
-    let summary = Summary {
-        source: &args.src,
-        target: &args.dst,
+    let summary = CopySummary {
+        source: args.src.clone(),
+        target: args.dst.clone(),
         size: copy.source.size(),
         bytes_read: stats.bytes_read,
         bytes_written: stats.bytes_written,
@@ -210,9 +187,7 @@ pub async fn run_from(src: Box<dyn vmigrate::core::BlockTransport>, args: CopyAr
     };
     match args.output {
         Output::Json => {
-            let text = serde_json::to_string(&summary)
-                .map_err(|e| Error::new(ErrorCode::Internal, "serializing summary").with_source(e))?;
-            println!("{text}");
+            println!("{}", vmigrate::wire::copy_summary(&summary)?);
         }
         Output::Table => {
             println!("copied {} -> {}", summary.source, summary.target);

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vmigrate::core::engine::{self, CopyOptions};
-use vmigrate::core::executor::{Executor, ExecutorOptions};
 use vmigrate::core::file::{FileOptions, FileTransport};
 use vmigrate::core::naming::{is_dns1123_label, sanitize_name};
 use vmigrate::core::{Error, Phase};
 use vmigrate::demo;
+use vmigrate::session::{Migration, MigrationOptions};
 
 use super::progress::{self, Mode};
 use super::Output;
@@ -85,11 +85,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     let target = vmigrate::targets::open_target(&plan.spec.target).await?;
     let status_path = work.join("move-webapp-vmware.status.json");
     let display = progress::display(if json { Mode::Json } else { Mode::pick(Output::Table) }, plan.spec.vms.len());
-    let opts =
-        ExecutorOptions { status_path: Some(status_path), events: Some(display.sink.clone()), ..Default::default() };
-    let exec = Executor::new(plan.clone(), Arc::from(source), Arc::from(target), opts);
-    let status = exec.run().await;
+    let opts = MigrationOptions::default().status_path(status_path);
+    let migration = Migration::with_providers(plan.clone(), Arc::from(source), Arc::from(target), opts);
+    let status = migration.run(|e| (display.sink)(e)).await;
     display.finish();
+    migration.close_quietly().await;
     let status = status?;
     say(status.summary());
 

@@ -102,9 +102,7 @@ pub async fn run(args: InventoryArgs) -> Result<ExitCode, Error> {
     };
     let mut out = std::io::stdout().lock();
     let written = match args.output {
-        Output::Json => serde_json::to_writer_pretty(&mut out, &inventory)
-            .map_err(std::io::Error::other)
-            .and_then(|_| writeln!(out)),
+        Output::Json => writeln!(out, "{}", vmigrate::wire::inventory(&inventory)?),
         Output::Table => write!(out, "{}", table(&inventory)),
     };
     written.map_err(|e| Error::io("writing inventory", e))?;

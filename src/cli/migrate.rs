@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use vmigrate::core::executor::{ControlRequests, Executor, ExecutorOptions};
+use vmigrate::core::executor::ControlRequests;
 use vmigrate::core::{Error, ErrorCode, Phase, Plan, PlanStatus};
+use vmigrate::session::{Migration, MigrationOptions};
+use vmigrate::targets::TargetOptions;
 
 use super::progress::{self, Mode};
 use super::{Output, EXIT_BLOCKED, EXIT_CANCELED, EXIT_VM_FAILED};
@@ -64,32 +64,25 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
     // Requests left from an earlier run are stale.
     let _ = std::fs::remove_file(control_path(&status_path));
 
-    let source = vmigrate::sources::open_source(&plan.spec.source).await?;
-    let topts = vmigrate::targets::TargetOptions { force_conflicts: args.force_conflicts };
-    let target = vmigrate::targets::open_target_with(&plan.spec.target, &topts).await?;
     // Two runs with different status files must not write one output folder either: the
     // executor holds the target's lock (`.vmigrate.lock` in a dir:// folder) for the run.
-    let mode = Mode::pick(args.output);
-    let display = progress::display(mode, plan.spec.vms.len());
-    let mut opts = ExecutorOptions {
-        status_path: Some(status_path.clone()),
-        control_path: Some(control_path(&status_path)),
-        events: Some(display.sink.clone()),
-        cutover_now: args.cutover_now,
-        ..Default::default()
-    };
-    // The plan's own `options.verify` is applied by the executor.
-    opts.copy.verify = args.verify;
+    let mut opts = MigrationOptions::default()
+        .status_path(status_path.clone())
+        .control_path(control_path(&status_path))
+        .cutover_now(args.cutover_now)
+        .verify(args.verify)
+        .target(TargetOptions::default().force_conflicts(args.force_conflicts));
     if let Some(n) = args.connections {
-        opts.copy.connections = n.max(1);
+        opts = opts.connections(n);
     }
     if let Some(every) = &args.checkpoint_interval {
-        opts.copy.checkpoint_interval = vmigrate::core::plan::parse_duration(every)?;
+        opts = opts.checkpoint_interval(vmigrate::core::plan::parse_duration(every)?);
     }
-    let source: Arc<dyn vmigrate::core::SourceProvider> = Arc::from(source);
-    let target: Arc<dyn vmigrate::core::TargetProvider> = Arc::from(target);
-    let exec = Arc::new(Executor::new(plan, source.clone(), target.clone(), opts));
-    let ctl = exec.controller();
+    let total_vms = plan.spec.vms.len();
+    let migration = Migration::open(plan, opts).await?;
+    let mode = Mode::pick(args.output);
+    let display = progress::display(mode, total_vms);
+    let ctl = migration.controller();
     // Ctrl-C, or SIGTERM (systemd stopping a unit, a container runtime stopping the tool's
     // container), cancels the plan: the executor undoes what it did at the source (snapshots,
     // CBT, power) and removes half-made target objects, as the plan's contract says. A killed
@@ -102,19 +95,18 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode, Error> {
             std::process::exit(130);
         }
     });
-    let res = exec.run().await;
+    let res = migration.run(|e| (display.sink)(e)).await;
     // The bars leave the screen before the result is printed (see `Display::finish`).
     display.finish();
     ctrlc.abort();
-    vmigrate::sources::close_quietly(source.as_ref()).await;
-    if let Err(e) = target.close().await {
-        tracing::warn!(error = %e.report(), "releasing the target failed");
-    }
+    migration.close_quietly().await;
     drop(lock_file);
     let status = match res {
         Ok(s) => s,
+        // A cancelled plan still prints its status (exit code 5 says it was cancelled).
+        Err(e) if e.code() == ErrorCode::Cancelled => migration.status(),
         Err(e) if e.code() == ErrorCode::ValidationBlocked => {
-            let st = exec.status();
+            let st = migration.status();
             print_blocked(&st, args.output);
             eprintln!("vmigrate: {}", e.report());
             return Ok(ExitCode::from(EXIT_BLOCKED));
@@ -137,7 +129,7 @@ fn exit_for(st: &PlanStatus) -> ExitCode {
 
 fn print_blocked(st: &PlanStatus, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::json!({"event": "blocked", "status": st}));
+        println!("{}", vmigrate::wire::migration_end(st, true).expect("status serializes"));
         return;
     }
     for vm in &st.vms {
@@ -149,11 +141,12 @@ fn print_blocked(st: &PlanStatus, output: Output) {
     }
 }
 
-/// The final status: a table, or one JSON document (a final JSON line in event-stream mode).
+/// The final status: a table, or one JSON document (`docs/wire-format.md`): the `PlanStatus`
+/// document, or in event-stream mode the stream's last `MigrationEvent` (`"event": "status"`).
 pub fn print_status(st: &PlanStatus, output: Output, stream: bool) {
     match output {
-        Output::Json if stream => println!("{}", serde_json::json!({"event": "status", "status": st})),
-        Output::Json => println!("{}", serde_json::to_string_pretty(st).expect("status serializes")),
+        Output::Json if stream => println!("{}", vmigrate::wire::migration_end(st, false).expect("status serializes")),
+        Output::Json => println!("{}", vmigrate::wire::plan_status(st).expect("status serializes")),
         Output::Table => print!("{}", status_table(st)),
     }
 }
@@ -249,7 +242,7 @@ fn plan_is_running(status: &Path) -> bool {
 
 pub async fn expose(plan_file: &Path, force_conflicts: bool) -> Result<ExitCode, Error> {
     let plan = Plan::from_file(plan_file)?;
-    let topts = vmigrate::targets::TargetOptions { force_conflicts };
+    let topts = TargetOptions::default().force_conflicts(force_conflicts);
     let target = vmigrate::targets::open_target_with(&plan.spec.target, &topts).await?;
     target.expose(&plan.metadata.name, &plan.spec.target_namespace, &plan.spec.services).await?;
     for s in &plan.spec.services {

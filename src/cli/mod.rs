@@ -288,6 +288,8 @@ fn read_inventory(path: &std::path::Path) -> Result<Inventory, Error> {
     use vmigrate::core::ErrorCode;
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading inventory {}", path.display()), e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::new(ErrorCode::PlanParse, format!("inventory {}: {e}", path.display())))
+    // The `Inventory` document `vmigrate inventory --output json` prints, or the bare model of
+    // earlier releases.
+    vmigrate::wire::parse_inventory(&text)
+        .map_err(|e| Error::new(ErrorCode::PlanParse, format!("inventory {}: {}", path.display(), e.message())))
 }

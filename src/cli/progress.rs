@@ -1,4 +1,5 @@
-//! Progress display for long commands: bars on a terminal, JSON lines with `--output json`,
+//! Progress display for long commands: bars on a terminal, JSON lines with `--output json`
+//! (`MigrationEvent` documents, `docs/wire-format.md`),
 //! plain lines otherwise (logs, CI).
 //!
 //! Rates are bytes actually moved (read from the source) per second, in MiB/s: a sparse disk
@@ -133,7 +134,7 @@ pub fn display(mode: Mode, total_vms: usize) -> Display {
     let sink: EventSink = Arc::new(move |e: &Event| {
         let mut st = st.lock().expect("progress lock");
         match mode {
-            Mode::Json => println!("{}", serde_json::to_string(e).expect("events serialize")),
+            Mode::Json => println!("{}", vmigrate::wire::migration_event(e)),
             Mode::Plain => plain(&mut st, e),
             Mode::Bars if st.finished => {}
             Mode::Bars => bars(&mut st, e),

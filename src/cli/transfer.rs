@@ -107,7 +107,7 @@ async fn changed_extents(
     while offset < size {
         let areas = source.changed_areas(vm, disk, snap, since, offset).await?;
         if areas.end <= offset {
-            return Err(Error::new(ErrorCode::VsphereFault, "changed-area query made no progress"));
+            return Err(Error::new(ErrorCode::SourceFault, "changed-area query made no progress"));
         }
         out.extend(areas.extents.into_iter().map(|e| Extent { state: ExtentState::Data, ..e }));
         offset = areas.end;
@@ -137,26 +137,20 @@ fn pass_identity(args: &TransferArgs, work_unit: u64) -> String {
     )
 }
 
-/// The checkpoint at `path` if it was saved by this very pass; anything else found there (the
-/// checkpoint of another pass or snapshot, one without a pass identity, an unreadable one) is
-/// removed with a warning, so the pass starts over instead of skipping units whose bytes came
-/// from another snapshot.
+/// The checkpoint at `path` if it was saved by this very pass; the checkpoint of another pass
+/// or snapshot (or one without a pass identity) found there is removed with a warning, so the
+/// pass starts over instead of skipping units whose bytes came from another snapshot.
+///
+/// # Errors
+/// [`ErrorCode::Checkpoint`] when the file does not decode: it was written atomically, so it
+/// was damaged or edited, and that is reported rather than taken for "no checkpoint".
 fn own_checkpoint(path: &Path, identity: &str) -> Result<Option<Checkpoint>, Error> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("reading checkpoint {}", path.display()), e)),
-    };
-    let saved = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_owned));
-    if saved.as_deref() == Some(identity) {
-        if let Ok(Some(cp)) = vmigrate::copy::load_checkpoint(path) {
-            return Ok(Some(cp));
-        }
+    let Some(file) = vmigrate::copy::read_checkpoint_file(path)? else { return Ok(None) };
+    if file.source.as_deref() == Some(identity) {
+        return Ok(Some(file.checkpoint));
     }
     tracing::warn!(
-        path = %path.display(), found = saved.as_deref().unwrap_or("(none)"), pass = identity,
+        path = %path.display(), found = file.source.as_deref().unwrap_or("(none)"), pass = identity,
         "a checkpoint of another pass is not continued: starting this pass over"
     );
     std::fs::remove_file(path).map_err(|e| Error::io(format!("removing checkpoint {}", path.display()), e))?;

@@ -17,7 +17,7 @@ pub async fn run(plan: &Plan, inventory: Option<&Inventory>, output: Output) -> 
     };
     match output {
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&result).expect("validation serializes"));
+            println!("{}", vmigrate::wire::plan_validation(&result)?);
             eprintln!("{note}");
         }
         Output::Table => println!("{}{note}", table(&result)),

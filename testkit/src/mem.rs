@@ -99,6 +99,12 @@ impl MemSource {
     pub fn set_quiesce_fails(&self, on: bool) {
         self.quiesce_fails.store(on, Ordering::SeqCst);
     }
+
+    /// The content disk `key` had when snapshot `id` was taken: what a target that runs its
+    /// own passes (a transfer Job) reads for that snapshot.
+    pub fn snapshot_content(&self, id: &str, key: i32) -> Option<Vec<u8>> {
+        lock(&self.snaps).get(id).and_then(|s| s.get(&key)).cloned()
+    }
 }
 
 /// A transport wrapper that sleeps on every read.
@@ -264,6 +270,34 @@ impl SourceProvider for MemSource {
     }
 }
 
+/// A target transport that damages every write (flips its first byte): what verification
+/// exists to catch.
+#[derive(Debug)]
+struct Corrupting(Box<dyn BlockTransport>);
+
+#[async_trait]
+impl BlockTransport for Corrupting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn try_clone(&self) -> Result<Box<dyn BlockTransport>> {
+        Ok(Box::new(Corrupting(self.0.try_clone().await?)))
+    }
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.0.read_at(offset, len).await
+    }
+    async fn write_at(&self, offset: u64, data: Bytes) -> Result<()> {
+        let mut bad = data.to_vec();
+        if let Some(b) = bad.first_mut() {
+            *b ^= 0xFF;
+        }
+        self.0.write_at(offset, Bytes::from(bad)).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.0.flush().await
+    }
+}
+
 /// A target whose volumes are [`MemoryTransport`]s. By default it takes scattered writes
 /// (incremental, so warm migrations apply their delta passes); with
 /// [`importing_from`](Self::importing_from) it "imports by itself" like CDI's importer.
@@ -277,6 +311,7 @@ pub struct MemTarget {
     importer: Option<Arc<MemSource>>,
     fail_convert: AtomicUsize,
     created: Mutex<Vec<TargetVm>>,
+    corrupt: bool,
 }
 
 impl MemTarget {
@@ -294,6 +329,13 @@ impl MemTarget {
     /// Import every volume by itself from `source` ([`VolumeSink::SelfImport`]).
     pub fn importing_from(mut self, source: Arc<MemSource>) -> Self {
         self.importer = Some(source);
+        self
+    }
+
+    /// Open every volume through a transport that damages each write (flips its first byte),
+    /// so a test can show that verification catches what a faulty target does.
+    pub fn corrupting(mut self) -> Self {
+        self.corrupt = true;
         self
     }
 
@@ -319,6 +361,18 @@ impl MemTarget {
     /// The content of volume `name`, if it exists.
     pub fn volume(&self, name: &str) -> Option<Vec<u8>> {
         lock(&self.volumes).get(name).map(MemoryTransport::contents)
+    }
+
+    /// A handle on volume `name` sharing its bytes (writes through it land in the volume), if
+    /// it exists: for a wrapping target that fills volumes itself.
+    pub fn volume_transport(&self, name: &str) -> Option<MemoryTransport> {
+        lock(&self.volumes).get(name).cloned()
+    }
+
+    /// Put volume `name` in place (replacing one of that name), as a volume left by an earlier
+    /// run is found by the next.
+    pub fn put_volume(&self, name: &str, volume: MemoryTransport) {
+        lock(&self.volumes).insert(name.to_string(), volume);
     }
 
     /// Names of the volumes that exist.
@@ -370,7 +424,10 @@ impl TargetProvider for MemTarget {
         let vol = lock(&self.volumes)
             .get(&v.name)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorCode::KubeNotFound, format!("volume {} was not prepared", v.name)))?;
+            .ok_or_else(|| Error::new(ErrorCode::TargetNotFound, format!("volume {} was not prepared", v.name)))?;
+        if self.corrupt {
+            return Ok(VolumeSink::Transport(Box::new(Corrupting(Box::new(vol)))));
+        }
         Ok(VolumeSink::Transport(Box::new(vol)))
     }
 
@@ -394,7 +451,7 @@ impl TargetProvider for MemTarget {
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {
         if self.fail_create.load(Ordering::SeqCst) > 0 {
             self.fail_create.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::new(ErrorCode::KubeInvalid, format!("virtualmachine {} rejected", vm.name)));
+            return Err(Error::new(ErrorCode::TargetInvalid, format!("virtualmachine {} rejected", vm.name)));
         }
         self.call(format!("create_vm {} {}", vm.name, volumes.len()));
         let mut vms = lock(&self.vms);

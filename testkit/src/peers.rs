@@ -65,8 +65,19 @@ pub fn qemu_img_compare_as(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> Resu
 /// # Errors
 /// qemu-img failed.
 pub fn qemu_img_stream_optimized(raw: &Path, vmdk: &Path) -> Result<(), String> {
+    qemu_img_to_vmdk(raw, "streamOptimized", vmdk)
+}
+
+/// Convert the raw image `raw` to a VMDK of `subformat` (`monolithicSparse`,
+/// `twoGbMaxExtentFlat`, `streamOptimized`...) with qemu-img: VMDKs written by an independent
+/// writer, for vmigrate's reader to be tested against.
+///
+/// # Errors
+/// qemu-img failed.
+pub fn qemu_img_to_vmdk(raw: &Path, subformat: &str, vmdk: &Path) -> Result<(), String> {
     run(Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized"])
+        .args(["convert", "-f", "raw", "-O", "vmdk", "-o"])
+        .arg(format!("subformat={subformat}"))
         .arg(raw)
         .arg(vmdk))
 }

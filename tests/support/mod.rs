@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod guests;
 pub mod kubelet;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -113,6 +114,28 @@ spec:
         user = env.user,
         pass = env.pass,
     )
+}
+
+/// The namespace the lab plans ([`vcsim_plan`], [`vmx_plan`]) migrate into.
+pub const NAMESPACE: &str = "vmexamples";
+/// The storage class the lab plans' storage map names for the simulator's datastore.
+pub const STORAGE_CLASS: &str = "ocs-storagecluster-ceph-rbd-virtualization";
+
+/// A fake cluster (the in-process Kubernetes API, `token` its bearer token) holding what a lab
+/// plan's preflight looks for: the [`NAMESPACE`] and the [`STORAGE_CLASS`] (made by
+/// `provisioner`). Every cluster test starts here and adds what its path needs (DataVolume
+/// statuses, CDI config).
+pub async fn lab_cluster(token: &str, provisioner: &str) -> vmigrate::kubevirt::fake::FakeKube {
+    let fake = vmigrate::kubevirt::fake::FakeKube::start(token).await;
+    fake.insert(
+        &format!("/api/v1/namespaces/{NAMESPACE}"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    );
+    fake.insert(
+        &format!("/apis/storage.k8s.io/v1/storageclasses/{STORAGE_CLASS}"),
+        serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS}, "provisioner": provisioner}),
+    );
+    fake
 }
 
 /// Connect to the simulator (CA-verified) for read-backs and lab preparation.

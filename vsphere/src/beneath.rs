@@ -29,7 +29,7 @@ impl Beneath {
     /// Use the folder `root` (opened once: renaming it later does not move the containment).
     ///
     /// # Errors
-    /// [`ErrorCode::Io`] (or [`ErrorCode::DatastoreFileMissing`]) when it cannot be opened as a
+    /// [`ErrorCode::Io`] (or [`ErrorCode::SourceFileMissing`]) when it cannot be opened as a
     /// folder.
     pub fn new(root: &Path) -> Result<Beneath> {
         let fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -57,7 +57,7 @@ impl Beneath {
     ///
     /// # Errors
     /// [`ErrorCode::UnsafePath`] when it resolves outside the root (`..`, an absolute name, a
-    /// symlink out) or is not a regular file; [`ErrorCode::DatastoreFileMissing`] when it does
+    /// symlink out) or is not a regular file; [`ErrorCode::SourceFileMissing`] when it does
     /// not exist; [`ErrorCode::Io`] otherwise.
     pub fn open(&self, rel: &Path) -> Result<File> {
         if rel.is_absolute() || rel.as_os_str().is_empty() {
@@ -126,7 +126,7 @@ fn escape(rel: &Path, root: &Path) -> Error {
 }
 
 fn missing(path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorCode::DatastoreFileMissing, format!("disk file {} is missing", path.display())).with_source(e)
+    Error::new(ErrorCode::SourceFileMissing, format!("disk file {} is missing", path.display())).with_source(e)
 }
 
 fn open_error(path: &Path, e: Errno) -> Error {
@@ -168,7 +168,7 @@ mod tests {
             let e = b.open(Path::new(bad)).expect_err(bad);
             assert_eq!(e.code(), ErrorCode::UnsafePath, "{bad}: {e}");
         }
-        assert_eq!(b.open(Path::new("vm/nope")).expect_err("missing").code(), ErrorCode::DatastoreFileMissing);
+        assert_eq!(b.open(Path::new("vm/nope")).expect_err("missing").code(), ErrorCode::SourceFileMissing);
         assert_eq!(join_within(Path::new("a/b"), Path::new("../c/d")), Some(PathBuf::from("a/c/d")));
         assert_eq!(join_within(Path::new("a"), Path::new("../../x")), None);
         assert_eq!(join_within(Path::new("a"), Path::new("/etc/passwd")), None);

@@ -29,7 +29,8 @@ pub enum VsphereError {
     },
     /// TLS verification failed: certificate untrusted or not matching the pinned thumbprint.
     /// The shared HTTP code reports these as [`ErrorCode::HttpTls`]; at the vSphere seam they
-    /// become [`ErrorCode::VsphereTls`] so users see the vSphere code.
+    /// become [`ErrorCode::SourceTls`] so users see that the source's certificate was refused,
+    /// not some transport's.
     #[error("tls verification of {url} failed")]
     Tls {
         /// The URL, without user info.
@@ -133,18 +134,18 @@ impl VsphereError {
     pub fn code(&self) -> ErrorCode {
         match self {
             VsphereError::BadUrl { .. } => ErrorCode::BadUrl,
-            VsphereError::Connect { .. } => ErrorCode::VsphereConnect,
-            VsphereError::Tls { .. } => ErrorCode::VsphereTls,
-            VsphereError::InvalidLogin { .. } => ErrorCode::VsphereInvalidLogin,
-            VsphereError::NotAuthenticated => ErrorCode::VsphereNotAuthenticated,
-            VsphereError::NotFound { .. } => ErrorCode::VsphereNotFound,
-            VsphereError::TaskInProgress { .. } => ErrorCode::VsphereTaskInProgress,
-            VsphereError::InvalidState { .. } => ErrorCode::VsphereInvalidState,
-            VsphereError::Fault { .. } => ErrorCode::VsphereFault,
-            VsphereError::TaskFailed { .. } => ErrorCode::VsphereTaskFailed,
-            VsphereError::Malformed { .. } => ErrorCode::VsphereMalformed,
+            VsphereError::Connect { .. } => ErrorCode::SourceConnect,
+            VsphereError::Tls { .. } => ErrorCode::SourceTls,
+            VsphereError::InvalidLogin { .. } => ErrorCode::SourceInvalidLogin,
+            VsphereError::NotAuthenticated => ErrorCode::SourceNotAuthenticated,
+            VsphereError::NotFound { .. } => ErrorCode::SourceNotFound,
+            VsphereError::TaskInProgress { .. } => ErrorCode::SourceTaskInProgress,
+            VsphereError::InvalidState { .. } => ErrorCode::SourceInvalidState,
+            VsphereError::Fault { .. } => ErrorCode::SourceFault,
+            VsphereError::TaskFailed { .. } => ErrorCode::SourceTaskFailed,
+            VsphereError::Malformed { .. } => ErrorCode::SourceMalformed,
             VsphereError::HttpStatus { .. } => ErrorCode::HttpStatus,
-            VsphereError::DatastoreFileMissing { .. } => ErrorCode::DatastoreFileMissing,
+            VsphereError::DatastoreFileMissing { .. } => ErrorCode::SourceFileMissing,
             VsphereError::Timeout { .. } => ErrorCode::Timeout,
             VsphereError::Process { .. } => ErrorCode::Io,
         }
@@ -189,19 +190,19 @@ mod tests {
     #[test]
     fn faults_classify_into_codes() {
         let cases = [
-            ("InvalidLogin", ErrorCode::VsphereInvalidLogin),
-            ("NotAuthenticated", ErrorCode::VsphereNotAuthenticated),
-            ("ManagedObjectNotFound", ErrorCode::VsphereNotFound),
-            ("TaskInProgress", ErrorCode::VsphereTaskInProgress),
-            ("InvalidPowerState", ErrorCode::VsphereInvalidState),
-            ("InvalidState", ErrorCode::VsphereInvalidState),
-            ("InvalidArgument", ErrorCode::VsphereFault),
+            ("InvalidLogin", ErrorCode::SourceInvalidLogin),
+            ("NotAuthenticated", ErrorCode::SourceNotAuthenticated),
+            ("ManagedObjectNotFound", ErrorCode::SourceNotFound),
+            ("TaskInProgress", ErrorCode::SourceTaskInProgress),
+            ("InvalidPowerState", ErrorCode::SourceInvalidState),
+            ("InvalidState", ErrorCode::SourceInvalidState),
+            ("InvalidArgument", ErrorCode::SourceFault),
         ];
         for (fault, code) in cases {
             assert_eq!(VsphereError::from_fault(fault, "m", Some("vm-1"), "u").code(), code, "{fault}");
         }
         let e: Error = VsphereError::InvalidLogin { username: "admin".into() }.into();
-        assert_eq!(e.code(), ErrorCode::VsphereInvalidLogin);
+        assert_eq!(e.code(), ErrorCode::SourceInvalidLogin);
         assert!(e.report().contains("admin"));
     }
 }

@@ -176,7 +176,7 @@ impl LocalSource {
         match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
             Some((ds, rel)) if ds == self.datastore => join_within(Path::new(""), Path::new(rel)).ok_or_else(escapes),
             Some((ds, _)) => Err(Error::new(
-                ErrorCode::DatastoreFileMissing,
+                ErrorCode::SourceFileMissing,
                 format!("disk {:?} is on datastore {ds:?}, not {:?}", disk.file, self.datastore),
             )),
             None => self.resolve_in_vm_dir(&vm_rel_dir, &disk.file).ok_or_else(escapes),
@@ -212,17 +212,17 @@ impl LocalSource {
         })?;
         let bytes = match self.read_small(Path::new(rel), MAX_VMX_BYTES).await {
             Ok(b) => b,
-            Err(e) if e.code() == ErrorCode::DatastoreFileMissing => {
+            Err(e) if e.code() == ErrorCode::SourceFileMissing => {
                 return Err(Error::new(ErrorCode::VmNotFound, format!("no vmx file {rel}")).with_source(e))
             }
             Err(e) => return Err(e),
         };
         if bytes.len() > MAX_VMX_BYTES {
-            return Err(Error::new(ErrorCode::VmxParse, format!("{rel} is too large for a vmx file")));
+            return Err(Error::new(ErrorCode::SourceDescriptorParse, format!("{rel} is too large for a vmx file")));
         }
         let text = String::from_utf8_lossy(&bytes);
-        let vmx =
-            parse_vmx(&text).map_err(|e| Error::new(ErrorCode::VmxParse, format!("parsing {rel}")).with_source(e))?;
+        let vmx = parse_vmx(&text)
+            .map_err(|e| Error::new(ErrorCode::SourceDescriptorParse, format!("parsing {rel}")).with_source(e))?;
         let vm_dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let vm_rel_dir = Path::new(rel).parent().map(Path::to_path_buf).unwrap_or_default();
         let folder = Path::new(rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
@@ -250,7 +250,7 @@ impl LocalSource {
         let mut vm = vmx_to_vm(&vmx, rel, loc, &|name| infos.get(name).copied());
         // Names are bounded where they enter (the tables, the target names, the status).
         vmigrate_core::plan::check_name(&vm.name, &format!("displayName in {rel}"))
-            .map_err(|e| Error::new(ErrorCode::VmxParse, e.message().to_string()))?;
+            .map_err(|e| Error::new(ErrorCode::SourceDescriptorParse, e.message().to_string()))?;
         if rel.ends_with(".vmtx") {
             vm.template = true;
         }
@@ -316,7 +316,7 @@ impl SourceProvider for LocalSource {
         for rel in self.scan().await? {
             let vm = match self.load_vm(&rel).await {
                 Ok(vm) => vm,
-                Err(e) if e.code() == ErrorCode::VmxParse => {
+                Err(e) if e.code() == ErrorCode::SourceDescriptorParse => {
                     tracing::warn!(vmx = rel, error = %e.report(), "skipping unparsable vmx");
                     continue;
                 }
@@ -378,7 +378,7 @@ impl SourceProvider for LocalSource {
         let path = self.disk_rel_path(vm, disk)?;
         if disk.rdm {
             return Err(Error::new(
-                ErrorCode::VmdkFormat,
+                ErrorCode::SourceDiskFormat,
                 format!("{} is a raw device mapping: its LUN is not in the datastore folder", disk.file),
             ));
         }

@@ -101,12 +101,12 @@ impl VsphereSource {
     /// Connect and log in.
     ///
     /// # Errors
-    /// [`ErrorCode::VsphereConnect`], [`ErrorCode::VsphereTls`], [`ErrorCode::VsphereInvalidLogin`],
+    /// [`ErrorCode::SourceConnect`], [`ErrorCode::SourceTls`], [`ErrorCode::SourceInvalidLogin`],
     /// [`ErrorCode::BadUrl`], ...
     ///
-    /// [`ErrorCode::VsphereConnect`]: vmigrate_core::ErrorCode::VsphereConnect
-    /// [`ErrorCode::VsphereTls`]: vmigrate_core::ErrorCode::VsphereTls
-    /// [`ErrorCode::VsphereInvalidLogin`]: vmigrate_core::ErrorCode::VsphereInvalidLogin
+    /// [`ErrorCode::SourceConnect`]: vmigrate_core::ErrorCode::SourceConnect
+    /// [`ErrorCode::SourceTls`]: vmigrate_core::ErrorCode::SourceTls
+    /// [`ErrorCode::SourceInvalidLogin`]: vmigrate_core::ErrorCode::SourceInvalidLogin
     /// [`ErrorCode::BadUrl`]: vmigrate_core::ErrorCode::BadUrl
     pub async fn connect(opts: ConnectOptions) -> Result<VsphereSource> {
         let client = Client::connect(&opts).await?;

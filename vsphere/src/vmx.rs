@@ -65,7 +65,7 @@ pub enum VmxError {
 
 impl From<VmxError> for Error {
     fn from(e: VmxError) -> Self {
-        Error::new(ErrorCode::VmxParse, "parsing vmx file").with_source(e)
+        Error::new(ErrorCode::SourceDescriptorParse, "parsing vmx file").with_source(e)
     }
 }
 
@@ -660,7 +660,7 @@ mod tests {
         assert_eq!(parse_vmx("a = \"1\" x"), Err(VmxError::TrailingText { line: 1 }));
         assert_eq!(parse_vmx("a = \"|FF\""), Err(VmxError::BadEncoding { line: 1 }));
         let e: Error = VmxError::EmptyKey { line: 3 }.into();
-        assert_eq!(e.code(), ErrorCode::VmxParse);
+        assert_eq!(e.code(), ErrorCode::SourceDescriptorParse);
     }
 
     #[test]

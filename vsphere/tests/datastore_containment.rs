@@ -57,7 +57,7 @@ async fn extents_outside_the_datastore_are_refused() {
     let abs = top.path().join("secret");
     let (_top2, root2) = datastore(&abs.display().to_string());
     let e = open_first_disk(&root2).await.expect_err("absolute escape");
-    assert_eq!(e.code(), ErrorCode::DatastoreFileMissing, "{e}");
+    assert_eq!(e.code(), ErrorCode::SourceFileMissing, "{e}");
 
     // Symlinks out of the datastore, absolute or relative, for the extent and for the
     // descriptor itself.
@@ -161,7 +161,7 @@ async fn linked_clone_parent_in_another_folder_is_read_and_escapes_are_refused()
         std::fs::write(root.join("clone/clone.vmdk"), clone_desc(hint)).expect("clone descriptor");
         let r = src.open_disk(&vm.id, &vm.disks[0], None).await;
         let e = r.expect_err(hint);
-        assert!(matches!(e.code(), ErrorCode::UnsafePath | ErrorCode::DatastoreFileMissing), "{hint}: {e}");
+        assert!(matches!(e.code(), ErrorCode::UnsafePath | ErrorCode::SourceFileMissing), "{hint}: {e}");
     }
 }
 

@@ -17,20 +17,6 @@ fn fixture(name: &str, to: &Path) {
     std::fs::copy(Path::new(TEST_DATA).join(name), to).expect("copy fixture");
 }
 
-fn convert(raw: &Path, sub: &str, out: &Path) {
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vmdk",
-        "-o",
-        &format!("subformat={sub}"),
-        &raw.display().to_string(),
-        &out.display().to_string(),
-    ]);
-}
-
 /// Build the datastore; returns the raw sources of the disks we read back.
 fn build(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let web = root.join("winweb01");
@@ -168,7 +154,7 @@ async fn inventory_maps_realistic_vmx_files() {
     let legacy_disk = src.open_disk(&legacy.id, &legacy.disks[0], None).await.expect("stream disk");
     assert_eq!(legacy_disk.size(), 4 << 20);
     let rdm = src.open_disk(&legacy.id, &legacy.disks[2], None).await.map(|_| ()).expect_err("rdm");
-    assert_eq!(rdm.code(), ErrorCode::VmdkFormat);
+    assert_eq!(rdm.code(), ErrorCode::SourceDiskFormat);
 
     // vm() re-reads one VMX; unknown ids are typed errors.
     let again = src.vm(&web.id).await.expect("vm");

@@ -47,7 +47,7 @@ fn code<T>(r: vmigrate_core::Result<T>, what: &str) -> ErrorCode {
 }
 
 fn acceptable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::VmdkFormat | ErrorCode::ShortRead | ErrorCode::DatastoreFileMissing)
+    matches!(code, ErrorCode::SourceDiskFormat | ErrorCode::ShortRead | ErrorCode::SourceFileMissing)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -155,31 +155,31 @@ async fn specific_corruptions_have_typed_errors() {
     bad[gt0..gt0 + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
     std::fs::write(&p, &bad).expect("write");
     let disk = open_vmdk(&p).await.expect("metadata reads");
-    assert_eq!(code(disk.read_at(0, 4096).await, "gte past eof"), ErrorCode::VmdkFormat);
+    assert_eq!(code(disk.read_at(0, 4096).await, "gte past eof"), ErrorCode::SourceDiskFormat);
 
     // Truncated in the middle of the data grains.
     std::fs::write(&p, &img[..img.len() - 40_000]).expect("write");
     let disk = open_vmdk(&p).await.expect("metadata reads");
-    assert_eq!(code(disk.read_at(700_000, 50_000).await, "grain cut off"), ErrorCode::VmdkFormat);
+    assert_eq!(code(disk.read_at(700_000, 50_000).await, "grain cut off"), ErrorCode::SourceDiskFormat);
 
     // Truncated header, wrong magic, absurd capacity.
     std::fs::write(&p, &img[..60]).expect("write");
-    assert_eq!(code(open_vmdk(&p).await, "truncated"), ErrorCode::VmdkFormat);
+    assert_eq!(code(open_vmdk(&p).await, "truncated"), ErrorCode::SourceDiskFormat);
     let mut bad = img.clone();
     bad[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&p, &bad).expect("write");
-    assert_eq!(code(open_vmdk(&p).await, "absurd capacity"), ErrorCode::VmdkFormat);
+    assert_eq!(code(open_vmdk(&p).await, "absurd capacity"), ErrorCode::SourceDiskFormat);
     let mut bad = img.clone();
     bad[0] = b'X';
     std::fs::write(&p, &bad).expect("write");
-    assert_eq!(code(open_vmdk(&p).await, "bad magic"), ErrorCode::VmdkFormat);
+    assert_eq!(code(open_vmdk(&p).await, "bad magic"), ErrorCode::SourceDiskFormat);
 
     // Flat descriptors: missing extent file, extent shorter than declared.
     let d = dir.path().join("flat.vmdk");
     std::fs::write(&d, "createType=\"monolithicFlat\"\nRW 2048 FLAT \"flat-flat.vmdk\" 0\n").expect("write");
-    assert_eq!(code(open_vmdk(&d).await, "missing"), ErrorCode::DatastoreFileMissing);
+    assert_eq!(code(open_vmdk(&d).await, "missing"), ErrorCode::SourceFileMissing);
     std::fs::write(dir.path().join("flat-flat.vmdk"), vec![1u8; 1000]).expect("write");
-    assert_eq!(code(open_vmdk(&d).await, "short extent"), ErrorCode::VmdkFormat);
+    assert_eq!(code(open_vmdk(&d).await, "short extent"), ErrorCode::SourceDiskFormat);
     std::fs::write(dir.path().join("flat-flat.vmdk"), vec![7u8; 2048 * 512 + 512]).expect("write");
     std::fs::write(&d, "createType=\"monolithicFlat\"\nRW 2048 FLAT \"flat-flat.vmdk\" 1\nRW 8 ZERO\n").expect("write");
     let disk = open_vmdk(&d).await.expect("flat with offset");
@@ -189,5 +189,5 @@ async fn specific_corruptions_have_typed_errors() {
 
     // RDM descriptors are reported, not read.
     std::fs::write(&d, "createType=\"vmfsPassthroughRawDeviceMap\"\nRW 2048 VMFSRAW \"x-rdmp.vmdk\"\n").expect("write");
-    assert_eq!(code(open_vmdk(&d).await, "rdm"), ErrorCode::VmdkFormat);
+    assert_eq!(code(open_vmdk(&d).await, "rdm"), ErrorCode::SourceDiskFormat);
 }

@@ -13,16 +13,7 @@ const SIZE: u64 = 48 << 20;
 
 async fn round_trip(dir: &Path, raw: &Path, subformat: &str, sparse: bool) {
     let vmdk_path = dir.join(format!("{subformat}.vmdk"));
-    qemu_img(
-        &["convert", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={subformat}")]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([raw.display().to_string(), vmdk_path.display().to_string()])
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    convert(raw, subformat, &vmdk_path);
     let disk = open_vmdk(&vmdk_path).await.unwrap_or_else(|e| panic!("{subformat}: {}", e.report()));
     assert_eq!(disk.size(), std::fs::metadata(raw).expect("stat").len(), "{subformat} size");
     let out = dir.join(format!("{subformat}.out.raw"));
@@ -88,17 +79,7 @@ async fn two_gb_max_extent_spans_files() {
     }
     for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
         let v = dir.path().join(format!("{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            &raw.display().to_string(),
-            &v.display().to_string(),
-        ]);
+        convert(&raw, sub, &v);
         let disk = vmdk::VmdkDisk::open_path(&v).await.expect("open");
         assert!(disk.descriptor().extents.len() >= 2, "{sub} has several extents");
         assert_eq!(disk.size(), size);

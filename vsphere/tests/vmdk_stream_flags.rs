@@ -102,7 +102,7 @@ async fn check(dir: &Path, raw: &Path, name: &str, img: &[u8], want: Want, why: 
         }
         Want::BothRefuse | Want::WeRefuseQemuReadsGarbage => {
             let e = ours.err().unwrap_or_else(|| panic!("{name}: read with exit 0"));
-            assert_eq!(e.code(), ErrorCode::VmdkFormat, "{name}: {}", e.report());
+            assert_eq!(e.code(), ErrorCode::SourceDiskFormat, "{name}: {}", e.report());
             let report = e.report();
             assert!(report.contains(&format!("{name}.vmdk")) && report.contains(why), "{name}: {report}");
             if want == Want::BothRefuse {

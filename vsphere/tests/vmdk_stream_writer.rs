@@ -103,13 +103,13 @@ async fn corrupt_deflate_and_missing_footer_are_typed_errors() {
     let disk = open_vmdk(&p).await.expect("metadata is intact");
     let g = first_grain.expect("image has data") as u64;
     let err = disk.read_at(g * 65536, 65536).await.expect_err("corrupt grain");
-    assert_eq!(err.code(), ErrorCode::VmdkFormat, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::SourceDiskFormat, "{}", err.report());
 
     // Cut off the footer.
     let cut = &good[..good.len() - 512];
     std::fs::write(&p, cut).expect("write");
     let err = open_vmdk(&p).await.expect_err("no footer");
-    assert_eq!(err.code(), ErrorCode::VmdkFormat, "{}", err.report());
+    assert_eq!(err.code(), ErrorCode::SourceDiskFormat, "{}", err.report());
 }
 
 /// Issue 14 item 6: what a checkpoint of a VMDK source is bound to. Two opens of one unchanged

@@ -37,7 +37,7 @@ async fn garbage_and_truncated_soap_are_malformed() {
     ] {
         let url = serve(body, "200 OK").await;
         let e = VsphereSource::connect(opts(url)).await.expect_err("garbage");
-        assert_eq!(e.code(), ErrorCode::VsphereMalformed, "{}", e.report());
+        assert_eq!(e.code(), ErrorCode::SourceMalformed, "{}", e.report());
         assert!(!e.report().contains("Secret-Pw-42"));
     }
     let url = serve(b"bad gateway", "502 Bad Gateway").await;
@@ -50,7 +50,7 @@ async fn unreachable_and_bad_urls_are_typed() {
     let port = l.local_addr().expect("addr").port();
     drop(l);
     let e = VsphereSource::connect(opts(format!("https://127.0.0.1:{port}/sdk"))).await.expect_err("refused");
-    assert_eq!(e.code(), ErrorCode::VsphereConnect);
+    assert_eq!(e.code(), ErrorCode::SourceConnect);
     let e = VsphereSource::connect(opts("http://vcenter.example.com/sdk".into())).await.expect_err("http");
     assert_eq!(e.code(), ErrorCode::BadUrl);
 }

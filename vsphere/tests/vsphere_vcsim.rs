@@ -31,7 +31,7 @@ async fn login_tls_and_credentials() {
     // Wrong password: typed, and the password never shows.
     let bad = ConnectOptions { password: "Wrong-Secret-123".into(), ..sim.connect_options() };
     let e = VsphereSource::connect(bad).await.expect_err("wrong password");
-    assert_eq!(e.code(), ErrorCode::VsphereInvalidLogin);
+    assert_eq!(e.code(), ErrorCode::SourceInvalidLogin);
     assert!(!e.report().contains("Wrong-Secret-123") && !format!("{e:?}").contains("Wrong-Secret-123"));
 
     // Pinned thumbprint: right one passes, a wrong one is refused as TLS.
@@ -40,12 +40,12 @@ async fn login_tls_and_credentials() {
     let wrong = "00:".repeat(31) + "00";
     let mismatch = ConnectOptions { ca_pem: None, thumbprint: Some(wrong), ..sim.connect_options() };
     let e = VsphereSource::connect(mismatch).await.expect_err("thumbprint mismatch");
-    assert_eq!(e.code(), ErrorCode::VsphereTls, "{}", e.report());
+    assert_eq!(e.code(), ErrorCode::SourceTls, "{}", e.report());
     assert_eq!(e.kind(), ErrorKind::Tls);
 
     // Default verification (system roots) refuses the test CA; insecure accepts.
     let plain = ConnectOptions { ca_pem: None, ..sim.connect_options() };
-    assert_eq!(VsphereSource::connect(plain).await.expect_err("untrusted").code(), ErrorCode::VsphereTls);
+    assert_eq!(VsphereSource::connect(plain).await.expect_err("untrusted").code(), ErrorCode::SourceTls);
     let insecure = ConnectOptions { ca_pem: None, insecure: true, ..sim.connect_options() };
     let s = VsphereSource::connect(insecure).await.expect("insecure");
     let cert = s.client().peer_certificate().expect("peer cert seen");
@@ -226,9 +226,9 @@ async fn disk_read_session_expiry_and_vanishing_vm() {
     let e = t.read_at(1 << 20, 65536).await.expect_err("disk file gone");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{}", e.report());
     let e = src.vm(&vm.id).await.expect_err("vm gone");
-    assert_eq!(e.code(), ErrorCode::VsphereNotFound);
+    assert_eq!(e.code(), ErrorCode::SourceNotFound);
     let e = src.open_disk(&vm.id, &vm.disks[0], None).await.expect_err("open gone");
-    assert_eq!(e.code(), ErrorCode::VsphereNotFound);
+    assert_eq!(e.code(), ErrorCode::SourceNotFound);
 }
 
 /// `qemu-img convert -O raw` of a datastore file: what the disk must read as.
@@ -285,5 +285,5 @@ async fn sparse_delta_and_flat_disks_read_over_folder() {
     let win = inv.find_vm("winweb02").expect("winweb02");
     std::fs::remove_file(sim.flat_file("winweb02")).expect("remove extent");
     let e = src.open_disk(&win.id, &win.disks[0], None).await.expect_err("extent missing");
-    assert_eq!(e.code(), ErrorCode::DatastoreFileMissing, "{}", e.report());
+    assert_eq!(e.code(), ErrorCode::SourceFileMissing, "{}", e.report());
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Executor, VmRun};
 use crate::error::Result;
 use crate::model::{PowerState, Vm};
-use crate::plan::{parse_duration, HookStep};
+use crate::plan::HookStep;
 use crate::provider::{PreparedVolume, TargetVm};
 use crate::status::{DiskStatus, Phase};
 
@@ -22,7 +22,7 @@ impl Executor {
             self.phase(idx, Phase::PowerOff, cancel, async {
                 if vm.power_state != PowerState::PoweredOff {
                     stopped_at = Some(Instant::now());
-                    let graceful = parse_duration(&self.plan.spec.options.shutdown_timeout)?;
+                    let graceful = self.plan.spec.options.shutdown_timeout.get();
                     self.lock().vms[idx].source_changes.powered_off = true;
                     self.save_durable()?;
                     self.source.power_off(&vm.id, Some(graceful)).await?;

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Executor;
 use crate::error::{Error, ErrorCode, Result};
-use crate::plan::{parse_duration, HookSpec, HookStep};
+use crate::hook::HookInput;
+use crate::plan::{HookSpec, HookStep};
 use crate::provider::TargetVm;
 
 /// Longest hook output kept in an error message.
@@ -26,16 +27,12 @@ pub const HOOK_ENV_ALLOWED: &[&str] =
 /// # Errors
 /// [`ErrorCode::HookFailed`] with the tail of the hook's output when it exits non-zero, cannot
 /// start, or runs past its timeout (it is killed); [`ErrorCode::Cancelled`] when cancelled.
-pub async fn run_local_hook(hook: &HookSpec, input: &serde_json::Value, cancel: &CancellationToken) -> Result<String> {
+pub async fn run_local_hook(hook: &HookSpec, input: &HookInput, cancel: &CancellationToken) -> Result<String> {
     let (prog, args) = hook
         .command
         .split_first()
         .ok_or_else(|| Error::new(ErrorCode::PlanInvalid, format!("hook {} has no command", hook.name)))?;
-    let timeout = match &hook.timeout {
-        Some(t) => parse_duration(t)?,
-        None => Duration::from_secs(600),
-    };
-    let s = |k: &str| input.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let timeout = hook.timeout.as_ref().map_or(Duration::from_secs(600), |t| t.get());
     let mut cmd = tokio::process::Command::new(prog);
     cmd.env_clear();
     for k in HOOK_ENV_ALLOWED {
@@ -45,13 +42,7 @@ pub async fn run_local_hook(hook: &HookSpec, input: &serde_json::Value, cancel: 
     }
     let mut child = cmd
         .args(args)
-        .env("VMIGRATE_PLAN", s("plan"))
-        .env("VMIGRATE_NAMESPACE", s("namespace"))
-        .env("VMIGRATE_HOOK", &hook.name)
-        .env("VMIGRATE_HOOK_STEP", input.get("step").and_then(|v| v.as_str()).unwrap_or_default())
-        .env("VMIGRATE_TARGET_NAME", s("targetName"))
-        .env("VMIGRATE_VM", input.pointer("/vm/name").and_then(|v| v.as_str()).unwrap_or_default())
-        .env("VMIGRATE_VM_ID", input.pointer("/vm/id/sourceRef").and_then(|v| v.as_str()).unwrap_or_default())
+        .envs(input.env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,14 +110,14 @@ impl Executor {
             .cloned()
             .collect();
         for hook in hooks {
-            let input = serde_json::json!({
-                "plan": self.plan.metadata.name,
-                "namespace": self.plan.spec.target_namespace,
-                "step": step,
-                "hook": hook.name,
-                "targetName": tvm.name,
-                "vm": tvm.source,
-            });
+            let input = HookInput {
+                hook: hook.name.clone(),
+                namespace: self.plan.spec.target_namespace.clone(),
+                plan: self.plan.metadata.name.clone(),
+                step,
+                target_name: tvm.name.clone(),
+                vm: tvm.source.clone(),
+            };
             if hook.image.is_some() {
                 self.target.run_hook(tvm, &hook, &input).await?;
             } else {
@@ -148,16 +139,31 @@ mod tests {
             step: HookStep::Pre,
             command: cmd.iter().map(|s| s.to_string()).collect(),
             image: None,
-            timeout: timeout.map(str::to_string),
+            timeout: timeout.map(|t| crate::plan::Duration::parse(t).expect("a duration")),
+        }
+    }
+
+    fn input() -> HookInput {
+        HookInput {
+            hook: "t".into(),
+            namespace: "ns".into(),
+            plan: "p".into(),
+            step: HookStep::Pre,
+            target_name: "db".into(),
+            vm: crate::model::Vm {
+                id: crate::model::VmId { source_ref: "vm-1".into(), ..Default::default() },
+                name: "database".into(),
+                ..Default::default()
+            },
         }
     }
 
     #[tokio::test]
     async fn hook_gets_json_and_env() {
-        let input = serde_json::json!({"plan": "p", "namespace": "ns", "step": "pre", "targetName": "db", "vm": {"name": "database", "id": {"sourceRef": "vm-1"}}});
+        let input = input();
         let out = run_local_hook(
             &hook(
-                &["sh", "-c", "cat; echo; echo $VMIGRATE_VM $VMIGRATE_VM_ID $VMIGRATE_TARGET_NAME $VMIGRATE_HOOK_STEP"],
+                &["sh", "-c", "cat; echo; echo $VMIGRATE_VM $VMIGRATE_VM_ID $VMIGRATE_TARGET_NAME $VMIGRATE_HOOK_STEP $VMIGRATE_PLAN $VMIGRATE_NAMESPACE $VMIGRATE_HOOK"],
                 None,
             ),
             &input,
@@ -165,18 +171,21 @@ mod tests {
         )
         .await
         .expect("hook runs");
-        let first: serde_json::Value = serde_json::from_str(out.lines().next().expect("line")).expect("json on stdin");
-        assert_eq!(first, input);
-        assert!(out.contains("database vm-1 db pre"), "{out}");
+        let first = out.lines().next().expect("line");
+        // Byte for byte what the hook has always read (the JSON itself is pinned in crate::hook).
+        assert_eq!(first, serde_json::to_string(&input).expect("json"));
+        assert!(
+            first.starts_with(r#"{"hook":"t","namespace":"ns","plan":"p","step":"pre","targetName":"db","vm":{"#),
+            "{first}"
+        );
+        assert!(out.contains("database vm-1 db pre p ns t"), "{out}");
     }
 
     /// Issue 14 item 9: a hook sees only the allowed variables and its context, never the rest
     /// of vmigrate's environment (where the source password lives).
     #[tokio::test]
     async fn hook_environment_is_explicit() {
-        let out = run_local_hook(&hook(&["env"], None), &serde_json::json!({}), &CancellationToken::new())
-            .await
-            .expect("hook runs");
+        let out = run_local_hook(&hook(&["env"], None), &input(), &CancellationToken::new()).await.expect("hook runs");
         let names: Vec<&str> = out.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
         assert!(!names.is_empty(), "{out}");
         for n in names {
@@ -188,24 +197,19 @@ mod tests {
 
     #[tokio::test]
     async fn failing_hook_is_typed_with_output() {
-        let err = run_local_hook(
-            &hook(&["sh", "-c", "echo boom >&2; exit 7"], None),
-            &serde_json::json!({}),
-            &CancellationToken::new(),
-        )
-        .await
-        .expect_err("fails");
+        let err =
+            run_local_hook(&hook(&["sh", "-c", "echo boom >&2; exit 7"], None), &input(), &CancellationToken::new())
+                .await
+                .expect_err("fails");
         assert_eq!(err.code(), ErrorCode::HookFailed);
         assert!(err.to_string().contains("boom"), "{err}");
-        let err =
-            run_local_hook(&hook(&["/nonexistent/hook"], None), &serde_json::json!({}), &CancellationToken::new())
-                .await
-                .expect_err("missing");
+        let err = run_local_hook(&hook(&["/nonexistent/hook"], None), &input(), &CancellationToken::new())
+            .await
+            .expect_err("missing");
         assert_eq!(err.code(), ErrorCode::HookFailed);
-        let err =
-            run_local_hook(&hook(&["sleep", "5"], Some("200ms")), &serde_json::json!({}), &CancellationToken::new())
-                .await
-                .expect_err("timeout");
+        let err = run_local_hook(&hook(&["sleep", "5"], Some("200ms")), &input(), &CancellationToken::new())
+            .await
+            .expect_err("timeout");
         assert!(err.to_string().contains("timed out"));
     }
 }

@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Event, Executor, VmRun};
 use crate::engine::ProgressSnapshot;
 use crate::model::{Disk, PowerState, Vm};
-use crate::plan::{parse_duration, HookStep};
+use crate::plan::HookStep;
 use crate::provider::{PassReport, PreparedVolume, SnapshotRef, TargetPass, TargetVm};
 use crate::status::Phase;
 use crate::transport::{Extent, ExtentState};
@@ -285,15 +285,10 @@ impl Executor {
             self.drop_pass_snapshots(idx, vm).await?;
         }
         // Precopy loop until cutover.
-        let interval = parse_duration(&self.plan.spec.options.precopy_interval)?;
-        // The VM's own cutover time, else the plan's.
+        let interval = self.plan.spec.options.precopy_interval.get();
+        // The VM's own cutover time, else the plan's (both parsed when the plan was read).
         let cutover_at = self.plan.spec.vms.get(idx).and_then(|v| v.cutover.as_ref());
-        let deadline = match cutover_at.or(self.plan.spec.options.cutover.as_ref()) {
-            Some(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| {
-                Error::new(ErrorCode::PlanInvalid, format!("cutover {t:?} is not an RFC 3339 time")).with_source(e)
-            })?),
-            None => None,
-        };
+        let deadline = cutover_at.or(self.plan.spec.options.cutover.as_ref()).map(|t| t.get());
         let mut cut = self.ctl.cutover.subscribe();
         if !self.done(idx, Phase::Cutover) {
             loop {
@@ -325,7 +320,7 @@ impl Executor {
             }
             let mut stopped = None;
             self.phase(idx, Phase::Cutover, cancel, async {
-                let graceful = parse_duration(&self.plan.spec.options.shutdown_timeout)?;
+                let graceful = self.plan.spec.options.shutdown_timeout.get();
                 let fresh = self.source.vm(&vm.id).await?;
                 if fresh.power_state != PowerState::PoweredOff {
                     stopped = Some(Instant::now());
@@ -413,7 +408,7 @@ impl Executor {
         while offset < size {
             let areas = self.source.changed_areas(&vm.id, disk, snap, since, offset).await?;
             if areas.end <= offset {
-                return Err(Error::new(ErrorCode::VsphereFault, "changed-area query made no progress"));
+                return Err(Error::new(ErrorCode::SourceFault, "changed-area query made no progress"));
             }
             out.extend(areas.extents.into_iter().map(|e| Extent { state: ExtentState::Data, ..e }));
             offset = areas.end;

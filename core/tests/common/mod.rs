@@ -9,36 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use vmigrate_core::{BlockTransport, Error, ErrorCode, Extent, ExtentKind, Result};
 
-/// Whether `prog` is installed (on `PATH` or in `/usr/sbin`, where nginx lives). Under `CI` a
-/// missing program fails the test instead of skipping it.
-pub fn have(prog: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {prog} || test -x /usr/sbin/{prog}"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{prog} is required in CI but is not installed");
-        eprintln!("skipping: {prog} is not installed");
-    }
-    found
-}
-
-/// Deterministic pseudo-random bytes (xorshift), never containing a zero 4 KiB block.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&(x | 1).to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+/// `have` and `pattern` are the test kit's, shared by every crate's tests.
+#[allow(unused_imports)] // not every test binary that includes this module uses both
+pub use vmigrate_testkit::peers::{have, pattern};
 
 /// Faults a [`Faulty`] wrapper injects; shared by its clones.
 #[derive(Debug, Default)]

@@ -24,13 +24,13 @@ int main(int argc, char **argv) {
   vmigrate_string_free(json);
 
   json = NULL;
-  EXPECT_RC(try_inventory(argv[1], argv[2], "wrong-password", argv[4], &json), VMIGRATE_RESULT_VSPHERE_INVALID_LOGIN);
+  EXPECT_RC(try_inventory(argv[1], argv[2], "wrong-password", argv[4], &json), VMIGRATE_RESULT_SOURCE_INVALID_LOGIN);
   CHECK(json == NULL);
   CHECK(strstr(last_error(), "wrong-password") == NULL);
 
   const char *bad_thumb =
       "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF";
-  EXPECT_RC(try_inventory(argv[1], argv[2], argv[3], bad_thumb, &json), VMIGRATE_RESULT_VSPHERE_TLS);
+  EXPECT_RC(try_inventory(argv[1], argv[2], argv[3], bad_thumb, &json), VMIGRATE_RESULT_SOURCE_TLS);
 
   CHECK_OK(vmigrate_shutdown());
   printf("vsphere: ok\n");

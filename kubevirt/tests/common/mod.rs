@@ -9,7 +9,8 @@ use vmigrate_core::model::{Disk, Firmware, Nic, Vm, VmId};
 use vmigrate_core::plan::{
     AccessMode, NetworkDestination, RouteSpec, ServicePort, ServiceSpec, StorageDestination, VolumeMode,
 };
-use vmigrate_core::TargetVm;
+use vmigrate_core::{PreparedVolume, TargetVm};
+use vmigrate_kubevirt::builder;
 
 pub const GIB: i64 = 1 << 30;
 
@@ -168,4 +169,19 @@ impl Schemas {
     pub fn check(&self, doc: &Value) -> Result<(), String> {
         self.0.check(doc)
     }
+}
+
+/// The volumes the executor would prepare for `t` (one per source disk, named and sized by the
+/// builder): what the builder tests hand to `build_vm` and the conversion Job, written once.
+pub fn volumes(t: &vmigrate_core::TargetVm) -> Vec<PreparedVolume> {
+    t.source
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| PreparedVolume {
+            disk_key: d.key,
+            name: builder::volume_name(&t.name, i),
+            size: builder::volume_size(d),
+        })
+        .collect()
 }

@@ -41,7 +41,7 @@ pub(super) fn datastore_error(file: &str, e: Error) -> Error {
     match (http_status(&e), e.code()) {
         (Some(404), _) => Error::from(VsphereError::DatastoreFileMissing { path: file.to_string() }).with_source(e),
         (_, ErrorCode::HttpTls) => {
-            Error::new(ErrorCode::VsphereTls, format!("tls verification of {file} failed")).with_source(e)
+            Error::new(ErrorCode::SourceTls, format!("tls verification of {file} failed")).with_source(e)
         }
         _ => e,
     }

@@ -30,7 +30,7 @@ impl VsphereSource {
             (None, Some(t)) if t.chars().filter(char::is_ascii_hexdigit).count() == 40 => t.clone(),
             _ => {
                 return Err(Error::new(
-                    ErrorCode::VsphereTls,
+                    ErrorCode::SourceTls,
                     "VDDK needs the server certificate's SHA-1 thumbprint, which is unknown",
                 ))
             }

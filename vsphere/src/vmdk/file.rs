@@ -28,7 +28,7 @@ impl LocalFile {
     /// Open `path` read-only.
     ///
     /// # Errors
-    /// [`ErrorCode::DatastoreFileMissing`] when it does not exist, [`ErrorCode::Io`] otherwise.
+    /// [`ErrorCode::SourceFileMissing`] when it does not exist, [`ErrorCode::Io`] otherwise.
     pub async fn open(path: &Path) -> Result<LocalFile> {
         let p = path.to_path_buf();
         let (file, size) = tokio::task::spawn_blocking(move || -> std::io::Result<(File, u64)> {
@@ -40,7 +40,7 @@ impl LocalFile {
         .map_err(|e| Error::new(ErrorCode::Internal, "file open task failed").with_source(e))?
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::new(ErrorCode::DatastoreFileMissing, format!("disk file {} is missing", path.display()))
+                Error::new(ErrorCode::SourceFileMissing, format!("disk file {} is missing", path.display()))
                     .with_source(e)
             } else {
                 Error::io(format!("opening {}", path.display()), e)

@@ -14,7 +14,7 @@
 //! files ([`DirOpener`]) and over a datastore's HTTPS `/folder` endpoint. The parsers
 //! ([`descriptor::parse_descriptor`], [`header::SparseHeader::parse`]) are pure functions over
 //! bytes and bound every size they return; everything read from a file is checked against the
-//! file's size before it is used, so a corrupt file gives [`ErrorCode::VmdkFormat`], never a
+//! file's size before it is used, so a corrupt file gives [`ErrorCode::SourceDiskFormat`], never a
 //! panic, a huge allocation or a short read.
 //!
 //! ```no_run
@@ -96,7 +96,7 @@ pub enum VmdkError {
 
 impl From<VmdkError> for Error {
     fn from(e: VmdkError) -> Self {
-        Error::new(ErrorCode::VmdkFormat, "invalid vmdk").with_source(e)
+        Error::new(ErrorCode::SourceDiskFormat, "invalid vmdk").with_source(e)
     }
 }
 
@@ -109,7 +109,7 @@ pub trait ExtentOpener: Send + Sync + fmt::Debug {
     /// Open `name` as written in the descriptor (relative to the descriptor's folder).
     ///
     /// # Errors
-    /// [`ErrorCode::DatastoreFileMissing`] when the file does not exist; transport errors.
+    /// [`ErrorCode::SourceFileMissing`] when the file does not exist; transport errors.
     async fn open(&self, name: &str) -> Result<Box<dyn BlockTransport>>;
 
     /// An opener for the files the descriptor `name` names (a delta's parent names its own
@@ -142,8 +142,8 @@ impl VmdkInfo {
 /// extents and parents resolved next to it. This is what `vmigrate copy x.vmdk out.raw` calls.
 ///
 /// # Errors
-/// [`ErrorCode::DatastoreFileMissing`] for a missing descriptor or extent,
-/// [`ErrorCode::VmdkFormat`] for anything malformed or unsupported (RDM, vmfsSparse, seSparse).
+/// [`ErrorCode::SourceFileMissing`] for a missing descriptor or extent,
+/// [`ErrorCode::SourceDiskFormat`] for anything malformed or unsupported (RDM, vmfsSparse, seSparse).
 ///
 /// # Cancel safety
 /// Cancel-safe: dropping the future leaves nothing behind.

@@ -48,11 +48,14 @@ impl SparseVmdkWriter {
     /// Create (truncate) `path` for a disk of `capacity` bytes (rounded up to 512).
     ///
     /// # Errors
-    /// [`ErrorCode::Io`] when the file cannot be created; [`ErrorCode::VmdkFormat`] for a
+    /// [`ErrorCode::Io`] when the file cannot be created; [`ErrorCode::SourceDiskFormat`] for a
     /// capacity over [`MAX_WRITER_CAPACITY`].
     pub fn create(path: &Path, capacity: u64) -> Result<SparseVmdkWriter> {
         if capacity > MAX_WRITER_CAPACITY {
-            return Err(Error::new(ErrorCode::VmdkFormat, format!("capacity {capacity} over the writer's limit")));
+            return Err(Error::new(
+                ErrorCode::SourceDiskFormat,
+                format!("capacity {capacity} over the writer's limit"),
+            ));
         }
         let sectors = capacity.div_ceil(SECTOR);
         let grains = sectors.div_ceil(GRAIN_SECTORS);
@@ -128,8 +131,9 @@ impl SparseVmdkWriter {
                     continue;
                 }
                 let sector = self.next_sector;
-                let sector32 = u32::try_from(sector)
-                    .map_err(|_| Error::new(ErrorCode::VmdkFormat, "sparse vmdk grew past 2 TiB of allocated data"))?;
+                let sector32 = u32::try_from(sector).map_err(|_| {
+                    Error::new(ErrorCode::SourceDiskFormat, "sparse vmdk grew past 2 TiB of allocated data")
+                })?;
                 let mut grain = vec![0u8; gb as usize];
                 grain[in_grain as usize..in_grain as usize + n].copy_from_slice(piece);
                 self.file.write_all_at(&grain, sector * SECTOR).map_err(|e| io(&self.path, "writing", e))?;
@@ -166,7 +170,7 @@ impl SparseVmdkWriter {
         let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("disk.vmdk");
         let desc = descriptor_text(name, h.capacity);
         if desc.len() as u64 > DESCRIPTOR_SECTORS * SECTOR {
-            return Err(Error::new(ErrorCode::VmdkFormat, "file name too long for the embedded descriptor"));
+            return Err(Error::new(ErrorCode::SourceDiskFormat, "file name too long for the embedded descriptor"));
         }
         w(desc.as_bytes(), DESCRIPTOR_OFFSET)?;
         w(&h.to_bytes(), 0)?;

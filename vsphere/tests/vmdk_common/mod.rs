@@ -35,6 +35,11 @@ pub fn qemu_img(args: &[&str]) {
     );
 }
 
+/// `raw` converted by qemu-img to a VMDK of `subformat` at `out`, asserting success.
+pub fn convert(raw: &Path, subformat: &str, out: &Path) {
+    vmigrate_testkit::peers::qemu_img_to_vmdk(raw, subformat, out).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// `qemu-img compare` exit status: 0 identical, 1 different.
 pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> (bool, String) {
     match vmigrate_testkit::peers::qemu_img_compare_as(fmt_a, a, fmt_b, b) {
