@@ -14,7 +14,7 @@ use crate::plan::HookStep;
 ///
 /// ```json
 /// {"hook": "drain", "namespace": "vmexamples", "plan": "move-webapp", "step": "pre",
-///  "targetName": "database", "vm": { "id": { "moref": "vm-42" }, "name": "database", ... }}
+///  "targetName": "database", "vm": { "id": { "sourceRef": "vm-42", "moref": "vm-42" }, "name": "database", ... }}
 /// ```
 ///
 /// Every object's keys are in alphabetical order at every level (the VM's too), which is the
