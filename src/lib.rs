@@ -41,8 +41,14 @@ pub async fn validate_plan(plan: &Plan, inventory: Option<&Inventory>) -> Result
         Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
         None => sources::read_inventory(&plan.spec.source).await?,
     };
-    let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };
+    let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps, rules: &rules(plan) };
     Ok(run_rules(&ctx))
+}
+
+/// The source's and the target's own validation rules, chosen by the plan's URLs (the same a
+/// run gets from the opened providers).
+fn rules(plan: &Plan) -> [vmigrate_core::validate::VmRules; 2] {
+    [sources::source_rules(&plan.spec.source.url), targets::target_rules(&plan.spec.target.url)]
 }
 
 /// What [`validate_plan_with_target`] learned from the plan's target.
@@ -77,7 +83,8 @@ pub async fn validate_plan_with_target(
         None => sources::read_inventory(&plan.spec.source).await?,
     };
     if !targets::target_scheme(&plan.spec.target.url).is_ok_and(|s| s.cluster) {
-        let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps };
+        let ctx =
+            ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps, rules: &rules(plan) };
         return Ok((run_rules(&ctx), TargetCheck::NotACluster));
     }
     let ask = async {
@@ -95,7 +102,8 @@ pub async fn validate_plan_with_target(
             TargetCheck::NotChecked(format!("no answer within {} s", TARGET_CHECK_TIMEOUT.as_secs())),
         ),
     };
-    let ctx = ValidationContext { plan, inventory: &inventory, existing: &existing, capabilities: caps };
+    let ctx =
+        ValidationContext { plan, inventory: &inventory, existing: &existing, capabilities: caps, rules: &rules(plan) };
     let mut v = run_rules(&ctx);
     // The target's concerns hold for every VM of the plan (as `migrate` records them).
     for vm in &mut v.vms {

@@ -77,6 +77,17 @@ pub fn source_scheme(url: &str) -> Result<&'static SourceScheme> {
     })
 }
 
+/// The validation rules of the source `url` names ([`SourceProvider::vm_rules`] of the
+/// provider it opens), without opening it: a plan validated offline gets the same concerns as
+/// a run. Unknown schemes have none (opening them fails).
+pub fn source_rules(url: &str) -> vmigrate_core::validate::VmRules {
+    match source_scheme(url).map(|s| s.kind) {
+        Ok(SourceKind::Vsphere | SourceKind::Vmx) => vmigrate_vsphere::rules::validate_vm,
+        Ok(SourceKind::Ova) => vmigrate_vsphere::rules::validate_vm,
+        Err(_) => vmigrate_core::validate::no_rules,
+    }
+}
+
 /// Whether the source `url` names logs in (a vSphere endpoint). False for unknown schemes
 /// (opening them fails with [`ErrorCode::BadUrl`]).
 pub fn needs_credentials(url: &str) -> bool {

@@ -73,6 +73,16 @@ impl TargetOptions {
     }
 }
 
+/// The validation rules of the target `url` names ([`TargetProvider::vm_rules`] of the
+/// provider it opens), without opening it, so a plan validated offline gets the same concerns
+/// as a run. Unknown schemes have none (opening them fails).
+pub fn target_rules(url: &str) -> vmigrate_core::validate::VmRules {
+    match target_scheme(url).map(|s| s.kind) {
+        Ok(TargetKind::Kubevirt) => vmigrate_kubevirt::rules::kubevirt_vm,
+        Ok(TargetKind::Dir) | Err(_) => vmigrate_core::validate::no_rules,
+    }
+}
+
 /// Open the target of `spec`.
 ///
 /// # Errors

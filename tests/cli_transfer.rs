@@ -16,7 +16,7 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     let disk = &db.disks[1];
     let out = work.path().join("disk.img");
     let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
-        .args(["transfer", "--output", "json", "--source-url", &url, "--vm-id", &db.id.moref, "--disk-key"])
+        .args(["transfer", "--output", "json", "--source-url", &url, "--vm-id", &db.id.source_ref, "--disk-key"])
         .arg(disk.key.to_string())
         .arg("--target-file")
         .arg(&out)
@@ -37,7 +37,7 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     // A disk key the VM does not have is a clear error, and nothing is written.
     let bad = work.path().join("bad.img");
     let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
-        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--disk-key", "9999", "--target-file"])
+        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.source_ref, "--disk-key", "9999", "--target-file"])
         .arg(&bad)
         .output()
         .expect("run transfer");
@@ -47,7 +47,16 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
 
     // A delta pass needs the snapshot it reads: refused as a usage error, nothing written.
     let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
-        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--changed-since", "52 aa/1", "--disk-key"])
+        .args([
+            "transfer",
+            "--source-url",
+            &url,
+            "--vm-id",
+            &db.id.source_ref,
+            "--changed-since",
+            "52 aa/1",
+            "--disk-key",
+        ])
         .arg(disk.key.to_string())
         .arg("--target-file")
         .arg(&bad)
@@ -60,7 +69,7 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     // A result file gets the same report.
     let result = work.path().join("termination-log");
     let run = Command::new(env!("CARGO_BIN_EXE_vmigrate"))
-        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--pass", "full", "--disk-key"])
+        .args(["transfer", "--source-url", &url, "--vm-id", &db.id.source_ref, "--pass", "full", "--disk-key"])
         .arg(disk.key.to_string())
         .arg("--target-file")
         .arg(&out)
@@ -78,7 +87,7 @@ async fn transfer_copies_one_vm_disk_byte_equal() {
     let cp = work.path().join("disk.img.vmigrate-checkpoint");
     let transfer = || {
         Command::new(env!("CARGO_BIN_EXE_vmigrate"))
-            .args(["transfer", "--source-url", &url, "--vm-id", &db.id.moref, "--pass", "full", "--disk-key"])
+            .args(["transfer", "--source-url", &url, "--vm-id", &db.id.source_ref, "--pass", "full", "--disk-key"])
             .arg(disk.key.to_string())
             .arg("--target-file")
             .arg(&out)

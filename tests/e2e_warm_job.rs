@@ -820,7 +820,7 @@ fn worker(
 ) -> std::process::Command {
     let mut cmd = std::process::Command::new(vmigrate_bin());
     cmd.args(["transfer", "--output", "json", "--source-url", &sim.url, "--thumbprint", &sim.thumbprint])
-        .args(["--vm-id", &vm.id.moref, "--disk-key", &vm.disks[0].key.to_string(), "--pass", pass])
+        .args(["--vm-id", &vm.id.source_ref, "--disk-key", &vm.disks[0].key.to_string(), "--pass", pass])
         .args(["--snapshot", snapshot, "--checkpoint-interval", "0ms", "--work-unit", "1M", "--target-file"])
         .arg(img)
         .env_remove("RUST_LOG")

@@ -1,10 +1,10 @@
-//! Guest conversion: what makes a copied VMware guest boot on KubeVirt.
+//! Guest conversion: what makes a copied guest boot on a KVM target.
 //!
-//! A byte-for-byte copy keeps the guest's VMware drivers: a RHEL-family guest whose initramfs
+//! A byte-for-byte copy keeps the drivers of the hypervisor it came from: a RHEL-family guest whose initramfs
 //! was built host-only (PVSCSI / LSI drivers only) cannot find its root disk on virtio, and a
 //! Windows guest has no virtio drivers at all. Like MTV/Forklift, vmigrate runs virt-v2v on the
 //! copied disks, in place (`virt-v2v-in-place`, after the last copy), which installs virtio
-//! drivers, rebuilds the initramfs, fixes fstab / bootloader device names, removes VMware Tools,
+//! drivers, rebuilds the initramfs, fixes fstab / bootloader device names, removes the old guest tools,
 //! installs the QEMU guest agent and carries static IPs over.
 //!
 //! This module is provider-neutral: it builds the input description of the source VM (libvirt
@@ -100,11 +100,6 @@ impl InspectedOs {
     pub fn is_windows(&self) -> bool {
         self.kind == "windows"
     }
-
-    /// KubeVirt's common cluster preference for this OS (`rhel.8`, `windows.2k19`), if known.
-    pub fn preference(&self) -> Option<&'static str> {
-        preference_for_osinfo(&self.osinfo)
-    }
 }
 
 /// The outcome of a VM's conversion phase, kept in the status and given to the target VM
@@ -169,37 +164,6 @@ impl GuestConversion {
         }
         s
     }
-}
-
-/// KubeVirt common-instancetypes cluster preference for a libosinfo short id.
-pub fn preference_for_osinfo(osinfo: &str) -> Option<&'static str> {
-    let o = osinfo.to_ascii_lowercase();
-    const TABLE: &[(&str, &str)] = &[
-        ("win2k25", "windows.2k25"),
-        ("win2k22", "windows.2k22"),
-        ("win2k19", "windows.2k19"),
-        ("win2k16", "windows.2k16"),
-        ("win2k12r2", "windows.2k12r2"),
-        ("win11", "windows.11"),
-        ("win10", "windows.10"),
-        ("rhel10", "rhel.10"),
-        ("rhel9", "rhel.9"),
-        ("rhel8", "rhel.8"),
-        ("rhel7", "rhel.7"),
-        ("centos-stream10", "centos.stream10"),
-        ("centos-stream9", "centos.stream9"),
-        ("centos-stream8", "centos.stream8"),
-        ("centos7", "centos.7"),
-        ("ol9", "oraclelinux.9"),
-        ("ol8", "oraclelinux.8"),
-        ("fedora", "fedora"),
-        ("ubuntu", "ubuntu"),
-        ("debian", "debian"),
-        ("opensuse", "opensuse.leap"),
-        ("sles", "sles"),
-        ("sle", "sles"),
-    ];
-    TABLE.iter().find(|(p, _)| o.starts_with(p)).map(|&(_, pref)| pref)
 }
 
 /// One copied disk image, in source disk order.
@@ -445,9 +409,9 @@ pub fn parse_report(log: &str) -> V2vReport {
 
 /// Decide the target VM from virt-v2v's report.
 ///
-/// virt-v2v's block bus maps to KubeVirt's (`virtio-blk` → virtio, `virtio-scsi` → scsi, `ide`
-/// → sata: KubeVirt has no IDE, and every guest virt-v2v leaves on IDE has an AHCI driver); its
-/// NIC model to KubeVirt's, with e1000e for Windows (the inbox driver since Windows 8 / 2012).
+/// virt-v2v's block bus maps to the target's (`virtio-blk` → virtio, `virtio-scsi` → scsi, `ide`
+/// → sata: the targets have no IDE, and every guest virt-v2v leaves on IDE has an AHCI driver);
+/// its NIC model to the target's, with e1000e for Windows (the inbox driver since Windows 8 / 2012).
 /// A Windows guest left without virtio drivers gets a note saying why.
 ///
 /// # Errors

@@ -189,6 +189,7 @@ impl Executor {
             inventory: &inventory,
             existing: &existing,
             capabilities: self.source.capabilities(),
+            rules: &[self.source.vm_rules(), self.target.vm_rules()],
         };
         let validation = validate_plan(&ctx);
         let inspections = self.inspect_guests(&inventory, &validation).await?;
@@ -290,6 +291,7 @@ impl Executor {
             run_strategy: self.run_strategy(idx, vm),
             overwrite: sel.overwrite,
             conversion: self.lock().vms[idx].conversion.clone(),
+            import_hint: self.source.import_hint(),
         }
     }
 
@@ -322,7 +324,7 @@ impl Executor {
             let vm0 = inventory
                 .vms
                 .iter()
-                .find(|v| v.id.moref == source_id)
+                .find(|v| v.id.source_ref == source_id)
                 .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("VM {name} disappeared from the source")))
                 .map_err(fail)?;
             let vm = self.phase(idx, Phase::Initialize, &cancel, self.source.vm(&vm0.id)).await.map_err(fail)?;

@@ -14,7 +14,7 @@ use crate::plan::HookStep;
 ///
 /// ```json
 /// {"hook": "drain", "namespace": "vmexamples", "plan": "move-webapp", "step": "pre",
-///  "targetName": "database", "vm": { "id": { "moref": "vm-42" }, "name": "database", ... }}
+///  "targetName": "database", "vm": { "id": { "sourceRef": "vm-42", "moref": "vm-42" }, "name": "database", ... }}
 /// ```
 ///
 /// Every object's keys are in alphabetical order at every level (the VM's too), which is the
@@ -60,7 +60,7 @@ impl HookInput {
             ("VMIGRATE_HOOK_STEP", step.to_string()),
             ("VMIGRATE_TARGET_NAME", self.target_name.clone()),
             ("VMIGRATE_VM", self.vm.name.clone()),
-            ("VMIGRATE_VM_ID", self.vm.id.moref.clone()),
+            ("VMIGRATE_VM_ID", self.vm.id.source_ref.clone()),
         ]
     }
 }
@@ -72,7 +72,7 @@ mod tests {
 
     fn input() -> HookInput {
         let vm = Vm {
-            id: VmId { moref: "vm-42".into(), bios_uuid: Some("4211-aa".into()), ..Default::default() },
+            id: VmId { source_ref: "vm-42".into(), bios_uuid: Some("4211-aa".into()), ..Default::default() },
             name: "database".into(),
             ..Default::default()
         };

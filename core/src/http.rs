@@ -1,5 +1,5 @@
-//! HTTP(S) range reader transport: a read-only [`BlockTransport`] over `Range` GETs, as the
-//! vSphere datastore `/folder` path serves disks.
+//! HTTP(S) range reader transport: a read-only [`BlockTransport`] over `Range` GETs, as a
+//! hypervisor's datastore file service serves disks.
 //!
 //! Every read is one `Range: bytes=a-b` GET whose `Content-Range` must match exactly; a server
 //! that ignores `Range` (200 with the whole file) is an [`ErrorCode::HttpRange`] error, never
@@ -7,7 +7,7 @@
 //! 5xx answers and dropped connections are retried with backoff, then reported as the transient
 //! [`ErrorCode::HttpStatus`] / [`ErrorCode::HttpConnect`].
 //!
-//! TLS ([`TlsOptions`], [`build_client`]) is shared with the vSphere SOAP client: a CA bundle, a
+//! TLS ([`TlsOptions`], [`build_client`]) is shared with the sources' API clients: a CA bundle, a
 //! pinned SHA-256 leaf thumbprint (accepts exactly that certificate, even self-signed), or, for
 //! labs only, no verification. Plain `http://` is allowed only to loopback addresses.
 //!
@@ -38,7 +38,7 @@ pub use crate::tls::{thumbprint_sha1, thumbprint_sha256, TlsOptions};
 use crate::transport::BlockTransport;
 
 /// Supplies fresh request headers when the server refuses the current ones with 401 or 403,
-/// as a vSphere datastore does once the session cookie has expired.
+/// as a datastore file service does once the session cookie has expired.
 ///
 /// The transport calls it at most once per request, then repeats the request with the
 /// returned headers; every clone of the transport shares the refreshed headers.
@@ -56,7 +56,7 @@ pub trait HeaderRefresh: Send + Sync + fmt::Debug {
 /// Options of [`HttpTransport::open`].
 #[derive(Clone)]
 pub struct HttpOptions {
-    /// Extra request headers, e.g. the vSphere session cookie. Values are never logged.
+    /// Extra request headers, e.g. a source's session cookie. Values are never logged.
     pub headers: Vec<(String, String)>,
     /// Certificate trust.
     pub tls: TlsOptions,
@@ -101,7 +101,7 @@ impl fmt::Debug for HttpOptions {
 
 /// Normalise a thumbprint to lower-case hex without separators: 64 digits (SHA-256) or 40
 /// (SHA-1).
-/// Build the HTTP client every vmigrate HTTPS peer uses (datastore downloads, vSphere SOAP), so
+/// Build the HTTP client every vmigrate HTTPS peer uses (datastore downloads, source APIs), so
 /// CA files, thumbprint pins and `insecure` mean the same everywhere.
 ///
 /// `timeout` bounds connecting and each wait for data; `max_idle` is the keep-alive pool size
@@ -309,7 +309,7 @@ impl Attempt {
 }
 
 /// The status of a refused HTTP request, attached as the cause of [`ErrorCode::HttpStatus`]
-/// errors so callers (the vSphere seam mapping 404 to a missing datastore file) can tell a 404
+/// errors so callers (a source mapping 404 to a missing datastore file) can tell a 404
 /// from a 503 without reading messages. Find it with [`http_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpStatusError {
@@ -602,8 +602,7 @@ mod tests {
 
     #[test]
     fn options_debug_hides_header_values() {
-        let o =
-            HttpOptions { headers: vec![("Cookie".into(), "vmware_soap_session=SECRET".into())], ..Default::default() };
+        let o = HttpOptions { headers: vec![("Cookie".into(), "soap_session=SECRET".into())], ..Default::default() };
         let d = format!("{o:?}");
         assert!(d.contains("Cookie") && !d.contains("SECRET"));
     }

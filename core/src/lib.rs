@@ -3,8 +3,8 @@
 //! It holds the migration model ([`model`]), plans ([`plan`]), validation ([`validate`]), the
 //! deterministic renaming of VMs ([`naming`]), plan status ([`status`]), the provider traits
 //! ([`SourceProvider`], [`TargetProvider`]) and the block transport seam ([`BlockTransport`]).
-//! It knows nothing of vSphere or Kubernetes: those live in `vmigrate-vsphere` and
-//! `vmigrate-kubevirt`, which depend on this crate and never the other way round.
+//! It knows no provider: sources and targets live in their own crates, which depend on this
+//! one and never the other way round, and plug in through the traits of [`provider`].
 //!
 //! ```no_run
 //! use vmigrate_core::{validate, Inventory, Plan, SourceCapabilities};
@@ -16,6 +16,7 @@
 //!     inventory: &inventory,
 //!     existing: &[],
 //!     capabilities: SourceCapabilities::default(),
+//!     rules: &[], // the providers' own: `SourceProvider::vm_rules`, `TargetProvider::vm_rules`
 //! };
 //! for vm in validate::validate_plan(&ctx).vms {
 //!     println!("{} -> {}: {} concern(s)", vm.name, vm.target_name, vm.concerns.len());

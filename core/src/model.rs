@@ -1,29 +1,79 @@
 //! The provider-neutral inventory model: what a source tells us about its VMs.
 //!
-//! Field names follow vSphere concepts (a moref, a datastore, a portgroup) because that is the
-//! source we migrate from, but nothing here talks to vSphere: the vSphere and VMX readers fill
-//! it, validation and the target builders read it.
+//! Every source provider fills it (see `docs/architecture.md`); validation, the executor and
+//! the target builders read it. Identifiers that only the source understands (a VM's
+//! [`VmId::source_ref`], a disk's [`Disk::key`], a snapshot id, a network or datastore id) are
+//! opaque strings or numbers here: core compares and records them, and hands them back to the
+//! source that made them, but never parses them. The guest OS is a libosinfo short id
+//! ([`Vm::os_id`]) that each source derives from what it knows.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// Stable identity of a source VM: the moref is stable within one vCenter, the UUIDs across
-/// re-registrations.
+/// Stable identity of a source VM.
+///
+/// `source_ref` is the source's own reference to the VM, opaque to core: stable for as long as
+/// the source keeps the VM (a vSphere source fills it with the VM's managed object reference,
+/// `vm-123`; a folder source with the VM file's path below its root). The UUIDs identify the VM
+/// across re-registrations.
+///
+/// On the wire (`vmigrate.dev/v1alpha1`) the reference is `sourceRef`, and also `moref`, its
+/// name before the model was provider-neutral, so documents only gain a field within the
+/// version; input may carry either (status files and inventories written by older versions
+/// load as they are).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "VmIdWire", into = "VmIdWire")]
 pub struct VmId {
-    /// Managed object reference (`vm-123`) or, for local sources, the VMX path relative to the root.
-    pub moref: String,
-    /// BIOS UUID (`config.uuid`, VMX `uuid.bios`), if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The source's opaque reference to the VM.
+    pub source_ref: String,
+    /// BIOS (SMBIOS system) UUID, if known.
     pub bios_uuid: Option<String>,
-    /// vCenter instance UUID (`config.instanceUuid`), if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The source's instance UUID, if it has one.
     pub instance_uuid: Option<String>,
 }
 
-/// Power state as vSphere reports it.
+/// [`VmId`] as JSON: `sourceRef` and its older name `moref` (see [`VmId`]).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VmIdWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bios_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_uuid: Option<String>,
+}
+
+impl TryFrom<VmIdWire> for VmId {
+    type Error = String;
+
+    fn try_from(w: VmIdWire) -> Result<Self, Self::Error> {
+        let source_ref = match (w.source_ref, w.moref) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("VM id has sourceRef {a:?} and a different moref {b:?}"));
+            }
+            (Some(r), _) | (None, Some(r)) => r,
+            (None, None) => return Err("VM id has no sourceRef".into()),
+        };
+        Ok(VmId { source_ref, bios_uuid: w.bios_uuid, instance_uuid: w.instance_uuid })
+    }
+}
+
+impl From<VmId> for VmIdWire {
+    fn from(v: VmId) -> Self {
+        VmIdWire {
+            moref: Some(v.source_ref.clone()),
+            source_ref: Some(v.source_ref),
+            bios_uuid: v.bios_uuid,
+            instance_uuid: v.instance_uuid,
+        }
+    }
+}
+
+/// Power state of a source VM.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PowerState {
@@ -62,7 +112,7 @@ pub enum DiskBus {
     Nvme,
 }
 
-/// VMware disk mode: independent disks are excluded from snapshots.
+/// Disk mode: independent disks are excluded from snapshots (so from changed-block deltas too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum DiskMode {
@@ -73,7 +123,7 @@ pub enum DiskMode {
     IndependentPersistent,
     /// Independent non-persistent: changes are discarded at power-off.
     IndependentNonpersistent,
-    /// Any other mode vSphere may report.
+    /// Any other mode the source may report.
     Other,
 }
 
@@ -88,17 +138,21 @@ impl DiskMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
-    /// Device key, unique within the VM (vSphere `key`, 2000+ for disks).
+    /// The source's opaque device key, unique within the VM: core matches disks, volumes,
+    /// checkpoints and changed-block ids by it and hands it back to the source, but gives the
+    /// number no meaning.
     pub key: i32,
     /// Human label (`Hard disk 1`).
     #[serde(default)]
     pub label: String,
     /// Virtual size in bytes; may be non-positive on a broken source, which validation reports.
     pub capacity_bytes: i64,
-    /// Datastore name holding the backing file.
+    /// Name of the source storage (datastore, pool) holding the disk; the plan's storage map
+    /// is keyed by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore: Option<String>,
-    /// Backing file as vSphere names it: `[datastore] folder/disk.vmdk`, or a local path.
+    /// Backing file as the source names it (opaque to core; shown to users, part of the
+    /// disk's resume identity).
     pub file: String,
     /// Controller bus.
     #[serde(default)]
@@ -118,7 +172,7 @@ pub struct Disk {
     /// Thin provisioned.
     #[serde(default)]
     pub thin: bool,
-    /// Current CBT change id of the disk, when CBT is on.
+    /// The source's current changed-block id of the disk (opaque), when tracking is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_id: Option<String>,
 }
@@ -127,7 +181,7 @@ pub struct Disk {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NicModel {
-    /// VMware paravirtual.
+    /// The vmxnet3 paravirtual NIC.
     #[default]
     Vmxnet3,
     /// Intel e1000.
@@ -146,13 +200,13 @@ pub struct Nic {
     pub key: i32,
     /// MAC address, lower-case colon form.
     pub mac: String,
-    /// Network name it is attached to (portgroup name, resolved for distributed portgroups).
+    /// Name of the source network it is attached to; the plan's network map is keyed by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// Adapter model.
     #[serde(default)]
     pub model: NicModel,
-    /// IP addresses the guest reports on this NIC (needs VMware Tools).
+    /// IP addresses the guest reports on this NIC (needs the guest tools running).
     #[serde(default)]
     pub ip_addresses: Vec<IpAddr>,
     /// Connected now.
@@ -184,13 +238,14 @@ pub struct Cdrom {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
-    /// Snapshot moref or local id.
+    /// The source's opaque snapshot id.
     pub id: String,
     /// Name.
     pub name: String,
 }
 
-/// State of VMware Tools in the guest.
+/// State of the source's guest tools (the agent in the guest that reports IPs and shuts the
+/// guest down gracefully).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ToolsStatus {
@@ -216,12 +271,18 @@ pub struct Vm {
     /// Power state.
     #[serde(default)]
     pub power_state: PowerState,
-    /// Guest OS id (`rhel8_64Guest`, `windows2019srv_64Guest`).
+    /// The source's own guest OS id, opaque to core: shown to users, and read only by the
+    /// source's own validation rules. Core and targets read [`os_id`](Self::os_id).
     #[serde(default)]
     pub guest_id: String,
-    /// Guest OS full name.
+    /// Guest OS full name, for display.
     #[serde(default)]
     pub guest_full_name: String,
+    /// The guest OS as a libosinfo short id (`rhel9.0`, `win2k19`, `debian12`), as virt-v2v
+    /// and Forklift name guests, filled by the source from what it knows; the libosinfo family
+    /// prefix alone (`ubuntu`, `linux`) when the source knows no version; empty when unknown.
+    #[serde(default)]
+    pub os_id: String,
     /// Boot firmware.
     #[serde(default)]
     pub firmware: Firmware,
@@ -258,13 +319,13 @@ pub struct Vm {
     /// Existing snapshots.
     #[serde(default)]
     pub snapshots: Vec<Snapshot>,
-    /// VMware Tools state.
+    /// Guest tools state.
     #[serde(default)]
     pub tools_status: ToolsStatus,
-    /// Fault tolerance configured.
+    /// A fault-tolerance secondary (a live shadow copy of the VM) is configured.
     #[serde(default)]
     pub fault_tolerance: bool,
-    /// Names of DRS affinity / anti-affinity rules that include this VM.
+    /// Names of the source's placement (affinity / anti-affinity) rules that include this VM.
     #[serde(default)]
     pub drs_rules: Vec<String>,
     /// Host the VM runs on.
@@ -282,7 +343,69 @@ fn one() -> u32 {
     1
 }
 
+/// The family of a guest OS, from its libosinfo short id ([`Vm::os_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OsFamily {
+    /// Windows (`win*`).
+    Windows,
+    /// A Linux distribution.
+    Linux,
+    /// Known, and neither (BSDs, Solaris, DOS, macOS, ...).
+    Other,
+    /// No OS id.
+    Unknown,
+}
+
+/// libosinfo short-id prefixes of Linux distributions (and `linux`, the generic one).
+const LINUX_OS_IDS: &[&str] = &[
+    "linux",
+    "rhel",
+    "centos",
+    "ol",
+    "rocky",
+    "almalinux",
+    "fedora",
+    "silverblue",
+    "rhcos",
+    "ubuntu",
+    "debian",
+    "sles",
+    "sled",
+    "opensuse",
+    "amzn",
+    "asianux",
+    "mandriva",
+    "mageia",
+    "photon",
+    "turbolinux",
+    "alpinelinux",
+    "archlinux",
+    "gentoo",
+    "slackware",
+    "nixos",
+    "cirros",
+];
+
+/// The family of a libosinfo short id.
+pub fn os_family(os_id: &str) -> OsFamily {
+    let o = os_id.trim().to_ascii_lowercase();
+    if o.is_empty() {
+        OsFamily::Unknown
+    } else if o.starts_with("win") {
+        OsFamily::Windows
+    } else if LINUX_OS_IDS.iter().any(|p| o.starts_with(p)) {
+        OsFamily::Linux
+    } else {
+        OsFamily::Other
+    }
+}
+
 impl Vm {
+    /// The family of the guest OS ([`os_family`] of [`os_id`](Self::os_id)).
+    pub fn os_family(&self) -> OsFamily {
+        os_family(&self.os_id)
+    }
+
     /// Total vCPUs (sockets x cores).
     pub fn vcpus(&self) -> u32 {
         self.cpu_sockets.max(1) * self.cores_per_socket.max(1)
@@ -294,7 +417,7 @@ impl Vm {
     }
 }
 
-/// Kind of network at the source.
+/// Kind of network at the source (informative: validation does not depend on it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NetworkKind {
@@ -311,7 +434,7 @@ pub enum NetworkKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
-    /// Moref or local id.
+    /// The source's opaque id.
     pub id: String,
     /// Name VMs refer to.
     pub name: String,
@@ -324,9 +447,9 @@ pub struct Network {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Datastore {
-    /// Moref or local id.
+    /// The source's opaque id.
     pub id: String,
-    /// Name used in `[name] path` file names.
+    /// Name disks refer to ([`Disk::datastore`]).
     pub name: String,
     /// Type (`VMFS`, `NFS`, `vsan`, `local`).
     #[serde(default)]
@@ -343,7 +466,7 @@ pub struct Datastore {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Host {
-    /// Moref or local id.
+    /// The source's opaque id.
     pub id: String,
     /// Name.
     pub name: String,
@@ -371,12 +494,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Find a VM by name, moref or BIOS UUID.
+    /// Find a VM by name, source reference or BIOS UUID.
     pub fn find_vm(&self, key: &str) -> Option<&Vm> {
         self.vms
             .iter()
             .find(|v| v.name == key)
-            .or_else(|| self.vms.iter().find(|v| v.id.moref == key || v.id.bios_uuid.as_deref() == Some(key)))
+            .or_else(|| self.vms.iter().find(|v| v.id.source_ref == key || v.id.bios_uuid.as_deref() == Some(key)))
     }
 }
 
@@ -401,10 +524,43 @@ mod tests {
     }
 
     #[test]
-    fn inventory_finds_by_name_moref_uuid() {
+    fn vm_id_wire_carries_source_ref_and_its_old_name() {
+        let id = VmId { source_ref: "vm-9".into(), bios_uuid: Some("42-1".into()), instance_uuid: None };
+        let json = serde_json::to_value(&id).expect("serialize");
+        assert_eq!(json, serde_json::json!({"sourceRef": "vm-9", "moref": "vm-9", "biosUuid": "42-1"}));
+        assert_eq!(serde_json::from_value::<VmId>(json).expect("round trip"), id);
+        // Written by a version before the neutral model (status files, inventories): loads.
+        let old: VmId = serde_json::from_str(r#"{"moref":"vm-9","biosUuid":"42-1"}"#).expect("old form");
+        assert_eq!(old, id);
+        let new: VmId = serde_json::from_str(r#"{"sourceRef":"vm-9","biosUuid":"42-1"}"#).expect("new form");
+        assert_eq!(new, id);
+        let err = serde_json::from_str::<VmId>(r#"{"sourceRef":"vm-9","moref":"vm-8"}"#).expect_err("conflict");
+        assert!(err.to_string().contains("different moref"), "{err}");
+        serde_json::from_str::<VmId>(r#"{"biosUuid":"42-1"}"#).expect_err("no reference");
+    }
+
+    #[test]
+    fn os_families_of_libosinfo_ids() {
+        for (id, fam) in [
+            ("win2k19", OsFamily::Windows),
+            ("winxp", OsFamily::Windows),
+            ("rhel9.0", OsFamily::Linux),
+            ("ol8.0", OsFamily::Linux),
+            ("ubuntu", OsFamily::Linux),
+            ("linux", OsFamily::Linux),
+            ("freebsd13.0", OsFamily::Other),
+            ("msdos6.22", OsFamily::Other),
+            ("", OsFamily::Unknown),
+        ] {
+            assert_eq!(os_family(id), fam, "{id}");
+        }
+    }
+
+    #[test]
+    fn inventory_finds_by_name_ref_uuid() {
         let inv = Inventory {
             vms: vec![Vm {
-                id: VmId { moref: "vm-7".into(), bios_uuid: Some("4211-abc".into()), instance_uuid: None },
+                id: VmId { source_ref: "vm-7".into(), bios_uuid: Some("4211-abc".into()), instance_uuid: None },
                 name: "winweb01".into(),
                 ..Default::default()
             }],

@@ -79,7 +79,7 @@ fn truncate_label(s: &str) -> &str {
 pub struct NameRequest<'a> {
     /// Source VM name.
     pub source_name: &'a str,
-    /// Stable identity (moref or BIOS UUID) used for collision suffixes.
+    /// Stable identity (source reference or BIOS UUID) used for collision suffixes.
     pub identity: &'a str,
     /// User-chosen target name; kept as is, never suffixed.
     pub explicit: Option<&'a str>,

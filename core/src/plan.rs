@@ -73,7 +73,7 @@ pub struct PlanSpec {
     #[serde(default)]
     pub options: PlanOptions,
     /// Copy disks byte for byte without converting the guest (Forklift's field): the guest
-    /// keeps its VMware drivers and initramfs, and may not boot on KubeVirt.
+    /// keeps the source hypervisor's drivers and initramfs, and may not boot at the target.
     #[serde(default)]
     pub skip_guest_conversion: bool,
     /// Carry every NIC's static IPs (as the source inventory reports them) over to the
@@ -172,7 +172,7 @@ pub struct VmSelector {
     /// Source VM name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Source VM moref or BIOS UUID, when names are ambiguous.
+    /// Source VM reference (as the source names it) or BIOS UUID, when names are ambiguous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Target name, overriding the automatic DNS-1123 rename.
@@ -224,7 +224,7 @@ impl VmSelector {
     }
 }
 
-/// Disk bus on the KubeVirt side.
+/// Disk bus at the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TargetDiskBus {
@@ -243,7 +243,7 @@ pub struct SourceRef {
     /// Name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Moref or id.
+    /// The source's id of the network or datastore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -740,7 +740,7 @@ impl Plan {
         // not first at the cutover hours or days later.
         if let Some(rs) = &o.run_strategy {
             if !matches!(rs.as_str(), "Always" | "Halted" | "Manual" | "RerunOnFailure" | "Once") {
-                return bad(format!("spec.options.runStrategy {rs:?} is not a KubeVirt run strategy"));
+                return bad(format!("spec.options.runStrategy {rs:?} is not a run strategy (Always, Halted, Manual, RerunOnFailure, Once)"));
             }
         }
         if let Some(path) = &spec.virtio_win {
@@ -821,7 +821,7 @@ fn check_text(text: &str, yaml: bool) -> Result<()> {
     Ok(())
 }
 
-/// Longest VM name or id accepted (vSphere allows 80 characters; VMX files anything).
+/// Longest VM name or id accepted (sources allow 80 characters or more).
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// A VM name or id from a plan, a VMX or an inventory: at most [`MAX_NAME_LEN`] bytes, no

@@ -1,5 +1,5 @@
-//! The provider traits: what a source (vSphere, a local VMX folder) and a target (KubeVirt, a
-//! local output folder) must do for the executor to migrate a VM.
+//! The provider traits: what a source (a hypervisor, a folder of VM files, a package) and a
+//! target (a cluster, a local output folder) must do for the executor to migrate a VM.
 //!
 //! Optional capabilities (power control, snapshots, changed blocks) default to
 //! [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported), so a read-only source such as a
@@ -18,6 +18,21 @@ use crate::error::{Error, Result};
 use crate::model::{Disk, Inventory, Vm, VmId};
 use crate::plan::{NetworkDestination, Plan, ServiceSpec, StorageDestination, TargetDiskBus};
 use crate::transport::{BlockTransport, Extent, SourceIdentity};
+
+/// Validation rules a provider adds for one VM of a plan, beside core's own: what only that
+/// kind of source or target knows (a hypervisor's guest tools and clustering features, which
+/// guests a target runs, which transfer modes it can apply warm passes with).
+///
+/// A plain function of the VM and the plan, with no I/O, so validation gives the same answer
+/// with the provider open ([`SourceProvider::vm_rules`],
+/// [`TargetProvider::vm_rules`]) and without it (a plan
+/// validated offline: the front end picks the same function by the plan's URL scheme).
+pub type VmRules = fn(&Vm, &Plan) -> Vec<Concern>;
+
+/// The rules of a provider that adds none.
+pub fn no_rules(_vm: &Vm, _plan: &Plan) -> Vec<Concern> {
+    Vec::new()
+}
 
 /// What a source can do beyond reading, so the executor and validation can decide up front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,13 +61,34 @@ pub struct TargetCapabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRef {
-    /// Snapshot moref / id.
+    /// The source's opaque snapshot id.
     pub id: String,
     /// Name we gave it.
     pub name: String,
-    /// Per disk key, the CBT change id at this snapshot.
+    /// Per disk key, the source's (opaque) changed-block id at this snapshot.
     #[serde(default)]
     pub change_ids: BTreeMap<i32, String>,
+}
+
+/// How a target that imports disks by itself (an importer next to the target pulling from the
+/// source, rather than the executor writing them) can reach the source. The source hands it
+/// over ([`SourceProvider::import_hint`]); a target matches on the protocols it speaks and
+/// refuses the others, so it never guesses the source's kind from the plan's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+#[non_exhaustive]
+pub enum ImportHint {
+    /// The source's disks are read through a VDDK endpoint (the seam's one provider-specific
+    /// variant: a vSphere source hands its SDK URL).
+    /// The importer logs in with the plan's source credentials and finds each disk by the VM's
+    /// BIOS UUID and the disk's [`Disk::file`].
+    Vddk {
+        /// The endpoint URL (`https://vcenter/sdk`).
+        url: String,
+        /// The certificate thumbprint the importer pins, when the source pins one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thumbprint: Option<String>,
+    },
 }
 
 /// Changed areas of one disk since a change id.
@@ -72,7 +108,7 @@ pub struct ChangedAreas {
 /// the source, which is why the executor records what it asked for and undoes it on cleanup.
 #[async_trait]
 pub trait SourceProvider: Send + Sync + Debug {
-    /// Short kind name for logs and status (`vsphere`, `vmx`).
+    /// Short kind name for logs and status (e.g. `vmx`, `ova`).
     fn kind(&self) -> &'static str;
 
     /// What this source can do beyond reading.
@@ -83,16 +119,29 @@ pub trait SourceProvider: Send + Sync + Debug {
     /// VMs, networks, datastores and hosts, in as few round trips as the source allows.
     async fn inventory(&self) -> Result<Inventory>;
 
-    /// End the source's session now (vSphere: `Logout`). Every front end calls it when it is
-    /// done, because vCenter caps concurrent sessions per user and an abandoned one lives until
-    /// its idle timeout (30 minutes by default): a tool that leaks a session per run locks
-    /// automation out. Later calls on this provider may fail; a second `close` is a no-op.
+    /// This source's own validation rules for a VM of a plan, beside core's: what only this
+    /// kind of source knows (its guest ids, guest tools, clustering features). Plain functions
+    /// of the VM and the plan ([`VmRules`]), so a front end validating a plan offline runs the
+    /// same ones, chosen by the source URL's scheme. Default: none.
+    fn vm_rules(&self) -> VmRules {
+        no_rules
+    }
+
+    /// End the source's session now (log out). Every front end calls it when it is done,
+    /// because a hypervisor manager may cap concurrent sessions per user and keep an abandoned
+    /// one until its idle timeout: a tool that leaks a session per run locks automation out. Later calls on this provider may fail; a second `close` is a no-op.
     /// Default: nothing to end.
     async fn close(&self) -> Result<()> {
         Ok(())
     }
 
-    /// Fresh detail of one VM (by moref/id), e.g. after a power change.
+    /// How an importer next to the target can reach this source's disks by itself, when it
+    /// can ([`ImportHint`]). Default: `None` (only the executor reads the disks).
+    fn import_hint(&self) -> Option<ImportHint> {
+        None
+    }
+
+    /// Fresh detail of one VM (by its [`VmId::source_ref`]), e.g. after a power change.
     async fn vm(&self, id: &VmId) -> Result<Vm>;
 
     /// Shut the guest down; after `graceful` without success (or at once when `None`), hard
@@ -127,7 +176,7 @@ pub trait SourceProvider: Send + Sync + Debug {
         Err(Error::unsupported(format!("{} sources have no snapshots", self.kind())))
     }
 
-    /// Create a snapshot without memory, quiesced when `quiesce` (VMware Tools flush the guest's
+    /// Create a snapshot without memory, quiesced when `quiesce` (the guest tools flush the guest's
     /// file systems and run its freeze scripts first: an application-consistent copy).
     /// Sources without quiescing take a crash-consistent one, as
     /// [`create_snapshot`](Self::create_snapshot) does.
@@ -215,7 +264,8 @@ pub struct ExistingVm {
     /// The plan that created it, when vmigrate did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
-    /// The source VM moref it was migrated from, when vmigrate did.
+    /// The source reference ([`VmId::source_ref`]) of the VM it was migrated from, when
+    /// vmigrate did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
 }
@@ -242,15 +292,20 @@ pub struct TargetVm {
     /// Disk bus override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bus: Option<TargetDiskBus>,
-    /// KubeVirt `runStrategy` after the migration.
+    /// The target VM's run strategy after the migration (`Always`, `Halted`, ...: the plan's
+    /// `runStrategy`).
     pub run_strategy: String,
     /// Replace an existing VM of the same name.
     #[serde(default)]
     pub overwrite: bool,
     /// The result of the guest conversion, once it ran: the disk bus, NIC model, guest agent
-    /// and OS the converted guest needs (`None`: decide from the source's guest id).
+    /// and OS the converted guest needs (`None`: decide from the source's OS id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<crate::convert::GuestConversion>,
+    /// How an importer can reach the source's disks ([`SourceProvider::import_hint`]), for a
+    /// target that imports by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_hint: Option<ImportHint>,
 }
 
 /// A target volume prepared for one source disk.
@@ -329,7 +384,7 @@ pub struct PassReport {
 /// A migration target.
 #[async_trait]
 pub trait TargetProvider: Send + Sync + Debug {
-    /// Short kind name (`kubevirt`, `dir`).
+    /// Short kind name (e.g. `dir`).
     fn kind(&self) -> &'static str;
 
     /// What this target can do (after [`preflight`](Self::preflight), which may adopt the
@@ -354,6 +409,20 @@ pub trait TargetProvider: Send + Sync + Debug {
     /// binding may reach without a runtime. A second `close` is a no-op. Default: nothing.
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// This target's own validation rules for a VM of a plan, beside core's (which guests it
+    /// runs, which transfer modes apply warm passes): plain functions of the VM and the plan
+    /// ([`VmRules`]), so a plan validated offline gets the same ones, chosen by the target URL's
+    /// scheme. Default: none.
+    fn vm_rules(&self) -> VmRules {
+        no_rules
+    }
+
+    /// How messages name this target, e.g. when it refuses a warm plan. Default: `the <kind>
+    /// target`; a target whose abilities depend on its options names them.
+    fn describe(&self) -> String {
+        format!("the {} target", self.kind())
     }
 
     /// Problems of the target itself for this plan (missing namespace, storage class,

@@ -155,7 +155,7 @@ pub struct DiskCheckpoint {
 pub struct VmStatus {
     /// Source name.
     pub name: String,
-    /// Source moref.
+    /// Source reference ([`VmId::source_ref`](crate::model::VmId::source_ref)).
     #[serde(default)]
     pub source_id: String,
     /// Target name.
@@ -304,7 +304,7 @@ mod tests {
 
     fn status() -> PlanStatus {
         PlanStatus {
-            plan: "move-webapp-vmware".into(),
+            plan: "move-webapp".into(),
             warm: false,
             started: None,
             completed: None,

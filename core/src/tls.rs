@@ -1,4 +1,4 @@
-//! Trust decisions for the TLS peers (HTTPS datastores and vSphere, `nbds://` servers), so a CA
+//! Trust decisions for the TLS peers (HTTPS sources and their datastores, `nbds://` servers), so a CA
 //! bundle, a SHA-256 thumbprint pin and `insecure` mean the same everywhere.
 
 use std::sync::Arc;
@@ -38,14 +38,14 @@ pub(crate) fn normalise_thumbprint(t: &str) -> Result<String> {
     Ok(hex)
 }
 
-/// The SHA-256 thumbprint of a DER certificate as `AB:CD:...`, the form vSphere shows.
+/// The SHA-256 thumbprint of a DER certificate as `AB:CD:...`, the form hypervisor managers show.
 pub fn thumbprint_sha256(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
     digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// The SHA-1 thumbprint of a DER certificate as `AB:CD:...`: what VDDK's `thumbprint=` and
-/// older vSphere tools want. Never used to trust anything on its own account.
+/// older tools want. Never used to trust anything on its own account.
 pub fn thumbprint_sha1(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
     digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")

@@ -9,92 +9,14 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DiskMode, Inventory, PowerState, ToolsStatus, Vm};
+use crate::model::{DiskMode, Inventory, OsFamily, PowerState, Vm};
 use crate::naming::{assign_names, NameOrigin, NameRequest};
 use crate::plan::{NetworkDestination, Plan, VmSelector};
 use crate::provider::{ExistingVm, SourceCapabilities};
 
 pub use crate::concern::{Concern, Severity};
 
-/// Guest OS ids KubeVirt cannot run (legacy or non-x86-PC operating systems).
-const UNSUPPORTED_GUESTS: &[&str] = &[
-    "darwin",
-    "netware",
-    "os2",
-    "dos",
-    "win31",
-    "win95",
-    "win98",
-    "winme",
-    "winnt",
-    "win2000",
-    "solaris",
-    "vmkernel",
-    "other",
-    "unixware",
-    "openserver",
-    "sco",
-    "ecomstation",
-];
-
-/// Guest OS id prefixes known to run on KubeVirt (certified or widely used).
-const SUPPORTED_GUESTS: &[&str] = &[
-    "windows7",
-    "windows8",
-    "windows9",
-    "windows11",
-    "windows12",
-    "windows2019",
-    "windows2022",
-    "windows10",
-    "windowsHyperV",
-    "winNetEnterprise",
-    "winNetStandard",
-    "winLonghorn",
-    "winVista",
-    "winXPPro",
-    "rhel",
-    "centos",
-    "oracleLinux",
-    "ubuntu",
-    "debian",
-    "sles",
-    "opensuse",
-    "fedora",
-    "rockylinux",
-    "almalinux",
-    "coreos",
-    "amazonlinux",
-    "freebsd",
-    "otherLinux",
-    "other3xLinux",
-    "other4xLinux",
-    "other5xLinux",
-    "other6xLinux",
-    "otherLinux64",
-    "asianux",
-    "photon",
-    "mandriva",
-    "suse",
-];
-
-/// How the guest OS is judged.
-pub fn guest_support(guest_id: &str) -> Severity {
-    let lower = guest_id.to_ascii_lowercase();
-    if SUPPORTED_GUESTS.iter().any(|p| lower.starts_with(&p.to_ascii_lowercase())) {
-        return Severity::Info;
-    }
-    if UNSUPPORTED_GUESTS.iter().any(|p| lower.starts_with(p)) {
-        return Severity::Critical;
-    }
-    Severity::Warning
-}
-
-/// Whether the guest is Windows (drives bus choices and Hyper-V enlightenments later).
-pub fn is_windows(guest_id: &str) -> bool {
-    let g = guest_id.to_ascii_lowercase();
-    g.starts_with("win")
-}
+pub use crate::provider::{no_rules, VmRules};
 
 /// The facts validation needs beyond the VM itself.
 #[derive(Debug, Clone)]
@@ -107,6 +29,8 @@ pub struct ValidationContext<'a> {
     pub existing: &'a [ExistingVm],
     /// What the source can do.
     pub capabilities: SourceCapabilities,
+    /// The source's and the target's own rules ([`VmRules`]), run for every VM found.
+    pub rules: &'a [VmRules],
 }
 
 /// The validation result of one VM of the plan.
@@ -115,7 +39,7 @@ pub struct ValidationContext<'a> {
 pub struct VmValidation {
     /// Source name (as in the plan when the VM was not found).
     pub name: String,
-    /// Source moref, when found.
+    /// Source reference ([`VmId::source_ref`](crate::model::VmId::source_ref)), when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
     /// Name at the target.
@@ -163,13 +87,13 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
             .iter()
             .filter(|e| {
                 !(e.plan.as_deref() == Some(plan.metadata.name.as_str())
-                    && vm.is_some_and(|v| e.source_id.as_deref() == Some(v.id.moref.as_str())))
+                    && vm.is_some_and(|v| e.source_id.as_deref() == Some(v.id.source_ref.as_str())))
             })
             .map(|e| e.name.clone())
             .collect()
     };
     let all_foreign: Vec<String> = {
-        let ours: Vec<&str> = found.iter().flatten().map(|v| v.id.moref.as_str()).collect();
+        let ours: Vec<&str> = found.iter().flatten().map(|v| v.id.source_ref.as_str()).collect();
         ctx.existing
             .iter()
             .filter(|e| {
@@ -186,20 +110,20 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
         .zip(&found)
         .map(|(sel, vm)| NameRequest {
             source_name: vm.map(|v| v.name.as_str()).unwrap_or(sel.display()),
-            identity: vm.map(|v| v.id.moref.as_str()).unwrap_or(sel.display()),
+            identity: vm.map(|v| v.id.source_ref.as_str()).unwrap_or(sel.display()),
             explicit: sel.target_name.as_deref(),
         })
         .collect();
     let names = assign_names(&requests, &all_foreign);
 
     // One source VM listed twice (by name and by id, or by two ids): both would copy into one
-    // set of disks. The later entries are blocked, naming the first (linear, by moref).
+    // set of disks. The later entries are blocked, naming the first (linear, by source reference).
     let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(plan.spec.vms.len());
     for (i, ((sel, vm), (target_name, origin))) in plan.spec.vms.iter().zip(&found).zip(names).enumerate() {
         let mut concerns = Vec::new();
         if let Some(v) = vm {
-            let first = *first_of.entry(v.id.moref.as_str()).or_insert(i);
+            let first = *first_of.entry(v.id.source_ref.as_str()).or_insert(i);
             if first != i {
                 concerns.push(Concern::new(
                     "vm.duplicate-in-plan",
@@ -207,7 +131,7 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
                     format!(
                         "spec.vms[{i}] ({:?}) is the same source VM ({}) as spec.vms[{first}] ({:?}): list it once",
                         sel.display(),
-                        v.id.moref,
+                        v.id.source_ref,
                         plan.spec.vms[first].display()
                     ),
                 ));
@@ -222,12 +146,15 @@ pub fn validate_plan(ctx: &ValidationContext<'_>) -> PlanValidation {
             Some(vm) => {
                 name_concerns(vm, &target_name, &origin, sel, &foreign(Some(vm)), &mut concerns);
                 concerns.extend(validate_vm(vm, ctx));
+                for rules in ctx.rules {
+                    concerns.extend(rules(vm, plan));
+                }
             }
         }
         concerns.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
         out.push(VmValidation {
             name: vm.map(|v| v.name.clone()).unwrap_or_else(|| sel.display().to_string()),
-            source_id: vm.map(|v| v.id.moref.clone()),
+            source_id: vm.map(|v| v.id.source_ref.clone()),
             target_name,
             concerns,
         });
@@ -268,7 +195,7 @@ fn name_concerns(
             "name.duplicate-in-target",
             Severity::Warning,
             format!(
-                "the name for {:?} is already used in the target namespace or by another VM of the plan: it will be named {target:?}; update Service selectors that use vm.kubevirt.io/name, or set targetName",
+                "the name for {:?} is already used in the target namespace or by another VM of the plan: it will be named {target:?}; update Service selectors that use the VM name, or set targetName",
                 vm.name
             ),
         )),
@@ -314,38 +241,20 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
             );
         }
     }
-    match guest_support(&vm.guest_id) {
-        Severity::Critical => push(
-            "guest-os.unsupported",
-            Severity::Critical,
-            format!("guest OS {:?} ({}) cannot run on KubeVirt", vm.guest_id, vm.guest_full_name),
-        ),
-        Severity::Warning => push(
-            "guest-os.unsupported",
-            Severity::Warning,
-            format!(
-                "guest OS {:?} is not known to be supported on KubeVirt: check the certified guest list before relying on it",
-                vm.guest_id
-            ),
-        ),
-        Severity::Info => {}
-    }
     // Guest conversion (virt-v2v converts Linux and Windows guests only).
     if !plan.spec.skip_guest_conversion {
-        let g = vm.guest_id.to_ascii_lowercase();
-        let convertible = is_windows(&vm.guest_id)
-            || g.contains("linux")
-            || SUPPORTED_GUESTS.iter().any(|p| g.starts_with(&p.to_ascii_lowercase()) && !g.starts_with("freebsd"));
-        if !convertible {
+        let family = vm.os_family();
+        if !matches!(family, OsFamily::Windows | OsFamily::Linux) {
             push(
                 "conversion.unsupported-os",
                 Severity::Critical,
                 format!(
-                    "virt-v2v converts only Linux and Windows guests, not {:?}: set spec.skipGuestConversion: true to copy it as it is (it keeps VMware's drivers)",
+                    "virt-v2v converts only Linux and Windows guests, not {:?} ({}): set spec.skipGuestConversion: true to copy it as it is (it keeps the source hypervisor's drivers)",
+                    if vm.os_id.is_empty() { "an unknown OS" } else { vm.os_id.as_str() },
                     vm.guest_id
                 ),
             );
-        } else if is_windows(&vm.guest_id) && plan.spec.virtio_win.is_none() {
+        } else if family == OsFamily::Windows && plan.spec.virtio_win.is_none() {
             push(
                 "conversion.no-virtio-win",
                 Severity::Warning,
@@ -385,7 +294,8 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
     for nic in &vm.nics {
         let mac = nic.mac.to_ascii_lowercase();
         if let Some(other) = ctx.existing.iter().find(|e| {
-            e.source_id.as_deref() != Some(vm.id.moref.as_str()) && e.macs.iter().any(|m| m.to_ascii_lowercase() == mac)
+            e.source_id.as_deref() != Some(vm.id.source_ref.as_str())
+                && e.macs.iter().any(|m| m.to_ascii_lowercase() == mac)
         }) {
             push(
                 "nic.mac-conflict",
@@ -487,9 +397,6 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
                 "this source cannot take snapshots or report changed blocks: use a cold plan".into(),
             );
         }
-        if let Some(msg) = warm_transfer_concern(plan) {
-            push("warm.transfer-unsupported", Severity::Critical, msg);
-        }
     }
     if !warm && vm.power_state == PowerState::PoweredOn && !ctx.capabilities.power {
         push(
@@ -524,44 +431,7 @@ pub fn validate_vm(vm: &Vm, ctx: &ValidationContext<'_>) -> Vec<Concern> {
     for dev in &vm.passthrough_devices {
         push("device.passthrough", Severity::Warning, format!("passthrough device {dev:?} is not migrated"));
     }
-    if vm.power_state == PowerState::PoweredOn && vm.tools_status != ToolsStatus::Running {
-        let why = if warm { "the cutover shutdown" } else { "the shutdown" };
-        push(
-            "tools.not-running",
-            Severity::Warning,
-            format!("VMware Tools are not running: guest IPs cannot be read and {why} will be a hard power-off"),
-        );
-    }
-    if vm.fault_tolerance {
-        push(
-            "vm.fault-tolerance",
-            Severity::Info,
-            "fault tolerance is configured: KubeVirt has no equivalent; use live migration and node HA".into(),
-        );
-    }
-    for rule in &vm.drs_rules {
-        push(
-            "vm.drs-affinity",
-            Severity::Info,
-            format!("DRS rule {rule:?} is not migrated: express it as KubeVirt (anti-)affinity"),
-        );
-    }
     c
-}
-
-/// Why a warm plan's target cannot carry delta passes, when it cannot (`None`: it can, or the
-/// target is not a cluster). Decided from the plan alone so that `vmigrate validate` refuses the
-/// plan without connecting to the cluster; the executor checks the target's own
-/// [`TargetCapabilities`](crate::provider::TargetCapabilities) too.
-pub fn warm_transfer_concern(plan: &Plan) -> Option<String> {
-    if !plan.spec.warm || !plan.spec.target.url.trim().starts_with("kubevirt:") {
-        return None;
-    }
-    let mode = plan.spec.options.transfer;
-    if mode.supports_warm() {
-        return None;
-    }
-    Some(warm_transfer_message(&format!("transfer: {mode}")))
 }
 
 /// The message of `warm.transfer-unsupported` for a target (or transfer mode) described by `what`.
@@ -586,7 +456,8 @@ fn label(d: &crate::model::Disk) -> String {
     }
 }
 
-/// All concern ids this module can emit, for documentation and bindings.
+/// The concern ids core's own rules report, for documentation and bindings. Providers list
+/// the ids of their [`VmRules`] and preflight next to them.
 pub const CONCERN_IDS: &[&str] = &[
     "vm.not-found",
     "vm.duplicate-in-plan",
@@ -596,7 +467,6 @@ pub const CONCERN_IDS: &[&str] = &[
     "cdrom.iso-connected",
     "nic.multiple-ips",
     "nic.mac-conflict",
-    "guest-os.unsupported",
     "conversion.unsupported-os",
     "conversion.no-virtio-win",
     "network.unmapped",
@@ -611,20 +481,11 @@ pub const CONCERN_IDS: &[&str] = &[
     "snapshot.present",
     "cbt.disabled",
     "warm.unsupported-source",
-    "warm.transfer-unsupported",
     "power.cannot-stop",
     "power.suspended",
     "firmware.secure-boot",
     "device.tpm",
     "device.passthrough",
-    "tools.not-running",
-    "vm.fault-tolerance",
-    "vm.drs-affinity",
-    "target.kubevirt-missing",
-    "target.cdi-missing",
-    "target.namespace-missing",
-    "target.storage-class-missing",
-    "target.nad-missing",
 ];
 
 /// Counts of concerns per severity, for summaries.

@@ -612,7 +612,7 @@ impl TargetProvider for PassTarget {
         let disk = vm.source.disks.iter().find(|d| d.key == v.disk_key).expect("disk");
         let content = match &pass.snapshot {
             Some(s) => self.src.snapshot_content(&s.id, disk.key).expect("snapshot content"),
-            None => self.src.disk(&vm.source.id.moref, disk.key).contents(),
+            None => self.src.disk(&vm.source.id.source_ref, disk.key).contents(),
         };
         let changed_bytes = match (&pass.snapshot, &pass.changed_since) {
             (Some(s), Some(since)) => {

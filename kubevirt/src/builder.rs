@@ -23,9 +23,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
+use vmigrate_core::model::OsFamily;
 use vmigrate_core::model::{Disk as SourceDisk, Firmware as SourceFirmware};
 use vmigrate_core::plan::{AccessMode, NetworkDestination, ServiceSpec, StorageDestination, TargetDiskBus, VolumeMode};
-use vmigrate_core::validate::is_windows;
 use vmigrate_core::{PreparedVolume, TargetVm};
 
 use crate::objects::*;
@@ -64,47 +64,51 @@ pub enum VolumeSource {
 
 /// The KubeVirt OS defaults chosen for a guest: a cluster preference and the common-templates
 /// OS label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestOs {
     /// `VirtualMachineClusterPreference` name, e.g. `windows.2k19`.
     pub preference: &'static str,
-    /// OS id of `os.template.kubevirt.io/<os>`, e.g. `win2k19`.
-    pub os: &'static str,
+    /// The libosinfo short id of `os.template.kubevirt.io/<os>`, e.g. `win2k19`.
+    pub os: String,
 }
 
-/// vSphere guest id prefix (lower-case) to KubeVirt preference and OS label. First match wins, so
-/// longer prefixes come first.
-const GUEST_TABLE: &[(&str, &str, &str)] = &[
-    ("windows2019srvnext", "windows.2k22", "win2k22"),
-    ("windows2022srvnext", "windows.2k25", "win2k25"),
-    ("windows2022srv", "windows.2k22", "win2k22"),
-    ("windows2019srv", "windows.2k19", "win2k19"),
-    ("windows9server", "windows.2k16", "win2k16"),
-    ("windows2016srv", "windows.2k16", "win2k16"),
-    ("windows8server", "windows.2k12r2", "win2k12r2"),
-    ("windows11", "windows.11", "win11"),
-    ("windows9", "windows.10", "win10"),
-    ("windows10", "windows.10", "win10"),
-    ("rhel10", "rhel.10", "rhel10"),
-    ("rhel9", "rhel.9", "rhel9"),
-    ("rhel8", "rhel.8", "rhel8"),
-    ("rhel7", "rhel.7", "rhel7"),
-    ("centos9", "centos.stream9", "centos-stream9"),
-    ("centos8", "centos.stream8", "centos-stream8"),
-    ("centos7", "centos.7", "centos7"),
-    ("oraclelinux9", "oraclelinux.9", "oraclelinux9"),
-    ("oraclelinux8", "oraclelinux.8", "oraclelinux8"),
-    ("ubuntu", "ubuntu", "ubuntu"),
-    ("sles", "sles", "sles"),
-    ("debian", "debian", "debian"),
-    ("fedora", "fedora", "fedora"),
-    ("opensuse", "opensuse.leap", "opensuse"),
-];
+/// The KubeVirt common-instancetypes cluster preference (`rhel.8`, `windows.2k19`) for a
+/// libosinfo short id (the model's OS id, or what the conversion inspected), if there is one.
+pub fn preference_for_osinfo(osinfo: &str) -> Option<&'static str> {
+    let o = osinfo.to_ascii_lowercase();
+    const TABLE: &[(&str, &str)] = &[
+        ("win2k25", "windows.2k25"),
+        ("win2k22", "windows.2k22"),
+        ("win2k19", "windows.2k19"),
+        ("win2k16", "windows.2k16"),
+        ("win2k12r2", "windows.2k12r2"),
+        ("win11", "windows.11"),
+        ("win10", "windows.10"),
+        ("rhel10", "rhel.10"),
+        ("rhel9", "rhel.9"),
+        ("rhel8", "rhel.8"),
+        ("rhel7", "rhel.7"),
+        ("centos-stream10", "centos.stream10"),
+        ("centos-stream9", "centos.stream9"),
+        ("centos-stream8", "centos.stream8"),
+        ("centos7", "centos.7"),
+        ("ol9", "oraclelinux.9"),
+        ("ol8", "oraclelinux.8"),
+        ("fedora", "fedora"),
+        ("ubuntu", "ubuntu"),
+        ("debian", "debian"),
+        ("opensuse", "opensuse.leap"),
+        ("sles", "sles"),
+        ("sle", "sles"),
+    ];
+    TABLE.iter().find(|(p, _)| o.starts_with(p)).map(|&(_, pref)| pref)
+}
 
-/// The preference and OS label for a vSphere guest id, if we know one.
-pub fn guest_os(guest_id: &str) -> Option<GuestOs> {
-    let g = guest_id.to_ascii_lowercase();
-    GUEST_TABLE.iter().find(|(p, _, _)| g.starts_with(p)).map(|&(_, preference, os)| GuestOs { preference, os })
+/// The preference and OS label for a guest's libosinfo short id (the model's
+/// [`Vm::os_id`](vmigrate_core::Vm::os_id)), if KubeVirt has a preference for it.
+pub fn guest_os(os_id: &str) -> Option<GuestOs> {
+    let os = os_id.trim();
+    preference_for_osinfo(os).map(|preference| GuestOs { preference, os: os.to_owned() })
 }
 
 /// A valid label value (≤ 63 chars of `[A-Za-z0-9._-]`, alphanumeric at both ends) for any
@@ -135,7 +139,7 @@ pub fn label_value(s: &str) -> String {
 pub fn vm_object_labels(t: &TargetVm) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_PLAN.to_string(), label_value(&t.plan)),
-        (LABEL_SOURCE_VM.to_string(), label_value(&t.source.id.moref)),
+        (LABEL_SOURCE_VM.to_string(), label_value(&t.source.id.source_ref)),
     ])
 }
 
@@ -147,7 +151,7 @@ pub fn vm_selector(t: &TargetVm) -> String {
 fn source_annotations(t: &TargetVm) -> BTreeMap<String, String> {
     let mut a = BTreeMap::from([
         (ANNOTATION_SOURCE_NAME.to_string(), t.source.name.clone()),
-        (ANNOTATION_SOURCE_ID.to_string(), t.source.id.moref.clone()),
+        (ANNOTATION_SOURCE_ID.to_string(), t.source.id.source_ref.clone()),
     ]);
     if let Some(u) = &t.source.id.bios_uuid {
         a.insert(ANNOTATION_BIOS_UUID.to_string(), u.clone());
@@ -198,7 +202,7 @@ pub fn disk_bus(t: &TargetVm) -> &'static str {
         Some(TargetDiskBus::Virtio) => "virtio",
         Some(TargetDiskBus::Sata) => "sata",
         Some(TargetDiskBus::Scsi) => "scsi",
-        None if is_windows(&t.source.guest_id) => "sata",
+        None if t.source.os_family() == OsFamily::Windows => "sata",
         None => "virtio",
     }
 }
@@ -213,7 +217,7 @@ pub fn nic_model(t: &TargetVm) -> String {
         }
         return m;
     }
-    if is_windows(&t.source.guest_id) && t.disk_bus != Some(TargetDiskBus::Virtio) {
+    if t.source.os_family() == OsFamily::Windows && t.disk_bus != Some(TargetDiskBus::Virtio) {
         "e1000e".into()
     } else {
         "virtio".into()
@@ -221,14 +225,14 @@ pub fn nic_model(t: &TargetVm) -> String {
 }
 
 /// The OS defaults of a guest: from the conversion's inspection (libosinfo id) when the guest
-/// was converted, else from the source's guest id.
+/// was converted, else from the OS id the source gave.
 pub fn guest_os_of(t: &TargetVm) -> Option<(String, String)> {
     if let Some(os) = t.conversion.as_ref().and_then(|c| c.os.as_ref()) {
-        if let Some(p) = os.preference() {
+        if let Some(p) = preference_for_osinfo(&os.osinfo) {
             return Some((p.to_string(), os.osinfo.clone()));
         }
     }
-    guest_os(&t.source.guest_id).map(|g| (g.preference.to_string(), g.os.to_string()))
+    guest_os(&t.source.os_id).map(|g| (g.preference.to_string(), g.os))
 }
 
 fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -244,7 +248,7 @@ fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> Object
 pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
     let src = &t.source;
     let inspected = t.conversion.as_ref().and_then(|c| c.os.as_ref());
-    let windows = inspected.map_or_else(|| is_windows(&src.guest_id), |o| o.is_windows());
+    let windows = inspected.map_or_else(|| src.os_family() == OsFamily::Windows, |o| o.is_windows());
     let os = guest_os_of(t);
 
     let mut labels = vm_object_labels(t);
@@ -255,7 +259,7 @@ pub fn build_vm(t: &TargetVm, volumes: &[PreparedVolume]) -> VirtualMachine {
     // The inspected OS picks KubeVirt's common preference for the VM; a guest id alone is too
     // coarse (and may be wrong) to commit the VM to one.
     let preference = inspected
-        .and_then(|o| o.preference())
+        .and_then(|o| preference_for_osinfo(&o.osinfo))
         .map(|p| PreferenceMatcher { kind: Some("VirtualMachineClusterPreference".into()), name: p.into() });
     let mut metadata = meta(&t.name, &t.namespace, labels);
     metadata.annotations = Some(source_annotations(t));

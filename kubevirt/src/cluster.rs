@@ -37,6 +37,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vmigrate_core::model::Disk;
 use vmigrate_core::plan::{NetworkDestination, ServiceSpec, SourceSpec, TransferMethod};
+use vmigrate_core::provider::ImportHint;
 use vmigrate_core::{
     Concern, ExistingVm, PassReport, Plan, PreparedVolume, Result, Severity, TargetPass, TargetProvider, TargetVm,
     VolumeSink,
@@ -450,7 +451,6 @@ impl KubevirtTarget {
 
     async fn import_source(&self, t: &TargetVm, disk: &Disk) -> Result<VolumeSource> {
         let o = self.opts();
-        let src = self.source.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
         if let Some(tpl) = &o.http_url_template {
             let file: String = url::form_urlencoded::byte_serialize(disk.file.as_bytes()).collect();
             return Ok(VolumeSource::Http(HttpSource {
@@ -459,25 +459,12 @@ impl KubevirtTarget {
                 cert_config_map: None,
             }));
         }
-        if !src.url.starts_with("https://") {
-            return Err(KubevirtError::BadOption(format!(
-                "import needs a vSphere https:// source or an HTTP URL template, not {:?}",
-                src.url
-            ))
-            .into());
-        }
+        let (url, thumbprint) = vddk_endpoint(t.import_hint.as_ref())?;
         let secret = self
             .ensure_source_secret(t)
             .await?
             .ok_or_else(|| KubevirtError::BadOption("VDDK import needs source credentials in the plan".into()))?;
-        Ok(VolumeSource::Vddk(builder::vddk_source(
-            t,
-            disk,
-            &src.url,
-            src.thumbprint.as_deref(),
-            &secret,
-            o.vddk_init_image.as_deref(),
-        )))
+        Ok(VolumeSource::Vddk(builder::vddk_source(t, disk, url, thumbprint, &secret, o.vddk_init_image.as_deref())))
     }
 
     async fn upload_base(&self) -> Result<String, KubevirtError> {
@@ -509,10 +496,38 @@ impl KubevirtTarget {
     }
 }
 
+/// Where CDI's VDDK importer reads a VM's disks: the endpoint the source handed over
+/// ([`ImportHint::Vddk`]), over HTTPS only (the importer sends the source credentials there).
+fn vddk_endpoint(hint: Option<&ImportHint>) -> Result<(&str, Option<&str>)> {
+    match hint {
+        Some(ImportHint::Vddk { url, thumbprint }) if url.trim().starts_with("https://") => {
+            Ok((url.trim(), thumbprint.as_deref()))
+        }
+        Some(ImportHint::Vddk { url, .. }) => {
+            Err(KubevirtError::BadOption(format!("import needs an https:// VDDK endpoint, not {url:?}")).into())
+        }
+        _ => Err(KubevirtError::BadOption(
+            "transfer: import needs a source that CDI can import from (a vSphere source, for VDDK) or an HTTP URL template"
+                .into(),
+        )
+        .into()),
+    }
+}
+
 #[async_trait]
 impl TargetProvider for KubevirtTarget {
     fn kind(&self) -> &'static str {
         "kubevirt"
+    }
+
+    /// [`crate::rules::kubevirt_vm`]: warm plans need a transfer mode that applies deltas.
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::kubevirt_vm
+    }
+
+    /// Names the transfer mode, which decides what the target can do.
+    fn describe(&self) -> String {
+        format!("the kubevirt target with transfer: {}", self.opts().transfer)
     }
 
     /// Incremental (warm) passes only in the transfer modes that apply them
@@ -733,7 +748,7 @@ impl TargetProvider for KubevirtTarget {
         let old = self.get_opt(&api, &vm.name).await?;
         if let Some(old) = &old {
             let ours = old.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
-                == Some(&vm.source.id.moref);
+                == Some(&vm.source.id.source_ref);
             if !ours && !vm.overwrite {
                 return Err(KubevirtError::Conflict {
                     what: format!("{what} exists and was not migrated from this source VM"),
@@ -810,7 +825,7 @@ impl TargetProvider for KubevirtTarget {
             let api: Api<VirtualMachine> = ns_api(&self.client, ns);
             self.get_opt(&api, &vm.name).await?.is_some_and(|o| {
                 let same_source = o.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_ID))
-                    == Some(&vm.source.id.moref);
+                    == Some(&vm.source.id.source_ref);
                 let by_us = mine.iter().any(|c| c.kind == "VirtualMachine" && o.metadata.uid.as_ref() == Some(&c.uid));
                 same_source && !by_us
             })
@@ -852,5 +867,22 @@ impl TargetProvider for KubevirtTarget {
         let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
         permits.retain(|k, _| !k.starts_with(&format!("{}-disk", vm.name)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vddk_imports_read_the_endpoint_the_source_handed_over() {
+        let hint = ImportHint::Vddk { url: "https://vcenter/sdk".into(), thumbprint: Some("AB:CD".into()) };
+        assert_eq!(vddk_endpoint(Some(&hint)).expect("https"), ("https://vcenter/sdk", Some("AB:CD")));
+        let plain = ImportHint::Vddk { url: "http://vcenter/sdk".into(), thumbprint: None };
+        let err = vddk_endpoint(Some(&plain)).expect_err("credentials never go over plain HTTP");
+        assert!(err.to_string().contains("https://"), "{err}");
+        // A source without an import path (a folder, an OVA) is refused with what would work.
+        let err = vddk_endpoint(None).expect_err("no hint");
+        assert!(err.to_string().contains("HTTP URL template"), "{err}");
     }
 }

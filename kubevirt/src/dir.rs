@@ -386,7 +386,7 @@ impl TargetProvider for DirTarget {
             let map = self.lock();
             let key = (1, vm.namespace.clone(), vm.name.clone());
             if let Some(existing) = map.get(&key) {
-                let same_source = annotation(existing, ANNOTATION_SOURCE_ID) == Some(vm.source.id.moref.as_str())
+                let same_source = annotation(existing, ANNOTATION_SOURCE_ID) == Some(vm.source.id.source_ref.as_str())
                     && label(existing, LABEL_PLAN) == Some(builder::label_value(&vm.plan).as_str());
                 if !same_source && !vm.overwrite {
                     return Err(KubevirtError::Conflict {

@@ -129,7 +129,7 @@ pub fn build_transfer_job(
         "--source-url".into(),
         src.url.to_string(),
         "--vm-id".into(),
-        t.source.id.moref.clone(),
+        t.source.id.source_ref.clone(),
         "--disk-key".into(),
         disk.key.to_string(),
         "--pass".into(),

@@ -38,6 +38,7 @@ pub mod objects;
 mod passes;
 #[cfg(feature = "realkube")]
 pub mod realkube;
+pub mod rules;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod upload;

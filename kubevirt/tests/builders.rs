@@ -112,7 +112,7 @@ fn converted_guests_get_what_the_conversion_installed() {
     // A RHEL guest on PVSCSI at the source, converted: virtio, and the inspected OS picks the
     // cluster preference (not the coarser vSphere guest id).
     let mut t = database();
-    t.source.guest_id = "otherLinux64Guest".into();
+    t.source.os_id = "linux".into();
     t.conversion = Some(converted("linux", "rhel8.6", TargetDiskBus::Virtio, "virtio", true));
     let vm = j(&builder::build_vm(&t, &volumes(&t)));
     let dom = &vm["spec"]["template"]["spec"]["domain"];
@@ -161,22 +161,39 @@ fn datavolume_sizes_and_storage_map() {
 #[test]
 fn guest_table_and_label_values() {
     for (g, pref) in [
-        ("windows2019srv_64Guest", "windows.2k19"),
-        ("windows2019srvNext_64Guest", "windows.2k22"),
-        ("windows9Server64Guest", "windows.2k16"),
-        ("rhel8_64Guest", "rhel.8"),
-        ("centos9_64Guest", "centos.stream9"),
-        ("ubuntu64Guest", "ubuntu"),
-        ("sles15_64Guest", "sles"),
-        ("debian12_64Guest", "debian"),
+        ("win2k19", "windows.2k19"),
+        ("win2k22", "windows.2k22"),
+        ("win2k16", "windows.2k16"),
+        ("rhel8.0", "rhel.8"),
+        ("centos-stream9", "centos.stream9"),
+        ("ubuntu", "ubuntu"),
+        ("sles15", "sles"),
+        ("debian12", "debian"),
     ] {
-        assert_eq!(builder::guest_os(g).map(|o| o.preference), Some(pref), "{g}");
+        let os = builder::guest_os(g).expect(g);
+        assert_eq!((os.preference, os.os.as_str()), (pref, g), "{g}");
     }
-    assert!(builder::guest_os("otherGuest").is_none());
+    assert!(builder::guest_os("").is_none() && builder::guest_os("linux").is_none());
     assert_eq!(builder::label_value("vm-123"), "vm-123");
     let v = builder::label_value("web/web01.vmx");
     assert!(v.starts_with("web-web01.vmx-") && v.len() <= 63, "{v}");
     assert_ne!(builder::label_value("a/b"), builder::label_value("a:b"));
     let long = builder::label_value(&"x".repeat(100));
     assert!(long.len() <= 63);
+}
+
+#[test]
+fn osinfo_to_preference() {
+    for (id, pref) in [
+        ("rhel8.6", Some("rhel.8")),
+        ("rhel9.2", Some("rhel.9")),
+        ("debian12", Some("debian")),
+        ("win2k22", Some("windows.2k22")),
+        ("win10", Some("windows.10")),
+        ("centos-stream9", Some("centos.stream9")),
+        ("ubuntu22.04", Some("ubuntu")),
+        ("freebsd13.1", None),
+    ] {
+        assert_eq!(builder::preference_for_osinfo(id), pref, "{id}");
+    }
 }

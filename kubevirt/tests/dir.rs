@@ -101,7 +101,7 @@ async fn writes_manifests_disks_and_next_steps() {
     assert_eq!(existing[0].name, "database");
     assert_eq!(existing[0].macs, ["00:50:56:aa:00:01"]);
     assert_eq!(existing[0].plan.as_deref(), Some("move-webapp-vmware"));
-    assert_eq!(existing[0].source_id.as_deref(), Some(db.source.id.moref.as_str()));
+    assert_eq!(existing[0].source_id.as_deref(), Some(db.source.id.source_ref.as_str()));
     assert!(again.existing_vms("other").await.expect("other ns").is_empty());
 
     // A re-run is idempotent: same manifests byte for byte, same disk content.
@@ -112,11 +112,11 @@ async fn writes_manifests_disks_and_next_steps() {
 
     // Another source VM may not take an existing name unless the plan says overwrite.
     let mut intruder = database();
-    intruder.source.id.moref = "vm-999".into();
+    intruder.source.id.source_ref = "vm-999".into();
     let err = again.create_vm(&intruder, &db_vols).await.expect_err("name taken");
     assert_eq!(err.code(), ErrorCode::TargetConflict);
     intruder.overwrite = true;
-    intruder.source.id.moref = db.source.id.moref.clone();
+    intruder.source.id.source_ref = db.source.id.source_ref.clone();
 
     // Cleanup removes that VM's objects and disks, nothing else.
     again.cleanup(&web).await.expect("cleanup");

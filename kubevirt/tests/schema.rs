@@ -13,14 +13,14 @@ use vmigrate_kubevirt::objects::{HttpSource, UploadTokenRequest, UploadTokenRequ
 fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     let mut efi = target(
         "efi-linux",
-        "ubuntu64Guest",
+        "ubuntu",
         vec![disk(2000, 8 * GIB, "[ds] u/u.vmdk")],
         vec![(nic(4000, "00:50:56:00:00:10", "net"), NetworkDestination::Pod)],
     );
     efi.source.firmware = Firmware::Efi;
     let multus = target(
         "multus-only",
-        "centos9_64Guest",
+        "centos-stream9",
         vec![disk(2000, GIB, "[ds] m/m.vmdk")],
         vec![
             (nic(4000, "00:50:56:00:00:20", "a"), NetworkDestination::Multus { name: "vmexamples/vlan10".into() }),
@@ -30,7 +30,7 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     );
     let mut many = target(
         "many-disks",
-        "sles15_64Guest",
+        "sles15",
         (0..4).map(|i| disk(2000 + i, GIB * i64::from(i + 1), "[ds] x/x.vmdk")).collect(),
         vec![],
     );
@@ -48,7 +48,7 @@ fn vm_cases() -> Vec<(&'static str, vmigrate_core::TargetVm)> {
     converted_win.name = "converted-win".into();
     converted_win.conversion = Some(converted("windows", "win2k19", TargetDiskBus::Sata, "e1000e", false));
     let mut unknown_os = database();
-    unknown_os.source.guest_id = "otherGuest64".into();
+    unknown_os.source.os_id = String::new();
     unknown_os.source.memory_mib = 0;
     vec![
         ("bios-linux", database()),

@@ -396,11 +396,14 @@ pub fn to_vms(env: &Envelope, ova: &str, datastore: &str) -> Result<Vec<Vm>, Ova
             .or_else(|| config("bootOptions.efiSecureBootEnabled"))
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let mut vm = Vm {
-            id: VmId { moref: vm_id(ova, env, sys), ..Default::default() },
+            id: VmId { source_ref: vm_id(ova, env, sys), ..Default::default() },
             name,
             power_state: PowerState::PoweredOff,
             guest_id: sys.os_type.clone().unwrap_or_else(|| "otherGuest".to_owned()),
             guest_full_name: sys.os_description.clone(),
+            // The OS type of a VMware-made OVF is a VMware guest id (`vmw:osType`); a
+            // descriptor with only the CIM number (`ovf:id`) leaves the OS unknown.
+            os_id: sys.os_type.as_deref().and_then(vmigrate_vsphere::osinfo::os_id_from_guest_id).unwrap_or_default(),
             firmware,
             secure_boot,
             tools_status: ToolsStatus::Unknown,
@@ -576,9 +579,10 @@ mod tests {
         assert_eq!(env.networks, ["segment-a & b"]);
         let vms = to_vms(&env, "web01.ova", "ova").expect("map");
         let vm = &vms[0];
-        assert_eq!(vm.id.moref, "web01.ova");
+        assert_eq!(vm.id.source_ref, "web01.ova");
         assert_eq!(vm.name, "web01");
         assert_eq!(vm.guest_id, "rhel8_64Guest");
+        assert_eq!(vm.os_id, "rhel8.0");
         assert_eq!(vm.guest_full_name, "Red Hat Enterprise Linux 8 (64-bit)");
         assert_eq!(vm.firmware, Firmware::Efi);
         assert_eq!((vm.cpu_sockets, vm.cores_per_socket, vm.memory_mib), (2, 2, 2048));
@@ -634,7 +638,7 @@ mod tests {
         .replace("</VirtualSystem>\n</Envelope>", "</VirtualSystem></VirtualSystemCollection>\n</Envelope>");
         let env = parse_envelope(two.as_bytes()).expect("parse");
         let vms = to_vms(&env, "app.ova", "ova").expect("map");
-        let ids: Vec<&str> = vms.iter().map(|v| v.id.moref.as_str()).collect();
+        let ids: Vec<&str> = vms.iter().map(|v| v.id.source_ref.as_str()).collect();
         assert_eq!(ids, ["app.ova#db", "app.ova#web01"]);
     }
 

@@ -195,14 +195,14 @@ impl OvaSource {
     }
 
     fn split_id<'a>(&self, id: &'a VmId) -> Result<&'a str> {
-        let rel = id.moref.split_once('#').map(|(p, _)| p).unwrap_or(&id.moref);
+        let rel = id.source_ref.split_once('#').map(|(p, _)| p).unwrap_or(&id.source_ref);
         let ok = normalise_name(rel).is_ok_and(|n| n == rel)
             && is_ova_name(rel)
             && self.only.as_deref().is_none_or(|o| o == rel);
         if ok {
             Ok(rel)
         } else {
-            Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not a package of this source", id.moref)))
+            Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not a package of this source", id.source_ref)))
         }
     }
 }
@@ -429,6 +429,12 @@ impl SourceProvider for OvaSource {
 
     /// Read-only and cold-only: no power control, snapshots or changed blocks, so validation
     /// blocks a warm plan before anything runs.
+    /// An OVF's guest ids are VMware's: the vSphere rules judge them
+    /// ([`vmigrate_vsphere::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        vmigrate_vsphere::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities::default()
     }
@@ -476,8 +482,8 @@ impl SourceProvider for OvaSource {
         self.package_vms(&pkg)
             .await?
             .into_iter()
-            .find(|v| v.id.moref == id.moref)
-            .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("no virtual system {:?} in {rel}", id.moref)))
+            .find(|v| v.id.source_ref == id.source_ref)
+            .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("no virtual system {:?} in {rel}", id.source_ref)))
     }
 
     async fn open_disk(

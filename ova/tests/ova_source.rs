@@ -58,7 +58,7 @@ async fn an_ovftool_layout_package_maps_and_reads_exactly() {
     let inv = src.inventory().await.expect("inventory");
     assert_eq!(inv.vms.len(), 1);
     let vm = &inv.vms[0];
-    assert_eq!((vm.id.moref.as_str(), vm.name.as_str()), ("web01.ova", "web01"));
+    assert_eq!((vm.id.source_ref.as_str(), vm.name.as_str()), ("web01.ova", "web01"));
     assert_eq!(vm.guest_id, "rhel9_64Guest");
     assert_eq!(vm.firmware, vmigrate_core::model::Firmware::Efi);
     assert_eq!((vm.vcpus(), vm.cores_per_socket, vm.memory_mib), (2, 2, 1024));
@@ -330,7 +330,7 @@ async fn a_vapp_package_lists_each_virtual_system_with_its_own_disk() {
     tar_ustar(&parts, &ova, &["shop.ovf", "shop.mf", "app-disk1.vmdk", "db-disk1.vmdk"]).expect("tar");
     let src = OvaSource::from_url(&url(&ova)).expect("open");
     let inv = src.inventory().await.expect("inventory");
-    let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.moref.as_str()).collect();
+    let ids: Vec<&str> = inv.vms.iter().map(|v| v.id.source_ref.as_str()).collect();
     assert_eq!(ids, ["shop.ova#app", "shop.ova#db"]);
     for (listed, raw) in inv.vms.iter().zip(&raws) {
         let vm = src.vm(&listed.id).await.expect("vm");
@@ -341,7 +341,7 @@ async fn a_vapp_package_lists_each_virtual_system_with_its_own_disk() {
         assert!(read_all(t.as_ref()).await == std::fs::read(raw).expect("raw"), "{}", vm.name);
     }
     let e = src
-        .vm(&vmigrate_core::VmId { moref: "shop.ova#web".into(), ..Default::default() })
+        .vm(&vmigrate_core::VmId { source_ref: "shop.ova#web".into(), ..Default::default() })
         .await
         .expect_err("no such system");
     assert_eq!(e.code(), ErrorCode::VmNotFound);

@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, Error> {
     let mut all_equal = true;
     let mut checks = Vec::new();
     for vs in &status.vms {
-        let vm = inventory.vms.iter().find(|v| v.id.moref == vs.source_id).ok_or_else(|| {
+        let vm = inventory.vms.iter().find(|v| v.id.source_ref == vs.source_id).ok_or_else(|| {
             Error::new(vmigrate::core::ErrorCode::VmNotFound, format!("{} missing from the inventory", vs.name))
         })?;
         for d in &vs.disks {

@@ -177,7 +177,7 @@ pub async fn run(args: TransferArgs) -> Result<ExitCode, Error> {
         vddk_lib_dir: None,
     };
     let source = vmigrate::sources::open_source(&spec).await?;
-    let vm = source.vm(&VmId { moref: args.vm_id.clone(), ..Default::default() }).await?;
+    let vm = source.vm(&VmId { source_ref: args.vm_id.clone(), ..Default::default() }).await?;
     let disk = vm.disks.iter().find(|d| d.key == args.disk_key).ok_or_else(|| {
         Error::new(ErrorCode::VmNotFound, format!("VM {} has no disk with key {}", vm.name, args.disk_key))
     })?;

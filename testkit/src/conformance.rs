@@ -249,7 +249,7 @@ where
     let mut ids = std::collections::BTreeSet::new();
     for vm in &inv.vms {
         ensure!(!vm.name.is_empty(), "a VM without a name ({:?})", vm.id);
-        ensure!(ids.insert(vm.id.moref.clone()), "two VMs share the id {:?}", vm.id.moref);
+        ensure!(ids.insert(vm.id.source_ref.clone()), "two VMs share the id {:?}", vm.id.source_ref);
         let mut keys = std::collections::BTreeSet::new();
         for d in &vm.disks {
             ensure!(keys.insert(d.key), "{}: two devices share the key {}", vm.name, d.key);
@@ -277,12 +277,12 @@ where
     }
     let caps = src.capabilities();
     for listed in &inv.vms {
-        let vm: Vm = ok(src.vm(&listed.id).await, &format!("vm({:?})", listed.id.moref))?;
+        let vm: Vm = ok(src.vm(&listed.id).await, &format!("vm({:?})", listed.id.source_ref))?;
         ensure!(
-            vm.id.moref == listed.id.moref && vm.name == listed.name,
+            vm.id.source_ref == listed.id.source_ref && vm.name == listed.name,
             "vm({:?}) answered another VM ({:?})",
-            listed.id.moref,
-            vm.id.moref
+            listed.id.source_ref,
+            vm.id.source_ref
         );
         let k1: Vec<i32> = vm.disks.iter().map(|d| d.key).collect();
         let k2: Vec<i32> = listed.disks.iter().map(|d| d.key).collect();
@@ -339,7 +339,7 @@ where
             );
         }
     }
-    let unknown = VmId { moref: "vmigrate-conformance-no-such-vm.ova".into(), ..Default::default() };
+    let unknown = VmId { source_ref: "vmigrate-conformance-no-such-vm.ova".into(), ..Default::default() };
     let e = src.vm(&unknown).await;
     ensure!(
         e.as_ref().is_err_and(|e| e.kind() == ErrorKind::NotFound),
@@ -449,5 +449,6 @@ pub fn target_vm(source: Vm) -> TargetVm {
         run_strategy: "Halted".into(),
         overwrite: false,
         conversion: None,
+        import_hint: None,
     }
 }

@@ -53,7 +53,7 @@ impl MemSource {
         let mut list = Vec::new();
         for (vm, contents) in vms {
             for (d, c) in vm.disks.iter().zip(contents) {
-                disks.insert((vm.id.moref.clone(), d.key), MemoryTransport::from_bytes(c));
+                disks.insert((vm.id.source_ref.clone(), d.key), MemoryTransport::from_bytes(c));
             }
             list.push(vm);
         }
@@ -82,7 +82,7 @@ impl MemSource {
     /// # Panics
     /// When there is no such VM: a test bug.
     pub fn power(&self, moref: &str) -> PowerState {
-        lock(&self.vms).iter().find(|v| v.id.moref == moref).map(|v| v.power_state).expect("no such vm")
+        lock(&self.vms).iter().find(|v| v.id.source_ref == moref).map(|v| v.power_state).expect("no such vm")
     }
 
     /// How many disks were opened for reading.
@@ -158,11 +158,11 @@ impl SourceProvider for MemSource {
             .iter()
             .find(|v| v.id == *id)
             .cloned()
-            .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("no vm {}", id.moref)))
+            .ok_or_else(|| Error::new(ErrorCode::VmNotFound, format!("no vm {}", id.source_ref)))
     }
 
     async fn power_off(&self, vm: &VmId, _graceful: Option<Duration>) -> Result<()> {
-        self.call(format!("power_off {}", vm.moref));
+        self.call(format!("power_off {}", vm.source_ref));
         for v in lock(&self.vms).iter_mut().filter(|v| v.id == *vm) {
             v.power_state = PowerState::PoweredOff;
         }
@@ -170,7 +170,7 @@ impl SourceProvider for MemSource {
     }
 
     async fn power_on(&self, vm: &VmId) -> Result<()> {
-        self.call(format!("power_on {}", vm.moref));
+        self.call(format!("power_on {}", vm.source_ref));
         for v in lock(&self.vms).iter_mut().filter(|v| v.id == *vm) {
             v.power_state = PowerState::PoweredOn;
         }
@@ -180,11 +180,11 @@ impl SourceProvider for MemSource {
     async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotRef> {
         let n = self.next_snap.fetch_add(1, Ordering::SeqCst);
         let id = format!("snap-{n}");
-        self.call(format!("create_snapshot {} {name}", vm.moref));
+        self.call(format!("create_snapshot {} {name}", vm.source_ref));
         let mut content = HashMap::new();
         let mut change_ids = BTreeMap::new();
         for ((m, key), t) in &self.disks {
-            if *m == vm.moref {
+            if *m == vm.source_ref {
                 content.insert(*key, t.contents());
                 change_ids.insert(*key, id.clone());
             }
@@ -202,7 +202,7 @@ impl SourceProvider for MemSource {
     }
 
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotRef) -> Result<()> {
-        self.call(format!("remove_snapshot {} {}", vm.moref, snapshot.id));
+        self.call(format!("remove_snapshot {} {}", vm.source_ref, snapshot.id));
         Ok(())
     }
 
@@ -253,10 +253,13 @@ impl SourceProvider for MemSource {
                 })?;
                 Box::new(MemoryTransport::from_bytes(c.clone()))
             }
-            None => match self.disks.get(&(vm.moref.clone(), disk.key)) {
+            None => match self.disks.get(&(vm.source_ref.clone(), disk.key)) {
                 Some(d) => d.try_clone().await?,
                 None => {
-                    return Err(Error::new(ErrorCode::VmNotFound, format!("no disk {} of vm {}", disk.key, vm.moref)))
+                    return Err(Error::new(
+                        ErrorCode::VmNotFound,
+                        format!("no disk {} of vm {}", disk.key, vm.source_ref),
+                    ))
                 }
             },
         };
@@ -431,7 +434,7 @@ impl TargetProvider for MemTarget {
     async fn finish_volume(&self, vm: &TargetVm, v: &PreparedVolume) -> Result<()> {
         if let Some(src) = &self.importer {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            let data = src.disk(&vm.source.id.moref, v.disk_key).contents();
+            let data = src.disk(&vm.source.id.source_ref, v.disk_key).contents();
             let dst = lock(&self.volumes).get(&v.name).cloned();
             if let Some(dst) = dst {
                 dst.write_at(0, Bytes::from(data)).await?;
@@ -523,10 +526,11 @@ pub fn sparse_content(seed: u8, size: u64) -> Vec<u8> {
 /// network `lan`: what [`MemSource::inventory`] lists them on.
 pub fn mem_vm(n: u32, power: PowerState, disks: &[u64]) -> Vm {
     Vm {
-        id: VmId { moref: format!("vm-{n}"), ..Default::default() },
+        id: VmId { source_ref: format!("vm-{n}"), ..Default::default() },
         name: format!("vm{n}"),
         power_state: power,
         guest_id: "rhel9_64Guest".into(),
+        os_id: "rhel9.0".into(),
         disks: disks
             .iter()
             .enumerate()

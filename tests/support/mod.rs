@@ -165,7 +165,7 @@ pub async fn unmount_iso(src: &VsphereSource, vm: &Vm) {
             key = cd.key,
             iso = vmigrate::vsphere::soap::esc(cd.iso.as_deref().unwrap_or(""))
         );
-        let this = MoRef::new("VirtualMachine", vm.id.moref.clone());
+        let this = MoRef::new("VirtualMachine", vm.id.source_ref.clone());
         let reply = src
             .client()
             .call("ReconfigVM_Task", &method("ReconfigVM_Task", &this, &args))

@@ -42,6 +42,8 @@ pub mod beneath;
 pub mod client;
 pub mod error;
 pub mod local;
+pub mod osinfo;
+pub mod rules;
 pub mod secret;
 pub mod soap;
 pub mod source;

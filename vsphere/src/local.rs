@@ -166,10 +166,13 @@ impl LocalSource {
     /// The path (relative to the root) of a VM's disk descriptor.
     fn disk_rel_path(&self, vm: &VmId, disk: &Disk) -> Result<PathBuf> {
         let escapes = || Error::new(ErrorCode::UnsafePath, format!("disk file {:?} escapes the datastore", disk.file));
-        if self.below_root(&vm.moref).is_none() {
-            return Err(Error::new(ErrorCode::VmNotFound, format!("vm id {:?} is not inside the datastore", vm.moref)));
+        if self.below_root(&vm.source_ref).is_none() {
+            return Err(Error::new(
+                ErrorCode::VmNotFound,
+                format!("vm id {:?} is not inside the datastore", vm.source_ref),
+            ));
         }
-        let vm_rel_dir = Path::new(&vm.moref).parent().map(Path::to_path_buf).unwrap_or_default();
+        let vm_rel_dir = Path::new(&vm.source_ref).parent().map(Path::to_path_buf).unwrap_or_default();
         match disk.file.strip_prefix('[').and_then(|r| r.split_once("] ")) {
             Some((ds, rel)) if ds == self.datastore => join_within(Path::new(""), Path::new(rel)).ok_or_else(escapes),
             Some((ds, _)) => Err(Error::new(
@@ -298,6 +301,11 @@ impl SourceProvider for LocalSource {
         "vmx"
     }
 
+    /// VMware's guest ids, Tools, fault tolerance and DRS rules ([`crate::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities::default()
     }
@@ -346,7 +354,7 @@ impl SourceProvider for LocalSource {
     }
 
     async fn vm(&self, id: &VmId) -> Result<Vm> {
-        self.load_vm(&id.moref).await
+        self.load_vm(&id.source_ref).await
     }
 
     /// The VMDK descriptors in the datastore folder (what a guest inspection opens read-only),

@@ -90,7 +90,7 @@ pub struct VsphereSource {
 }
 
 fn vm_ref(id: &VmId) -> MoRef {
-    MoRef::new("VirtualMachine", id.moref.clone())
+    MoRef::new("VirtualMachine", id.source_ref.clone())
 }
 
 fn snap_ref(s: &SnapshotRef) -> MoRef {
@@ -210,6 +210,19 @@ impl SourceProvider for VsphereSource {
         ])
     }
 
+    /// CDI's VDDK importer reads this endpoint's disks (with the plan's source credentials).
+    fn import_hint(&self) -> Option<vmigrate_core::provider::ImportHint> {
+        Some(vmigrate_core::provider::ImportHint::Vddk {
+            url: self.opts.url.clone(),
+            thumbprint: self.opts.thumbprint.clone(),
+        })
+    }
+
+    /// VMware's guest ids, Tools, fault tolerance and DRS rules ([`crate::rules`]).
+    fn vm_rules(&self) -> vmigrate_core::validate::VmRules {
+        crate::rules::validate_vm
+    }
+
     fn capabilities(&self) -> SourceCapabilities {
         SourceCapabilities { power: true, snapshots: true, changed_blocks: true }
     }
@@ -243,13 +256,13 @@ impl SourceProvider for VsphereSource {
                     match waited {
                         Ok(_) => return Ok(()),
                         Err(VsphereError::Timeout { .. }) => {
-                            warn!(vm = %vm.moref, "graceful shutdown timed out; powering off")
+                            warn!(vm = %vm.source_ref, "graceful shutdown timed out; powering off")
                         }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 Err(e @ (VsphereError::InvalidState { .. } | VsphereError::Fault { .. })) => {
-                    debug!(vm = %vm.moref, error = %e, "graceful shutdown refused; powering off");
+                    debug!(vm = %vm.source_ref, error = %e, "graceful shutdown refused; powering off");
                 }
                 Err(e) => return Err(e.into()),
             }

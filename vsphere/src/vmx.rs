@@ -533,7 +533,7 @@ pub fn vmx_to_vm(vmx: &Vmx, id: &str, loc: VmxLocation<'_>, disk_info: &dyn Fn(&
 
     Vm {
         id: VmId {
-            moref: id.to_owned(),
+            source_ref: id.to_owned(),
             bios_uuid: vmx.get("uuid.bios").map(normalize_uuid).filter(|s| !s.is_empty()),
             instance_uuid: vmx.get("vc.uuid").map(normalize_uuid).filter(|s| !s.is_empty()),
         },
@@ -541,6 +541,7 @@ pub fn vmx_to_vm(vmx: &Vmx, id: &str, loc: VmxLocation<'_>, disk_info: &dyn Fn(&
         power_state: PowerState::PoweredOff,
         guest_id: guest_id_from_vmx(&guest_os),
         guest_full_name: guest_full_name(vmx, &guest_os),
+        os_id: crate::osinfo::os_id_from_guest_id(&guest_id_from_vmx(&guest_os)).unwrap_or_default(),
         firmware,
         secure_boot: vmx.get_bool("uefi.secureBoot.enabled").unwrap_or(false),
         cpu_sockets,

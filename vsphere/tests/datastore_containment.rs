@@ -39,7 +39,7 @@ fn datastore(extent: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 
 async fn open_first_disk(root: &Path) -> vmigrate_core::Result<Box<dyn BlockTransport>> {
     let src = LocalSource::open(root)?;
-    let vm = src.vm(&VmId { moref: "vm/vm.vmx".into(), ..Default::default() }).await?;
+    let vm = src.vm(&VmId { source_ref: "vm/vm.vmx".into(), ..Default::default() }).await?;
     let disk: Disk =
         vm.disks.first().cloned().unwrap_or_else(|| Disk { file: "disk.vmdk".into(), ..Default::default() });
     src.open_disk(&vm.id, &disk, None).await
@@ -80,9 +80,9 @@ async fn extents_outside_the_datastore_are_refused() {
     std::fs::write(top.path().join("evil.vmx"), vmx("disk.vmdk")).expect("vmx");
     std::os::unix::fs::symlink(top.path().join("evil.vmx"), r.join("vm/link.vmx")).expect("symlink");
     let src = LocalSource::open(&r).expect("open");
-    let e = src.vm(&VmId { moref: "vm/link.vmx".into(), ..Default::default() }).await.expect_err("vmx link");
+    let e = src.vm(&VmId { source_ref: "vm/link.vmx".into(), ..Default::default() }).await.expect_err("vmx link");
     assert_eq!(e.code(), ErrorCode::UnsafePath, "{e}");
-    let e = src.vm(&VmId { moref: "../evil.vmx".into(), ..Default::default() }).await.expect_err("vmx id");
+    let e = src.vm(&VmId { source_ref: "../evil.vmx".into(), ..Default::default() }).await.expect_err("vmx id");
     assert_eq!(e.code(), ErrorCode::VmNotFound, "{e}");
 }
 
@@ -147,7 +147,7 @@ async fn linked_clone_parent_in_another_folder_is_read_and_escapes_are_refused()
     std::fs::write(root.join("clone/clone.vmx"), vmx("clone.vmdk")).expect("vmx");
 
     let src = LocalSource::open(&root).expect("open");
-    let vm = src.vm(&VmId { moref: "clone/clone.vmx".into(), ..Default::default() }).await.expect("vm");
+    let vm = src.vm(&VmId { source_ref: "clone/clone.vmx".into(), ..Default::default() }).await.expect("vm");
     let disk = src.open_disk(&vm.id, &vm.disks[0], None).await.expect("linked clone opens");
     let got = disk.read_at(0, size as usize).await.expect("read");
     assert_eq!(&got[..own.len()], &own[..], "the delta's own grain");
@@ -172,7 +172,7 @@ async fn linked_clone_parent_in_another_folder_is_read_and_escapes_are_refused()
 async fn local_disk_files_name_only_descriptors_inside_the_datastore() {
     let (_top, root) = datastore("disk-flat.vmdk");
     let src = LocalSource::open(&root).expect("open");
-    let vm = src.vm(&VmId { moref: "vm/vm.vmx".into(), ..Default::default() }).await.expect("vm");
+    let vm = src.vm(&VmId { source_ref: "vm/vm.vmx".into(), ..Default::default() }).await.expect("vm");
     assert_eq!(src.local_disk_files(&vm), Some(vec![root.join("vm/disk.vmdk")]));
     let mut escaping = vm.clone();
     escaping.disks[0].file = "../../secret".into();

@@ -91,7 +91,7 @@ async fn inventory_maps_realistic_vmx_files() {
     );
 
     let web = inv.find_vm("winweb01 \"IIS\"").expect("winweb01");
-    assert_eq!(web.id.moref, "winweb01/winweb01.vmx");
+    assert_eq!(web.id.source_ref, "winweb01/winweb01.vmx");
     assert_eq!(web.id.bios_uuid.as_deref(), Some("421a8c2e-4f5b-6d7e-8f90-a1b2c3d4e5f6"));
     assert_eq!(web.id.instance_uuid.as_deref(), Some("501a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8"));
     assert_eq!(web.guest_id, "windows2019srv_64Guest");
@@ -119,6 +119,7 @@ async fn inventory_maps_realistic_vmx_files() {
 
     let db = inv.find_vm("database").expect("database");
     assert_eq!(db.guest_id, "rhel8_64Guest");
+    assert_eq!(db.os_id, "rhel8.0");
     assert_eq!(db.power_state, PowerState::PoweredOn, "a .lck directory means running");
     assert_eq!(db.snapshots.len(), 1);
     assert_eq!(db.snapshots[0].name, "before mariadb upgrade");
@@ -133,6 +134,7 @@ async fn inventory_maps_realistic_vmx_files() {
 
     let legacy = inv.find_vm("legacy-app").expect("legacy");
     assert_eq!(legacy.guest_id, "centos7_64Guest");
+    assert_eq!(legacy.os_id, "centos7.0");
     assert_eq!(legacy.disks.len(), 3, "the absent nvme disk is not listed");
     assert_eq!(legacy.disks[1].mode, DiskMode::IndependentPersistent);
     assert!(legacy.disks[1].shared);
@@ -157,9 +159,10 @@ async fn inventory_maps_realistic_vmx_files() {
     // vm() re-reads one VMX; unknown ids are typed errors.
     let again = src.vm(&web.id).await.expect("vm");
     assert_eq!(&again, web);
-    let missing = src.vm(&VmId { moref: "nope/nope.vmx".into(), ..Default::default() }).await.expect_err("missing");
+    let missing =
+        src.vm(&VmId { source_ref: "nope/nope.vmx".into(), ..Default::default() }).await.expect_err("missing");
     assert_eq!(missing.code(), ErrorCode::VmNotFound);
-    let escape = src.vm(&VmId { moref: "../x.vmx".into(), ..Default::default() }).await.expect_err("escape");
+    let escape = src.vm(&VmId { source_ref: "../x.vmx".into(), ..Default::default() }).await.expect_err("escape");
     assert_eq!(escape.code(), ErrorCode::VmNotFound);
     assert_eq!(src.power_on(&web.id).await.expect_err("read-only").code(), ErrorCode::Unsupported);
 }

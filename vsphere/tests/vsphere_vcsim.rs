@@ -56,6 +56,14 @@ async fn login_tls_and_credentials() {
 async fn inventory_maps_lab_vms() {
     let sim = Vcsim::start(VcsimOptions::default());
     let src = VsphereSource::connect(sim.connect_options()).await.expect("connect");
+    // A self-importing target reaches this endpoint through VDDK, as the source says.
+    match src.import_hint() {
+        Some(vmigrate_core::provider::ImportHint::Vddk { url, thumbprint }) => {
+            assert_eq!(url, sim.connect_options().url);
+            assert_eq!(thumbprint, sim.connect_options().thumbprint);
+        }
+        other => panic!("vSphere hands a VDDK hint, not {other:?}"),
+    }
     let before = src.client().round_trips();
     let inv = src.inventory().await.expect("inventory");
     assert!(
@@ -69,6 +77,7 @@ async fn inventory_maps_lab_vms() {
     }
     let db = inv.find_vm("database").expect("database");
     assert_eq!(db.guest_id, "rhel8_64Guest");
+    assert_eq!(db.os_id, "rhel8.0", "the neutral OS id the source fills");
     assert_eq!(db.firmware, Firmware::Bios);
     assert_eq!((db.cpu_sockets, db.cores_per_socket, db.memory_mib), (2, 2, 8192));
     assert_eq!(db.power_state, PowerState::PoweredOff);
@@ -88,6 +97,7 @@ async fn inventory_maps_lab_vms() {
 
     let win = inv.find_vm("winweb01").expect("winweb01");
     assert_eq!(win.guest_id, "windows2019srv_64Guest");
+    assert_eq!(win.os_id, "win2k19");
     assert_eq!(win.firmware, Firmware::Efi);
     assert!(win.secure_boot);
     assert_eq!(win.cdroms.len(), 1);

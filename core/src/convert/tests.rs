@@ -9,7 +9,7 @@ use crate::model::{Disk, Nic, VmId};
 fn vm(guest: &str, firmware: Firmware) -> Vm {
     Vm {
         id: VmId {
-            moref: "vm-42".into(),
+            source_ref: "vm-42".into(),
             bios_uuid: Some("4211d3a5-1b3e-4c1e-9d4f-0123456789ab".into()),
             instance_uuid: None,
         },
@@ -188,7 +188,6 @@ fn windows_without_virtio_win_stays_on_sata_and_e1000e() {
     let r = parse_report(&log);
     let os = r.os.as_ref().expect("inspected");
     assert_eq!((os.kind.as_str(), os.osinfo.as_str(), os.major), ("windows", "win2k19", 10));
-    assert_eq!(os.preference(), Some("windows.2k19"));
     assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
     let req = ConversionRequest { preserve_static_ips: true, ..Default::default() };
     let c = decide(&r, &req).expect("decided");
@@ -222,7 +221,7 @@ fn linux_guest_gets_virtio() {
         (c.disk_bus, c.nic_model.as_deref(), c.guest_agent),
         (Some(TargetDiskBus::Virtio), Some("virtio"), true)
     );
-    assert_eq!(c.os.as_ref().and_then(InspectedOs::preference), Some("rhel.8"));
+    assert_eq!(c.os.as_ref().map(|o| o.osinfo.as_str()), Some("rhel8.6"));
     let no_agent = log.replace(
         "gcaps_block_bus",
         "virt-v2v-in-place: warning: The QEMU Guest Agent will not be installed.  The install command for package ...\ngcaps_block_bus",
@@ -243,22 +242,6 @@ fn a_report_without_guest_capabilities_is_a_failure() {
         .starts_with("virt-v2v-in-place: error"));
 }
 
-#[test]
-fn osinfo_to_preference() {
-    for (id, pref) in [
-        ("rhel8.6", Some("rhel.8")),
-        ("rhel9.2", Some("rhel.9")),
-        ("debian12", Some("debian")),
-        ("win2k22", Some("windows.2k22")),
-        ("win10", Some("windows.10")),
-        ("centos-stream9", Some("centos.stream9")),
-        ("ubuntu22.04", Some("ubuntu")),
-        ("freebsd13.1", None),
-    ] {
-        assert_eq!(preference_for_osinfo(id), pref, "{id}");
-    }
-}
-
 /// The report lines of a real `virt-v2v-in-place -v` run (virt-v2v 2.2.0, Debian bookworm) on
 /// the host-only Debian 12 guest of the boot test, cut from its log.
 #[test]
@@ -268,7 +251,6 @@ fn real_debian_report_parses() {
     let os = r.os.as_ref().expect("inspected");
     assert_eq!((os.kind.as_str(), os.distro.as_str(), os.osinfo.as_str()), ("linux", "debian", "debian12"));
     assert_eq!((os.root.as_str(), os.major), ("/dev/sda1", 12));
-    assert_eq!(os.preference(), Some("debian"));
     let c = decide(&r, &ConversionRequest::default()).expect("decided");
     assert_eq!(c.disk_bus, Some(TargetDiskBus::Virtio));
     assert_eq!(c.nic_model.as_deref(), Some("virtio"));

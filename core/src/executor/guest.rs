@@ -37,7 +37,8 @@ impl Executor {
                     continue;
                 }
             }
-            let Some(vm) = v.source_id.as_ref().and_then(|id| inventory.vms.iter().find(|x| &x.id.moref == id)) else {
+            let Some(vm) = v.source_id.as_ref().and_then(|id| inventory.vms.iter().find(|x| &x.id.source_ref == id))
+            else {
                 continue;
             };
             let Some(files) = self.source.local_disk_files(vm) else { continue };
@@ -95,7 +96,8 @@ pub(super) fn apply_inspection(
     vs: &mut crate::status::VmStatus,
     found: &std::result::Result<convert::Inspection, Error>,
 ) {
-    let raw_copy = "set spec.skipGuestConversion: true to copy the guest as it is (it keeps its VMware drivers: \
+    let raw_copy =
+        "set spec.skipGuestConversion: true to copy the guest as it is (it keeps the source hypervisor's drivers: \
                     docs/conversion.md)";
     match found {
         Ok(convert::Inspection::Found(os)) => {

@@ -151,7 +151,7 @@ mod tests {
             step: HookStep::Pre,
             target_name: "db".into(),
             vm: crate::model::Vm {
-                id: crate::model::VmId { moref: "vm-1".into(), ..Default::default() },
+                id: crate::model::VmId { source_ref: "vm-1".into(), ..Default::default() },
                 name: "database".into(),
                 ..Default::default()
             },

@@ -12,29 +12,17 @@ use crate::validate::{warm_transfer_message, Concern, Severity};
 /// The concern id of a warm plan whose target cannot take delta passes.
 pub const WARM_TRANSFER_UNSUPPORTED: &str = "warm.transfer-unsupported";
 
-fn target_label(plan: &Plan, target: &dyn TargetProvider) -> String {
-    if target.kind() == "kubevirt" {
-        format!("the kubevirt target with transfer: {}", plan.spec.options.transfer)
-    } else {
-        format!("the {} target", target.kind())
-    }
-}
-
 /// The blocking concern for a warm plan into `target` when the target (after preflight) says it
 /// cannot apply incremental passes; `None` for cold plans and capable targets.
 pub(super) fn target_concern(plan: &Plan, target: &dyn TargetProvider) -> Option<Concern> {
     if !plan.spec.warm || target.capabilities().incremental {
         return None;
     }
-    Some(Concern::new(
-        WARM_TRANSFER_UNSUPPORTED,
-        Severity::Critical,
-        warm_transfer_message(&target_label(plan, target)),
-    ))
+    Some(Concern::new(WARM_TRANSFER_UNSUPPORTED, Severity::Critical, warm_transfer_message(&target.describe())))
 }
 
-/// Add `extra` unless a concern with its id is there already (plan-level validation finds the
-/// same refusal for `kubevirt://` plans).
+/// Add `extra` unless a concern with its id is there already (a target's own validation rules
+/// may find the same refusal from the plan alone).
 pub(super) fn add_once(concerns: &mut Vec<Concern>, extra: Option<&Concern>) {
     if let Some(c) = extra {
         if !concerns.iter().any(|x| x.id == c.id) {
@@ -44,11 +32,11 @@ pub(super) fn add_once(concerns: &mut Vec<Concern>, extra: Option<&Concern>) {
 }
 
 /// Defense in depth before a delta pass: the target must apply it.
-pub(super) fn ensure_incremental(plan: &Plan, target: &dyn TargetProvider) -> Result<()> {
+pub(super) fn ensure_incremental(target: &dyn TargetProvider) -> Result<()> {
     if target.capabilities().incremental {
         return Ok(());
     }
-    Err(Error::new(ErrorCode::Unsupported, warm_transfer_message(&target_label(plan, target))))
+    Err(Error::new(ErrorCode::Unsupported, warm_transfer_message(&target.describe())))
 }
 
 /// A delta pass met a volume the target fills by itself in one go: following that import would
@@ -79,7 +67,7 @@ impl Executor {
     /// One pass run by the target itself ([`VolumeSink::Passes`](crate::provider::VolumeSink),
     /// the transfer Job): full when `only` is `None`, else the areas changed since the disk's
     /// last change id. Succeeds only on the worker's own report of that very pass, whose changed
-    /// bytes must equal what the executor asked vSphere for: a worker that copied other ranges is
+    /// bytes must equal what the executor asked the source for: a worker that copied other ranges is
     /// a failure, never a silent success.
     pub(super) async fn target_pass(
         &self,
@@ -207,12 +195,12 @@ impl Executor {
 
 impl Executor {
     /// After a precopy pass (or the first full copy) whose bytes are durably on the target:
-    /// record the change ids durably, then remove the pass's snapshot, waiting for vSphere to
+    /// record the change ids durably, then remove the pass's snapshot, waiting for the source to
     /// finish consolidating it. The next pass creates a fresh snapshot and asks for the areas
     /// changed since the recorded change id (CBT change ids stay valid once their snapshot is
     /// gone).
     ///
-    /// Why this order (Forklift's, after MTV-1656): VMware's VDDK guide has backup tools record
+    /// Why this order (Forklift's, after MTV-1656): the changed-block backup guides have tools record
     /// the change ids, delete the snapshot and only then create the next one. Forklift used to
     /// create the next snapshot first and saw guest file-system corruption on slow datastores,
     /// where a snapshot was created while the consolidation of the removed one was still
@@ -228,7 +216,7 @@ impl Executor {
 }
 
 impl Executor {
-    /// A pass snapshot: quiesced when the VM runs with VMware Tools (the guest flushes its file
+    /// A pass snapshot: quiesced when the VM runs its guest tools (the guest flushes its file
     /// systems and runs its freeze scripts, so the copy is application-consistent); when
     /// quiescing fails (no Tools, a freeze script error, a VSS timeout), or the VM is off or has
     /// no running Tools, a crash-consistent snapshot with a warning — what a power cut would
@@ -241,7 +229,7 @@ impl Executor {
             return self.source.create_snapshot(&vm.id, name).await;
         }
         if fresh.tools_status != ToolsStatus::Running {
-            tracing::warn!(snapshot = name, "VMware Tools are not running: taking a crash-consistent snapshot");
+            tracing::warn!(snapshot = name, "the guest tools are not running: taking a crash-consistent snapshot");
             return self.source.create_snapshot(&vm.id, name).await;
         }
         match self.source.create_snapshot_quiesced(&vm.id, name, true).await {
@@ -385,7 +373,7 @@ impl Executor {
         pass: &str,
     ) -> Result<()> {
         let VmRun { idx, vm, .. } = run;
-        ensure_incremental(&self.plan, self.target.as_ref())?;
+        ensure_incremental(self.target.as_ref())?;
         // No snapshot of ours may exist when the next one is created (see drop_pass_snapshots);
         // normally none is left, but a resumed run may find one.
         self.remove_our_snapshots(idx, vm).await?;

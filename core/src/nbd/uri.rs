@@ -1,7 +1,7 @@
 //! NBD URIs as libnbd and qemu spell them: `nbd://host[:port]/export` and
 //! `nbd+unix:///export?socket=/path`, and their TLS forms `nbds://` and `nbds+unix://` with
 //! libnbd's `tls-certificates=DIR`, `tls-verify-peer=false` and `tls-hostname=NAME`, plus
-//! `tls-thumbprint=SHA256` (ours: pin the server certificate, as for vSphere).
+//! `tls-thumbprint=SHA256` (ours: pin the server certificate, as for an HTTPS source).
 
 use std::path::PathBuf;
 

@@ -29,7 +29,7 @@ pub fn nic(key: i32, mac: &str, net: &str) -> Nic {
 }
 
 /// A target VM shaped like the lab's: the given guest, disks and NICs.
-pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, NetworkDestination)>) -> TargetVm {
+pub fn target(name: &str, os_id: &str, disks: Vec<Disk>, nics: Vec<(Nic, NetworkDestination)>) -> TargetVm {
     let storage = disks
         .iter()
         .map(|d| {
@@ -50,12 +50,12 @@ pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, Network
         name: name.into(),
         source: Vm {
             id: VmId {
-                moref: format!("vm-{name}"),
+                source_ref: format!("vm-{name}"),
                 bios_uuid: Some(format!("4211{:04}-aaaa-bbbb-cccc-0123456789ab", name.len())),
                 instance_uuid: None,
             },
             name: name.to_string(),
-            guest_id: guest.into(),
+            os_id: os_id.into(),
             cpu_sockets: 2,
             cores_per_socket: 2,
             memory_mib: 4096,
@@ -70,6 +70,7 @@ pub fn target(name: &str, guest: &str, disks: Vec<Disk>, nics: Vec<(Nic, Network
         run_strategy: "Halted".into(),
         conversion: None,
         overwrite: false,
+        import_hint: None,
     }
 }
 
@@ -100,7 +101,7 @@ pub fn converted(
 pub fn database() -> TargetVm {
     target(
         "database",
-        "rhel9_64Guest",
+        "rhel9.0",
         vec![disk(2000, 20 * GIB, "[WorkloadDatastore] database/database.vmdk")],
         vec![(nic(4000, "00:50:56:AA:00:01", "segment-migrating-to-ocpvirt"), NetworkDestination::Pod)],
     )
@@ -110,7 +111,7 @@ pub fn database() -> TargetVm {
 pub fn winweb01() -> TargetVm {
     let mut t = target(
         "winweb01",
-        "windows2019srv_64Guest",
+        "win2k19",
         vec![
             disk(2000, 40 * GIB, "[WorkloadDatastore] winweb01/winweb01.vmdk"),
             disk(2001, 10 * GIB + 512, "[WorkloadDatastore] winweb01/winweb01_1.vmdk"),

@@ -167,7 +167,7 @@ pub(super) fn map_devices(vm: &mut Vm, devices: &Element, lk: &Lookup) {
 pub(super) fn map_vm(o: &ObjectContent, lk: &Lookup) -> Vm {
     let mut vm = Vm {
         id: VmId {
-            moref: o.obj.value.clone(),
+            source_ref: o.obj.value.clone(),
             bios_uuid: o.text("config.uuid").filter(|s| !s.is_empty()).map(str::to_string),
             instance_uuid: o.text("config.instanceUuid").filter(|s| !s.is_empty()).map(str::to_string),
         },
@@ -179,6 +179,7 @@ pub(super) fn map_vm(o: &ObjectContent, lk: &Lookup) -> Vm {
         },
         guest_id: o.text("config.guestId").unwrap_or("").to_string(),
         guest_full_name: o.text("config.guestFullName").unwrap_or("").to_string(),
+        os_id: crate::osinfo::os_id_from_guest_id(o.text("config.guestId").unwrap_or("")).unwrap_or_default(),
         firmware: if o.text("config.firmware") == Some("efi") { Firmware::Efi } else { Firmware::Bios },
         secure_boot: o.get("config.bootOptions").and_then(|b| b.bool_at(&["efiSecureBootEnabled"])).unwrap_or(false),
         cpu_sockets: 1,

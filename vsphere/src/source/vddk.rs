@@ -37,7 +37,7 @@ impl VsphereSource {
         };
         let server = self.client.url().host_str().unwrap_or("").to_string();
         let file = self.disk_file_at(disk, snapshot).await?;
-        let (opts, moref) = (&self.opts, vm.moref.as_str());
+        let (opts, moref) = (&self.opts, vm.source_ref.as_str());
         open_nbdkit_with_password(&opts.password, |pw, socket| {
             vddk_command(
                 libdir,
