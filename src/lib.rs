@@ -37,12 +37,25 @@ use vmigrate_core::{Inventory, Plan, Result};
 /// # Errors
 /// Connecting to or reading the source fails; the plan's own problems come back as concerns.
 pub async fn validate_plan(plan: &Plan, inventory: Option<&Inventory>) -> Result<PlanValidation> {
-    let (inventory, caps) = match inventory {
-        Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
-        None => sources::read_inventory(&plan.spec.source).await?,
-    };
+    let (inventory, caps) = inventory_for(plan, inventory).await?;
     let ctx = ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps, rules: &rules(plan) };
     Ok(run_rules(&ctx))
+}
+
+/// The inventory validation reads: the one given (completed where an older vmigrate saved less,
+/// see [`sources::complete_saved_inventory`]), else the source's own.
+async fn inventory_for(
+    plan: &Plan,
+    inventory: Option<&Inventory>,
+) -> Result<(Inventory, vmigrate_core::SourceCapabilities)> {
+    match inventory {
+        Some(inv) => {
+            let mut inv = inv.clone();
+            sources::complete_saved_inventory(&plan.spec.source.url, &mut inv);
+            Ok((inv, vmigrate_core::SourceCapabilities::default()))
+        }
+        None => sources::read_inventory(&plan.spec.source).await,
+    }
 }
 
 /// The source's and the target's own validation rules, chosen by the plan's URLs (the same a
@@ -78,10 +91,7 @@ pub async fn validate_plan_with_target(
     plan: &Plan,
     inventory: Option<&Inventory>,
 ) -> Result<(PlanValidation, TargetCheck)> {
-    let (inventory, caps) = match inventory {
-        Some(inv) => (inv.clone(), vmigrate_core::SourceCapabilities::default()),
-        None => sources::read_inventory(&plan.spec.source).await?,
-    };
+    let (inventory, caps) = inventory_for(plan, inventory).await?;
     if !targets::target_scheme(&plan.spec.target.url).is_ok_and(|s| s.cluster) {
         let ctx =
             ValidationContext { plan, inventory: &inventory, existing: &[], capabilities: caps, rules: &rules(plan) };

@@ -88,6 +88,21 @@ pub fn source_rules(url: &str) -> vmigrate_core::validate::VmRules {
     }
 }
 
+/// Fill what an inventory saved by an older vmigrate lacks, from the source's own tables: the
+/// neutral OS id (`osId`) from the source's guest id. Without it, an inventory written before
+/// `osId` existed would read as "unknown OS" and block every VM at `conversion.unsupported-os`
+/// in an offline `validate`. VMs that already carry an OS id are left as they are.
+pub fn complete_saved_inventory(url: &str, inventory: &mut vmigrate_core::Inventory) {
+    if !matches!(source_scheme(url).map(|s| s.kind), Ok(SourceKind::Vsphere | SourceKind::Vmx | SourceKind::Ova)) {
+        return;
+    }
+    for vm in inventory.vms.iter_mut().filter(|v| v.os_id.is_empty()) {
+        if let Some(id) = vmigrate_vsphere::osinfo::os_id_from_guest_id(&vm.guest_id) {
+            vm.os_id = id;
+        }
+    }
+}
+
 /// Whether the source `url` names logs in (a vSphere endpoint). False for unknown schemes
 /// (opening them fails with [`ErrorCode::BadUrl`]).
 pub fn needs_credentials(url: &str) -> bool {
@@ -221,6 +236,15 @@ mod tests {
             needs_credentials("https://vc/sdk") && !needs_credentials("ova:///x.ova") && !needs_credentials("nope")
         );
         assert_eq!(credentials_from(None, None).ok(), Some(None));
+        // An inventory saved before `osId` existed gets it from the guest id; one that has it
+        // keeps it.
+        let mut inv: vmigrate_core::Inventory = serde_json::from_str(
+            r#"{"vms":[{"id":{"moref":"vm-1"},"name":"db","guestId":"rhel8_64Guest"},
+                       {"id":{"moref":"vm-2"},"name":"w","guestId":"rhel8_64Guest","osId":"win2k19"}]}"#,
+        )
+        .expect("inventory");
+        complete_saved_inventory("https://vc/sdk", &mut inv);
+        assert_eq!((inv.vms[0].os_id.as_str(), inv.vms[1].os_id.as_str()), ("rhel8.0", "win2k19"));
         assert!(credentials_from(Some("u".into()), Some("p".into())).is_ok_and(|c| c.is_some()));
         let one = credentials_from(Some("u".into()), None).expect_err("refused");
         assert_eq!(one.code(), ErrorCode::InvalidArgument);
