@@ -2,7 +2,10 @@
 //! end the connection with a typed error and fail every pending request, never a panic.
 
 use proptest::prelude::*;
+use tokio::io::BufReader;
+use tokio::sync::oneshot;
 
+use super::conn::*;
 use super::*;
 
 fn structured(flags: u16, typ: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
