@@ -61,19 +61,29 @@ async fn a_run_hands_every_event_to_the_caller_and_leaves_the_status_readable() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_while_one_runs_is_refused_and_cancel_ends_in_cancelled() {
-    let (src, tgt, _) = providers(64 * MIB);
+    // Large and slow enough that the copy spans several progress ticks (250 ms).
+    let (src, tgt, _) = providers(256 * MIB);
     src.set_slow_reads(true);
     let m = Migration::with_providers(plan(), src, tgt.clone(), MigrationOptions::default());
     let ctl = m.controller();
+    let started = tokio::sync::Notify::new();
+    let refused = std::sync::atomic::AtomicBool::new(false);
     let first = m.run(|e| {
-        // Cancel from inside the callback, as C and Python callers may.
-        if matches!(e, Event::Disk { .. }) {
+        started.notify_one();
+        // Cancel from inside the callback, as C and Python callers may: once the second run was
+        // refused, at the copy's start or at one of its progress events (never after the copy,
+        // when there would be nothing left to cancel).
+        if refused.load(std::sync::atomic::Ordering::SeqCst)
+            && matches!(e, Event::Phase { phase: Phase::CopyDisks, .. } | Event::Disk { .. })
+        {
             ctl.cancel();
         }
     });
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        m.run(|_| {}).await
+        started.notified().await;
+        let r = m.run(|_| {}).await;
+        refused.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
     };
     let (first, second) = tokio::join!(first, second);
     assert_eq!(second.expect_err("refused").code(), ErrorCode::Unsupported);
