@@ -25,7 +25,6 @@
 
 pub mod builder;
 pub mod cluster;
-mod conversion;
 pub mod convert_job;
 
 pub mod dir;
@@ -35,7 +34,6 @@ pub mod fake;
 pub mod job;
 
 pub mod objects;
-mod passes;
 #[cfg(feature = "realkube")]
 pub mod realkube;
 pub mod rules;

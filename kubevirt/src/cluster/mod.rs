@@ -25,6 +25,8 @@
 //! and the target's state.
 
 mod access;
+mod conversion;
+mod passes;
 mod provider;
 mod volumes;
 

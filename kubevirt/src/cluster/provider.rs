@@ -237,7 +237,7 @@ impl TargetProvider for KubevirtTarget {
                 o.transfer
             )));
         }
-        crate::passes::run_job_pass(self, vm, volume, pass).await
+        super::passes::run_job_pass(self, vm, volume, pass).await
     }
 
     /// Runs the conversion Job (`virt-v2v-in-place` over the VM's PVCs, see
@@ -248,7 +248,7 @@ impl TargetProvider for KubevirtTarget {
         volumes: &[PreparedVolume],
         request: &vmigrate_core::convert::ConversionRequest,
     ) -> Result<vmigrate_core::convert::GuestConversion> {
-        crate::conversion::run_conversion_job(self, vm, volumes, request).await
+        super::conversion::run_conversion_job(self, vm, volumes, request).await
     }
 
     async fn create_vm(&self, vm: &TargetVm, volumes: &[PreparedVolume]) -> Result<()> {

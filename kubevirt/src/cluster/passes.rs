@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use vmigrate_core::{Error, ErrorCode, PassReport, PreparedVolume, Result, TargetPass, TargetVm};
 
+use super::KubevirtTarget;
 use crate::builder;
-use crate::cluster::KubevirtTarget;
 use crate::error::KubevirtError;
 use crate::job::{build_transfer_job, pass_job_name, JobSource, WorkerTuning};
 use crate::wait::{is_job_complete, Check};

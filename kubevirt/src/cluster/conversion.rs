@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use vmigrate_core::convert::{self, ConversionRequest, GuestConversion};
 use vmigrate_core::{Error, ErrorCode, PreparedVolume, Result, TargetVm};
 
-use crate::cluster::KubevirtTarget;
+use super::KubevirtTarget;
 use crate::convert_job::{build_conversion_job, build_input_configmap, job_name, CONTAINER};
 use crate::error::KubevirtError;
 use crate::wait::{await_condition, is_job_complete, Check};
